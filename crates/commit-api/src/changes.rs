@@ -1,0 +1,1 @@
+//! `changes`: Dockerfile instructions applied to the committed image's config.

@@ -1,0 +1,1 @@
+//! Test support for commitd: real containerd, real runc containers.
