@@ -1,0 +1,151 @@
+//! The connection to containerd: one lazily connected, self-healing gRPC
+//! channel over the unix socket, and request builders that carry the
+//! namespace (and, during a commit, the lease) in gRPC metadata.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use containerd_client::services::v1::{
+    containers_client::ContainersClient, content_client::ContentClient, diff_client::DiffClient,
+    images_client::ImagesClient, introspection_client::IntrospectionClient, leases_client::LeasesClient,
+    snapshots::snapshots_client::SnapshotsClient, tasks_client::TasksClient, version_client::VersionClient,
+};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Request;
+
+use crate::error::{Error, Result};
+
+/// gRPC messages up to this size are accepted from containerd (its own
+/// server limit is 16 MiB).
+pub(crate) const MAX_MESSAGE: usize = 16 << 20;
+
+/// A handle on one containerd namespace. Cheap to clone; clones share the
+/// channel.
+#[derive(Clone, Debug)]
+pub struct Containerd {
+    channel: Channel,
+    socket: PathBuf,
+    namespace: String,
+}
+
+impl Containerd {
+    /// Prepares a channel to the socket without connecting: the first call
+    /// connects, and a broken connection is re-established on the next call.
+    /// So a daemon can start before containerd and ride out its restarts.
+    pub fn lazy(socket: impl AsRef<Path>, namespace: &str) -> Result<Self> {
+        validate_namespace(namespace)?;
+        let socket = socket.as_ref().to_path_buf();
+        let path = socket.clone();
+        // The URI is required by tonic but unused: the connector dials the socket.
+        let channel = Endpoint::from_static("http://[::]:50051")
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect_with_connector_lazy(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            }));
+        Ok(Self { channel, socket, namespace: namespace.to_string() })
+    }
+
+    /// The same connection, another namespace.
+    pub fn with_namespace(&self, namespace: &str) -> Result<Self> {
+        validate_namespace(namespace)?;
+        Ok(Self { namespace: namespace.to_string(), ..self.clone() })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// A request in this namespace.
+    pub fn request<T>(&self, msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        // Validated in the constructor: namespaces are ASCII.
+        if let Ok(v) = MetadataValue::try_from(self.namespace.as_str()) {
+            req.metadata_mut().insert("containerd-namespace", v);
+        }
+        req
+    }
+
+    /// A request in this namespace whose new resources belong to `lease`.
+    pub fn leased<T>(&self, msg: T, lease: &str) -> Request<T> {
+        let mut req = self.request(msg);
+        if let Ok(v) = MetadataValue::try_from(lease) {
+            req.metadata_mut().insert("containerd-lease", v);
+        }
+        req
+    }
+
+    /// Converts a gRPC status into an engine error naming the call.
+    pub(crate) fn err(&self, op: &'static str, s: tonic::Status) -> Error {
+        Error::status(op, &self.socket, s)
+    }
+
+    pub fn containers(&self) -> ContainersClient<Channel> {
+        ContainersClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+    pub fn tasks(&self) -> TasksClient<Channel> {
+        TasksClient::new(self.channel.clone())
+    }
+    pub fn snapshots(&self) -> SnapshotsClient<Channel> {
+        SnapshotsClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+    pub fn diff(&self) -> DiffClient<Channel> {
+        DiffClient::new(self.channel.clone())
+    }
+    pub fn content(&self) -> ContentClient<Channel> {
+        ContentClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+    pub fn images(&self) -> ImagesClient<Channel> {
+        ImagesClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+    pub fn leases(&self) -> LeasesClient<Channel> {
+        LeasesClient::new(self.channel.clone())
+    }
+    pub fn version(&self) -> VersionClient<Channel> {
+        VersionClient::new(self.channel.clone())
+    }
+    pub fn introspection(&self) -> IntrospectionClient<Channel> {
+        IntrospectionClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    /// containerd's version string; also a cheap liveness probe.
+    pub async fn server_version(&self) -> Result<String> {
+        let resp = self.version().version(Request::new(())).await.map_err(|s| self.err("version", s))?;
+        Ok(resp.into_inner().version)
+    }
+}
+
+/// containerd's namespace rule: labels of `[A-Za-z0-9]` joined by `.`, `_`
+/// or `-`, at most 76 characters.
+fn validate_namespace(ns: &str) -> Result<()> {
+    let ok = !ns.is_empty()
+        && ns.len() <= 76
+        && ns.split(['.', '_', '-']).all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if ok { Ok(()) } else { Err(Error::InvalidArgument(format!("invalid containerd namespace {ns:?}"))) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_follow_containerd_rules() {
+        for ok in ["default", "k8s.io", "moby", "a-b_c.d", "x1"] {
+            assert!(validate_namespace(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a..b", "-a", "a-", "a b", "ns/x", "ümlaut", &"x".repeat(77)] {
+            assert!(validate_namespace(bad).is_err(), "{bad}");
+        }
+    }
+}

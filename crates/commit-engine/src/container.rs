@@ -1,0 +1,131 @@
+//! Finding a container the way Docker users name one: full ID, name, or a
+//! unique ID prefix; and reading what a commit needs from its record.
+
+use containerd_client::services::v1::{Container, GetContainerRequest, ListContainersRequest};
+use tonic::Code;
+
+use crate::client::Containerd;
+use crate::error::{Error, Result};
+
+/// nerdctl's label for a container's name (what `docker ps` shows as NAMES).
+pub const NAME_LABEL: &str = "nerdctl/name";
+/// nerdctl's label for the platform a container's image was chosen for.
+pub const PLATFORM_LABEL: &str = "nerdctl/platform";
+/// The CRI plugin's labels: Kubernetes containers are named by these.
+pub const K8S_CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
+pub const K8S_POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
+pub const K8S_POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+
+/// Resolves `query` as Docker does: an exact ID, then an exact name, then a
+/// unique ID prefix. Kubernetes containers also answer to
+/// `<pod>/<container>` and `<pod-namespace>/<pod>/<container>`.
+pub async fn resolve(c: &Containerd, query: &str) -> Result<Container> {
+    if query.is_empty() {
+        return Err(Error::ContainerNotFound(String::new()));
+    }
+    match get(c, query).await {
+        Ok(found) => return Ok(found),
+        Err(e) if e.code() == Some(Code::NotFound) => {}
+        Err(e) => return Err(e),
+    }
+    let all = list(c, Vec::new()).await?;
+    let by_name: Vec<&Container> = all.iter().filter(|ct| answers_to_name(ct, query)).collect();
+    match by_name.as_slice() {
+        [one] => return Ok((*one).clone()),
+        [] => {}
+        many => {
+            return Err(Error::AmbiguousContainer {
+                prefix: query.to_string(),
+                matches: many.iter().map(|ct| ct.id.clone()).collect(),
+            });
+        }
+    }
+    let mut by_prefix: Vec<Container> = all.into_iter().filter(|ct| ct.id.starts_with(query)).collect();
+    match by_prefix.len() {
+        0 => Err(Error::ContainerNotFound(query.to_string())),
+        1 => Ok(by_prefix.remove(0)),
+        _ => Err(Error::AmbiguousContainer {
+            prefix: query.to_string(),
+            matches: by_prefix.into_iter().map(|ct| ct.id).collect(),
+        }),
+    }
+}
+
+fn answers_to_name(ct: &Container, query: &str) -> bool {
+    let label = |k: &str| ct.labels.get(k).map(String::as_str);
+    if label(NAME_LABEL) == Some(query.trim_start_matches('/')) {
+        return true;
+    }
+    let (Some(container), Some(pod)) = (label(K8S_CONTAINER_NAME_LABEL), label(K8S_POD_NAME_LABEL)) else {
+        return false;
+    };
+    // A pod's sandbox ("pause") container carries the pod labels too but no
+    // container name label, so it never matches here.
+    let pod_ns = label(K8S_POD_NAMESPACE_LABEL).unwrap_or("default");
+    query == format!("{pod}/{container}") || query == format!("{pod_ns}/{pod}/{container}")
+}
+
+pub async fn get(c: &Containerd, id: &str) -> Result<Container> {
+    let req = c.request(GetContainerRequest { id: id.to_string() });
+    let resp = c.containers().get(req).await.map_err(|s| c.err("container get", s))?;
+    resp.into_inner().container.ok_or_else(|| Error::ContainerNotFound(id.to_string()))
+}
+
+pub async fn list(c: &Containerd, filters: Vec<String>) -> Result<Vec<Container>> {
+    let req = c.request(ListContainersRequest { filters });
+    let resp = c.containers().list(req).await.map_err(|s| c.err("container list", s))?;
+    Ok(resp.into_inner().containers)
+}
+
+/// The container's process arguments from its OCI runtime spec: what Docker
+/// records as the history entry's `created_by`.
+pub fn process_args(ct: &Container) -> Vec<String> {
+    let Some(spec) = &ct.spec else { return Vec::new() };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&spec.value) else { return Vec::new() };
+    v.pointer("/process/args")
+        .and_then(|a| a.as_array())
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ct(id: &str, labels: &[(&str, &str)]) -> Container {
+        Container {
+            id: id.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn names_come_from_nerdctl_and_kubernetes_labels() {
+        let n = ct("abc", &[(NAME_LABEL, "web")]);
+        assert!(answers_to_name(&n, "web"));
+        assert!(answers_to_name(&n, "/web"));
+        assert!(!answers_to_name(&n, "we"));
+        let k = ct("def", &[
+            (K8S_CONTAINER_NAME_LABEL, "app"),
+            (K8S_POD_NAME_LABEL, "nb-0"),
+            (K8S_POD_NAMESPACE_LABEL, "team"),
+        ]);
+        assert!(answers_to_name(&k, "nb-0/app"));
+        assert!(answers_to_name(&k, "team/nb-0/app"));
+        assert!(!answers_to_name(&k, "app"));
+        let sandbox = ct("ghi", &[(K8S_POD_NAME_LABEL, "nb-0")]);
+        assert!(!answers_to_name(&sandbox, "nb-0/app"));
+    }
+
+    #[test]
+    fn process_args_read_from_spec() {
+        let mut c = ct("x", &[]);
+        c.spec = Some(prost_types::Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+            value: br#"{"process":{"args":["sh","-c","echo hi"]}}"#.to_vec(),
+        });
+        assert_eq!(process_args(&c), ["sh", "-c", "echo hi"]);
+        assert!(process_args(&ct("y", &[])).is_empty());
+    }
+}

@@ -1,0 +1,108 @@
+//! containerd's content store: reading small blobs (manifests, configs) and
+//! writing blobs through the content service's write stream.
+
+use std::collections::HashMap;
+
+use containerd_client::services::v1::{
+    Info, InfoRequest, ReadContentRequest, UpdateRequest, WriteAction, WriteContentRequest,
+};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tonic::Code;
+
+use crate::client::Containerd;
+use crate::error::{Error, Result};
+
+/// Manifests, indexes and configs larger than this are refused: they are
+/// JSON documents, and a bigger one is not something to hold in memory.
+pub const MAX_METADATA_BLOB: i64 = 8 << 20;
+
+/// Chunk size of content writes, well under gRPC's 16 MiB message limit.
+pub const WRITE_CHUNK: usize = 1 << 20;
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Reads a whole blob that is expected to be small metadata.
+pub async fn read_blob(c: &Containerd, digest: &str) -> Result<Vec<u8>> {
+    let info = info(c, digest).await?;
+    if info.size > MAX_METADATA_BLOB {
+        return Err(Error::Malformed(format!("blob {digest} is {} bytes, too large for metadata", info.size)));
+    }
+    read_range(c, digest, 0, info.size).await
+}
+
+/// Reads `size` bytes at `offset` of a blob (`size` 0: to the end).
+pub async fn read_range(c: &Containerd, digest: &str, offset: i64, size: i64) -> Result<Vec<u8>> {
+    let req = c.request(ReadContentRequest { digest: digest.to_string(), offset, size });
+    let mut stream = c.content().read(req).await.map_err(|s| c.err("content read", s))?.into_inner();
+    let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    while let Some(msg) = stream.next().await {
+        let msg = msg.map_err(|s| c.err("content read", s))?;
+        out.extend_from_slice(&msg.data);
+    }
+    Ok(out)
+}
+
+pub async fn info(c: &Containerd, digest: &str) -> Result<Info> {
+    let req = c.request(InfoRequest { digest: digest.to_string() });
+    let resp = c.content().info(req).await.map_err(|s| c.err("content info", s))?;
+    resp.into_inner().info.ok_or_else(|| Error::Malformed(format!("content info of {digest} is empty")))
+}
+
+/// Writes a blob held in memory under `lease`, with `labels`. A blob that is
+/// already in the store gets the labels added and is attached to the lease.
+pub async fn write_blob(
+    c: &Containerd,
+    lease: &str,
+    reference: &str,
+    data: Vec<u8>,
+    labels: HashMap<String, String>,
+) -> Result<String> {
+    let digest = sha256_digest(&data);
+    let total = data.len() as i64;
+    // One message writes and commits; the server answers once and closes.
+    let first = WriteContentRequest {
+        action: WriteAction::Commit as i32,
+        r#ref: reference.to_string(),
+        total,
+        expected: digest.clone(),
+        offset: 0,
+        data,
+        labels: labels.clone(),
+    };
+    let req = c.leased(futures::stream::iter([first]), lease);
+    let result = async {
+        let mut responses = c.content().write(req).await?.into_inner();
+        while let Some(r) = responses.next().await {
+            r?;
+        }
+        Ok::<_, tonic::Status>(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(digest),
+        Err(s) if s.code() == Code::AlreadyExists => {
+            add_labels(c, &digest, labels).await?;
+            crate::lease::add_content(c, lease, &digest).await?;
+            Ok(digest)
+        }
+        Err(s) => Err(c.err("content write", s)),
+    }
+}
+
+/// Adds labels to a blob's existing ones.
+pub async fn add_labels(c: &Containerd, digest: &str, labels: HashMap<String, String>) -> Result<()> {
+    if labels.is_empty() {
+        return Ok(());
+    }
+    let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+    let req = c.request(UpdateRequest {
+        info: Some(Info { digest: digest.to_string(), labels, ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths }),
+    });
+    c.content().update(req).await.map_err(|s| c.err("content update", s))?;
+    Ok(())
+}

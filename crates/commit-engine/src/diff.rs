@@ -1,0 +1,172 @@
+//! The portable path: containerd's diff service compares the container's
+//! snapshot with its parent and writes the layer; the same service applies
+//! the layer into the new image's snapshot.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use containerd_client::services::v1::{ApplyRequest, DiffRequest};
+use containerd_client::types::Descriptor as ProtoDescriptor;
+use tracing::{debug, instrument};
+
+use crate::client::Containerd;
+use crate::content;
+use crate::error::{Error, Result};
+use crate::image::{media_type, Descriptor};
+use crate::snapshot::{Snapshots, UNPACK_PREFIX};
+
+/// The label containerd's differ puts on a layer blob: the digest of the
+/// uncompressed tar, i.e. the layer's diff ID.
+pub const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
+
+/// A captured layer, in the content store.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub descriptor: Descriptor,
+    pub diff_id: String,
+}
+
+/// Diffs `key` (the container's snapshot) against `parent` with the diff
+/// service. Returns `None` when the layer has no entries.
+#[instrument(skip_all, fields(snapshot = %key, parent = %parent))]
+pub async fn capture(
+    c: &Containerd,
+    lease: &str,
+    sn: &Snapshots<'_>,
+    key: &str,
+    active: bool,
+    parent: &str,
+    media: &str,
+) -> Result<Layer> {
+    let unique = crate::unique();
+    let mut views = Vec::new();
+    let result = async {
+        let upper = if active {
+            sn.mounts(key).await?
+        } else {
+            let view = format!("{key}-view-{unique}");
+            let m = sn.view(lease, &view, key).await?;
+            views.push(view);
+            m
+        };
+        let lower = if parent.is_empty() {
+            Vec::new()
+        } else {
+            let view = format!("{parent}-parent-view-{unique}");
+            let m = sn.view(lease, &view, parent).await?;
+            views.push(view);
+            m
+        };
+        let req = c.leased(
+            DiffRequest {
+                left: lower,
+                right: upper,
+                media_type: media.to_string(),
+                r#ref: format!("commitd-diff-{unique}"),
+                labels: HashMap::new(),
+                source_date_epoch: None,
+            },
+            lease,
+        );
+        let resp = c.diff().diff(req).await.map_err(|s| c.err("diff", s))?;
+        resp.into_inner().diff.ok_or_else(|| Error::Malformed("diff service returned no descriptor".into()))
+    }
+    .await;
+    for v in views {
+        sn.remove_quietly(&v).await;
+    }
+    let desc = result?;
+    let info = content::info(c, &desc.digest).await?;
+    let diff_id = info
+        .labels
+        .get(UNCOMPRESSED_LABEL)
+        .cloned()
+        .ok_or_else(|| Error::Malformed(format!("diff service gave layer {} no {UNCOMPRESSED_LABEL} label", desc.digest)))?;
+    debug!(digest = %desc.digest, %diff_id, size = info.size, "layer captured by the diff service");
+    Ok(Layer {
+        descriptor: Descriptor {
+            media_type: if desc.media_type.is_empty() { media.to_string() } else { desc.media_type },
+            digest: desc.digest,
+            size: info.size,
+            annotations: None,
+            platform: None,
+            urls: None,
+        },
+        diff_id,
+    })
+}
+
+/// Whether a layer blob holds no tar entries: its first header block is the
+/// end-of-archive marker. Reads only the first few KiB of the blob.
+pub async fn has_no_entries(c: &Containerd, layer: &Descriptor) -> Result<bool> {
+    let head = content::read_range(c, &layer.digest, 0, layer.size.min(64 << 10)).await?;
+    let mut block = [0u8; 512];
+    let filled = match layer.media_type.as_str() {
+        m if m.ends_with("gzip") => read_prefix(flate2::read::GzDecoder::new(&head[..]), &mut block),
+        m if m.ends_with("tar") => read_prefix(&head[..], &mut block),
+        m => return Err(Error::Malformed(format!("cannot inspect a layer of media type {m}"))),
+    };
+    // A tar that ends before a full block, or whose first block is all
+    // zeros, has no entries.
+    Ok(filled < block.len() || block.iter().all(|&b| b == 0))
+}
+
+fn read_prefix(mut r: impl Read, buf: &mut [u8]) -> usize {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+    }
+    filled
+}
+
+/// Fills the snapshot `chain_id` (child of `parent`) from `layer` with the
+/// diff service: prepare under a unique `extract-` key, apply, commit. An
+/// existing snapshot of that name is success. The prepared snapshot is
+/// removed on failure.
+#[instrument(skip_all, fields(chain_id = %chain_id))]
+pub async fn apply(
+    c: &Containerd,
+    lease: &str,
+    sn: &Snapshots<'_>,
+    chain_id: &str,
+    parent: &str,
+    layer: &Descriptor,
+) -> Result<()> {
+    if sn.exists(chain_id).await? {
+        return Ok(());
+    }
+    let key = format!("{UNPACK_PREFIX}-{}-{chain_id}", crate::unique());
+    let mounts = sn.prepare(lease, &key, parent).await?;
+    let result = async {
+        let req = c.leased(
+            ApplyRequest {
+                diff: Some(ProtoDescriptor {
+                    media_type: layer.media_type.clone(),
+                    digest: layer.digest.clone(),
+                    size: layer.size,
+                    annotations: HashMap::new(),
+                }),
+                mounts,
+                payloads: HashMap::new(),
+                sync_fs: false,
+            },
+            lease,
+        );
+        c.diff().apply(req).await.map_err(|s| c.err("diff apply", s))?;
+        sn.commit(lease, chain_id, &key).await?;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        sn.remove_quietly(&key).await;
+    }
+    result
+}
+
+/// The media type the diff service is asked for, for a compression.
+pub fn service_media_type(gzip: bool) -> &'static str {
+    if gzip { media_type::OCI_LAYER_GZIP } else { media_type::OCI_LAYER_TAR }
+}

@@ -1,0 +1,233 @@
+//! containerd's image records, kept the way Docker's containerd image store
+//! keeps them, so `docker`, `nerdctl` and `ctr` agree on what they see:
+//! an untagged image is named `moby-dangling@<manifest digest>`, and when a
+//! name moves to another image the image it leaves is kept under its
+//! dangling name unless another name still points at it.
+
+use std::collections::HashMap;
+
+use containerd_client::services::v1::{
+    CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, ListImagesRequest, UpdateImageRequest,
+};
+use containerd_client::types::Descriptor as ProtoDescriptor;
+use tonic::Code;
+use tracing::debug;
+
+use crate::client::Containerd;
+use crate::error::{Error, Result};
+use crate::image::Descriptor;
+
+const DANGLING_PREFIX: &str = "moby-dangling@";
+
+/// The record name Docker gives an image that has no name.
+pub fn dangling_name(manifest_digest: &str) -> String {
+    format!("{DANGLING_PREFIX}{manifest_digest}")
+}
+
+pub fn is_dangling(img: &Image) -> bool {
+    img.target.as_ref().is_some_and(|t| img.name == dangling_name(&t.digest))
+}
+
+pub async fn get(c: &Containerd, name: &str) -> Result<Option<Image>> {
+    let req = c.request(GetImageRequest { name: name.to_string() });
+    match c.images().get(req).await {
+        Ok(resp) => Ok(resp.into_inner().image),
+        Err(s) if s.code() == Code::NotFound => Ok(None),
+        Err(s) => Err(c.err("image get", s)),
+    }
+}
+
+pub async fn list(c: &Containerd, filters: Vec<String>) -> Result<Vec<Image>> {
+    let req = c.request(ListImagesRequest { filters });
+    let resp = c.images().list(req).await.map_err(|s| c.err("image list", s))?;
+    Ok(resp.into_inner().images)
+}
+
+pub async fn delete(c: &Containerd, name: &str) -> Result<()> {
+    let req = c.request(DeleteImageRequest { name: name.to_string(), sync: false, target: None });
+    match c.images().delete(req).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == Code::NotFound => Ok(()),
+        Err(s) => Err(c.err("image delete", s)),
+    }
+}
+
+fn to_proto(d: &Descriptor) -> ProtoDescriptor {
+    ProtoDescriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.clone(),
+        size: d.size,
+        annotations: d.annotations.clone().map(|a| a.into_iter().collect()).unwrap_or_default(),
+    }
+}
+
+fn now() -> prost_types::Timestamp {
+    let t = chrono::Utc::now();
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
+}
+
+/// Points `name` at `target`, creating the record or moving it. The image a
+/// moved name leaves behind stays listed under its dangling name when no
+/// other record points at it. Naming an image drops its dangling record.
+pub async fn name_image(c: &Containerd, lease: &str, name: &str, target: &Descriptor) -> Result<()> {
+    let previous = get(c, name).await?;
+    if let Some(prev) = &previous {
+        if prev.target.as_ref().is_some_and(|t| t.digest == target.digest) {
+            drop_dangling(c, &target.digest, name).await?;
+            return Ok(());
+        }
+    }
+    let record = Image {
+        name: name.to_string(),
+        labels: HashMap::new(),
+        target: Some(to_proto(target)),
+        created_at: Some(now()),
+        updated_at: Some(now()),
+    };
+    match &previous {
+        None => {
+            let req = c.leased(CreateImageRequest { image: Some(record.clone()), source_date_epoch: None }, lease);
+            match c.images().create(req).await {
+                Ok(_) => {}
+                // Someone named it meanwhile: last writer wins, as in Docker.
+                Err(s) if s.code() == Code::AlreadyExists => update(c, lease, record).await?,
+                Err(s) => return Err(c.err("image create", s)),
+            }
+        }
+        Some(prev) => {
+            keep_dangling(c, lease, prev).await?;
+            update(c, lease, record).await?;
+        }
+    }
+    if !name.starts_with(DANGLING_PREFIX) {
+        drop_dangling(c, &target.digest, name).await?;
+    }
+    debug!(image = %name, digest = %target.digest, "image record written");
+    Ok(())
+}
+
+async fn update(c: &Containerd, lease: &str, mut record: Image) -> Result<()> {
+    record.created_at = None;
+    let req = c.leased(
+        UpdateImageRequest {
+            image: Some(record),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["target".into()] }),
+            source_date_epoch: None,
+        },
+        lease,
+    );
+    c.images().update(req).await.map_err(|s| c.err("image update", s))?;
+    Ok(())
+}
+
+/// Before `prev`'s name moves away, keeps its image listed (as Docker's
+/// `<none>`) if no other record points at its target.
+async fn keep_dangling(c: &Containerd, lease: &str, prev: &Image) -> Result<()> {
+    let Some(target) = &prev.target else { return Ok(()) };
+    let others = list(c, vec![format!("target.digest=={}", target.digest)]).await?;
+    if others.iter().any(|i| i.name != prev.name) {
+        return Ok(());
+    }
+    let record = Image {
+        name: dangling_name(&target.digest),
+        labels: prev.labels.clone(),
+        target: Some(target.clone()),
+        created_at: prev.created_at,
+        updated_at: Some(now()),
+    };
+    let req = c.leased(CreateImageRequest { image: Some(record), source_date_epoch: None }, lease);
+    match c.images().create(req).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == Code::AlreadyExists => Ok(()),
+        Err(s) => Err(c.err("image create", s)),
+    }
+}
+
+/// Removes the dangling record of `digest` once `name` points at it.
+async fn drop_dangling(c: &Containerd, digest: &str, name: &str) -> Result<()> {
+    let dangling = dangling_name(digest);
+    if name != dangling {
+        delete(c, &dangling).await?;
+    }
+    Ok(())
+}
+
+/// Resolves an image record by name, or returns `ImageNotFound`.
+pub async fn must_get(c: &Containerd, name: &str) -> Result<Image> {
+    get(c, name).await?.ok_or_else(|| Error::ImageNotFound(name.to_string()))
+}
+
+/// An image's manifest and config, as read from the content store.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The record's target (a manifest, or an index the manifest was picked from).
+    pub target: Descriptor,
+    pub manifest_descriptor: Descriptor,
+    pub manifest: crate::image::Manifest,
+    pub config: crate::image::ImageConfig,
+}
+
+impl Resolved {
+    /// The chain ID of the image's layers: the name of its unpacked snapshot.
+    pub fn chain_id(&self) -> Option<String> {
+        crate::image::chain_id(&self.config.rootfs.diff_ids)
+    }
+}
+
+pub fn from_proto(d: &ProtoDescriptor) -> Descriptor {
+    Descriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.clone(),
+        size: d.size,
+        annotations: (!d.annotations.is_empty()).then(|| d.annotations.clone().into_iter().collect()),
+        platform: None,
+        urls: None,
+    }
+}
+
+/// Reads an image record's manifest (choosing from an index by `platform`)
+/// and config.
+pub async fn resolve(c: &Containerd, img: &Image, platform: &crate::image::Platform) -> Result<Resolved> {
+    use crate::image::{media_type as mt, ImageConfig, Index, Manifest};
+    let target = img
+        .target
+        .as_ref()
+        .map(from_proto)
+        .ok_or_else(|| Error::Malformed(format!("image {} has no target", img.name)))?;
+    let mut desc = target.clone();
+    // Indexes may nest; a few levels is plenty.
+    for _ in 0..4 {
+        let bytes = crate::content::read_blob(c, &desc.digest).await?;
+        let is_index = match desc.media_type.as_str() {
+            mt::OCI_INDEX | mt::DOCKER_MANIFEST_LIST => true,
+            mt::OCI_MANIFEST | mt::DOCKER_MANIFEST => false,
+            _ => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .map(|v| v.get("manifests").is_some())
+                .unwrap_or(false),
+        };
+        if is_index {
+            let index: Index = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Malformed(format!("index {} of image {}: {e}", desc.digest, img.name)))?;
+            let pick = index
+                .manifests
+                .iter()
+                .find(|m| m.platform.as_ref().is_some_and(|p| crate::image::platform_matches(p, platform)))
+                .or_else(|| index.manifests.iter().find(|m| m.platform.is_none()))
+                .ok_or_else(|| {
+                    Error::ImageNotFound(format!(
+                        "{} (no manifest for {}/{})",
+                        img.name, platform.os, platform.architecture
+                    ))
+                })?;
+            desc = pick.clone();
+            continue;
+        }
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Malformed(format!("manifest {} of image {}: {e}", desc.digest, img.name)))?;
+        let config_bytes = crate::content::read_blob(c, &manifest.config.digest).await?;
+        let config: ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| Error::Malformed(format!("config {} of image {}: {e}", manifest.config.digest, img.name)))?;
+        return Ok(Resolved { target, manifest_descriptor: desc, manifest, config });
+    }
+    Err(Error::Malformed(format!("image {} nests indexes too deeply", img.name)))
+}

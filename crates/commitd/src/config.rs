@@ -1,0 +1,205 @@
+//! Settings: built-in defaults (the documented `config/commitd.toml`,
+//! embedded), then the config file, then environment and flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// The documented default configuration, embedded.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../config/commitd.toml");
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub socket_group: String,
+    pub containerd: PathBuf,
+    pub namespace: String,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub shutdown_timeout_secs: u64,
+    pub commit: CommitConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitConfig {
+    pub compression: commit_engine::Compression,
+    pub lease_expiry_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A config file may set any subset of the settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialConfig {
+    socket: Option<PathBuf>,
+    socket_group: Option<String>,
+    containerd: Option<PathBuf>,
+    namespace: Option<String>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+    shutdown_timeout_secs: Option<u64>,
+    commit: Option<PartialCommit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialCommit {
+    compression: Option<commit_engine::Compression>,
+    lease_expiry_secs: Option<u64>,
+}
+
+/// commitd: Docker's commit API for containerd containers, on a unix socket.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Config file (TOML); settings it leaves out keep their defaults.
+    #[arg(long, env = "COMMITD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Socket to serve the API on.
+    #[arg(long, env = "COMMITD_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Group owning the socket (mode 0660).
+    #[arg(long, env = "COMMITD_SOCKET_GROUP")]
+    pub socket_group: Option<String>,
+    /// containerd's socket.
+    #[arg(long, env = "COMMITD_CONTAINERD")]
+    pub containerd: Option<PathBuf>,
+    /// containerd namespace.
+    #[arg(long, env = "COMMITD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Log format.
+    #[arg(long, env = "COMMITD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl Config {
+    /// The embedded defaults.
+    pub fn defaults() -> Self {
+        // The embedded file is checked by a unit test; it cannot fail here.
+        toml::from_str(DEFAULT_CONFIG).unwrap_or_else(|e| panic!("embedded default config is invalid: {e}"))
+    }
+
+    /// Defaults, then the file (if any), then flags and environment.
+    pub fn load(cli: &Cli) -> Result<Self, String> {
+        let mut cfg = Self::defaults();
+        if let Some(path) = &cli.config {
+            cfg.merge_file(path)?;
+        }
+        if let Some(v) = &cli.socket {
+            cfg.socket = v.clone();
+        }
+        if let Some(v) = &cli.socket_group {
+            cfg.socket_group = v.clone();
+        }
+        if let Some(v) = &cli.containerd {
+            cfg.containerd = v.clone();
+        }
+        if let Some(v) = &cli.namespace {
+            cfg.namespace = v.clone();
+        }
+        if let Some(v) = cli.log_format {
+            cfg.log_format = v;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn merge_file(&mut self, path: &Path) -> Result<(), String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let p: PartialConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        macro_rules! take {
+            ($($dst:expr => $src:expr),* $(,)?) => { $( if let Some(v) = $src { $dst = v; } )* };
+        }
+        take!(
+            self.socket => p.socket,
+            self.socket_group => p.socket_group,
+            self.containerd => p.containerd,
+            self.namespace => p.namespace,
+            self.log_format => p.log_format,
+            self.log_level => p.log_level,
+            self.shutdown_timeout_secs => p.shutdown_timeout_secs,
+        );
+        if let Some(c) = p.commit {
+            take!(
+                self.commit.compression => c.compression,
+                self.commit.lease_expiry_secs => c.lease_expiry_secs,
+            );
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.commit.lease_expiry_secs < 3 {
+            return Err("commit.lease_expiry_secs must be at least 3".into());
+        }
+        if self.socket.as_os_str().is_empty() || self.containerd.as_os_str().is_empty() {
+            return Err("socket and containerd must be set".into());
+        }
+        Ok(())
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    pub fn engine(&self) -> commit_engine::EngineConfig {
+        commit_engine::EngineConfig {
+            lease_expiry: Duration::from_secs(self.commit.lease_expiry_secs),
+            compression: self.commit.compression,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("commitd").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn documented_defaults_are_the_defaults() {
+        let c = Config::defaults();
+        assert_eq!(c.socket, Path::new("/run/commitd/commitd.sock"));
+        assert_eq!(c.containerd, Path::new("/run/containerd/containerd.sock"));
+        assert_eq!(c.namespace, "default");
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.commit.lease_expiry_secs, 3600);
+        assert_eq!(c.commit.compression, commit_engine::Compression::Gzip);
+    }
+
+    #[test]
+    fn file_then_flags_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "namespace = \"k8s.io\"\nsocket = \"/tmp/a.sock\"\n[commit]\ncompression = \"none\"\n").unwrap();
+        let c = Config::load(&cli(&["--config", f.to_str().unwrap(), "--socket", "/tmp/b.sock"])).unwrap();
+        assert_eq!(c.namespace, "k8s.io");
+        assert_eq!(c.socket, Path::new("/tmp/b.sock"));
+        assert_eq!(c.commit.compression, commit_engine::Compression::None);
+        assert_eq!(c.commit.lease_expiry_secs, 3600);
+    }
+
+    #[test]
+    fn unknown_settings_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "sockett = \"/x\"\n").unwrap();
+        let err = Config::load(&cli(&["--config", f.to_str().unwrap()])).unwrap_err();
+        assert!(err.contains("sockett"), "{err}");
+    }
+}
