@@ -3,5 +3,128 @@
 //! This is the only crate that knows Docker's wire format: routes, query
 //! parameters, JSON bodies, the Dockerfile syntax of `changes`, and the
 //! mapping from engine errors to HTTP status codes.
+//!
+//! Every route answers with and without a `/v{major}.{minor}` prefix; the
+//! prefix is checked against [`MIN_API_VERSION`]..=[`API_VERSION`] and
+//! stripped before routing ([`version`]).
 
 pub mod changes;
+mod commit;
+pub mod error;
+pub mod merge;
+pub mod reference;
+mod system;
+pub mod version;
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use commit_engine::Engine;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use crate::error::ApiError;
+
+/// The highest Engine API version served (and the one assumed when a
+/// request has no version prefix).
+pub const API_VERSION: &str = "1.51";
+/// The lowest Engine API version served: Docker's own floor.
+pub const MIN_API_VERSION: &str = "1.24";
+
+/// What `/version` and the `Server` header say about this daemon.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub version: String,
+    pub git_commit: String,
+    pub os: String,
+    pub arch: String,
+    pub kernel_version: String,
+}
+
+impl Default for ServerInfo {
+    fn default() -> Self {
+        Self {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            git_commit: option_env!("COMMITD_GIT_COMMIT").unwrap_or("unknown").to_string(),
+            os: std::env::consts::OS.to_string(),
+            arch: commit_engine::image::host_platform().architecture,
+            kernel_version: kernel_version(),
+        }
+    }
+}
+
+fn kernel_version() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Shared state of the API.
+#[derive(Clone)]
+pub struct Api {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    info: ServerInfo,
+    /// Commits run as tasks of their own, so a client that hangs up does
+    /// not cancel a commit half-way; shutdown waits on this tracker.
+    commits: TaskTracker,
+    /// Cancelled when the daemon gives up waiting for commits at shutdown.
+    abort: CancellationToken,
+}
+
+impl Api {
+    pub fn new(engine: Engine, info: ServerInfo) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                engine,
+                info,
+                commits: TaskTracker::new(),
+                abort: CancellationToken::new(),
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn info(&self) -> &ServerInfo {
+        &self.inner.info
+    }
+
+    /// The commits in flight (closed and waited on at shutdown).
+    pub fn commits(&self) -> &TaskTracker {
+        &self.inner.commits
+    }
+
+    /// Tells in-flight commits to roll back at their next step.
+    pub fn abort_commits(&self) {
+        self.inner.abort.cancel();
+    }
+
+    /// The router, without the version prefix handling; see [`app`].
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/_ping", get(system::ping).head(system::ping))
+            .route("/version", get(system::version))
+            .route("/commit", post(commit::commit))
+            .fallback(system::not_found)
+            .method_not_allowed_fallback(system::not_found)
+            .with_state(self.clone())
+    }
+}
+
+/// Paths of every route the router serves (for the OpenAPI check).
+pub const ROUTES: &[(&str, &str)] = &[("GET", "/_ping"), ("HEAD", "/_ping"), ("GET", "/version"), ("POST", "/commit")];
+
+/// The complete service: version prefix handling and common headers around
+/// the router.
+pub fn app(api: &Api) -> Router {
+    let server = format!("commitd/{} ({})", api.info().version, api.info().os);
+    Router::new()
+        .fallback_service(api.router())
+        .layer(axum::middleware::from_fn_with_state(Arc::new(server), version::middleware))
+}

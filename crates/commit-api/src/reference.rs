@@ -1,0 +1,204 @@
+//! Docker's image references: `repo[:tag]` as users write them, normalized
+//! the way Docker's `reference.ParseNormalizedNamed` does
+//! (`app` → `docker.io/library/app:latest`), with Docker's error texts.
+//! The grammar itself is `oci_spec`'s port of distribution/reference.
+
+use std::str::FromStr;
+
+use oci_spec::distribution::{ParseError, Reference};
+
+const DEFAULT_DOMAIN: &str = "docker.io";
+const LEGACY_DEFAULT_DOMAIN: &str = "index.docker.io";
+const OFFICIAL_REPO_PREFIX: &str = "library/";
+const DEFAULT_TAG: &str = "latest";
+
+/// A normalized, named reference: `domain/path[:tag][@digest]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    pub domain: String,
+    pub path: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl Named {
+    /// `domain/path`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.domain, self.path)
+    }
+
+    /// The full normalized string, as containerd's image records are named.
+    pub fn full(&self) -> String {
+        let mut s = self.name();
+        if let Some(t) = &self.tag {
+            s.push(':');
+            s.push_str(t);
+        }
+        if let Some(d) = &self.digest {
+            s.push('@');
+            s.push_str(d);
+        }
+        s
+    }
+
+    /// Docker's "familiar" form: `docker.io/library/app:1` → `app:1`.
+    pub fn familiar(&self) -> String {
+        let full = self.full();
+        familiar_name(&full).to_string()
+    }
+}
+
+/// Strips Docker Hub's domain and `library/` from a normalized name.
+pub fn familiar_name(full: &str) -> &str {
+    let Some(rest) = full.strip_prefix("docker.io/") else { return full };
+    match rest.strip_prefix(OFFICIAL_REPO_PREFIX) {
+        // `docker.io/library/a/b` stays `library/a/b`.
+        Some(official) if !official.split(['@', ':']).next().unwrap_or("").contains('/') => official,
+        _ => rest,
+    }
+}
+
+/// `reference.ParseNormalizedNamed`.
+pub fn parse_normalized_named(s: &str) -> Result<Named, String> {
+    if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(format!("invalid repository name ({s}), cannot specify 64-byte hexadecimal strings"));
+    }
+    let (domain, remainder) = split_docker_domain(s);
+    let remote = remainder.split(':').next().unwrap_or("");
+    if remote.to_lowercase() != remote {
+        return Err(format!("invalid reference format: repository name ({remote}) must be lowercase"));
+    }
+    let joined = format!("{domain}/{remainder}");
+    let r = Reference::from_str(&joined).map_err(|e| reference_error(&e))?;
+    // oci_spec adds `latest` when neither tag nor digest is given; Docker's
+    // parse does not: keep the tag only if the user wrote one.
+    let wrote_tag = {
+        let without_digest = remainder.split('@').next().unwrap_or("");
+        without_digest.rsplit('/').next().is_some_and(|last| last.contains(':'))
+    };
+    Ok(Named {
+        domain: r.registry().to_string(),
+        path: r.repository().to_string(),
+        tag: if wrote_tag { r.tag().map(str::to_string) } else { None },
+        digest: r.digest().map(str::to_string),
+    })
+}
+
+fn reference_error(e: &ParseError) -> String {
+    match e {
+        ParseError::NameEmpty => "repository name must have at least one component".into(),
+        ParseError::NameTooLong => "repository name must not be more than 255 characters".into(),
+        ParseError::NameContainsUppercase => "repository name must be lowercase".into(),
+        ParseError::TagInvalidFormat => "invalid tag format".into(),
+        ParseError::DigestInvalidFormat | ParseError::DigestInvalidLength | ParseError::DigestUnsupported => {
+            "invalid reference format".into()
+        }
+        ParseError::ReferenceInvalidFormat => "invalid reference format".into(),
+    }
+}
+
+fn split_docker_domain(name: &str) -> (String, String) {
+    let Some((maybe_domain, maybe_remote)) = name.split_once('/') else {
+        return (DEFAULT_DOMAIN.into(), format!("{OFFICIAL_REPO_PREFIX}{name}"));
+    };
+    let (domain, remote) = if maybe_domain == "localhost"
+        || maybe_domain.contains(['.', ':'])
+        || maybe_domain.to_lowercase() != maybe_domain
+    {
+        (maybe_domain.to_string(), maybe_remote.to_string())
+    } else if maybe_domain == LEGACY_DEFAULT_DOMAIN {
+        (DEFAULT_DOMAIN.to_string(), maybe_remote.to_string())
+    } else {
+        (DEFAULT_DOMAIN.to_string(), name.to_string())
+    };
+    let domain = if domain == LEGACY_DEFAULT_DOMAIN { DEFAULT_DOMAIN.to_string() } else { domain };
+    if domain == DEFAULT_DOMAIN && !remote.contains('/') {
+        return (domain, format!("{OFFICIAL_REPO_PREFIX}{remote}"));
+    }
+    (domain, remote)
+}
+
+/// Docker's tag grammar: `[\w][\w.-]{0,127}`.
+pub fn valid_tag(tag: &str) -> bool {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let bytes = tag.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && word(bytes[0])
+        && bytes[1..].iter().all(|&b| word(b) || b == b'.' || b == b'-')
+}
+
+/// `httputils.RepoTagReference`: the image name a commit (or tag) request
+/// asks for. Empty `repo`: no name. Empty `tag`: the repo's own tag, or
+/// `latest`.
+pub fn repo_tag_reference(repo: &str, tag: &str) -> Result<Option<Named>, String> {
+    if repo.is_empty() {
+        return Ok(None);
+    }
+    let mut named = parse_normalized_named(repo)?;
+    if named.digest.is_some() {
+        return Err("cannot import digest reference".into());
+    }
+    if !tag.is_empty() {
+        if !valid_tag(tag) {
+            return Err("invalid tag format".into());
+        }
+        named.tag = Some(tag.to_string());
+    } else if named.tag.is_none() {
+        named.tag = Some(DEFAULT_TAG.to_string());
+    }
+    Ok(Some(named))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(repo: &str, tag: &str) -> String {
+        repo_tag_reference(repo, tag).unwrap().unwrap().full()
+    }
+
+    #[test]
+    fn normalizes_like_docker() {
+        assert_eq!(full("app", ""), "docker.io/library/app:latest");
+        assert_eq!(full("acc/one", ""), "docker.io/acc/one:latest");
+        assert_eq!(full("acc/one", "v2"), "docker.io/acc/one:v2");
+        assert_eq!(full("acc/one:v1", ""), "docker.io/acc/one:v1");
+        assert_eq!(full("acc/one:v1", "v2"), "docker.io/acc/one:v2");
+        assert_eq!(full("localhost:5000/x", ""), "localhost:5000/x:latest");
+        assert_eq!(full("localhost/x", "t"), "localhost/x:t");
+        assert_eq!(full("registry.example.com/a/b/c", ""), "registry.example.com/a/b/c:latest");
+        assert_eq!(full("index.docker.io/app", ""), "docker.io/library/app:latest");
+        assert_eq!(full("docker.io/library/app", ""), "docker.io/library/app:latest");
+        assert_eq!(full("127.0.0.1:5000/app", "1.0"), "127.0.0.1:5000/app:1.0");
+        assert_eq!(repo_tag_reference("", "x").unwrap(), None);
+    }
+
+    #[test]
+    fn rejects_like_docker() {
+        let err = |repo: &str, tag: &str| repo_tag_reference(repo, tag).unwrap_err();
+        assert_eq!(err("Foo", ""), "invalid reference format: repository name (library/Foo) must be lowercase");
+        assert_eq!(err("acc/Foo", ""), "invalid reference format: repository name (acc/Foo) must be lowercase");
+        assert_eq!(err("a b", ""), "invalid reference format");
+        assert_eq!(err("app!", ""), "invalid reference format");
+        assert_eq!(err("app", "bad tag"), "invalid tag format");
+        assert_eq!(err("app", "-x"), "invalid tag format");
+        assert_eq!(err("app", &"t".repeat(129)), "invalid tag format");
+        assert_eq!(
+            err("app@sha256:0123456789012345678901234567890123456789012345678901234567890123", ""),
+            "cannot import digest reference"
+        );
+        let hex = "a".repeat(64);
+        assert_eq!(err(&hex, ""), format!("invalid repository name ({hex}), cannot specify 64-byte hexadecimal strings"));
+        assert!(err(&format!("{}/x", "a".repeat(300)), "").contains("255"));
+    }
+
+    #[test]
+    fn familiar_names() {
+        assert_eq!(familiar_name("docker.io/library/app:latest"), "app:latest");
+        assert_eq!(familiar_name("docker.io/acc/one:v1"), "acc/one:v1");
+        assert_eq!(familiar_name("docker.io/library/a/b:1"), "library/a/b:1");
+        assert_eq!(familiar_name("localhost:5000/x:1"), "localhost:5000/x:1");
+        assert_eq!(familiar_name("ghcr.io/library/x:1"), "ghcr.io/library/x:1");
+    }
+}
