@@ -1,12 +1,14 @@
 //! The commit itself, step by step (see the crate docs for the why).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::Container;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
+use crate::capture::{self, CopyError};
 use crate::client::Containerd;
 use crate::container;
 use crate::content;
@@ -14,7 +16,10 @@ use crate::diff::{self, Layer};
 use crate::error::{Error, Result};
 use crate::image::{self, media_type, Descriptor, History, ImageConfig, Manifest, RunConfig};
 use crate::images::{self, Resolved};
+use crate::layer;
 use crate::lease::Lease;
+use crate::overlay;
+use crate::tarball;
 use crate::snapshot::{self, Snapshots};
 use crate::task::{self, TaskState};
 use crate::{Compression, EngineConfig};
@@ -44,8 +49,11 @@ pub struct CommitRequest {
 }
 
 /// How the layer was captured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CapturePath {
+    /// The overlay upper directory, read directly.
+    Overlay,
     /// containerd's diff service.
     DiffService,
 }
@@ -62,6 +70,8 @@ pub struct Committed {
     /// The new layer; `None` when the container had no changes.
     pub layer: Option<Descriptor>,
     pub diff_id: Option<String>,
+    /// Size of the layer's tar before compression.
+    pub uncompressed_size: u64,
     pub capture: CapturePath,
     /// How long the container was paused (zero if it was not).
     pub paused: Duration,
@@ -72,6 +82,48 @@ pub(crate) struct Committer<'a> {
     pub c: &'a Containerd,
     pub cfg: &'a EngineConfig,
     pub cancel: &'a CancellationToken,
+}
+
+/// The layer as captured, and how to fill the new image's snapshot.
+struct Captured {
+    layer: Option<Layer>,
+    uncompressed_size: u64,
+    path: CapturePath,
+    paused: Duration,
+    fill: Fill,
+}
+
+enum Fill {
+    /// No new layer: the parent's snapshot serves.
+    Nothing,
+    /// An `extract-` snapshot already holds the layer's files; commit it.
+    Prepared(String),
+    /// Apply this uncompressed tar with the diff service.
+    Apply(Descriptor),
+}
+
+/// Why the fast path was not taken.
+enum FastPath {
+    Unsupported(String),
+    Failed(Error),
+}
+
+impl From<Error> for FastPath {
+    fn from(e: Error) -> Self {
+        FastPath::Failed(e)
+    }
+}
+
+/// Everything about the container a commit needs.
+struct Source<'s> {
+    ct: &'s Container,
+    sn: &'s Snapshots<'s>,
+    info: &'s snapshot::Info,
+    /// What the layer is a diff against: the parent image's snapshot, or
+    /// nothing for a `FROM scratch` container.
+    diff_parent: String,
+    /// Pause the task around the capture.
+    pause: bool,
 }
 
 impl Committer<'_> {
@@ -97,32 +149,36 @@ impl Committer<'_> {
             Some(f) => f(parent_run).map_err(Error::InvalidArgument)?,
             None => parent_run.cloned().unwrap_or_default(),
         };
-        let compression = req.compression.unwrap_or(self.cfg.compression);
-        // Layers of a FROM-scratch image hold the whole filesystem; otherwise
-        // only what changed over the parent image's snapshot.
-        let diff_parent = if parent.is_some() { info.parent.clone() } else { String::new() };
+        let codec = self.cfg.codec(req.compression.unwrap_or(self.cfg.compression));
+        let src = Source {
+            ct: &ct,
+            sn: &sn,
+            info: &info,
+            diff_parent: if parent.is_some() { info.parent.clone() } else { String::new() },
+            pause: req.pause,
+        };
 
         let lease = Lease::create(c, self.cfg.lease_expiry).await?;
-        let result = self
-            .commit_leased(&lease, &ct, &sn, snapshot::is_active(&info), &diff_parent, parent, run_config, &req.image_name, &req.author, &req.comment, req.pause, compression)
-            .await;
+        let result = self.commit_leased(&lease, &src, parent, run_config, &req.image_name, &req.author, &req.comment, codec).await;
         lease.release().await;
-        let (image_id, manifest, image_name, layer, paused) = result?;
+        let (image_id, manifest, image_name, captured) = result?;
         let committed = Committed {
             image_id,
             manifest,
             image_name,
             container_id: ct.id.clone(),
-            diff_id: layer.as_ref().map(|l| l.diff_id.clone()),
-            layer: layer.map(|l| l.descriptor),
-            capture: CapturePath::DiffService,
-            paused,
+            diff_id: captured.layer.as_ref().map(|l| l.diff_id.clone()),
+            layer: captured.layer.map(|l| l.descriptor),
+            uncompressed_size: captured.uncompressed_size,
+            capture: captured.path,
+            paused: captured.paused,
             elapsed: started.elapsed(),
         };
         info!(
             container = %committed.container_id,
             image = %committed.image_name,
             id = %committed.image_id,
+            capture = ?committed.capture,
             paused_ms = committed.paused.as_millis() as u64,
             elapsed_ms = committed.elapsed.as_millis() as u64,
             "committed"
@@ -134,106 +190,224 @@ impl Committer<'_> {
     async fn commit_leased(
         &self,
         lease: &Lease,
-        ct: &Container,
-        sn: &Snapshots<'_>,
-        active: bool,
-        diff_parent: &str,
+        src: &Source<'_>,
         parent: Option<Resolved>,
         run_config: RunConfig,
         image_name: &Option<String>,
         author: &str,
         comment: &str,
-        pause: bool,
-        compression: Compression,
-    ) -> Result<(String, Descriptor, String, Option<Layer>, Duration)> {
+        codec: crate::layer::Codec,
+    ) -> Result<(String, Descriptor, String, Captured)> {
         let c = self.c;
+        let sn = src.sn;
         self.check_cancel("before capture")?;
+        let captured = self.capture(lease, src, codec).await?;
+        let result = async {
+            // The child's config.
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            let layer = captured.layer.as_ref();
+            let config = child_config(parent.as_ref().map(|p| &p.config), run_config, layer, author, comment, &container::process_args(src.ct), &now);
 
-        // Capture, with the container paused if it runs and pause is on.
-        let state = if active { task::state(c, &ct.id).await? } else { TaskState::None };
-        let mut paused_at = None;
-        if pause && state == TaskState::Running && task::pause(c, &ct.id).await? {
-            paused_at = Some(Instant::now());
+            // Fill the new image's snapshot so it runs at once.
+            let chain_id = image::chain_id(&config.rootfs.diff_ids);
+            self.check_cancel("before filling the image's snapshot")?;
+            match (&captured.fill, &chain_id) {
+                (Fill::Prepared(key), Some(chain)) => {
+                    sn.commit(&lease.id(), chain, key).await?;
+                }
+                (Fill::Apply(tar), Some(chain)) => {
+                    diff::apply(c, &lease.id(), sn, chain, &src.diff_parent, tar).await?;
+                }
+                _ => {}
+            }
+            self.check_cancel("before writing the image")?;
+            let (config_digest, manifest) = self.write_image(lease, sn.name(), &config, &chain_id, parent.as_ref(), layer).await?;
+
+            // The image record: the commit becomes visible here, all at once.
+            self.check_cancel("before naming the image")?;
+            let name = image_name.clone().unwrap_or_else(|| images::dangling_name(&manifest.digest));
+            images::name_image(c, &lease.id(), &name, &manifest).await?;
+            Ok((config_digest, manifest, name))
         }
-        let media = diff::service_media_type(compression != Compression::None);
-        let captured = diff::capture(c, &lease.id(), sn, &ct.snapshot_key, active, diff_parent, media).await;
-        let mut paused = Duration::ZERO;
-        if let Some(at) = paused_at {
-            paused = at.elapsed();
-            if let Some(e) = task::resume_or_retry(c, &ct.id).await {
-                // The resume goes on in the background; the commit goes on
-                // if the capture worked.
-                warn!(container = %ct.id, cause = %e, "container not resumed yet");
+        .await;
+        if result.is_err() {
+            if let Fill::Prepared(key) = &captured.fill {
+                sn.remove_quietly(key).await;
             }
         }
-        let layer = captured?;
-        self.check_cancel("after capture")?;
-        let layer = if diff::has_no_entries(c, &layer.descriptor).await? { None } else { Some(layer) };
-        debug!(empty = layer.is_none(), "layer inspected");
+        let (config_digest, manifest, name) = result?;
+        Ok((config_digest, manifest, name, captured))
+    }
 
-        // The child's config.
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-        let config = child_config(parent.as_ref().map(|p| &p.config), run_config, layer.as_ref(), author, comment, &container::process_args(ct), &now);
-
-        // Fill the new image's snapshot so it runs at once.
-        let chain_id = image::chain_id(&config.rootfs.diff_ids);
-        if let (Some(layer), Some(chain)) = (&layer, &chain_id) {
-            self.check_cancel("before apply")?;
-            diff::apply(c, &lease.id(), sn, chain, diff_parent, &layer.descriptor).await?;
-        }
-        self.check_cancel("before writing the image")?;
-
-        // Config and manifest blobs, with the references that keep the
-        // snapshot and the layers alive once the lease is gone.
-        let config_bytes = serde_json::to_vec(&config).map_err(|e| Error::Malformed(e.to_string()))?;
+    /// Config and manifest blobs, with the references that keep the
+    /// snapshot and the layers alive once the lease is gone.
+    async fn write_image(
+        &self,
+        lease: &Lease,
+        snapshotter: &str,
+        config: &ImageConfig,
+        chain_id: &Option<String>,
+        parent: Option<&Resolved>,
+        layer: Option<&Layer>,
+    ) -> Result<(String, Descriptor)> {
+        let c = self.c;
+        let config_bytes = serde_json::to_vec(config).map_err(|e| Error::Malformed(e.to_string()))?;
         let mut config_labels = HashMap::new();
-        if let Some(chain) = &chain_id {
-            config_labels.insert(format!("containerd.io/gc.ref.snapshot.{}", sn.name()), chain.clone());
+        if let Some(chain) = chain_id {
+            config_labels.insert(format!("containerd.io/gc.ref.snapshot.{snapshotter}"), chain.clone());
         }
         let unique = crate::unique();
+        let config_size = config_bytes.len() as i64;
         let config_digest =
-            content::write_blob(c, &lease.id(), &format!("commitd-config-{unique}"), config_bytes.clone(), config_labels).await?;
-        let mut layers = parent.as_ref().map(|p| p.manifest.layers.clone()).unwrap_or_default();
-        if let Some(l) = &layer {
+            content::write_blob(c, &lease.id(), &format!("commitd-config-{unique}"), config_bytes, config_labels).await?;
+        let mut layers = parent.map(|p| p.manifest.layers.clone()).unwrap_or_default();
+        if let Some(l) = layer {
             layers.push(l.descriptor.clone());
         }
         let manifest = Manifest {
             schema_version: 2,
             media_type: Some(media_type::OCI_MANIFEST.into()),
-            config: Descriptor {
-                media_type: media_type::OCI_CONFIG.into(),
-                digest: config_digest.clone(),
-                size: config_bytes.len() as i64,
-                annotations: None,
-                platform: None,
-                urls: None,
-            },
+            config: descriptor(media_type::OCI_CONFIG, &config_digest, config_size),
             layers,
             annotations: None,
         };
         let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Malformed(e.to_string()))?;
-        let mut manifest_labels = HashMap::from([("containerd.io/gc.ref.content.0".to_string(), config_digest.clone())]);
+        let mut labels = HashMap::from([("containerd.io/gc.ref.content.0".to_string(), config_digest.clone())]);
         for (i, l) in manifest.layers.iter().enumerate() {
-            manifest_labels.insert(format!("containerd.io/gc.ref.content.{}", i + 1), l.digest.clone());
+            labels.insert(format!("containerd.io/gc.ref.content.{}", i + 1), l.digest.clone());
         }
         let manifest_size = manifest_bytes.len() as i64;
         let manifest_digest =
-            content::write_blob(c, &lease.id(), &format!("commitd-manifest-{unique}"), manifest_bytes, manifest_labels).await?;
-        let manifest_desc = Descriptor {
-            media_type: media_type::OCI_MANIFEST.into(),
-            digest: manifest_digest.clone(),
-            size: manifest_size,
-            annotations: None,
-            platform: None,
-            urls: None,
-        };
-
-        // The image record: the commit becomes visible here, all at once.
-        self.check_cancel("before naming the image")?;
-        let name = image_name.clone().unwrap_or_else(|| images::dangling_name(&manifest_digest));
-        images::name_image(c, &lease.id(), &name, &manifest_desc).await?;
-        Ok((config_digest, manifest_desc, name, layer, paused))
+            content::write_blob(c, &lease.id(), &format!("commitd-manifest-{unique}"), manifest_bytes, labels).await?;
+        Ok((config_digest, descriptor(media_type::OCI_MANIFEST, &manifest_digest, manifest_size)))
     }
+
+    /// Captures the container's changes: the overlay fast path when it
+    /// applies, containerd's diff service otherwise.
+    async fn capture(&self, lease: &Lease, src: &Source<'_>, codec: crate::layer::Codec) -> Result<Captured> {
+        let parentless_or_same = src.diff_parent == src.info.parent;
+        if self.cfg.fast_path && snapshot::is_active(src.info) && parentless_or_same {
+            match self.capture_overlay(lease, src, codec).await {
+                Ok(captured) => return Ok(captured),
+                Err(FastPath::Unsupported(why)) => {
+                    debug!(container = %src.ct.id, %why, "overlay fast path not usable; using the diff service");
+                }
+                Err(FastPath::Failed(e)) => return Err(e),
+            }
+        }
+        self.capture_with_service(lease, src, codec).await
+    }
+
+    /// Pauses the task if it runs and the caller wants it paused, runs `f`,
+    /// and resumes — whatever `f` returned.
+    async fn while_paused<T>(&self, src: &Source<'_>, f: impl Future<Output = T>) -> Result<(T, Duration)> {
+        let c = self.c;
+        let id = &src.ct.id;
+        let running = src.pause && snapshot::is_active(src.info) && task::state(c, id).await? == TaskState::Running;
+        let paused_at = if running && task::pause(c, id).await? { Some(Instant::now()) } else { None };
+        let out = f.await;
+        let mut paused = Duration::ZERO;
+        if let Some(at) = paused_at {
+            paused = at.elapsed();
+            if let Some(e) = task::resume_or_retry(c, id).await {
+                warn!(container = %id, cause = %e, "container not resumed yet; retrying in the background");
+            }
+        }
+        Ok((out, paused))
+    }
+
+    async fn capture_overlay(
+        &self,
+        lease: &Lease,
+        src: &Source<'_>,
+        codec: crate::layer::Codec,
+    ) -> std::result::Result<Captured, FastPath> {
+        let sn = src.sn;
+        let from = overlay::dirs(&sn.mounts(&src.ct.snapshot_key).await?).map_err(FastPath::Unsupported)?;
+        if !from.upper.is_dir() {
+            return Err(FastPath::Unsupported(format!("{} is not readable from here", from.upper.display())));
+        }
+        let key = format!("{}-{}-commit", snapshot::UNPACK_PREFIX, crate::unique());
+        let prepared = sn.prepare(&lease.id(), &key, &src.diff_parent).await?;
+        let result = async {
+            let to = overlay::dirs(&prepared).map_err(FastPath::Unsupported)?;
+            let empty = std::fs::read_dir(&to.upper).map(|mut d| d.next().is_none()).unwrap_or(false);
+            if !empty {
+                // Not the directory containerd just made: another host's path.
+                return Err(FastPath::Unsupported(format!("{} is not a fresh snapshot here", to.upper.display())));
+            }
+            self.check_cancel("before capture")?;
+            let (source, target) = (from.upper.clone(), to.upper.clone());
+            let (copied, paused) = self
+                .while_paused(src, async {
+                    tokio::task::spawn_blocking(move || capture::copy_upper(&source, &target)).await
+                })
+                .await?;
+            let copied = match copied.map_err(|e| Error::Malformed(format!("capture task failed: {e}")))? {
+                Ok(c) => c,
+                Err(CopyError::Unsupported(why)) => return Err(FastPath::Unsupported(why)),
+                Err(CopyError::Io { context, source }) => return Err(FastPath::Failed(Error::io(context, source))),
+            };
+            debug!(entries = copied.entries, bytes = copied.bytes, paused_ms = paused.as_millis() as u64, "upper directory captured");
+            if copied.entries == 0 {
+                sn.remove_quietly(&key).await;
+                return Ok(Captured { layer: None, uncompressed_size: 0, path: CapturePath::Overlay, paused, fill: Fill::Nothing });
+            }
+            self.check_cancel("before writing the layer")?;
+            let root = to.upper.clone();
+            let streamed = layer::stream_layer(self.c, &lease.id(), codec, move |w| tarball::write_layer(&root, w)).await?;
+            Ok(Captured {
+                layer: Some(streamed.layer),
+                uncompressed_size: streamed.uncompressed_size,
+                path: CapturePath::Overlay,
+                paused,
+                fill: Fill::Prepared(key.clone()),
+            })
+        }
+        .await;
+        match &result {
+            Ok(Captured { fill: Fill::Prepared(_), .. }) | Ok(Captured { fill: Fill::Nothing, .. }) => {}
+            _ => sn.remove_quietly(&key).await,
+        }
+        result
+    }
+
+    async fn capture_with_service(&self, lease: &Lease, src: &Source<'_>, codec: crate::layer::Codec) -> Result<Captured> {
+        let c = self.c;
+        let active = snapshot::is_active(src.info);
+        let (tar, paused) = self
+            .while_paused(src, diff::capture(c, &lease.id(), src.sn, &src.ct.snapshot_key, active, &src.diff_parent, media_type::OCI_LAYER_TAR))
+            .await?;
+        let tar = tar?;
+        if diff::has_no_entries(c, &tar.descriptor).await? {
+            return Ok(Captured { layer: None, uncompressed_size: 0, path: CapturePath::DiffService, paused, fill: Fill::Nothing });
+        }
+        let uncompressed = tar.descriptor.clone();
+        self.check_cancel("before compressing the layer")?;
+        let (layer, size) = if codec.compression == Compression::None {
+            let size = u64::try_from(tar.descriptor.size).unwrap_or(0);
+            (tar, size)
+        } else {
+            let reader = layer::BlobReader::new(c.clone(), tar.descriptor.digest.clone(), tar.descriptor.size);
+            let streamed = layer::stream_layer(c, &lease.id(), codec, move |w| {
+                let mut reader = reader;
+                std::io::copy(&mut reader, w)
+            })
+            .await?;
+            if streamed.layer.diff_id != tar.diff_id {
+                return Err(Error::Malformed(format!(
+                    "recompressed layer has diff ID {}, the diff service said {}",
+                    streamed.layer.diff_id, tar.diff_id
+                )));
+            }
+            (streamed.layer, streamed.uncompressed_size)
+        };
+        Ok(Captured { layer: Some(layer), uncompressed_size: size, path: CapturePath::DiffService, paused, fill: Fill::Apply(uncompressed) })
+    }
+}
+
+fn descriptor(media_type: &str, digest: &str, size: i64) -> Descriptor {
+    Descriptor { media_type: media_type.into(), digest: digest.into(), size, annotations: None, platform: None, urls: None }
 }
 
 /// The child's image config: the parent's platform and history, the new

@@ -21,6 +21,7 @@
 //! The engine knows nothing of HTTP or Docker's API; the caller supplies
 //! the new run config as a function of the parent's ([`ConfigFn`]).
 
+pub mod capture;
 pub mod client;
 pub mod commit;
 pub mod container;
@@ -29,8 +30,11 @@ pub mod diff;
 pub mod error;
 pub mod image;
 pub mod images;
+pub mod layer;
 pub mod lease;
+pub mod overlay;
 pub mod snapshot;
+pub mod tarball;
 pub mod task;
 
 use std::time::Duration;
@@ -49,6 +53,7 @@ pub use crate::error::{Error, Result};
 pub enum Compression {
     #[default]
     Gzip,
+    Zstd,
     None,
 }
 
@@ -57,8 +62,9 @@ impl std::str::FromStr for Compression {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
             "none" | "uncompressed" => Ok(Compression::None),
-            other => Err(format!("unknown compression {other:?} (want gzip or none)")),
+            other => Err(format!("unknown compression {other:?}: want gzip, zstd or none")),
         }
     }
 }
@@ -71,11 +77,38 @@ pub struct EngineConfig {
     pub lease_expiry: Duration,
     /// Compression of new layers when the request does not choose.
     pub compression: Compression,
+    /// gzip level, 1 (fastest) to 9 (smallest).
+    pub gzip_level: u32,
+    /// zstd level, 1 to 19.
+    pub zstd_level: i32,
+    /// Compression threads (0: one per core).
+    pub threads: usize,
+    /// Read overlay upper directories directly when possible; `false`
+    /// always uses containerd's diff service.
+    pub fast_path: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { lease_expiry: Duration::from_secs(3600), compression: Compression::Gzip }
+        Self {
+            lease_expiry: Duration::from_secs(3600),
+            compression: Compression::Gzip,
+            gzip_level: 1,
+            zstd_level: 3,
+            threads: 0,
+            fast_path: true,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub(crate) fn codec(&self, compression: Compression) -> layer::Codec {
+        let threads = if self.threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            self.threads
+        };
+        layer::Codec { compression, gzip_level: self.gzip_level, zstd_level: self.zstd_level, threads }
     }
 }
 

@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 
+pub use containerd_client::services::v1::snapshots::Info;
 use containerd_client::services::v1::snapshots::{
-    CommitSnapshotRequest, Info, Kind, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+    CommitSnapshotRequest, Kind, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
     StatSnapshotRequest, ViewSnapshotRequest,
 };
 use containerd_client::types::Mount;

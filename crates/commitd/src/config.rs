@@ -27,6 +27,10 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct CommitConfig {
     pub compression: commit_engine::Compression,
+    pub gzip_level: u32,
+    pub zstd_level: i32,
+    pub compression_threads: usize,
+    pub fast_path: bool,
     pub lease_expiry_secs: u64,
 }
 
@@ -55,6 +59,10 @@ struct PartialConfig {
 #[serde(deny_unknown_fields)]
 struct PartialCommit {
     compression: Option<commit_engine::Compression>,
+    gzip_level: Option<u32>,
+    zstd_level: Option<i32>,
+    compression_threads: Option<usize>,
+    fast_path: Option<bool>,
     lease_expiry_secs: Option<u64>,
 }
 
@@ -135,6 +143,10 @@ impl Config {
         if let Some(c) = p.commit {
             take!(
                 self.commit.compression => c.compression,
+                self.commit.gzip_level => c.gzip_level,
+                self.commit.zstd_level => c.zstd_level,
+                self.commit.compression_threads => c.compression_threads,
+                self.commit.fast_path => c.fast_path,
                 self.commit.lease_expiry_secs => c.lease_expiry_secs,
             );
         }
@@ -144,6 +156,12 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         if self.commit.lease_expiry_secs < 3 {
             return Err("commit.lease_expiry_secs must be at least 3".into());
+        }
+        if !(1..=9).contains(&self.commit.gzip_level) {
+            return Err("commit.gzip_level must be 1 to 9".into());
+        }
+        if !(1..=19).contains(&self.commit.zstd_level) {
+            return Err("commit.zstd_level must be 1 to 19".into());
         }
         if self.socket.as_os_str().is_empty() || self.containerd.as_os_str().is_empty() {
             return Err("socket and containerd must be set".into());
@@ -159,6 +177,10 @@ impl Config {
         commit_engine::EngineConfig {
             lease_expiry: Duration::from_secs(self.commit.lease_expiry_secs),
             compression: self.commit.compression,
+            gzip_level: self.commit.gzip_level,
+            zstd_level: self.commit.zstd_level,
+            threads: self.commit.compression_threads,
+            fast_path: self.commit.fast_path,
         }
     }
 }
@@ -180,6 +202,13 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.commit.lease_expiry_secs, 3600);
         assert_eq!(c.commit.compression, commit_engine::Compression::Gzip);
+        // The file documents the engine's own defaults.
+        let e = commit_engine::EngineConfig::default();
+        let f = c.engine();
+        assert_eq!(
+            (f.lease_expiry, f.compression, f.gzip_level, f.zstd_level, f.threads, f.fast_path),
+            (e.lease_expiry, e.compression, e.gzip_level, e.zstd_level, e.threads, e.fast_path)
+        );
     }
 
     #[test]
