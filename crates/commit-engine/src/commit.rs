@@ -211,6 +211,7 @@ impl Committer<'_> {
             // Fill the new image's snapshot so it runs at once.
             let chain_id = image::chain_id(&config.rootfs.diff_ids);
             self.check_cancel("before filling the image's snapshot")?;
+            crate::failpoint::check(&src.ct.id, crate::failpoint::step::BEFORE_FILL)?;
             match (&captured.fill, &chain_id) {
                 (Fill::Prepared(key), Some(chain)) => {
                     sn.commit(&lease.id(), chain, key).await?;
@@ -225,6 +226,7 @@ impl Committer<'_> {
 
             // The image record: the commit becomes visible here, all at once.
             self.check_cancel("before naming the image")?;
+            crate::failpoint::check(&src.ct.id, crate::failpoint::step::BEFORE_NAME)?;
             let name = image_name.clone().unwrap_or_else(|| images::dangling_name(&manifest.digest));
             images::name_image(c, &lease.id(), &name, &manifest).await?;
             Ok((config_digest, manifest, name))
@@ -306,6 +308,8 @@ impl Committer<'_> {
         let running = src.pause && snapshot::is_active(src.info) && task::state(c, id).await? == TaskState::Running;
         let paused_at = if running && task::pause(c, id).await? { Some(Instant::now()) } else { None };
         let out = f.await;
+        // A failure here must still resume the container.
+        let injected = crate::failpoint::check(id, crate::failpoint::step::WHILE_PAUSED);
         let mut paused = Duration::ZERO;
         if let Some(at) = paused_at {
             paused = at.elapsed();
@@ -313,6 +317,7 @@ impl Committer<'_> {
                 warn!(container = %id, cause = %e, "container not resumed yet; retrying in the background");
             }
         }
+        injected?;
         Ok((out, paused))
     }
 

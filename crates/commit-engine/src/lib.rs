@@ -28,6 +28,7 @@ pub mod container;
 pub mod content;
 pub mod diff;
 pub mod error;
+pub mod failpoint;
 pub mod image;
 pub mod images;
 pub mod layer;
