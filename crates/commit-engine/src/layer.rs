@@ -83,9 +83,9 @@ impl Upload {
 
 impl Write for Upload {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.hash.update(data);
         let room = WRITE_CHUNK - self.buf.len();
         let n = data.len().min(room);
+        self.hash.update(&data[..n]);
         self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() == WRITE_CHUNK {
             self.send()?;
