@@ -82,6 +82,9 @@ pub(crate) struct Committer<'a> {
     pub c: &'a Containerd,
     pub cfg: &'a EngineConfig,
     pub cancel: &'a CancellationToken,
+    /// containerd's content directory when visible here: layers are written
+    /// into it directly (see `layer`).
+    pub content_root: Option<&'a layer::ContentRoot>,
 }
 
 /// The layer as captured, and how to fill the new image's snapshot.
@@ -360,7 +363,7 @@ impl Committer<'_> {
             }
             self.check_cancel("before writing the layer")?;
             let root = to.upper.clone();
-            let streamed = layer::stream_layer(self.c, &lease.id(), codec, move |w| tarball::write_layer(&root, w)).await?;
+            let streamed = layer::stream_layer(self.c, &lease.id(), codec, self.content_root, move |w| tarball::write_layer(&root, w)).await?;
             Ok(Captured {
                 layer: Some(streamed.layer),
                 uncompressed_size: streamed.uncompressed_size,
@@ -394,7 +397,7 @@ impl Committer<'_> {
             (tar, size)
         } else {
             let reader = layer::BlobReader::new(c.clone(), tar.descriptor.digest.clone(), tar.descriptor.size);
-            let streamed = layer::stream_layer(c, &lease.id(), codec, move |w| {
+            let streamed = layer::stream_layer(c, &lease.id(), codec, self.content_root, move |w| {
                 let mut reader = reader;
                 std::io::copy(&mut reader, w)
             })

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use containerd_client::services::v1::{
-    Info, InfoRequest, ReadContentRequest, UpdateRequest, WriteAction, WriteContentRequest,
+    DeleteContentRequest, Info, InfoRequest, ReadContentRequest, UpdateRequest, WriteAction, WriteContentRequest,
 };
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -105,4 +105,12 @@ pub async fn add_labels(c: &Containerd, digest: &str, labels: HashMap<String, St
     });
     c.content().update(req).await.map_err(|s| c.err("content update", s))?;
     Ok(())
+}
+
+/// Deletes a blob's record in this namespace; failures are logged.
+pub async fn delete(c: &Containerd, digest: &str) {
+    let req = c.request(DeleteContentRequest { digest: digest.to_string() });
+    if let Err(s) = c.content().delete(req).await {
+        tracing::warn!(%digest, cause = %s.message(), "could not delete content record");
+    }
 }

@@ -118,11 +118,13 @@ impl EngineConfig {
 pub struct Engine {
     c: Containerd,
     cfg: EngineConfig,
+    /// containerd's content store directory, once seen from here.
+    content_root: std::sync::Arc<std::sync::Mutex<Option<layer::ContentRoot>>>,
 }
 
 impl Engine {
     pub fn new(c: Containerd, cfg: EngineConfig) -> Self {
-        Self { c, cfg }
+        Self { c, cfg, content_root: Default::default() }
     }
 
     pub fn containerd(&self) -> &Containerd {
@@ -136,7 +138,22 @@ impl Engine {
     /// Commits a container. Cancelling `cancel` makes the commit stop at
     /// its next step and roll back (the container is resumed either way).
     pub async fn commit(&self, req: CommitRequest, cancel: &CancellationToken) -> Result<Committed> {
-        commit::Committer { c: &self.c, cfg: &self.cfg, cancel }.commit(req).await
+        let content_root = self.content_root().await;
+        commit::Committer { c: &self.c, cfg: &self.cfg, cancel, content_root: content_root.as_ref() }.commit(req).await
+    }
+
+    /// Where layers can be written directly, if anywhere (fast path only).
+    async fn content_root(&self) -> Option<layer::ContentRoot> {
+        if !self.cfg.fast_path {
+            return None;
+        }
+        if let Some(root) = self.content_root.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Some(root);
+        }
+        let root = layer::ContentRoot::discover(&self.c).await?;
+        root.sweep_stale();
+        *self.content_root.lock().unwrap_or_else(|p| p.into_inner()) = Some(root.clone());
+        Some(root)
     }
 }
 
