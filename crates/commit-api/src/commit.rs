@@ -2,51 +2,75 @@
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use commit_engine::{CommitRequest, Compression};
 use serde_json::json;
 use tracing::info;
 
-use crate::error::{json_response, ApiError};
-use crate::{merge, reference, wire, Api};
+use crate::error::{ApiError, json_response};
+use crate::{Api, merge, reference, wire};
 
 /// Query parameters, repeated keys kept (`changes` repeats).
 pub(crate) struct Query(Vec<(String, String)>);
 
 impl Query {
     pub(crate) fn parse(raw: Option<&str>) -> Self {
-        Self(form_urlencoded::parse(raw.unwrap_or("").as_bytes()).into_owned().collect())
+        Self(
+            form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
     }
     /// The first value of `key`, or "" (Go's `r.Form.Get`).
     pub(crate) fn get(&self, key: &str) -> &str {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or("")
-    }
-    pub(crate) fn has(&self, key: &str) -> bool {
-        self.0.iter().any(|(k, _)| k == key)
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
     }
     pub(crate) fn all(&self, key: &str) -> Vec<String> {
-        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 }
 
 /// Docker's `httputils.BoolValue`: false for "", 0, no, false, none.
 pub(crate) fn bool_value(v: &str) -> bool {
-    !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "no" | "false" | "none")
+    !matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "" | "0" | "no" | "false" | "none"
+    )
 }
 
 /// Docker's `httputils.CheckForJSON`: a body must be declared JSON.
 pub(crate) fn check_for_json(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if ct.is_empty() && body.is_empty() {
         return Ok(());
     }
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if mime.is_empty() || !mime.contains('/') {
-        return Err(ApiError::bad_request(format!("malformed Content-Type header ({ct}): mime: no media type")));
+        return Err(ApiError::bad_request(format!(
+            "malformed Content-Type header ({ct}): mime: no media type"
+        )));
     }
     if mime != "application/json" {
-        return Err(ApiError::bad_request(format!("unsupported Content-Type header ({ct}): must be 'application/json'")));
+        return Err(ApiError::bad_request(format!(
+            "unsupported Content-Type header ({ct}): must be 'application/json'"
+        )));
     }
     Ok(())
 }
@@ -60,7 +84,8 @@ pub(crate) async fn commit(
     let q = Query::parse(raw.as_deref());
     check_for_json(&headers, &body)?;
     let body_config = wire::decode_body(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let name = reference::repo_tag_reference(q.get("repo"), q.get("tag")).map_err(ApiError::bad_request)?;
+    let name = reference::repo_tag_reference(q.get("repo"), q.get("tag"))
+        .map_err(ApiError::bad_request)?;
     let container = q.get("container").to_string();
     if container.is_empty() {
         return Err(ApiError::bad_request("invalid name or ID supplied: \"\""));
@@ -89,10 +114,17 @@ pub(crate) async fn commit(
     // half-way, and shutdown can wait for it.
     let engine = api.engine().clone();
     let abort = api.inner.abort.clone();
-    let task = api.commits().spawn(async move { engine.commit(req, &abort).await });
-    let committed = task.await.map_err(|e| ApiError::internal(format!("commit failed: {e}")))??;
+    let task = api
+        .commits()
+        .spawn(async move { engine.commit(req, &abort).await });
+    let committed = task
+        .await
+        .map_err(|e| ApiError::internal(format!("commit failed: {e}")))??;
     info!(container = %committed.container_id, image = %committed.image_name, id = %committed.image_id, "commit request done");
-    Ok(json_response(StatusCode::CREATED, &json!({ "Id": committed.image_id })))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "Id": committed.image_id }),
+    ))
 }
 
 #[cfg(test)]
@@ -101,12 +133,13 @@ mod tests {
 
     #[test]
     fn query_keeps_repeated_keys_and_decodes() {
-        let q = Query::parse(Some("container=c1&changes=ENV%20A%3D1&changes=CMD+%5B%22sh%22%5D&repo="));
+        let q = Query::parse(Some(
+            "container=c1&changes=ENV%20A%3D1&changes=CMD+%5B%22sh%22%5D&repo=",
+        ));
         assert_eq!(q.get("container"), "c1");
         assert_eq!(q.all("changes"), ["ENV A=1", "CMD [\"sh\"]"]);
-        assert!(q.has("repo"));
         assert_eq!(q.get("repo"), "");
-        assert!(!q.has("tag"));
+        assert_eq!(q.get("tag"), "");
     }
 
     #[test]
@@ -124,11 +157,17 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(check_for_json(&h, b"").is_ok());
         assert!(check_for_json(&h, b"{}").is_err());
-        h.insert(header::CONTENT_TYPE, "application/json; charset=utf-8".parse().unwrap());
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/json; charset=utf-8".parse().unwrap(),
+        );
         assert!(check_for_json(&h, b"{}").is_ok());
         h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
         let e = check_for_json(&h, b"{}").unwrap_err();
-        assert_eq!(e.message, "unsupported Content-Type header (text/plain): must be 'application/json'");
+        assert_eq!(
+            e.message,
+            "unsupported Content-Type header (text/plain): must be 'application/json'"
+        );
         // As Docker: a declared type is checked even with no body.
         assert!(check_for_json(&h, b"").is_err());
     }

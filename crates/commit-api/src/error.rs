@@ -2,7 +2,7 @@
 //! gives the same failure. Every engine error is mapped in one exhaustive
 //! `match`, so a new variant forces a decision here.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use commit_engine::Error as EngineError;
 use tracing::error;
@@ -16,7 +16,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self {
+            status,
+            message: message.into(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -33,10 +36,16 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         use commit_engine::tonic::Code;
         let status = match &e {
-            EngineError::ContainerNotFound(id) => return Self::not_found(format!("No such container: {id}")),
-            EngineError::ImageNotFound(name) => return Self::not_found(format!("No such image: {name}")),
+            EngineError::ContainerNotFound(id) => {
+                return Self::not_found(format!("No such container: {id}"));
+            }
+            EngineError::ImageNotFound(name) => {
+                return Self::not_found(format!("No such image: {name}"));
+            }
             EngineError::AmbiguousContainer { prefix, .. } => {
-                return Self::bad_request(format!("multiple IDs found with provided prefix: {prefix}"));
+                return Self::bad_request(format!(
+                    "multiple IDs found with provided prefix: {prefix}"
+                ));
             }
             EngineError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             EngineError::Conflict(_) => StatusCode::CONFLICT,
@@ -45,12 +54,14 @@ impl From<EngineError> for ApiError {
             EngineError::Containerd { code, .. } => match code {
                 Code::NotFound => StatusCode::NOT_FOUND,
                 Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
-                Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => StatusCode::CONFLICT,
+                Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => {
+                    StatusCode::CONFLICT
+                }
                 Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                 Code::PermissionDenied => StatusCode::FORBIDDEN,
                 Code::Unauthenticated => StatusCode::UNAUTHORIZED,
                 Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-                                Code::Ok
+                Code::Ok
                 | Code::ResourceExhausted
                 | Code::Cancelled
                 | Code::Unknown
@@ -79,6 +90,9 @@ pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Respo
     let mut body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
     body.push(b'\n');
     let mut resp = (status, body).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }

@@ -19,8 +19,8 @@ pub mod wire;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
 use axum::Router;
+use axum::routing::{get, post};
 use commit_engine::Engine;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -47,7 +47,9 @@ impl Default for ServerInfo {
     fn default() -> Self {
         Self {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            git_commit: option_env!("COMMITD_GIT_COMMIT").unwrap_or("unknown").to_string(),
+            git_commit: option_env!("COMMITD_GIT_COMMIT")
+                .unwrap_or("unknown")
+                .to_string(),
             os: std::env::consts::OS.to_string(),
             arch: commit_engine::image::host_platform().architecture,
             kernel_version: kernel_version(),
@@ -56,7 +58,9 @@ impl Default for ServerInfo {
 }
 
 fn kernel_version() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Shared state of the API.
@@ -118,7 +122,12 @@ impl Api {
 }
 
 /// Paths of every route the router serves (for the OpenAPI check).
-pub const ROUTES: &[(&str, &str)] = &[("GET", "/_ping"), ("HEAD", "/_ping"), ("GET", "/version"), ("POST", "/commit")];
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/_ping"),
+    ("HEAD", "/_ping"),
+    ("GET", "/version"),
+    ("POST", "/commit"),
+];
 
 /// The complete service: version prefix handling and common headers around
 /// the router.
@@ -126,5 +135,8 @@ pub fn app(api: &Api) -> Router {
     let server = format!("commitd/{} ({})", api.info().version, api.info().os);
     Router::new()
         .fallback_service(api.router())
-        .layer(axum::middleware::from_fn_with_state(Arc::new(server), version::middleware))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(server),
+            version::middleware,
+        ))
 }

@@ -50,10 +50,20 @@ impl Named {
 
 /// Strips Docker Hub's domain and `library/` from a normalized name.
 pub fn familiar_name(full: &str) -> &str {
-    let Some(rest) = full.strip_prefix("docker.io/") else { return full };
+    let Some(rest) = full.strip_prefix("docker.io/") else {
+        return full;
+    };
     match rest.strip_prefix(OFFICIAL_REPO_PREFIX) {
         // `docker.io/library/a/b` stays `library/a/b`.
-        Some(official) if !official.split(['@', ':']).next().unwrap_or("").contains('/') => official,
+        Some(official)
+            if !official
+                .split(['@', ':'])
+                .next()
+                .unwrap_or("")
+                .contains('/') =>
+        {
+            official
+        }
         _ => rest,
     }
 }
@@ -61,12 +71,16 @@ pub fn familiar_name(full: &str) -> &str {
 /// `reference.ParseNormalizedNamed`.
 pub fn parse_normalized_named(s: &str) -> Result<Named, String> {
     if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Err(format!("invalid repository name ({s}), cannot specify 64-byte hexadecimal strings"));
+        return Err(format!(
+            "invalid repository name ({s}), cannot specify 64-byte hexadecimal strings"
+        ));
     }
     let (domain, remainder) = split_docker_domain(s);
     let remote = remainder.split(':').next().unwrap_or("");
     if remote.to_lowercase() != remote {
-        return Err(format!("invalid reference format: repository name ({remote}) must be lowercase"));
+        return Err(format!(
+            "invalid reference format: repository name ({remote}) must be lowercase"
+        ));
     }
     let joined = format!("{domain}/{remainder}");
     let r = Reference::from_str(&joined).map_err(|e| reference_error(&e))?;
@@ -74,12 +88,19 @@ pub fn parse_normalized_named(s: &str) -> Result<Named, String> {
     // parse does not: keep the tag only if the user wrote one.
     let wrote_tag = {
         let without_digest = remainder.split('@').next().unwrap_or("");
-        without_digest.rsplit('/').next().is_some_and(|last| last.contains(':'))
+        without_digest
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'))
     };
     Ok(Named {
         domain: r.registry().to_string(),
         path: r.repository().to_string(),
-        tag: if wrote_tag { r.tag().map(str::to_string) } else { None },
+        tag: if wrote_tag {
+            r.tag().map(str::to_string)
+        } else {
+            None
+        },
         digest: r.digest().map(str::to_string),
     })
 }
@@ -90,16 +111,19 @@ fn reference_error(e: &ParseError) -> String {
         ParseError::NameTooLong => "repository name must not be more than 255 characters".into(),
         ParseError::NameContainsUppercase => "repository name must be lowercase".into(),
         ParseError::TagInvalidFormat => "invalid tag format".into(),
-        ParseError::DigestInvalidFormat | ParseError::DigestInvalidLength | ParseError::DigestUnsupported => {
-            "invalid reference format".into()
-        }
+        ParseError::DigestInvalidFormat
+        | ParseError::DigestInvalidLength
+        | ParseError::DigestUnsupported => "invalid reference format".into(),
         ParseError::ReferenceInvalidFormat => "invalid reference format".into(),
     }
 }
 
 fn split_docker_domain(name: &str) -> (String, String) {
     let Some((maybe_domain, maybe_remote)) = name.split_once('/') else {
-        return (DEFAULT_DOMAIN.into(), format!("{OFFICIAL_REPO_PREFIX}{name}"));
+        return (
+            DEFAULT_DOMAIN.into(),
+            format!("{OFFICIAL_REPO_PREFIX}{name}"),
+        );
     };
     let (domain, remote) = if maybe_domain == "localhost"
         || maybe_domain.contains(['.', ':'])
@@ -111,7 +135,11 @@ fn split_docker_domain(name: &str) -> (String, String) {
     } else {
         (DEFAULT_DOMAIN.to_string(), name.to_string())
     };
-    let domain = if domain == LEGACY_DEFAULT_DOMAIN { DEFAULT_DOMAIN.to_string() } else { domain };
+    let domain = if domain == LEGACY_DEFAULT_DOMAIN {
+        DEFAULT_DOMAIN.to_string()
+    } else {
+        domain
+    };
     if domain == DEFAULT_DOMAIN && !remote.contains('/') {
         return (domain, format!("{OFFICIAL_REPO_PREFIX}{remote}"));
     }
@@ -125,7 +153,9 @@ pub fn valid_tag(tag: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 128
         && word(bytes[0])
-        && bytes[1..].iter().all(|&b| word(b) || b == b'.' || b == b'-')
+        && bytes[1..]
+            .iter()
+            .all(|&b| word(b) || b == b'.' || b == b'-')
 }
 
 /// `httputils.RepoTagReference`: the image name a commit (or tag) request
@@ -167,9 +197,18 @@ mod tests {
         assert_eq!(full("acc/one:v1", "v2"), "docker.io/acc/one:v2");
         assert_eq!(full("localhost:5000/x", ""), "localhost:5000/x:latest");
         assert_eq!(full("localhost/x", "t"), "localhost/x:t");
-        assert_eq!(full("registry.example.com/a/b/c", ""), "registry.example.com/a/b/c:latest");
-        assert_eq!(full("index.docker.io/app", ""), "docker.io/library/app:latest");
-        assert_eq!(full("docker.io/library/app", ""), "docker.io/library/app:latest");
+        assert_eq!(
+            full("registry.example.com/a/b/c", ""),
+            "registry.example.com/a/b/c:latest"
+        );
+        assert_eq!(
+            full("index.docker.io/app", ""),
+            "docker.io/library/app:latest"
+        );
+        assert_eq!(
+            full("docker.io/library/app", ""),
+            "docker.io/library/app:latest"
+        );
         assert_eq!(full("127.0.0.1:5000/app", "1.0"), "127.0.0.1:5000/app:1.0");
         assert_eq!(repo_tag_reference("", "x").unwrap(), None);
     }
@@ -177,19 +216,31 @@ mod tests {
     #[test]
     fn rejects_like_docker() {
         let err = |repo: &str, tag: &str| repo_tag_reference(repo, tag).unwrap_err();
-        assert_eq!(err("Foo", ""), "invalid reference format: repository name (library/Foo) must be lowercase");
-        assert_eq!(err("acc/Foo", ""), "invalid reference format: repository name (acc/Foo) must be lowercase");
+        assert_eq!(
+            err("Foo", ""),
+            "invalid reference format: repository name (library/Foo) must be lowercase"
+        );
+        assert_eq!(
+            err("acc/Foo", ""),
+            "invalid reference format: repository name (acc/Foo) must be lowercase"
+        );
         assert_eq!(err("a b", ""), "invalid reference format");
         assert_eq!(err("app!", ""), "invalid reference format");
         assert_eq!(err("app", "bad tag"), "invalid tag format");
         assert_eq!(err("app", "-x"), "invalid tag format");
         assert_eq!(err("app", &"t".repeat(129)), "invalid tag format");
         assert_eq!(
-            err("app@sha256:0123456789012345678901234567890123456789012345678901234567890123", ""),
+            err(
+                "app@sha256:0123456789012345678901234567890123456789012345678901234567890123",
+                ""
+            ),
             "cannot import digest reference"
         );
         let hex = "a".repeat(64);
-        assert_eq!(err(&hex, ""), format!("invalid repository name ({hex}), cannot specify 64-byte hexadecimal strings"));
+        assert_eq!(
+            err(&hex, ""),
+            format!("invalid repository name ({hex}), cannot specify 64-byte hexadecimal strings")
+        );
         assert!(err(&format!("{}/x", "a".repeat(300)), "").contains("255"));
     }
 

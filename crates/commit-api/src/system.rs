@@ -1,12 +1,12 @@
 //! `/_ping`, `/version`, and the answer to unknown routes.
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::error::{json_response, ApiError};
-use crate::{Api, API_VERSION, MIN_API_VERSION};
+use crate::error::{ApiError, json_response};
+use crate::{API_VERSION, Api, MIN_API_VERSION};
 
 /// `GET`/`HEAD /_ping`: `OK`, and the headers clients negotiate with. It
 /// answers whether or not containerd does.
@@ -14,8 +14,14 @@ pub async fn ping(method: Method) -> Response {
     let body = if method == Method::HEAD { "" } else { "OK" };
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     h.insert("docker-experimental", HeaderValue::from_static("false"));
     h.insert("swarm", HeaderValue::from_static("inactive"));

@@ -48,7 +48,11 @@ pub fn split_prefix(path: &str) -> Option<(&str, &str)> {
     Some((version, tail))
 }
 
-pub async fn middleware(State(server): State<Arc<String>>, mut req: Request, next: Next) -> Response {
+pub async fn middleware(
+    State(server): State<Arc<String>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let mut version = API_VERSION.to_string();
     if let Some((v, tail)) = split_prefix(req.uri().path()) {
         version = v.to_string();
@@ -58,7 +62,12 @@ pub async fn middleware(State(server): State<Arc<String>>, mut req: Request, nex
         };
         match rewritten.parse::<Uri>() {
             Ok(uri) => *req.uri_mut() = uri,
-            Err(_) => return with_headers(ApiError::bad_request("invalid request URI").into_response(), &server),
+            Err(_) => {
+                return with_headers(
+                    ApiError::bad_request("invalid request URI").into_response(),
+                    &server,
+                );
+            }
         }
     }
     let resp = if compare(&version, MIN_API_VERSION) == Ordering::Less {

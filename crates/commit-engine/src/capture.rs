@@ -55,7 +55,10 @@ pub enum CopyError {
 }
 
 fn ioerr(context: impl FnOnce() -> String) -> impl FnOnce(rustix::io::Errno) -> CopyError {
-    move |e| CopyError::Io { context: context(), source: e.into() }
+    move |e| CopyError::Io {
+        context: context(),
+        source: e.into(),
+    }
 }
 
 /// Overlay's private xattrs (`trusted.overlay.*`, or `user.overlay.*` with
@@ -73,7 +76,10 @@ enum OverlayXattr {
 
 fn classify(name: &OsStr) -> OverlayXattr {
     let n = name.as_bytes();
-    let Some(rest) = n.strip_prefix(b"trusted.overlay.").or_else(|| n.strip_prefix(b"user.overlay.")) else {
+    let Some(rest) = n
+        .strip_prefix(b"trusted.overlay.")
+        .or_else(|| n.strip_prefix(b"user.overlay."))
+    else {
         return OverlayXattr::NotOverlay;
     };
     match rest {
@@ -91,7 +97,9 @@ pub fn portable_xattr(name: &OsStr) -> bool {
 
 /// Whether a directory's xattrs mark it opaque.
 pub fn is_opaque(xattrs: &[(OsString, Vec<u8>)]) -> bool {
-    xattrs.iter().any(|(k, v)| matches!(classify(k), OverlayXattr::Opaque) && v.as_slice() == b"y")
+    xattrs
+        .iter()
+        .any(|(k, v)| matches!(classify(k), OverlayXattr::Opaque) && v.as_slice() == b"y")
 }
 
 /// Whether a stat describes an overlay whiteout: a 0/0 character device.
@@ -113,13 +121,20 @@ struct Copier {
 /// snapshotter, as with an applied layer).
 pub fn copy_upper(src: &Path, dst: &Path) -> Result<Copied, CopyError> {
     let open_dir = |p: &Path| {
-        rfs::open(p, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-            .map_err(ioerr(|| format!("opening {}", p.display())))
+        rfs::open(
+            p,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(ioerr(|| format!("opening {}", p.display())))
     };
     let src_fd = open_dir(src)?;
     let dst_fd = open_dir(dst)?;
     let mut c = Copier {
-        dst_root: dst_fd.try_clone().map_err(|e| CopyError::Io { context: "dup".into(), source: e })?,
+        dst_root: dst_fd.try_clone().map_err(|e| CopyError::Io {
+            context: "dup".into(),
+            source: e,
+        })?,
         links: HashMap::new(),
         stats: Copied::default(),
         buf: Vec::new(),
@@ -145,7 +160,10 @@ pub fn list_dir(fd: &OwnedFd) -> io::Result<Vec<OsString>> {
 
 impl Copier {
     fn copy_dir(&mut self, src: &OwnedFd, dst: &OwnedFd, rel: &Path) -> Result<(), CopyError> {
-        let names = list_dir(src).map_err(|e| CopyError::Io { context: format!("reading {}", rel.display()), source: e })?;
+        let names = list_dir(src).map_err(|e| CopyError::Io {
+            context: format!("reading {}", rel.display()),
+            source: e,
+        })?;
         for name in names {
             let path = rel.join(&name);
             let st = rfs::statat(src, &name, AtFlags::SYMLINK_NOFOLLOW)
@@ -155,7 +173,8 @@ impl Copier {
                 FileType::Directory => {
                     rfs::mkdirat(dst, &name, Mode::from_raw_mode(0o700))
                         .map_err(ioerr(|| format!("mkdir {}", path.display())))?;
-                    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                    let flags =
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                     let s = rfs::openat(src, &name, flags, Mode::empty())
                         .map_err(ioerr(|| format!("opening {}", path.display())))?;
                     let d = rfs::openat(dst, &name, flags, Mode::empty())
@@ -177,8 +196,13 @@ impl Copier {
                         }
                         self.links.insert(key, path.clone());
                     }
-                    let s = rfs::openat(src, &name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                        .map_err(ioerr(|| format!("opening {}", path.display())))?;
+                    let s = rfs::openat(
+                        src,
+                        &name,
+                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(ioerr(|| format!("opening {}", path.display())))?;
                     same_inode(&s, &st, &path)?;
                     let d = rfs::openat(
                         dst,
@@ -188,7 +212,10 @@ impl Copier {
                     )
                     .map_err(ioerr(|| format!("creating copy of {}", path.display())))?;
                     self.stats.bytes += copy_data(&s, &d, st.st_size as u64, &mut self.buf)
-                        .map_err(|e| CopyError::Io { context: format!("copying {}", path.display()), source: e })?;
+                        .map_err(|e| CopyError::Io {
+                            context: format!("copying {}", path.display()),
+                            source: e,
+                        })?;
                     let xattrs = fd_xattrs(&s, &path)?;
                     set_fd_attrs(&d, &st, &xattrs, &path)?;
                 }
@@ -201,8 +228,14 @@ impl Copier {
                 }
                 FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
                     let kind = FileType::from_raw_mode(st.st_mode);
-                    rfs::mknodat(dst, &name, kind, Mode::from_raw_mode(st.st_mode & 0o7777), st.st_rdev)
-                        .map_err(ioerr(|| format!("mknod {}", path.display())))?;
+                    rfs::mknodat(
+                        dst,
+                        &name,
+                        kind,
+                        Mode::from_raw_mode(st.st_mode & 0o7777),
+                        st.st_rdev,
+                    )
+                    .map_err(ioerr(|| format!("mknod {}", path.display())))?;
                     self.finish_special(src, dst, &name, &st, &path)?;
                 }
                 // Sockets cannot be put in a layer; Docker skips them too.
@@ -214,20 +247,45 @@ impl Copier {
 
     /// Owner, xattrs, mode and times of an entry that cannot be opened
     /// (symlink, device, fifo), by name relative to its directory.
-    fn finish_special(&self, src: &OwnedFd, dst: &OwnedFd, name: &OsStr, st: &Stat, path: &Path) -> Result<(), CopyError> {
+    fn finish_special(
+        &self,
+        src: &OwnedFd,
+        dst: &OwnedFd,
+        name: &OsStr,
+        st: &Stat,
+        path: &Path,
+    ) -> Result<(), CopyError> {
         let proc_src = proc_path(src, name);
         let proc_dst = proc_path(dst, name);
-        let xattrs = list_xattrs(|| xattr::list(&proc_src), |n| xattr::get(&proc_src, n), path)?;
-        rfs::chownat(dst, name, Some(uid(st)), Some(gid(st)), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(ioerr(|| format!("chown {}", path.display())))?;
+        let xattrs = list_xattrs(
+            || xattr::list(&proc_src),
+            |n| xattr::get(&proc_src, n),
+            path,
+        )?;
+        rfs::chownat(
+            dst,
+            name,
+            Some(uid(st)),
+            Some(gid(st)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(ioerr(|| format!("chown {}", path.display())))?;
         for (k, v) in &xattrs {
-            xattr::set(&proc_dst, k, v).map_err(|e| CopyError::Io { context: format!("setxattr {} {:?}", path.display(), k), source: e })?;
+            xattr::set(&proc_dst, k, v).map_err(|e| CopyError::Io {
+                context: format!("setxattr {} {:?}", path.display(), k),
+                source: e,
+            })?;
         }
         let is_link = FileType::from_raw_mode(st.st_mode) == FileType::Symlink;
         if !is_link {
             // chown cleared set-id bits; put the mode back.
-            rfs::chmodat(dst, name, Mode::from_raw_mode(st.st_mode & 0o7777), AtFlags::empty())
-                .map_err(ioerr(|| format!("chmod {}", path.display())))?;
+            rfs::chmodat(
+                dst,
+                name,
+                Mode::from_raw_mode(st.st_mode & 0o7777),
+                AtFlags::empty(),
+            )
+            .map_err(ioerr(|| format!("chmod {}", path.display())))?;
         }
         rfs::utimensat(dst, name, &times(st), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(ioerr(|| format!("utimes {}", path.display())))?;
@@ -262,8 +320,14 @@ fn gid(st: &Stat) -> rfs::Gid {
 
 fn times(st: &Stat) -> Timestamps {
     Timestamps {
-        last_access: Timespec { tv_sec: st.st_atime as _, tv_nsec: st.st_atime_nsec as _ },
-        last_modification: Timespec { tv_sec: st.st_mtime as _, tv_nsec: st.st_mtime_nsec as _ },
+        last_access: Timespec {
+            tv_sec: st.st_atime as _,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime as _,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
     }
 }
 
@@ -271,7 +335,10 @@ fn times(st: &Stat) -> Timestamps {
 /// (opaque markers included).
 fn fd_xattrs(fd: &OwnedFd, path: &Path) -> Result<Vec<(OsString, Vec<u8>)>, CopyError> {
     use xattr::FileExt;
-    let file = File::from(fd.try_clone().map_err(|e| CopyError::Io { context: "dup".into(), source: e })?);
+    let file = File::from(fd.try_clone().map_err(|e| CopyError::Io {
+        context: "dup".into(),
+        source: e,
+    })?);
     list_xattrs(|| file.list_xattr(), |n| file.get_xattr(n), path)
 }
 
@@ -284,7 +351,12 @@ where
     let names = match list() {
         Ok(names) => names,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
-        Err(e) => return Err(CopyError::Io { context: format!("listxattr {}", path.display()), source: e }),
+        Err(e) => {
+            return Err(CopyError::Io {
+                context: format!("listxattr {}", path.display()),
+                source: e,
+            });
+        }
     };
     let mut out = Vec::new();
     for name in names {
@@ -300,7 +372,10 @@ where
             OverlayXattr::NotOverlay if name.as_bytes() == b"security.selinux" => continue,
             OverlayXattr::NotOverlay | OverlayXattr::Opaque => {}
         }
-        if let Some(v) = get(&name).map_err(|e| CopyError::Io { context: format!("getxattr {} {name:?}", path.display()), source: e })? {
+        if let Some(v) = get(&name).map_err(|e| CopyError::Io {
+            context: format!("getxattr {} {name:?}", path.display()),
+            source: e,
+        })? {
             out.push((name, v));
         }
     }
@@ -308,14 +383,27 @@ where
 }
 
 /// Owner, xattrs, mode and times of an open copy.
-fn set_fd_attrs(fd: &OwnedFd, st: &Stat, xattrs: &[(OsString, Vec<u8>)], path: &Path) -> Result<(), CopyError> {
+fn set_fd_attrs(
+    fd: &OwnedFd,
+    st: &Stat,
+    xattrs: &[(OsString, Vec<u8>)],
+    path: &Path,
+) -> Result<(), CopyError> {
     use xattr::FileExt;
-    rfs::fchown(fd, Some(uid(st)), Some(gid(st))).map_err(ioerr(|| format!("chown {}", path.display())))?;
-    let file = File::from(fd.try_clone().map_err(|e| CopyError::Io { context: "dup".into(), source: e })?);
+    rfs::fchown(fd, Some(uid(st)), Some(gid(st)))
+        .map_err(ioerr(|| format!("chown {}", path.display())))?;
+    let file = File::from(fd.try_clone().map_err(|e| CopyError::Io {
+        context: "dup".into(),
+        source: e,
+    })?);
     for (k, v) in xattrs {
-        file.set_xattr(k, v).map_err(|e| CopyError::Io { context: format!("setxattr {} {k:?}", path.display()), source: e })?;
+        file.set_xattr(k, v).map_err(|e| CopyError::Io {
+            context: format!("setxattr {} {k:?}", path.display()),
+            source: e,
+        })?;
     }
-    rfs::fchmod(fd, Mode::from_raw_mode(st.st_mode & 0o7777)).map_err(ioerr(|| format!("chmod {}", path.display())))?;
+    rfs::fchmod(fd, Mode::from_raw_mode(st.st_mode & 0o7777))
+        .map_err(ioerr(|| format!("chmod {}", path.display())))?;
     rfs::futimens(fd, &times(st)).map_err(ioerr(|| format!("utimes {}", path.display())))?;
     Ok(())
 }
@@ -352,15 +440,28 @@ fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64, buf: &mut Vec<u8>) -> io::
     Ok(copied)
 }
 
-fn copy_range(src: &OwnedFd, dst: &OwnedFd, start: u64, len: u64, buf: &mut Vec<u8>) -> io::Result<u64> {
+fn copy_range(
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    start: u64,
+    len: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<u64> {
     let mut done = 0u64;
     let (mut off_in, mut off_out) = (start, start);
     while done < len {
-        let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(1 << 30);
+        let want = usize::try_from(len - done)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
         match rfs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
             Ok(0) => return Ok(done),
             Ok(n) => done += n as u64,
-            Err(rustix::io::Errno::XDEV | rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP) => {
+            Err(
+                rustix::io::Errno::XDEV
+                | rustix::io::Errno::INVAL
+                | rustix::io::Errno::NOSYS
+                | rustix::io::Errno::OPNOTSUPP,
+            ) => {
                 return copy_range_rw(src, dst, off_in, len - done, buf).map(|n| done + n);
             }
             Err(e) => return Err(e.into()),
@@ -369,11 +470,19 @@ fn copy_range(src: &OwnedFd, dst: &OwnedFd, start: u64, len: u64, buf: &mut Vec<
     Ok(done)
 }
 
-fn copy_range_rw(src: &OwnedFd, dst: &OwnedFd, mut off: u64, len: u64, buf: &mut Vec<u8>) -> io::Result<u64> {
+fn copy_range_rw(
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    mut off: u64,
+    len: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<u64> {
     buf.resize(1 << 20, 0);
     let mut done = 0u64;
     while done < len {
-        let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(buf.len());
+        let want = usize::try_from(len - done)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let n = rustix::io::pread(src.as_fd(), &mut buf[..want], off)?;
         if n == 0 {
             break;
@@ -391,16 +500,34 @@ fn copy_range_rw(src: &OwnedFd, dst: &OwnedFd, mut off: u64, len: u64, buf: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
     #[test]
     fn overlay_xattrs_are_classified() {
-        assert!(matches!(classify(OsStr::new("trusted.overlay.opaque")), OverlayXattr::Opaque));
-        assert!(matches!(classify(OsStr::new("user.overlay.opaque")), OverlayXattr::Opaque));
-        assert!(matches!(classify(OsStr::new("trusted.overlay.redirect")), OverlayXattr::Unsupported));
-        assert!(matches!(classify(OsStr::new("trusted.overlay.metacopy")), OverlayXattr::Unsupported));
-        assert!(matches!(classify(OsStr::new("trusted.overlay.origin")), OverlayXattr::Drop));
-        assert!(matches!(classify(OsStr::new("user.mime")), OverlayXattr::NotOverlay));
+        assert!(matches!(
+            classify(OsStr::new("trusted.overlay.opaque")),
+            OverlayXattr::Opaque
+        ));
+        assert!(matches!(
+            classify(OsStr::new("user.overlay.opaque")),
+            OverlayXattr::Opaque
+        ));
+        assert!(matches!(
+            classify(OsStr::new("trusted.overlay.redirect")),
+            OverlayXattr::Unsupported
+        ));
+        assert!(matches!(
+            classify(OsStr::new("trusted.overlay.metacopy")),
+            OverlayXattr::Unsupported
+        ));
+        assert!(matches!(
+            classify(OsStr::new("trusted.overlay.origin")),
+            OverlayXattr::Drop
+        ));
+        assert!(matches!(
+            classify(OsStr::new("user.mime")),
+            OverlayXattr::NotOverlay
+        ));
         assert!(portable_xattr(OsStr::new("security.capability")));
         assert!(!portable_xattr(OsStr::new("security.selinux")));
         assert!(!portable_xattr(OsStr::new("trusted.overlay.opaque")));
@@ -418,7 +545,14 @@ mod tests {
         std::fs::set_permissions(s.join("a/b/f"), std::fs::Permissions::from_mode(0o4751)).unwrap();
         std::fs::hard_link(s.join("a/b/f"), s.join("a/g")).unwrap();
         symlink("b/f", s.join("a/l")).unwrap();
-        rustix::fs::mknodat(rustix::fs::CWD, &s.join("wh"), FileType::CharacterDevice, Mode::empty(), 0).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            s.join("wh"),
+            FileType::CharacterDevice,
+            Mode::empty(),
+            0,
+        )
+        .unwrap();
         xattr::set(s.join("a"), "trusted.overlay.opaque", b"y").unwrap();
         xattr::set(s.join("a/b/f"), "user.note", b"kept").unwrap();
         // A sparse file: 1 MiB hole, 4 bytes, 1 MiB hole.
@@ -433,18 +567,44 @@ mod tests {
         assert_eq!(std::fs::read(d.join("a/b/f")).unwrap(), b"hello");
         let m = std::fs::metadata(d.join("a/b/f")).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o4751);
-        assert_eq!(m.ino(), std::fs::metadata(d.join("a/g")).unwrap().ino(), "hard link kept");
+        assert_eq!(
+            m.ino(),
+            std::fs::metadata(d.join("a/g")).unwrap().ino(),
+            "hard link kept"
+        );
         assert_eq!(std::fs::read_link(d.join("a/l")).unwrap(), Path::new("b/f"));
         let wh = rfs::stat(d.join("wh")).unwrap();
         assert!(is_whiteout(&wh));
-        assert_eq!(xattr::get(d.join("a"), "trusted.overlay.opaque").unwrap().as_deref(), Some(&b"y"[..]));
-        assert_eq!(xattr::get(d.join("a/b/f"), "user.note").unwrap().as_deref(), Some(&b"kept"[..]));
+        assert_eq!(
+            xattr::get(d.join("a"), "trusted.overlay.opaque")
+                .unwrap()
+                .as_deref(),
+            Some(&b"y"[..])
+        );
+        assert_eq!(
+            xattr::get(d.join("a/b/f"), "user.note").unwrap().as_deref(),
+            Some(&b"kept"[..])
+        );
         let sp = std::fs::metadata(d.join("sparse")).unwrap();
         assert_eq!(sp.len(), 2 << 20);
-        assert!(sp.blocks() * 512 < 1 << 20, "holes kept ({} blocks)", sp.blocks());
-        assert_eq!(std::fs::metadata(d.join("a/b")).unwrap().mode() & 0o777, 0o555);
-        let (sm, dm) = (std::fs::symlink_metadata(s.join("a")).unwrap(), std::fs::symlink_metadata(d.join("a")).unwrap());
-        assert_eq!((sm.mtime(), sm.mtime_nsec()), (dm.mtime(), dm.mtime_nsec()), "dir times kept");
+        assert!(
+            sp.blocks() * 512 < 1 << 20,
+            "holes kept ({} blocks)",
+            sp.blocks()
+        );
+        assert_eq!(
+            std::fs::metadata(d.join("a/b")).unwrap().mode() & 0o777,
+            0o555
+        );
+        let (sm, dm) = (
+            std::fs::symlink_metadata(s.join("a")).unwrap(),
+            std::fs::symlink_metadata(d.join("a")).unwrap(),
+        );
+        assert_eq!(
+            (sm.mtime(), sm.mtime_nsec()),
+            (dm.mtime(), dm.mtime_nsec()),
+            "dir times kept"
+        );
     }
 
     #[test]
@@ -452,7 +612,15 @@ mod tests {
         let src = tempfile::tempdir().unwrap();
         let dst = tempfile::tempdir().unwrap();
         std::fs::create_dir(src.path().join("moved")).unwrap();
-        xattr::set(src.path().join("moved"), "trusted.overlay.redirect", b"/old").unwrap();
-        assert!(matches!(copy_upper(src.path(), dst.path()), Err(CopyError::Unsupported(_))));
+        xattr::set(
+            src.path().join("moved"),
+            "trusted.overlay.redirect",
+            b"/old",
+        )
+        .unwrap();
+        assert!(matches!(
+            copy_upper(src.path(), dst.path()),
+            Err(CopyError::Unsupported(_))
+        ));
     }
 }

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use containerd_client::services::v1::{
     containers_client::ContainersClient, content_client::ContentClient, diff_client::DiffClient,
-    images_client::ImagesClient, introspection_client::IntrospectionClient, leases_client::LeasesClient,
-    snapshots::snapshots_client::SnapshotsClient, tasks_client::TasksClient, version_client::VersionClient,
+    images_client::ImagesClient, introspection_client::IntrospectionClient,
+    leases_client::LeasesClient, snapshots::snapshots_client::SnapshotsClient,
+    tasks_client::TasksClient, version_client::VersionClient,
 };
+use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
-use tonic::Request;
 
 use crate::error::{Error, Result};
 
@@ -48,13 +49,20 @@ impl Containerd {
                     Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
                 }
             }));
-        Ok(Self { channel, socket, namespace: namespace.to_string() })
+        Ok(Self {
+            channel,
+            socket,
+            namespace: namespace.to_string(),
+        })
     }
 
     /// The same connection, another namespace.
     pub fn with_namespace(&self, namespace: &str) -> Result<Self> {
         validate_namespace(namespace)?;
-        Ok(Self { namespace: namespace.to_string(), ..self.clone() })
+        Ok(Self {
+            namespace: namespace.to_string(),
+            ..self.clone()
+        })
     }
 
     pub fn namespace(&self) -> &str {
@@ -121,7 +129,11 @@ impl Containerd {
 
     /// containerd's version string; also a cheap liveness probe.
     pub async fn server_version(&self) -> Result<String> {
-        let resp = self.version().version(Request::new(())).await.map_err(|s| self.err("version", s))?;
+        let resp = self
+            .version()
+            .version(Request::new(()))
+            .await
+            .map_err(|s| self.err("version", s))?;
         Ok(resp.into_inner().version)
     }
 }
@@ -131,8 +143,16 @@ impl Containerd {
 fn validate_namespace(ns: &str) -> Result<()> {
     let ok = !ns.is_empty()
         && ns.len() <= 76
-        && ns.split(['.', '_', '-']).all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()));
-    if ok { Ok(()) } else { Err(Error::InvalidArgument(format!("invalid containerd namespace {ns:?}"))) }
+        && ns
+            .split(['.', '_', '-'])
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "invalid containerd namespace {ns:?}"
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -144,7 +164,16 @@ mod tests {
         for ok in ["default", "k8s.io", "moby", "a-b_c.d", "x1"] {
             assert!(validate_namespace(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a..b", "-a", "a-", "a b", "ns/x", "ümlaut", &"x".repeat(77)] {
+        for bad in [
+            "",
+            "a..b",
+            "-a",
+            "a-",
+            "a b",
+            "ns/x",
+            "ümlaut",
+            &"x".repeat(77),
+        ] {
             assert!(validate_namespace(bad).is_err(), "{bad}");
         }
     }

@@ -14,13 +14,13 @@ use crate::container;
 use crate::content;
 use crate::diff::{self, Layer};
 use crate::error::{Error, Result};
-use crate::image::{self, media_type, Descriptor, History, ImageConfig, Manifest, RunConfig};
+use crate::image::{self, Descriptor, History, ImageConfig, Manifest, RunConfig, media_type};
 use crate::images::{self, Resolved};
 use crate::layer;
 use crate::lease::Lease;
 use crate::overlay;
-use crate::tarball;
 use crate::snapshot::{self, Snapshots};
+use crate::tarball;
 use crate::task::{self, TaskState};
 use crate::{Compression, EngineConfig};
 
@@ -28,7 +28,8 @@ use crate::{Compression, EngineConfig};
 /// built `FROM scratch`). The API layer supplies it: it knows Docker's
 /// rules for the request body and `changes`. An `Err` is the caller's
 /// mistake and aborts the commit before anything is paused or written.
-pub type ConfigFn = Box<dyn FnOnce(Option<&RunConfig>) -> std::result::Result<RunConfig, String> + Send>;
+pub type ConfigFn =
+    Box<dyn FnOnce(Option<&RunConfig>) -> std::result::Result<RunConfig, String> + Send>;
 
 /// What to commit and how.
 pub struct CommitRequest {
@@ -131,7 +132,11 @@ struct Source<'s> {
 
 impl Committer<'_> {
     fn check_cancel(&self, step: &'static str) -> Result<()> {
-        if self.cancel.is_cancelled() { Err(Error::Cancelled(step)) } else { Ok(()) }
+        if self.cancel.is_cancelled() {
+            Err(Error::Cancelled(step))
+        } else {
+            Ok(())
+        }
     }
 
     #[instrument(skip_all, fields(container = %req.container))]
@@ -140,9 +145,19 @@ impl Committer<'_> {
         let c = self.c;
         let ct = container::resolve(c, &req.container).await?;
         if ct.snapshot_key.is_empty() {
-            return Err(Error::Conflict(format!("container {} has no root filesystem snapshot to commit", ct.id)));
+            return Err(Error::Conflict(format!(
+                "container {} has no root filesystem snapshot to commit",
+                ct.id
+            )));
         }
-        let sn = Snapshots::new(c, if ct.snapshotter.is_empty() { "overlayfs" } else { &ct.snapshotter });
+        let sn = Snapshots::new(
+            c,
+            if ct.snapshotter.is_empty() {
+                "overlayfs"
+            } else {
+                &ct.snapshotter
+            },
+        );
         let info = sn.stat(&ct.snapshot_key).await?;
         let parent = load_parent(c, &ct, &info.parent).await?;
 
@@ -152,17 +167,34 @@ impl Committer<'_> {
             Some(f) => f(parent_run).map_err(Error::InvalidArgument)?,
             None => parent_run.cloned().unwrap_or_default(),
         };
-        let codec = self.cfg.codec(req.compression.unwrap_or(self.cfg.compression));
+        let codec = self
+            .cfg
+            .codec(req.compression.unwrap_or(self.cfg.compression));
         let src = Source {
             ct: &ct,
             sn: &sn,
             info: &info,
-            diff_parent: if parent.is_some() { info.parent.clone() } else { String::new() },
+            diff_parent: if parent.is_some() {
+                info.parent.clone()
+            } else {
+                String::new()
+            },
             pause: req.pause,
         };
 
         let lease = Lease::create(c, self.cfg.lease_expiry).await?;
-        let result = self.commit_leased(&lease, &src, parent, run_config, &req.image_name, &req.author, &req.comment, codec).await;
+        let result = self
+            .commit_leased(
+                &lease,
+                &src,
+                parent,
+                run_config,
+                &req.image_name,
+                &req.author,
+                &req.comment,
+                codec,
+            )
+            .await;
         lease.release().await;
         let (image_id, manifest, image_name, captured) = result?;
         let committed = Committed {
@@ -209,7 +241,15 @@ impl Committer<'_> {
             // The child's config.
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
             let layer = captured.layer.as_ref();
-            let config = child_config(parent.as_ref().map(|p| &p.config), run_config, layer, author, comment, &container::process_args(src.ct), &now);
+            let config = child_config(
+                parent.as_ref().map(|p| &p.config),
+                run_config,
+                layer,
+                author,
+                comment,
+                &container::process_args(src.ct),
+                &now,
+            );
 
             // Fill the new image's snapshot so it runs at once.
             let chain_id = image::chain_id(&config.rootfs.diff_ids);
@@ -225,12 +265,16 @@ impl Committer<'_> {
                 _ => {}
             }
             self.check_cancel("before writing the image")?;
-            let (config_digest, manifest) = self.write_image(lease, sn.name(), &config, &chain_id, parent.as_ref(), layer).await?;
+            let (config_digest, manifest) = self
+                .write_image(lease, sn.name(), &config, &chain_id, parent.as_ref(), layer)
+                .await?;
 
             // The image record: the commit becomes visible here, all at once.
             self.check_cancel("before naming the image")?;
             crate::failpoint::check(&src.ct.id, crate::failpoint::step::BEFORE_NAME)?;
-            let name = image_name.clone().unwrap_or_else(|| images::dangling_name(&manifest.digest));
+            let name = image_name
+                .clone()
+                .unwrap_or_else(|| images::dangling_name(&manifest.digest));
             images::name_image(c, &lease.id(), &name, &manifest).await?;
             Ok((config_digest, manifest, name))
         }
@@ -256,16 +300,28 @@ impl Committer<'_> {
         layer: Option<&Layer>,
     ) -> Result<(String, Descriptor)> {
         let c = self.c;
-        let config_bytes = serde_json::to_vec(config).map_err(|e| Error::Malformed(e.to_string()))?;
+        let config_bytes =
+            serde_json::to_vec(config).map_err(|e| Error::Malformed(e.to_string()))?;
         let mut config_labels = HashMap::new();
         if let Some(chain) = chain_id {
-            config_labels.insert(format!("containerd.io/gc.ref.snapshot.{snapshotter}"), chain.clone());
+            config_labels.insert(
+                format!("containerd.io/gc.ref.snapshot.{snapshotter}"),
+                chain.clone(),
+            );
         }
         let unique = crate::unique();
         let config_size = config_bytes.len() as i64;
-        let config_digest =
-            content::write_blob(c, &lease.id(), &format!("commitd-config-{unique}"), config_bytes, config_labels).await?;
-        let mut layers = parent.map(|p| p.manifest.layers.clone()).unwrap_or_default();
+        let config_digest = content::write_blob(
+            c,
+            &lease.id(),
+            &format!("commitd-config-{unique}"),
+            config_bytes,
+            config_labels,
+        )
+        .await?;
+        let mut layers = parent
+            .map(|p| p.manifest.layers.clone())
+            .unwrap_or_default();
         if let Some(l) = layer {
             layers.push(l.descriptor.clone());
         }
@@ -276,20 +332,41 @@ impl Committer<'_> {
             layers,
             annotations: None,
         };
-        let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Malformed(e.to_string()))?;
-        let mut labels = HashMap::from([("containerd.io/gc.ref.content.0".to_string(), config_digest.clone())]);
+        let manifest_bytes =
+            serde_json::to_vec(&manifest).map_err(|e| Error::Malformed(e.to_string()))?;
+        let mut labels = HashMap::from([(
+            "containerd.io/gc.ref.content.0".to_string(),
+            config_digest.clone(),
+        )]);
         for (i, l) in manifest.layers.iter().enumerate() {
-            labels.insert(format!("containerd.io/gc.ref.content.{}", i + 1), l.digest.clone());
+            labels.insert(
+                format!("containerd.io/gc.ref.content.{}", i + 1),
+                l.digest.clone(),
+            );
         }
         let manifest_size = manifest_bytes.len() as i64;
-        let manifest_digest =
-            content::write_blob(c, &lease.id(), &format!("commitd-manifest-{unique}"), manifest_bytes, labels).await?;
-        Ok((config_digest, descriptor(media_type::OCI_MANIFEST, &manifest_digest, manifest_size)))
+        let manifest_digest = content::write_blob(
+            c,
+            &lease.id(),
+            &format!("commitd-manifest-{unique}"),
+            manifest_bytes,
+            labels,
+        )
+        .await?;
+        Ok((
+            config_digest,
+            descriptor(media_type::OCI_MANIFEST, &manifest_digest, manifest_size),
+        ))
     }
 
     /// Captures the container's changes: the overlay fast path when it
     /// applies, containerd's diff service otherwise.
-    async fn capture(&self, lease: &Lease, src: &Source<'_>, codec: crate::layer::Codec) -> Result<Captured> {
+    async fn capture(
+        &self,
+        lease: &Lease,
+        src: &Source<'_>,
+        codec: crate::layer::Codec,
+    ) -> Result<Captured> {
         let parentless_or_same = src.diff_parent == src.info.parent;
         if self.cfg.fast_path && snapshot::is_active(src.info) && parentless_or_same {
             match self.capture_overlay(lease, src, codec).await {
@@ -305,11 +382,21 @@ impl Committer<'_> {
 
     /// Pauses the task if it runs and the caller wants it paused, runs `f`,
     /// and resumes — whatever `f` returned.
-    async fn while_paused<T>(&self, src: &Source<'_>, f: impl Future<Output = T>) -> Result<(T, Duration)> {
+    async fn while_paused<T>(
+        &self,
+        src: &Source<'_>,
+        f: impl Future<Output = T>,
+    ) -> Result<(T, Duration)> {
         let c = self.c;
         let id = &src.ct.id;
-        let running = src.pause && snapshot::is_active(src.info) && task::state(c, id).await? == TaskState::Running;
-        let paused_at = if running && task::pause(c, id).await? { Some(Instant::now()) } else { None };
+        let running = src.pause
+            && snapshot::is_active(src.info)
+            && task::state(c, id).await? == TaskState::Running;
+        let paused_at = if running && task::pause(c, id).await? {
+            Some(Instant::now())
+        } else {
+            None
+        };
         let out = f.await;
         // A failure here must still resume the container.
         let injected = crate::failpoint::check(id, crate::failpoint::step::WHILE_PAUSED);
@@ -331,18 +418,27 @@ impl Committer<'_> {
         codec: crate::layer::Codec,
     ) -> std::result::Result<Captured, FastPath> {
         let sn = src.sn;
-        let from = overlay::dirs(&sn.mounts(&src.ct.snapshot_key).await?).map_err(FastPath::Unsupported)?;
+        let from = overlay::dirs(&sn.mounts(&src.ct.snapshot_key).await?)
+            .map_err(FastPath::Unsupported)?;
         if !from.upper.is_dir() {
-            return Err(FastPath::Unsupported(format!("{} is not readable from here", from.upper.display())));
+            return Err(FastPath::Unsupported(format!(
+                "{} is not readable from here",
+                from.upper.display()
+            )));
         }
         let key = format!("{}-{}-commit", snapshot::UNPACK_PREFIX, crate::unique());
         let prepared = sn.prepare(&lease.id(), &key, &src.diff_parent).await?;
         let result = async {
             let to = overlay::dirs(&prepared).map_err(FastPath::Unsupported)?;
-            let empty = std::fs::read_dir(&to.upper).map(|mut d| d.next().is_none()).unwrap_or(false);
+            let empty = std::fs::read_dir(&to.upper)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
             if !empty {
                 // Not the directory containerd just made: another host's path.
-                return Err(FastPath::Unsupported(format!("{} is not a fresh snapshot here", to.upper.display())));
+                return Err(FastPath::Unsupported(format!(
+                    "{} is not a fresh snapshot here",
+                    to.upper.display()
+                )));
             }
             self.check_cancel("before capture")?;
             let (source, target) = (from.upper.clone(), to.upper.clone());
@@ -351,19 +447,37 @@ impl Committer<'_> {
                     tokio::task::spawn_blocking(move || capture::copy_upper(&source, &target)).await
                 })
                 .await?;
-            let copied = match copied.map_err(|e| Error::Malformed(format!("capture task failed: {e}")))? {
-                Ok(c) => c,
-                Err(CopyError::Unsupported(why)) => return Err(FastPath::Unsupported(why)),
-                Err(CopyError::Io { context, source }) => return Err(FastPath::Failed(Error::io(context, source))),
-            };
-            debug!(entries = copied.entries, bytes = copied.bytes, paused_ms = paused.as_millis() as u64, "upper directory captured");
+            let copied =
+                match copied.map_err(|e| Error::Malformed(format!("capture task failed: {e}")))? {
+                    Ok(c) => c,
+                    Err(CopyError::Unsupported(why)) => return Err(FastPath::Unsupported(why)),
+                    Err(CopyError::Io { context, source }) => {
+                        return Err(FastPath::Failed(Error::io(context, source)));
+                    }
+                };
+            debug!(
+                entries = copied.entries,
+                bytes = copied.bytes,
+                paused_ms = paused.as_millis() as u64,
+                "upper directory captured"
+            );
             if copied.entries == 0 {
                 sn.remove_quietly(&key).await;
-                return Ok(Captured { layer: None, uncompressed_size: 0, path: CapturePath::Overlay, paused, fill: Fill::Nothing });
+                return Ok(Captured {
+                    layer: None,
+                    uncompressed_size: 0,
+                    path: CapturePath::Overlay,
+                    paused,
+                    fill: Fill::Nothing,
+                });
             }
             self.check_cancel("before writing the layer")?;
             let root = to.upper.clone();
-            let streamed = layer::stream_layer(self.c, &lease.id(), codec, self.content_root, move |w| tarball::write_layer(&root, w)).await?;
+            let streamed =
+                layer::stream_layer(self.c, &lease.id(), codec, self.content_root, move |w| {
+                    tarball::write_layer(&root, w)
+                })
+                .await?;
             Ok(Captured {
                 layer: Some(streamed.layer),
                 uncompressed_size: streamed.uncompressed_size,
@@ -374,21 +488,50 @@ impl Committer<'_> {
         }
         .await;
         match &result {
-            Ok(Captured { fill: Fill::Prepared(_), .. }) | Ok(Captured { fill: Fill::Nothing, .. }) => {}
+            Ok(Captured {
+                fill: Fill::Prepared(_),
+                ..
+            })
+            | Ok(Captured {
+                fill: Fill::Nothing,
+                ..
+            }) => {}
             _ => sn.remove_quietly(&key).await,
         }
         result
     }
 
-    async fn capture_with_service(&self, lease: &Lease, src: &Source<'_>, codec: crate::layer::Codec) -> Result<Captured> {
+    async fn capture_with_service(
+        &self,
+        lease: &Lease,
+        src: &Source<'_>,
+        codec: crate::layer::Codec,
+    ) -> Result<Captured> {
         let c = self.c;
         let active = snapshot::is_active(src.info);
         let (tar, paused) = self
-            .while_paused(src, diff::capture(c, &lease.id(), src.sn, &src.ct.snapshot_key, active, &src.diff_parent, media_type::OCI_LAYER_TAR))
+            .while_paused(
+                src,
+                diff::capture(
+                    c,
+                    &lease.id(),
+                    src.sn,
+                    &src.ct.snapshot_key,
+                    active,
+                    &src.diff_parent,
+                    media_type::OCI_LAYER_TAR,
+                ),
+            )
             .await?;
         let tar = tar?;
         if diff::has_no_entries(c, &tar.descriptor).await? {
-            return Ok(Captured { layer: None, uncompressed_size: 0, path: CapturePath::DiffService, paused, fill: Fill::Nothing });
+            return Ok(Captured {
+                layer: None,
+                uncompressed_size: 0,
+                path: CapturePath::DiffService,
+                paused,
+                fill: Fill::Nothing,
+            });
         }
         let uncompressed = tar.descriptor.clone();
         self.check_cancel("before compressing the layer")?;
@@ -396,12 +539,17 @@ impl Committer<'_> {
             let size = u64::try_from(tar.descriptor.size).unwrap_or(0);
             (tar, size)
         } else {
-            let reader = layer::BlobReader::new(c.clone(), tar.descriptor.digest.clone(), tar.descriptor.size);
-            let streamed = layer::stream_layer(c, &lease.id(), codec, self.content_root, move |w| {
-                let mut reader = reader;
-                std::io::copy(&mut reader, w)
-            })
-            .await?;
+            let reader = layer::BlobReader::new(
+                c.clone(),
+                tar.descriptor.digest.clone(),
+                tar.descriptor.size,
+            );
+            let streamed =
+                layer::stream_layer(c, &lease.id(), codec, self.content_root, move |w| {
+                    let mut reader = reader;
+                    std::io::copy(&mut reader, w)
+                })
+                .await?;
             if streamed.layer.diff_id != tar.diff_id {
                 return Err(Error::Malformed(format!(
                     "recompressed layer has diff ID {}, the diff service said {}",
@@ -410,12 +558,25 @@ impl Committer<'_> {
             }
             (streamed.layer, streamed.uncompressed_size)
         };
-        Ok(Captured { layer: Some(layer), uncompressed_size: size, path: CapturePath::DiffService, paused, fill: Fill::Apply(uncompressed) })
+        Ok(Captured {
+            layer: Some(layer),
+            uncompressed_size: size,
+            path: CapturePath::DiffService,
+            paused,
+            fill: Fill::Apply(uncompressed),
+        })
     }
 }
 
 fn descriptor(media_type: &str, digest: &str, size: i64) -> Descriptor {
-    Descriptor { media_type: media_type.into(), digest: digest.into(), size, annotations: None, platform: None, urls: None }
+    Descriptor {
+        media_type: media_type.into(),
+        digest: digest.into(),
+        size,
+        annotations: None,
+        platform: None,
+        urls: None,
+    }
 }
 
 /// The child's image config: the parent's platform and history, the new
@@ -436,9 +597,15 @@ pub(crate) fn child_config(
         }
         _ => (host.architecture, host.os, host.variant),
     };
-    let author = if author.is_empty() { parent.and_then(|p| p.author.clone()).unwrap_or_default() } else { author.to_string() };
+    let author = if author.is_empty() {
+        parent.and_then(|p| p.author.clone()).unwrap_or_default()
+    } else {
+        author.to_string()
+    };
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    let mut diff_ids = parent.map(|p| p.rootfs.diff_ids.clone()).unwrap_or_default();
+    let mut diff_ids = parent
+        .map(|p| p.rootfs.diff_ids.clone())
+        .unwrap_or_default();
     if let Some(l) = layer {
         diff_ids.push(l.diff_id.clone());
     }
@@ -457,7 +624,10 @@ pub(crate) fn child_config(
         os,
         variant,
         config: Some(run),
-        rootfs: image::RootFs { kind: "layers".into(), diff_ids },
+        rootfs: image::RootFs {
+            kind: "layers".into(),
+            diff_ids,
+        },
         history,
         extra: Default::default(),
     }
@@ -467,7 +637,11 @@ pub(crate) fn child_config(
 /// (`FROM scratch`). The container's image record names the parent, but a
 /// name can move (e.g. a commit to the container's own tag); then the image
 /// whose layers are the container snapshot's parent is looked for.
-async fn load_parent(c: &Containerd, ct: &Container, snapshot_parent: &str) -> Result<Option<Resolved>> {
+async fn load_parent(
+    c: &Containerd,
+    ct: &Container,
+    snapshot_parent: &str,
+) -> Result<Option<Resolved>> {
     if ct.image.is_empty() {
         return Ok(None);
     }
@@ -484,7 +658,9 @@ async fn load_parent(c: &Containerd, ct: &Container, snapshot_parent: &str) -> R
         debug!(image = %ct.image, "image moved since the container was created; looking for its parent by chain ID");
     }
     for img in images::list(c, Vec::new()).await? {
-        let Ok(resolved) = images::resolve(c, &img, &platform).await else { continue };
+        let Ok(resolved) = images::resolve(c, &img, &platform).await else {
+            continue;
+        };
         if resolved.chain_id().as_deref() == Some(snapshot_parent) {
             return Ok(Some(resolved));
         }
@@ -500,5 +676,10 @@ fn parse_platform(s: &str) -> Option<image::Platform> {
     let os = parts.next()?.to_string();
     let architecture = parts.next()?.to_string();
     let variant = parts.next().map(str::to_string);
-    Some(image::Platform { architecture, os, os_version: None, variant })
+    Some(image::Platform {
+        architecture,
+        os,
+        os_version: None,
+        variant,
+    })
 }

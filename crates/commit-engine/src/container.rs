@@ -40,7 +40,10 @@ pub async fn resolve(c: &Containerd, query: &str) -> Result<Container> {
             });
         }
     }
-    let mut by_prefix: Vec<Container> = all.into_iter().filter(|ct| ct.id.starts_with(query)).collect();
+    let mut by_prefix: Vec<Container> = all
+        .into_iter()
+        .filter(|ct| ct.id.starts_with(query))
+        .collect();
     match by_prefix.len() {
         0 => Err(Error::ContainerNotFound(query.to_string())),
         1 => Ok(by_prefix.remove(0)),
@@ -56,7 +59,8 @@ fn answers_to_name(ct: &Container, query: &str) -> bool {
     if label(NAME_LABEL) == Some(query.trim_start_matches('/')) {
         return true;
     }
-    let (Some(container), Some(pod)) = (label(K8S_CONTAINER_NAME_LABEL), label(K8S_POD_NAME_LABEL)) else {
+    let (Some(container), Some(pod)) = (label(K8S_CONTAINER_NAME_LABEL), label(K8S_POD_NAME_LABEL))
+    else {
         return false;
     };
     // A pod's sandbox ("pause") container carries the pod labels too but no
@@ -67,24 +71,42 @@ fn answers_to_name(ct: &Container, query: &str) -> bool {
 
 pub async fn get(c: &Containerd, id: &str) -> Result<Container> {
     let req = c.request(GetContainerRequest { id: id.to_string() });
-    let resp = c.containers().get(req).await.map_err(|s| c.err("container get", s))?;
-    resp.into_inner().container.ok_or_else(|| Error::ContainerNotFound(id.to_string()))
+    let resp = c
+        .containers()
+        .get(req)
+        .await
+        .map_err(|s| c.err("container get", s))?;
+    resp.into_inner()
+        .container
+        .ok_or_else(|| Error::ContainerNotFound(id.to_string()))
 }
 
 pub async fn list(c: &Containerd, filters: Vec<String>) -> Result<Vec<Container>> {
     let req = c.request(ListContainersRequest { filters });
-    let resp = c.containers().list(req).await.map_err(|s| c.err("container list", s))?;
+    let resp = c
+        .containers()
+        .list(req)
+        .await
+        .map_err(|s| c.err("container list", s))?;
     Ok(resp.into_inner().containers)
 }
 
 /// The container's process arguments from its OCI runtime spec: what Docker
 /// records as the history entry's `created_by`.
 pub fn process_args(ct: &Container) -> Vec<String> {
-    let Some(spec) = &ct.spec else { return Vec::new() };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&spec.value) else { return Vec::new() };
+    let Some(spec) = &ct.spec else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&spec.value) else {
+        return Vec::new();
+    };
     v.pointer("/process/args")
         .and_then(|a| a.as_array())
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -95,7 +117,10 @@ mod tests {
     fn ct(id: &str, labels: &[(&str, &str)]) -> Container {
         Container {
             id: id.into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         }
     }
@@ -106,11 +131,14 @@ mod tests {
         assert!(answers_to_name(&n, "web"));
         assert!(answers_to_name(&n, "/web"));
         assert!(!answers_to_name(&n, "we"));
-        let k = ct("def", &[
-            (K8S_CONTAINER_NAME_LABEL, "app"),
-            (K8S_POD_NAME_LABEL, "nb-0"),
-            (K8S_POD_NAMESPACE_LABEL, "team"),
-        ]);
+        let k = ct(
+            "def",
+            &[
+                (K8S_CONTAINER_NAME_LABEL, "app"),
+                (K8S_POD_NAME_LABEL, "nb-0"),
+                (K8S_POD_NAMESPACE_LABEL, "team"),
+            ],
+        );
         assert!(answers_to_name(&k, "nb-0/app"));
         assert!(answers_to_name(&k, "team/nb-0/app"));
         assert!(!answers_to_name(&k, "app"));

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use containerd_client::services::v1::{
-    DeleteContentRequest, Info, InfoRequest, ReadContentRequest, UpdateRequest, WriteAction, WriteContentRequest,
+    DeleteContentRequest, Info, InfoRequest, ReadContentRequest, UpdateRequest, WriteAction,
+    WriteContentRequest,
 };
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -29,15 +30,27 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 pub async fn read_blob(c: &Containerd, digest: &str) -> Result<Vec<u8>> {
     let info = info(c, digest).await?;
     if info.size > MAX_METADATA_BLOB {
-        return Err(Error::Malformed(format!("blob {digest} is {} bytes, too large for metadata", info.size)));
+        return Err(Error::Malformed(format!(
+            "blob {digest} is {} bytes, too large for metadata",
+            info.size
+        )));
     }
     read_range(c, digest, 0, info.size).await
 }
 
 /// Reads `size` bytes at `offset` of a blob (`size` 0: to the end).
 pub async fn read_range(c: &Containerd, digest: &str, offset: i64, size: i64) -> Result<Vec<u8>> {
-    let req = c.request(ReadContentRequest { digest: digest.to_string(), offset, size });
-    let mut stream = c.content().read(req).await.map_err(|s| c.err("content read", s))?.into_inner();
+    let req = c.request(ReadContentRequest {
+        digest: digest.to_string(),
+        offset,
+        size,
+    });
+    let mut stream = c
+        .content()
+        .read(req)
+        .await
+        .map_err(|s| c.err("content read", s))?
+        .into_inner();
     let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     while let Some(msg) = stream.next().await {
         let msg = msg.map_err(|s| c.err("content read", s))?;
@@ -47,9 +60,17 @@ pub async fn read_range(c: &Containerd, digest: &str, offset: i64, size: i64) ->
 }
 
 pub async fn info(c: &Containerd, digest: &str) -> Result<Info> {
-    let req = c.request(InfoRequest { digest: digest.to_string() });
-    let resp = c.content().info(req).await.map_err(|s| c.err("content info", s))?;
-    resp.into_inner().info.ok_or_else(|| Error::Malformed(format!("content info of {digest} is empty")))
+    let req = c.request(InfoRequest {
+        digest: digest.to_string(),
+    });
+    let resp = c
+        .content()
+        .info(req)
+        .await
+        .map_err(|s| c.err("content info", s))?;
+    resp.into_inner()
+        .info
+        .ok_or_else(|| Error::Malformed(format!("content info of {digest} is empty")))
 }
 
 /// Writes a blob held in memory under `lease`, with `labels`. A blob that is
@@ -94,22 +115,35 @@ pub async fn write_blob(
 }
 
 /// Adds labels to a blob's existing ones.
-pub async fn add_labels(c: &Containerd, digest: &str, labels: HashMap<String, String>) -> Result<()> {
+pub async fn add_labels(
+    c: &Containerd,
+    digest: &str,
+    labels: HashMap<String, String>,
+) -> Result<()> {
     if labels.is_empty() {
         return Ok(());
     }
     let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
     let req = c.request(UpdateRequest {
-        info: Some(Info { digest: digest.to_string(), labels, ..Default::default() }),
+        info: Some(Info {
+            digest: digest.to_string(),
+            labels,
+            ..Default::default()
+        }),
         update_mask: Some(prost_types::FieldMask { paths }),
     });
-    c.content().update(req).await.map_err(|s| c.err("content update", s))?;
+    c.content()
+        .update(req)
+        .await
+        .map_err(|s| c.err("content update", s))?;
     Ok(())
 }
 
 /// Deletes a blob's record in this namespace; failures are logged.
 pub async fn delete(c: &Containerd, digest: &str) {
-    let req = c.request(DeleteContentRequest { digest: digest.to_string() });
+    let req = c.request(DeleteContentRequest {
+        digest: digest.to_string(),
+    });
     if let Err(s) = c.content().delete(req).await {
         tracing::warn!(%digest, cause = %s.message(), "could not delete content record");
     }

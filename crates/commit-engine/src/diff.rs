@@ -12,7 +12,7 @@ use tracing::{debug, instrument};
 use crate::client::Containerd;
 use crate::content;
 use crate::error::{Error, Result};
-use crate::image::{media_type, Descriptor};
+use crate::image::{Descriptor, media_type};
 use crate::snapshot::{Snapshots, UNPACK_PREFIX};
 
 /// The label containerd's differ puts on a layer blob: the digest of the
@@ -69,7 +69,9 @@ pub async fn capture(
             lease,
         );
         let resp = c.diff().diff(req).await.map_err(|s| c.err("diff", s))?;
-        resp.into_inner().diff.ok_or_else(|| Error::Malformed("diff service returned no descriptor".into()))
+        resp.into_inner()
+            .diff
+            .ok_or_else(|| Error::Malformed("diff service returned no descriptor".into()))
     }
     .await;
     for v in views {
@@ -77,15 +79,26 @@ pub async fn capture(
     }
     let desc = result?;
     let info = content::info(c, &desc.digest).await?;
-    let diff_id = info
-        .labels
-        .get(UNCOMPRESSED_LABEL)
-        .cloned()
-        .ok_or_else(|| Error::Malformed(format!("diff service gave layer {} no {UNCOMPRESSED_LABEL} label", desc.digest)))?;
+    // An uncompressed layer is its own diff ID (containerd labels only
+    // compressed ones).
+    let diff_id = match info.labels.get(UNCOMPRESSED_LABEL) {
+        Some(d) => d.clone(),
+        None if media.ends_with(".tar") => desc.digest.clone(),
+        None => {
+            return Err(Error::Malformed(format!(
+                "diff service gave layer {} no {UNCOMPRESSED_LABEL} label",
+                desc.digest
+            )));
+        }
+    };
     debug!(digest = %desc.digest, %diff_id, size = info.size, "layer captured by the diff service");
     Ok(Layer {
         descriptor: Descriptor {
-            media_type: if desc.media_type.is_empty() { media.to_string() } else { desc.media_type },
+            media_type: if desc.media_type.is_empty() {
+                media.to_string()
+            } else {
+                desc.media_type
+            },
             digest: desc.digest,
             size: info.size,
             annotations: None,
@@ -102,9 +115,15 @@ pub async fn has_no_entries(c: &Containerd, layer: &Descriptor) -> Result<bool> 
     let head = content::read_range(c, &layer.digest, 0, layer.size.min(64 << 10)).await?;
     let mut block = [0u8; 512];
     let filled = match layer.media_type.as_str() {
-        m if m.ends_with("gzip") => read_prefix(flate2::read::GzDecoder::new(&head[..]), &mut block),
+        m if m.ends_with("gzip") => {
+            read_prefix(flate2::read::GzDecoder::new(&head[..]), &mut block)
+        }
         m if m.ends_with("tar") => read_prefix(&head[..], &mut block),
-        m => return Err(Error::Malformed(format!("cannot inspect a layer of media type {m}"))),
+        m => {
+            return Err(Error::Malformed(format!(
+                "cannot inspect a layer of media type {m}"
+            )));
+        }
     };
     // A tar that ends before a full block, or whose first block is all
     // zeros, has no entries.
@@ -155,7 +174,10 @@ pub async fn apply(
             },
             lease,
         );
-        c.diff().apply(req).await.map_err(|s| c.err("diff apply", s))?;
+        c.diff()
+            .apply(req)
+            .await
+            .map_err(|s| c.err("diff apply", s))?;
         sn.commit(lease, chain_id, &key).await?;
         Ok(())
     }
@@ -168,5 +190,9 @@ pub async fn apply(
 
 /// The media type the diff service is asked for, for a compression.
 pub fn service_media_type(gzip: bool) -> &'static str {
-    if gzip { media_type::OCI_LAYER_GZIP } else { media_type::OCI_LAYER_TAR }
+    if gzip {
+        media_type::OCI_LAYER_GZIP
+    } else {
+        media_type::OCI_LAYER_TAR
+    }
 }

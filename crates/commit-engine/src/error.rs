@@ -18,7 +18,10 @@ pub enum Error {
 
     /// An ID prefix matches more than one container.
     #[error("multiple containers match the prefix {prefix:?}: {}", matches.join(", "))]
-    AmbiguousContainer { prefix: String, matches: Vec<String> },
+    AmbiguousContainer {
+        prefix: String,
+        matches: Vec<String>,
+    },
 
     /// No image answers to the given name or ID.
     #[error("no such image: {0}")]
@@ -38,7 +41,11 @@ pub enum Error {
 
     /// A containerd call failed for a reason not covered above.
     #[error("containerd {op}: {message}")]
-    Containerd { op: &'static str, code: Code, message: String },
+    Containerd {
+        op: &'static str,
+        code: Code,
+        message: String,
+    },
 
     /// The commit was cancelled (daemon shutting down) and rolled back.
     #[error("commit cancelled: {0}")]
@@ -61,13 +68,23 @@ impl Error {
     /// Turns a gRPC status from containerd into an error, naming the call.
     pub(crate) fn status(op: &'static str, socket: &std::path::Path, s: tonic::Status) -> Self {
         if is_transport_failure(&s) {
-            return Error::Unavailable { socket: socket.to_path_buf(), detail: transport_detail(&s) };
+            return Error::Unavailable {
+                socket: socket.to_path_buf(),
+                detail: transport_detail(&s),
+            };
         }
-        Error::Containerd { op, code: s.code(), message: s.message().to_string() }
+        Error::Containerd {
+            op,
+            code: s.code(),
+            message: s.message().to_string(),
+        }
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// The gRPC code behind a containerd error, when there is one.
@@ -80,7 +97,8 @@ impl Error {
     }
 
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::ContainerNotFound(_) | Error::ImageNotFound(_)) || self.code() == Some(Code::NotFound)
+        matches!(self, Error::ContainerNotFound(_) | Error::ImageNotFound(_))
+            || self.code() == Some(Code::NotFound)
     }
 
     pub fn is_already_exists(&self) -> bool {

@@ -27,14 +27,20 @@ mod armed {
 #[cfg(feature = "failpoints")]
 pub fn arm(container_id: &str, step: &'static str) {
     let mut points = armed::POINTS.lock().unwrap_or_else(|p| p.into_inner());
-    points.get_or_insert_with(Default::default).insert(container_id.to_string(), step);
+    points
+        .get_or_insert_with(Default::default)
+        .insert(container_id.to_string(), step);
 }
 
 #[cfg(feature = "failpoints")]
 pub(crate) fn check(container_id: &str, step: &'static str) -> Result<()> {
     let mut points = armed::POINTS.lock().unwrap_or_else(|p| p.into_inner());
     let hit = points.as_mut().and_then(|p| {
-        if p.get(container_id) == Some(&step) { p.remove(container_id) } else { None }
+        if p.get(container_id) == Some(&step) {
+            p.remove(container_id)
+        } else {
+            None
+        }
     });
     match hit {
         Some(step) => Err(crate::Error::Malformed(format!("failpoint {step} hit"))),

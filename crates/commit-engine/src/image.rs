@@ -19,7 +19,8 @@ pub mod media_type {
     pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
     pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_MANIFEST_LIST: &str =
+        "application/vnd.docker.distribution.manifest.list.v2+json";
     pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 }
 
@@ -120,7 +121,10 @@ pub struct RootFs {
 
 impl Default for RootFs {
     fn default() -> Self {
-        Self { kind: "layers".into(), diff_ids: Vec::new() }
+        Self {
+            kind: "layers".into(),
+            diff_ids: Vec::new(),
+        }
     }
 }
 
@@ -157,7 +161,11 @@ pub struct Descriptor {
 pub struct Platform {
     pub architecture: String,
     pub os: String,
-    #[serde(default, rename = "os.version", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "os.version",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
@@ -201,7 +209,12 @@ pub fn host_platform() -> Platform {
         "arm64" => Some("v8".to_string()),
         _ => None,
     };
-    Platform { architecture: architecture.into(), os: std::env::consts::OS.into(), os_version: None, variant }
+    Platform {
+        architecture: architecture.into(),
+        os: std::env::consts::OS.into(),
+        os_version: None,
+        variant,
+    }
 }
 
 /// Whether a platform from an index entry can run on this host.
@@ -237,7 +250,10 @@ mod tests {
 
     #[test]
     fn chain_id_of_one_layer_is_its_diff_id() {
-        assert_eq!(chain_id(&["sha256:aa".into()]).as_deref(), Some("sha256:aa"));
+        assert_eq!(
+            chain_id(&["sha256:aa".into()]).as_deref(),
+            Some("sha256:aa")
+        );
         assert_eq!(chain_id(&[]), None);
     }
 
@@ -248,7 +264,10 @@ mod tests {
         assert_eq!(cfg.extra["docker_version"], "20.10");
         let run = cfg.config.as_ref().unwrap();
         assert_eq!(run.extra["Hostname"], "x");
-        assert_eq!(run.healthcheck.as_ref().unwrap().test.as_deref(), Some(&["NONE".to_string()][..]));
+        assert_eq!(
+            run.healthcheck.as_ref().unwrap().test.as_deref(),
+            Some(&["NONE".to_string()][..])
+        );
         let back: Value = serde_json::to_value(&cfg).unwrap();
         let orig: Value = serde_json::from_str(src).unwrap();
         assert_eq!(back, orig);

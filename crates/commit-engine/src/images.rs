@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 
 use containerd_client::services::v1::{
-    CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, ListImagesRequest, UpdateImageRequest,
+    CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, ListImagesRequest,
+    UpdateImageRequest,
 };
 use containerd_client::types::Descriptor as ProtoDescriptor;
 use tonic::Code;
@@ -25,11 +26,15 @@ pub fn dangling_name(manifest_digest: &str) -> String {
 }
 
 pub fn is_dangling(img: &Image) -> bool {
-    img.target.as_ref().is_some_and(|t| img.name == dangling_name(&t.digest))
+    img.target
+        .as_ref()
+        .is_some_and(|t| img.name == dangling_name(&t.digest))
 }
 
 pub async fn get(c: &Containerd, name: &str) -> Result<Option<Image>> {
-    let req = c.request(GetImageRequest { name: name.to_string() });
+    let req = c.request(GetImageRequest {
+        name: name.to_string(),
+    });
     match c.images().get(req).await {
         Ok(resp) => Ok(resp.into_inner().image),
         Err(s) if s.code() == Code::NotFound => Ok(None),
@@ -39,12 +44,20 @@ pub async fn get(c: &Containerd, name: &str) -> Result<Option<Image>> {
 
 pub async fn list(c: &Containerd, filters: Vec<String>) -> Result<Vec<Image>> {
     let req = c.request(ListImagesRequest { filters });
-    let resp = c.images().list(req).await.map_err(|s| c.err("image list", s))?;
+    let resp = c
+        .images()
+        .list(req)
+        .await
+        .map_err(|s| c.err("image list", s))?;
     Ok(resp.into_inner().images)
 }
 
 pub async fn delete(c: &Containerd, name: &str) -> Result<()> {
-    let req = c.request(DeleteImageRequest { name: name.to_string(), sync: false, target: None });
+    let req = c.request(DeleteImageRequest {
+        name: name.to_string(),
+        sync: false,
+        target: None,
+    });
     match c.images().delete(req).await {
         Ok(_) => Ok(()),
         Err(s) if s.code() == Code::NotFound => Ok(()),
@@ -57,22 +70,38 @@ fn to_proto(d: &Descriptor) -> ProtoDescriptor {
         media_type: d.media_type.clone(),
         digest: d.digest.clone(),
         size: d.size,
-        annotations: d.annotations.clone().map(|a| a.into_iter().collect()).unwrap_or_default(),
+        annotations: d
+            .annotations
+            .clone()
+            .map(|a| a.into_iter().collect())
+            .unwrap_or_default(),
     }
 }
 
 fn now() -> prost_types::Timestamp {
     let t = chrono::Utc::now();
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
 }
 
 /// Points `name` at `target`, creating the record or moving it. The image a
 /// moved name leaves behind stays listed under its dangling name when no
 /// other record points at it. Naming an image drops its dangling record.
-pub async fn name_image(c: &Containerd, lease: &str, name: &str, target: &Descriptor) -> Result<()> {
+pub async fn name_image(
+    c: &Containerd,
+    lease: &str,
+    name: &str,
+    target: &Descriptor,
+) -> Result<()> {
     let previous = get(c, name).await?;
     if let Some(prev) = &previous {
-        if prev.target.as_ref().is_some_and(|t| t.digest == target.digest) {
+        if prev
+            .target
+            .as_ref()
+            .is_some_and(|t| t.digest == target.digest)
+        {
             drop_dangling(c, &target.digest, name).await?;
             return Ok(());
         }
@@ -86,7 +115,13 @@ pub async fn name_image(c: &Containerd, lease: &str, name: &str, target: &Descri
     };
     match &previous {
         None => {
-            let req = c.leased(CreateImageRequest { image: Some(record.clone()), source_date_epoch: None }, lease);
+            let req = c.leased(
+                CreateImageRequest {
+                    image: Some(record.clone()),
+                    source_date_epoch: None,
+                },
+                lease,
+            );
             match c.images().create(req).await {
                 Ok(_) => {}
                 // Someone named it meanwhile: last writer wins, as in Docker.
@@ -111,19 +146,26 @@ async fn update(c: &Containerd, lease: &str, mut record: Image) -> Result<()> {
     let req = c.leased(
         UpdateImageRequest {
             image: Some(record),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["target".into()] }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["target".into()],
+            }),
             source_date_epoch: None,
         },
         lease,
     );
-    c.images().update(req).await.map_err(|s| c.err("image update", s))?;
+    c.images()
+        .update(req)
+        .await
+        .map_err(|s| c.err("image update", s))?;
     Ok(())
 }
 
 /// Before `prev`'s name moves away, keeps its image listed (as Docker's
 /// `<none>`) if no other record points at its target.
 async fn keep_dangling(c: &Containerd, lease: &str, prev: &Image) -> Result<()> {
-    let Some(target) = &prev.target else { return Ok(()) };
+    let Some(target) = &prev.target else {
+        return Ok(());
+    };
     let others = list(c, vec![format!("target.digest=={}", target.digest)]).await?;
     if others.iter().any(|i| i.name != prev.name) {
         return Ok(());
@@ -135,7 +177,13 @@ async fn keep_dangling(c: &Containerd, lease: &str, prev: &Image) -> Result<()> 
         created_at: prev.created_at,
         updated_at: Some(now()),
     };
-    let req = c.leased(CreateImageRequest { image: Some(record), source_date_epoch: None }, lease);
+    let req = c.leased(
+        CreateImageRequest {
+            image: Some(record),
+            source_date_epoch: None,
+        },
+        lease,
+    );
     match c.images().create(req).await {
         Ok(_) => Ok(()),
         Err(s) if s.code() == Code::AlreadyExists => Ok(()),
@@ -154,7 +202,9 @@ async fn drop_dangling(c: &Containerd, digest: &str, name: &str) -> Result<()> {
 
 /// Resolves an image record by name, or returns `ImageNotFound`.
 pub async fn must_get(c: &Containerd, name: &str) -> Result<Image> {
-    get(c, name).await?.ok_or_else(|| Error::ImageNotFound(name.to_string()))
+    get(c, name)
+        .await?
+        .ok_or_else(|| Error::ImageNotFound(name.to_string()))
 }
 
 /// An image's manifest and config, as read from the content store.
@@ -179,7 +229,8 @@ pub fn from_proto(d: &ProtoDescriptor) -> Descriptor {
         media_type: d.media_type.clone(),
         digest: d.digest.clone(),
         size: d.size,
-        annotations: (!d.annotations.is_empty()).then(|| d.annotations.clone().into_iter().collect()),
+        annotations: (!d.annotations.is_empty())
+            .then(|| d.annotations.clone().into_iter().collect()),
         platform: None,
         urls: None,
     }
@@ -187,8 +238,12 @@ pub fn from_proto(d: &ProtoDescriptor) -> Descriptor {
 
 /// Reads an image record's manifest (choosing from an index by `platform`)
 /// and config.
-pub async fn resolve(c: &Containerd, img: &Image, platform: &crate::image::Platform) -> Result<Resolved> {
-    use crate::image::{media_type as mt, ImageConfig, Index, Manifest};
+pub async fn resolve(
+    c: &Containerd,
+    img: &Image,
+    platform: &crate::image::Platform,
+) -> Result<Resolved> {
+    use crate::image::{ImageConfig, Index, Manifest, media_type as mt};
     let target = img
         .target
         .as_ref()
@@ -206,12 +261,17 @@ pub async fn resolve(c: &Containerd, img: &Image, platform: &crate::image::Platf
                 .unwrap_or(false),
         };
         if is_index {
-            let index: Index = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Malformed(format!("index {} of image {}: {e}", desc.digest, img.name)))?;
+            let index: Index = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Malformed(format!("index {} of image {}: {e}", desc.digest, img.name))
+            })?;
             let pick = index
                 .manifests
                 .iter()
-                .find(|m| m.platform.as_ref().is_some_and(|p| crate::image::platform_matches(p, platform)))
+                .find(|m| {
+                    m.platform
+                        .as_ref()
+                        .is_some_and(|p| crate::image::platform_matches(p, platform))
+                })
                 .or_else(|| index.manifests.iter().find(|m| m.platform.is_none()))
                 .ok_or_else(|| {
                     Error::ImageNotFound(format!(
@@ -222,12 +282,28 @@ pub async fn resolve(c: &Containerd, img: &Image, platform: &crate::image::Platf
             desc = pick.clone();
             continue;
         }
-        let manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Malformed(format!("manifest {} of image {}: {e}", desc.digest, img.name)))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Malformed(format!(
+                "manifest {} of image {}: {e}",
+                desc.digest, img.name
+            ))
+        })?;
         let config_bytes = crate::content::read_blob(c, &manifest.config.digest).await?;
-        let config: ImageConfig = serde_json::from_slice(&config_bytes)
-            .map_err(|e| Error::Malformed(format!("config {} of image {}: {e}", manifest.config.digest, img.name)))?;
-        return Ok(Resolved { target, manifest_descriptor: desc, manifest, config });
+        let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
+            Error::Malformed(format!(
+                "config {} of image {}: {e}",
+                manifest.config.digest, img.name
+            ))
+        })?;
+        return Ok(Resolved {
+            target,
+            manifest_descriptor: desc,
+            manifest,
+            config,
+        });
     }
-    Err(Error::Malformed(format!("image {} nests indexes too deeply", img.name)))
+    Err(Error::Malformed(format!(
+        "image {} nests indexes too deeply",
+        img.name
+    )))
 }

@@ -24,7 +24,9 @@ use std::io::{self, BufWriter, Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use containerd_client::services::v1::{AbortRequest, PluginsRequest, WriteAction, WriteContentRequest};
+use containerd_client::services::v1::{
+    AbortRequest, PluginsRequest, WriteAction, WriteContentRequest,
+};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -32,12 +34,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tracing::{debug, instrument, warn};
 
+use crate::Compression;
 use crate::client::Containerd;
 use crate::content::{self, WRITE_CHUNK};
 use crate::diff::{Layer, UNCOMPRESSED_LABEL};
 use crate::error::{Error, Result};
-use crate::image::{media_type, Descriptor};
-use crate::Compression;
+use crate::image::{Descriptor, media_type};
 
 /// Messages buffered between the producer and the gRPC stream.
 const IN_FLIGHT: usize = 4;
@@ -76,9 +78,19 @@ impl ContentRoot {
     /// Asks containerd where its content store lives; `None` when it does
     /// not say or the directory is not visible from here.
     pub async fn discover(c: &Containerd) -> Option<Self> {
-        let req = c.request(PluginsRequest { filters: vec!["type==io.containerd.content.v1".into()] });
-        let plugins = c.introspection().plugins(req).await.ok()?.into_inner().plugins;
-        let root = plugins.iter().find_map(|p| p.exports.get("root").cloned())?;
+        let req = c.request(PluginsRequest {
+            filters: vec!["type==io.containerd.content.v1".into()],
+        });
+        let plugins = c
+            .introspection()
+            .plugins(req)
+            .await
+            .ok()?
+            .into_inner()
+            .plugins;
+        let root = plugins
+            .iter()
+            .find_map(|p| p.exports.get("root").cloned())?;
         let blobs = Path::new(&root).join("blobs").join("sha256");
         blobs.is_dir().then(|| ContentRoot(PathBuf::from(root)))
     }
@@ -89,10 +101,14 @@ impl ContentRoot {
 
     /// Removes temporary files left by commitd processes that are gone.
     pub fn sweep_stale(&self) {
-        let Ok(entries) = std::fs::read_dir(self.blobs()) else { return };
+        let Ok(entries) = std::fs::read_dir(self.blobs()) else {
+            return;
+        };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix(TEMP_PREFIX) else { continue };
+            let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+                continue;
+            };
             let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
             let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
             if !alive {
@@ -104,8 +120,16 @@ impl ContentRoot {
 
 /// Where compressed bytes go, hashed on the way.
 enum Sink {
-    Stream { tx: mpsc::Sender<WriteContentRequest>, reference: String, buf: Vec<u8>, offset: i64 },
-    Local { file: BufWriter<File>, offset: i64 },
+    Stream {
+        tx: mpsc::Sender<WriteContentRequest>,
+        reference: String,
+        buf: Vec<u8>,
+        offset: i64,
+    },
+    Local {
+        file: BufWriter<File>,
+        offset: i64,
+    },
 }
 
 struct Out {
@@ -115,7 +139,15 @@ struct Out {
 
 impl Out {
     fn send(&mut self) -> io::Result<()> {
-        let Sink::Stream { tx, reference, buf, offset } = &mut self.sink else { return Ok(()) };
+        let Sink::Stream {
+            tx,
+            reference,
+            buf,
+            offset,
+        } = &mut self.sink
+        else {
+            return Ok(());
+        };
         if buf.is_empty() {
             return Ok(());
         }
@@ -130,7 +162,9 @@ impl Out {
             data,
             labels: HashMap::new(),
         };
-        tx.blocking_send(msg).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "content write stream closed"))?;
+        tx.blocking_send(msg).map_err(|_| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "content write stream closed")
+        })?;
         *offset += len;
         Ok(())
     }
@@ -269,7 +303,11 @@ fn run_pipeline<R>(
     out: Out,
     produce: impl FnOnce(&mut dyn Write) -> io::Result<R>,
 ) -> io::Result<(Finished<R>, Out)> {
-    let sink = TarSink { inner: Compressor::new(codec, out)?, diff_id: Sha256::new(), size: 0 };
+    let sink = TarSink {
+        inner: Compressor::new(codec, out)?,
+        diff_id: Sha256::new(),
+        size: 0,
+    };
     let mut buffered = BufWriter::with_capacity(256 << 10, sink);
     let produced = match produce(&mut buffered).and_then(|p| buffered.flush().map(|()| p)) {
         Ok(p) => p,
@@ -289,7 +327,16 @@ fn run_pipeline<R>(
     out.send()?;
     let digest = format!("sha256:{}", hex::encode(out.hash.clone().finalize()));
     let size = out.size();
-    Ok((Finished { produced, diff_id, uncompressed, digest, size }, out))
+    Ok((
+        Finished {
+            produced,
+            diff_id,
+            uncompressed,
+            digest,
+            size,
+        },
+        out,
+    ))
 }
 
 /// Runs `produce` on a blocking thread, writing an uncompressed tar into
@@ -333,7 +380,12 @@ fn labels(diff_id: &str) -> HashMap<String, String> {
     HashMap::from([(UNCOMPRESSED_LABEL.to_string(), diff_id.to_string())])
 }
 
-async fn write_stream<R, F>(c: &Containerd, lease: &str, codec: Codec, produce: F) -> Result<Finished<R>>
+async fn write_stream<R, F>(
+    c: &Containerd,
+    lease: &str,
+    codec: Codec,
+    produce: F,
+) -> Result<Finished<R>>
 where
     R: Send + 'static,
     F: FnOnce(&mut dyn Write) -> io::Result<R> + Send + 'static,
@@ -344,8 +396,20 @@ where
     let producer = {
         let reference = reference.clone();
         tokio::task::spawn_blocking(move || -> io::Result<Finished<R>> {
-            let sink = Sink::Stream { tx: tx.clone(), reference: reference.clone(), buf: Vec::with_capacity(WRITE_CHUNK), offset: 0 };
-            let (f, _) = run_pipeline(&codec, Out { sink, hash: Sha256::new() }, produce)?;
+            let sink = Sink::Stream {
+                tx: tx.clone(),
+                reference: reference.clone(),
+                buf: Vec::with_capacity(WRITE_CHUNK),
+                offset: 0,
+            };
+            let (f, _) = run_pipeline(
+                &codec,
+                Out {
+                    sink,
+                    hash: Sha256::new(),
+                },
+                produce,
+            )?;
             let commit = WriteContentRequest {
                 action: WriteAction::Commit as i32,
                 r#ref: reference,
@@ -355,12 +419,18 @@ where
                 data: Vec::new(),
                 labels: labels(&f.diff_id),
             };
-            tx.blocking_send(commit).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "content write stream closed"))?;
+            tx.blocking_send(commit).map_err(|_| {
+                io::Error::new(io::ErrorKind::BrokenPipe, "content write stream closed")
+            })?;
             Ok(f)
         })
     };
-    let produced = producer.await.map_err(|e| Error::Malformed(format!("layer producer failed: {e}")))?;
-    let written = writer.await.map_err(|e| Error::Malformed(format!("layer upload failed: {e}")))?;
+    let produced = producer
+        .await
+        .map_err(|e| Error::Malformed(format!("layer producer failed: {e}")))?;
+    let written = writer
+        .await
+        .map_err(|e| Error::Malformed(format!("layer upload failed: {e}")))?;
     match (produced, written) {
         (Ok(f), Ok(())) => Ok(f),
         (Ok(f), Err(s)) if s.code() == Code::AlreadyExists => {
@@ -398,7 +468,13 @@ fn spawn_writer(
     })
 }
 
-async fn write_local<R, F>(c: &Containerd, lease: &str, codec: Codec, root: &ContentRoot, produce: F) -> Result<Finished<R>>
+async fn write_local<R, F>(
+    c: &Containerd,
+    lease: &str,
+    codec: Codec,
+    root: &ContentRoot,
+    produce: F,
+) -> Result<Finished<R>>
 where
     R: Send + 'static,
     F: FnOnce(&mut dyn Write) -> io::Result<R> + Send + 'static,
@@ -409,9 +485,21 @@ where
         let tmp = tmp.clone();
         tokio::task::spawn_blocking(move || -> io::Result<Finished<R>> {
             let file = File::options().write(true).create_new(true).open(&tmp)?;
-            let sink = Sink::Local { file: BufWriter::with_capacity(1 << 20, file), offset: 0 };
-            let (f, out) = run_pipeline(&codec, Out { sink, hash: Sha256::new() }, produce)?;
-            let Sink::Local { file, .. } = out.sink else { unreachable!("local pipeline") };
+            let sink = Sink::Local {
+                file: BufWriter::with_capacity(1 << 20, file),
+                offset: 0,
+            };
+            let (f, out) = run_pipeline(
+                &codec,
+                Out {
+                    sink,
+                    hash: Sha256::new(),
+                },
+                produce,
+            )?;
+            let Sink::Local { file, .. } = out.sink else {
+                unreachable!("local pipeline")
+            };
             let file = file.into_inner().map_err(|e| e.into_error())?;
             // Durable before containerd is told about it, as its own
             // content writer makes it.
@@ -493,7 +581,9 @@ async fn register<R>(c: &Containerd, lease: &str, f: &Finished<R>) -> Result<()>
 async fn sees_our_file<R>(c: &Containerd, f: &Finished<R>, path: &Path) -> bool {
     let n = f.size.min(4096);
     let off = f.size - n;
-    let Ok(theirs) = content::read_range(c, &f.digest, off, n).await else { return false };
+    let Ok(theirs) = content::read_range(c, &f.digest, off, n).await else {
+        return false;
+    };
     let ours = (|| -> io::Result<Vec<u8>> {
         let mut file = File::open(path)?;
         file.seek(io::SeekFrom::Start(u64::try_from(off).unwrap_or(0)))?;
@@ -509,7 +599,13 @@ async fn upload_file<R>(c: &Containerd, lease: &str, path: &Path, f: &Finished<R
     let reference = format!("commitd-layer-{}", crate::unique());
     let (tx, rx) = mpsc::channel::<WriteContentRequest>(IN_FLIGHT);
     let writer = spawn_writer(c, lease, rx);
-    let (path, size, digest, diff_id, r) = (path.to_path_buf(), f.size, f.digest.clone(), f.diff_id.clone(), reference.clone());
+    let (path, size, digest, diff_id, r) = (
+        path.to_path_buf(),
+        f.size,
+        f.digest.clone(),
+        f.diff_id.clone(),
+        reference.clone(),
+    );
     let sent = tokio::task::spawn_blocking(move || -> io::Result<()> {
         let mut file = File::open(&path)?;
         let mut offset = 0i64;
@@ -520,8 +616,15 @@ async fn upload_file<R>(c: &Containerd, lease: &str, path: &Path, f: &Finished<R
                 break;
             }
             data.truncate(n);
-            let msg = WriteContentRequest { action: WriteAction::Write as i32, r#ref: r.clone(), offset, data, ..Default::default() };
-            tx.blocking_send(msg).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+            let msg = WriteContentRequest {
+                action: WriteAction::Write as i32,
+                r#ref: r.clone(),
+                offset,
+                data,
+                ..Default::default()
+            };
+            tx.blocking_send(msg)
+                .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
             offset += n as i64;
         }
         let commit = WriteContentRequest {
@@ -533,13 +636,18 @@ async fn upload_file<R>(c: &Containerd, lease: &str, path: &Path, f: &Finished<R
             data: Vec::new(),
             labels: labels(&diff_id),
         };
-        tx.blocking_send(commit).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+        tx.blocking_send(commit)
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
     })
     .await
     .map_err(|e| Error::Malformed(format!("layer upload failed: {e}")))?;
-    let written = writer.await.map_err(|e| Error::Malformed(format!("layer upload failed: {e}")))?;
+    let written = writer
+        .await
+        .map_err(|e| Error::Malformed(format!("layer upload failed: {e}")))?;
     match (sent, written) {
-        (_, Err(s)) if s.code() == Code::AlreadyExists => crate::lease::add_content(c, lease, &f.digest).await,
+        (_, Err(s)) if s.code() == Code::AlreadyExists => {
+            crate::lease::add_content(c, lease, &f.digest).await
+        }
         (Ok(()), Ok(())) => Ok(()),
         (_, Err(s)) => {
             abort(c, &reference).await;
@@ -554,7 +662,9 @@ async fn upload_file<R>(c: &Containerd, lease: &str, path: &Path, f: &Finished<R
 
 /// Drops an unfinished ingest (it belongs to the lease anyway).
 async fn abort(c: &Containerd, reference: &str) {
-    let req = c.request(AbortRequest { r#ref: reference.to_string() });
+    let req = c.request(AbortRequest {
+        r#ref: reference.to_string(),
+    });
     let _ = c.content().abort(req).await;
 }
 
@@ -572,7 +682,15 @@ pub struct BlobReader {
 
 impl BlobReader {
     pub fn new(c: Containerd, digest: String, size: i64) -> Self {
-        Self { c, digest, offset: 0, size, buf: Vec::new(), pos: 0, rt: tokio::runtime::Handle::current() }
+        Self {
+            c,
+            digest,
+            offset: 0,
+            size,
+            buf: Vec::new(),
+            pos: 0,
+            rt: tokio::runtime::Handle::current(),
+        }
     }
 }
 
@@ -585,10 +703,18 @@ impl io::Read for BlobReader {
             let want = (self.size - self.offset).min(4 << 20);
             self.buf = self
                 .rt
-                .block_on(content::read_range(&self.c, &self.digest, self.offset, want))
+                .block_on(content::read_range(
+                    &self.c,
+                    &self.digest,
+                    self.offset,
+                    want,
+                ))
                 .map_err(io::Error::other)?;
             if self.buf.is_empty() {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob ended early"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "blob ended early",
+                ));
             }
             self.offset += self.buf.len() as i64;
             self.pos = 0;

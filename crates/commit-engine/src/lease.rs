@@ -43,7 +43,11 @@ impl Lease {
         let first = create_one(c, expiry).await?;
         let state = Arc::new(Mutex::new(Chain { ids: vec![first] }));
         let renewer = tokio::spawn(renew(c.clone(), Arc::clone(&state), expiry));
-        Ok(Self { c: c.clone(), state, renewer: Some(renewer) })
+        Ok(Self {
+            c: c.clone(),
+            state,
+            renewer: Some(renewer),
+        })
     }
 
     /// The lease new resources should go to.
@@ -54,7 +58,11 @@ impl Lease {
 
     /// How many leases the chain holds (1 unless the commit outlived a renewal).
     pub fn generations(&self) -> usize {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).ids.len()
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ids
+            .len()
     }
 
     /// Deletes every lease of the chain. Whatever the commit made that is not
@@ -66,7 +74,10 @@ impl Lease {
         }
         let ids = std::mem::take(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()).ids);
         for id in ids {
-            let req = self.c.request(DeleteRequest { id: id.clone(), sync: false });
+            let req = self.c.request(DeleteRequest {
+                id: id.clone(),
+                sync: false,
+            });
             if let Err(s) = self.c.leases().delete(req).await {
                 // It expires by itself; nothing else to do.
                 warn!(lease = %id, cause = %s.message(), "could not delete lease");
@@ -85,13 +96,20 @@ impl Drop for Lease {
 
 async fn create_one(c: &Containerd, expiry: Duration) -> Result<String> {
     let id = format!("commitd-{}", crate::unique());
-    let expires = chrono::Utc::now() + chrono::Duration::from_std(expiry).unwrap_or(chrono::Duration::hours(1));
+    let expires = chrono::Utc::now()
+        + chrono::Duration::from_std(expiry).unwrap_or(chrono::Duration::hours(1));
     let labels = HashMap::from([(
         EXPIRE_LABEL.to_string(),
         expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     )]);
-    let req = c.request(CreateRequest { id: id.clone(), labels });
-    c.leases().create(req).await.map_err(|s| c.err("lease create", s))?;
+    let req = c.request(CreateRequest {
+        id: id.clone(),
+        labels,
+    });
+    c.leases()
+        .create(req)
+        .await
+        .map_err(|s| c.err("lease create", s))?;
     debug!(lease = %id, ?expiry, "lease created");
     Ok(id)
 }
@@ -123,8 +141,14 @@ async fn renew(c: Containerd, state: Arc<Mutex<Chain>>, expiry: Duration) {
 }
 
 async fn copy_resources(c: &Containerd, from: &str, to: &str) -> Result<()> {
-    let req = c.request(ListResourcesRequest { id: from.to_string() });
-    let resources = c.leases().list_resources(req).await.map_err(|s| c.err("lease list resources", s))?;
+    let req = c.request(ListResourcesRequest {
+        id: from.to_string(),
+    });
+    let resources = c
+        .leases()
+        .list_resources(req)
+        .await
+        .map_err(|s| c.err("lease list resources", s))?;
     for r in resources.into_inner().resources {
         add_resource(c, to, r).await?;
     }
@@ -132,12 +156,26 @@ async fn copy_resources(c: &Containerd, from: &str, to: &str) -> Result<()> {
 }
 
 async fn add_resource(c: &Containerd, lease: &str, resource: Resource) -> Result<()> {
-    let req = c.request(AddResourceRequest { id: lease.to_string(), resource: Some(resource) });
-    c.leases().add_resource(req).await.map_err(|s| c.err("lease add resource", s))?;
+    let req = c.request(AddResourceRequest {
+        id: lease.to_string(),
+        resource: Some(resource),
+    });
+    c.leases()
+        .add_resource(req)
+        .await
+        .map_err(|s| c.err("lease add resource", s))?;
     Ok(())
 }
 
 /// Attaches an existing blob to a lease.
 pub async fn add_content(c: &Containerd, lease: &str, digest: &str) -> Result<()> {
-    add_resource(c, lease, Resource { id: digest.to_string(), r#type: "content".into() }).await
+    add_resource(
+        c,
+        lease,
+        Resource {
+            id: digest.to_string(),
+            r#type: "content".into(),
+        },
+    )
+    .await
 }

@@ -41,8 +41,8 @@ pub mod task;
 use std::time::Duration;
 
 pub use containerd_client;
-pub use tonic;
 use tokio_util::sync::CancellationToken;
+pub use tonic;
 
 pub use crate::client::Containerd;
 pub use crate::commit::{CapturePath, CommitRequest, Committed, ConfigFn};
@@ -65,7 +65,9 @@ impl std::str::FromStr for Compression {
             "gzip" => Ok(Compression::Gzip),
             "zstd" => Ok(Compression::Zstd),
             "none" | "uncompressed" => Ok(Compression::None),
-            other => Err(format!("unknown compression {other:?}: want gzip, zstd or none")),
+            other => Err(format!(
+                "unknown compression {other:?}: want gzip, zstd or none"
+            )),
         }
     }
 }
@@ -105,11 +107,18 @@ impl Default for EngineConfig {
 impl EngineConfig {
     pub(crate) fn codec(&self, compression: Compression) -> layer::Codec {
         let threads = if self.threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             self.threads
         };
-        layer::Codec { compression, gzip_level: self.gzip_level, zstd_level: self.zstd_level, threads }
+        layer::Codec {
+            compression,
+            gzip_level: self.gzip_level,
+            zstd_level: self.zstd_level,
+            threads,
+        }
     }
 }
 
@@ -124,7 +133,11 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(c: Containerd, cfg: EngineConfig) -> Self {
-        Self { c, cfg, content_root: Default::default() }
+        Self {
+            c,
+            cfg,
+            content_root: Default::default(),
+        }
     }
 
     pub fn containerd(&self) -> &Containerd {
@@ -137,9 +150,20 @@ impl Engine {
 
     /// Commits a container. Cancelling `cancel` makes the commit stop at
     /// its next step and roll back (the container is resumed either way).
-    pub async fn commit(&self, req: CommitRequest, cancel: &CancellationToken) -> Result<Committed> {
+    pub async fn commit(
+        &self,
+        req: CommitRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Committed> {
         let content_root = self.content_root().await;
-        commit::Committer { c: &self.c, cfg: &self.cfg, cancel, content_root: content_root.as_ref() }.commit(req).await
+        commit::Committer {
+            c: &self.c,
+            cfg: &self.cfg,
+            cancel,
+            content_root: content_root.as_ref(),
+        }
+        .commit(req)
+        .await
     }
 
     /// Where layers can be written directly, if anywhere (fast path only).
@@ -147,7 +171,12 @@ impl Engine {
         if !self.cfg.fast_path {
             return None;
         }
-        if let Some(root) = self.content_root.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(root) = self
+            .content_root
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return Some(root);
         }
         let root = layer::ContentRoot::discover(&self.c).await?;

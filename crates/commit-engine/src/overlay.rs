@@ -32,7 +32,9 @@ pub fn dirs(mounts: &[Mount]) -> Result<OverlayDirs, String> {
                     Some(("upperdir", v)) => upper = Some(PathBuf::from(v)),
                     Some(("lowerdir", v)) => lower = v.split(':').map(PathBuf::from).collect(),
                     Some(("redirect_dir" | "metacopy", v)) if v != "off" => {
-                        return Err(format!("overlay option {opt} makes the upper directory incomplete"));
+                        return Err(format!(
+                            "overlay option {opt} makes the upper directory incomplete"
+                        ));
                     }
                     _ => {}
                 }
@@ -41,14 +43,17 @@ pub fn dirs(mounts: &[Mount]) -> Result<OverlayDirs, String> {
             for feature in ["redirect_dir", "metacopy"] {
                 let off = m.options.iter().any(|o| *o == format!("{feature}=off"));
                 if !off && kernel_default_on(feature) {
-                    return Err(format!("the kernel's overlay module enables {feature} by default"));
+                    return Err(format!(
+                        "the kernel's overlay module enables {feature} by default"
+                    ));
                 }
             }
             Ok(OverlayDirs { upper, lower })
         }
-        "bind" | "rbind" if !m.options.iter().any(|o| o == "ro") => {
-            Ok(OverlayDirs { upper: PathBuf::from(&m.source), lower: Vec::new() })
-        }
+        "bind" | "rbind" if !m.options.iter().any(|o| o == "ro") => Ok(OverlayDirs {
+            upper: PathBuf::from(&m.source),
+            lower: Vec::new(),
+        }),
         other => Err(format!("snapshot mounts as {other:?}")),
     }
 }
@@ -75,15 +80,25 @@ mod tests {
 
     #[test]
     fn overlay_mounts_give_upper_and_lowers() {
-        let m = mount("overlay", "overlay", &[
-            "index=off",
-            "workdir=/s/snapshots/5/work",
-            "upperdir=/s/snapshots/5/fs",
-            "lowerdir=/s/snapshots/4/fs:/s/snapshots/1/fs",
-        ]);
+        let m = mount(
+            "overlay",
+            "overlay",
+            &[
+                "index=off",
+                "workdir=/s/snapshots/5/work",
+                "upperdir=/s/snapshots/5/fs",
+                "lowerdir=/s/snapshots/4/fs:/s/snapshots/1/fs",
+            ],
+        );
         let d = dirs(&[m]).unwrap();
         assert_eq!(d.upper, Path::new("/s/snapshots/5/fs"));
-        assert_eq!(d.lower, [Path::new("/s/snapshots/4/fs"), Path::new("/s/snapshots/1/fs")]);
+        assert_eq!(
+            d.lower,
+            [
+                Path::new("/s/snapshots/4/fs"),
+                Path::new("/s/snapshots/1/fs")
+            ]
+        );
     }
 
     #[test]
@@ -96,9 +111,26 @@ mod tests {
     #[test]
     fn unsuitable_mounts_are_refused() {
         assert!(dirs(&[]).is_err());
-        assert!(dirs(&[mount("overlay", "overlay", &["lowerdir=/a:/b"])]).is_err(), "view without upper");
-        assert!(dirs(&[mount("overlay", "overlay", &["upperdir=/u", "lowerdir=/l", "metacopy=on"])]).is_err());
-        assert!(dirs(&[mount("overlay", "overlay", &["upperdir=/u", "lowerdir=/l", "redirect_dir=on"])]).is_err());
+        assert!(
+            dirs(&[mount("overlay", "overlay", &["lowerdir=/a:/b"])]).is_err(),
+            "view without upper"
+        );
+        assert!(
+            dirs(&[mount(
+                "overlay",
+                "overlay",
+                &["upperdir=/u", "lowerdir=/l", "metacopy=on"]
+            )])
+            .is_err()
+        );
+        assert!(
+            dirs(&[mount(
+                "overlay",
+                "overlay",
+                &["upperdir=/u", "lowerdir=/l", "redirect_dir=on"]
+            )])
+            .is_err()
+        );
         assert!(dirs(&[mount("bind", "/x", &["rbind", "ro"])]).is_err());
         assert!(dirs(&[mount("btrfs", "/dev/sda", &[])]).is_err());
     }

@@ -27,7 +27,10 @@ pub struct Snapshots<'a> {
 
 impl<'a> Snapshots<'a> {
     pub fn new(c: &'a Containerd, snapshotter: &str) -> Self {
-        Self { c, snapshotter: snapshotter.to_string() }
+        Self {
+            c,
+            snapshotter: snapshotter.to_string(),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -35,9 +38,19 @@ impl<'a> Snapshots<'a> {
     }
 
     pub async fn stat(&self, key: &str) -> Result<Info> {
-        let req = self.c.request(StatSnapshotRequest { snapshotter: self.snapshotter.clone(), key: key.into() });
-        let resp = self.c.snapshots().stat(req).await.map_err(|s| self.c.err("snapshot stat", s))?;
-        resp.into_inner().info.ok_or_else(|| Error::Malformed(format!("snapshot {key} has no info")))
+        let req = self.c.request(StatSnapshotRequest {
+            snapshotter: self.snapshotter.clone(),
+            key: key.into(),
+        });
+        let resp = self
+            .c
+            .snapshots()
+            .stat(req)
+            .await
+            .map_err(|s| self.c.err("snapshot stat", s))?;
+        resp.into_inner()
+            .info
+            .ok_or_else(|| Error::Malformed(format!("snapshot {key} has no info")))
     }
 
     /// Whether a snapshot exists.
@@ -50,8 +63,16 @@ impl<'a> Snapshots<'a> {
     }
 
     pub async fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
-        let req = self.c.request(MountsRequest { snapshotter: self.snapshotter.clone(), key: key.into() });
-        let resp = self.c.snapshots().mounts(req).await.map_err(|s| self.c.err("snapshot mounts", s))?;
+        let req = self.c.request(MountsRequest {
+            snapshotter: self.snapshotter.clone(),
+            key: key.into(),
+        });
+        let resp = self
+            .c
+            .snapshots()
+            .mounts(req)
+            .await
+            .map_err(|s| self.c.err("snapshot mounts", s))?;
         Ok(resp.into_inner().mounts)
     }
 
@@ -65,7 +86,12 @@ impl<'a> Snapshots<'a> {
             },
             lease,
         );
-        let resp = self.c.snapshots().view(req).await.map_err(|s| self.c.err("snapshot view", s))?;
+        let resp = self
+            .c
+            .snapshots()
+            .view(req)
+            .await
+            .map_err(|s| self.c.err("snapshot view", s))?;
         Ok(resp.into_inner().mounts)
     }
 
@@ -79,7 +105,12 @@ impl<'a> Snapshots<'a> {
             },
             lease,
         );
-        let resp = self.c.snapshots().prepare(req).await.map_err(|s| self.c.err("snapshot prepare", s))?;
+        let resp = self
+            .c
+            .snapshots()
+            .prepare(req)
+            .await
+            .map_err(|s| self.c.err("snapshot prepare", s))?;
         Ok(resp.into_inner().mounts)
     }
 
@@ -107,7 +138,10 @@ impl<'a> Snapshots<'a> {
     }
 
     pub async fn remove(&self, key: &str) -> Result<()> {
-        let req = self.c.request(RemoveSnapshotRequest { snapshotter: self.snapshotter.clone(), key: key.into() });
+        let req = self.c.request(RemoveSnapshotRequest {
+            snapshotter: self.snapshotter.clone(),
+            key: key.into(),
+        });
         match self.c.snapshots().remove(req).await {
             Ok(_) => Ok(()),
             Err(s) if s.code() == Code::NotFound => Ok(()),

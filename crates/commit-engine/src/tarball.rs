@@ -9,13 +9,13 @@
 //! `SCHILY.xattr.*` records, except overlay's own and the SELinux label.
 //! Sockets are skipped, as Docker and containerd skip them.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-use std::collections::HashMap;
 
 use tar::{EntryType, Header};
 
@@ -33,7 +33,11 @@ pub struct Written {
 /// Writes the tar of everything below `root` into `out` (which should be
 /// buffered), ending with the end-of-archive marker.
 pub fn write_layer(root: &Path, out: impl Write) -> io::Result<Written> {
-    let mut w = Walker { tar: tar::Builder::new(out), links: HashMap::new(), written: Written::default() };
+    let mut w = Walker {
+        tar: tar::Builder::new(out),
+        links: HashMap::new(),
+        written: Written::default(),
+    };
     w.tar.mode(tar::HeaderMode::Complete);
     w.tar.follow_symlinks(false);
     w.dir(root, "")?;
@@ -50,7 +54,9 @@ struct Walker<W: Write> {
 
 impl<W: Write> Walker<W> {
     fn dir(&mut self, dir: &Path, prefix: &str) -> io::Result<()> {
-        let mut names: Vec<OsString> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
+        let mut names: Vec<OsString> = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()?;
         names.sort();
         for name in names {
             let path = dir.join(&name);
@@ -65,7 +71,11 @@ impl<W: Write> Walker<W> {
                 let mut h = header(&meta, EntryType::Regular);
                 h.set_mode(0o600);
                 h.set_size(0);
-                self.append(&mut h, &format!("{prefix}{WHITEOUT_PREFIX}{name}"), io::empty())?;
+                self.append(
+                    &mut h,
+                    &format!("{prefix}{WHITEOUT_PREFIX}{name}"),
+                    io::empty(),
+                )?;
                 continue;
             }
             let xattrs = read_xattrs(&path)?;
@@ -75,9 +85,12 @@ impl<W: Write> Walker<W> {
                 .map(|(k, v)| (format!("SCHILY.xattr.{}", k.to_string_lossy()), v.clone()))
                 .collect::<Vec<_>>();
             // A hard link's xattrs are its first path's; it gets none.
-            let repeat_link = ft.is_file() && meta.nlink() > 1 && self.links.contains_key(&(meta.dev(), meta.ino()));
+            let repeat_link = ft.is_file()
+                && meta.nlink() > 1
+                && self.links.contains_key(&(meta.dev(), meta.ino()));
             if !pax.is_empty() && !repeat_link {
-                self.tar.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+                self.tar
+                    .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
             }
             if ft.is_dir() {
                 let mut h = header(&meta, EntryType::Directory);
@@ -177,17 +190,29 @@ mod tests {
                 let mut e = e.unwrap();
                 let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
                 let kind = e.header().entry_type();
-                let link = e.link_name().unwrap().map(|l| l.display().to_string()).unwrap_or_default();
+                let link = e
+                    .link_name()
+                    .unwrap()
+                    .map(|l| l.display().to_string())
+                    .unwrap_or_default();
                 let size = e.header().size().unwrap();
                 let pax: Vec<String> = e
                     .pax_extensions()
                     .unwrap()
-                    .map(|exts| exts.map(|p| p.unwrap().key().unwrap().to_string()).collect::<Vec<_>>())
+                    .map(|exts| {
+                        exts.map(|p| p.unwrap().key().unwrap().to_string())
+                            .collect::<Vec<_>>()
+                    })
                     .unwrap_or_default()
                     .into_iter()
                     .filter(|k| k.starts_with("SCHILY"))
                     .collect();
-                (path, kind, size, if pax.is_empty() { link } else { pax.join(",") })
+                (
+                    path,
+                    kind,
+                    size,
+                    if pax.is_empty() { link } else { pax.join(",") },
+                )
             })
             .collect()
     }
@@ -199,7 +224,14 @@ mod tests {
         std::fs::create_dir_all(r.join("etc/opq")).unwrap();
         std::fs::write(r.join("etc/opq/new"), b"x").unwrap();
         xattr::set(r.join("etc/opq"), "trusted.overlay.opaque", b"y").unwrap();
-        rustix::fs::mknodat(rustix::fs::CWD, &r.join("etc/gone"), rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::empty(), 0).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            r.join("etc/gone"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
         std::fs::write(r.join("etc/f"), b"hello").unwrap();
         std::fs::hard_link(r.join("etc/f"), r.join("etc/h")).unwrap();
         symlink("f", r.join("etc/s")).unwrap();
@@ -209,7 +241,19 @@ mod tests {
         let got = entries(&out);
         let names: Vec<&str> = got.iter().map(|e| e.0.as_str()).collect();
         // Sorted by the names in the upper directory.
-        assert_eq!(names, ["etc/", "etc/f", "etc/.wh.gone", "etc/h", "etc/opq/", "etc/opq/.wh..wh..opq", "etc/opq/new", "etc/s"]);
+        assert_eq!(
+            names,
+            [
+                "etc/",
+                "etc/f",
+                "etc/.wh.gone",
+                "etc/h",
+                "etc/opq/",
+                "etc/opq/.wh..wh..opq",
+                "etc/opq/new",
+                "etc/s"
+            ]
+        );
         assert_eq!(w.entries, 8);
         assert_eq!(got[2].1, EntryType::Regular);
         assert_eq!(got[2].2, 0);

@@ -26,10 +26,17 @@ pub enum TaskState {
 }
 
 pub async fn state(c: &Containerd, container: &str) -> Result<TaskState> {
-    let req = c.request(GetRequest { container_id: container.to_string(), exec_id: String::new() });
+    let req = c.request(GetRequest {
+        container_id: container.to_string(),
+        exec_id: String::new(),
+    });
     match c.tasks().get(req).await {
         Ok(resp) => {
-            let status = resp.into_inner().process.map(|p| p.status).unwrap_or_default();
+            let status = resp
+                .into_inner()
+                .process
+                .map(|p| p.status)
+                .unwrap_or_default();
             Ok(match Status::try_from(status).unwrap_or(Status::Unknown) {
                 Status::Running => TaskState::Running,
                 Status::Paused | Status::Pausing => TaskState::Paused,
@@ -46,7 +53,9 @@ pub async fn state(c: &Containerd, container: &str) -> Result<TaskState> {
 /// Pauses a running task. `Ok(false)` when the task went away meanwhile
 /// (nothing to pause, nothing to resume).
 pub async fn pause(c: &Containerd, container: &str) -> Result<bool> {
-    let req = c.request(PauseTaskRequest { container_id: container.to_string() });
+    let req = c.request(PauseTaskRequest {
+        container_id: container.to_string(),
+    });
     match c.tasks().pause(req).await {
         Ok(_) => Ok(true),
         Err(s) if s.code() == Code::NotFound => Ok(false),
@@ -55,7 +64,9 @@ pub async fn pause(c: &Containerd, container: &str) -> Result<bool> {
 }
 
 pub async fn resume(c: &Containerd, container: &str) -> Result<()> {
-    let req = c.request(ResumeTaskRequest { container_id: container.to_string() });
+    let req = c.request(ResumeTaskRequest {
+        container_id: container.to_string(),
+    });
     match c.tasks().resume(req).await {
         Ok(_) => Ok(()),
         // Gone, or not paused any more: either way it is not left paused.

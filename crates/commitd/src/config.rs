@@ -97,7 +97,8 @@ impl Config {
     /// The embedded defaults.
     pub fn defaults() -> Self {
         // The embedded file is checked by a unit test; it cannot fail here.
-        toml::from_str(DEFAULT_CONFIG).unwrap_or_else(|e| panic!("embedded default config is invalid: {e}"))
+        toml::from_str(DEFAULT_CONFIG)
+            .unwrap_or_else(|e| panic!("embedded default config is invalid: {e}"))
     }
 
     /// Defaults, then the file (if any), then flags and environment.
@@ -126,8 +127,10 @@ impl Config {
     }
 
     fn merge_file(&mut self, path: &Path) -> Result<(), String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let p: PartialConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let p: PartialConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         macro_rules! take {
             ($($dst:expr => $src:expr),* $(,)?) => { $( if let Some(v) = $src { $dst = v; } )* };
         }
@@ -206,8 +209,22 @@ mod tests {
         let e = commit_engine::EngineConfig::default();
         let f = c.engine();
         assert_eq!(
-            (f.lease_expiry, f.compression, f.gzip_level, f.zstd_level, f.threads, f.fast_path),
-            (e.lease_expiry, e.compression, e.gzip_level, e.zstd_level, e.threads, e.fast_path)
+            (
+                f.lease_expiry,
+                f.compression,
+                f.gzip_level,
+                f.zstd_level,
+                f.threads,
+                f.fast_path
+            ),
+            (
+                e.lease_expiry,
+                e.compression,
+                e.gzip_level,
+                e.zstd_level,
+                e.threads,
+                e.fast_path
+            )
         );
     }
 
@@ -215,8 +232,18 @@ mod tests {
     fn file_then_flags_override() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "namespace = \"k8s.io\"\nsocket = \"/tmp/a.sock\"\n[commit]\ncompression = \"none\"\n").unwrap();
-        let c = Config::load(&cli(&["--config", f.to_str().unwrap(), "--socket", "/tmp/b.sock"])).unwrap();
+        std::fs::write(
+            &f,
+            "namespace = \"k8s.io\"\nsocket = \"/tmp/a.sock\"\n[commit]\ncompression = \"none\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&cli(&[
+            "--config",
+            f.to_str().unwrap(),
+            "--socket",
+            "/tmp/b.sock",
+        ]))
+        .unwrap();
         assert_eq!(c.namespace, "k8s.io");
         assert_eq!(c.socket, Path::new("/tmp/b.sock"));
         assert_eq!(c.commit.compression, commit_engine::Compression::None);

@@ -23,7 +23,10 @@ impl Daemon {
     pub fn new(cfg: &Config) -> commit_engine::Result<Self> {
         let c = Containerd::lazy(&cfg.containerd, &cfg.namespace)?;
         let engine = Engine::new(c, cfg.engine());
-        Ok(Self { api: Api::new(engine, ServerInfo::default()), shutdown_timeout: cfg.shutdown_timeout() })
+        Ok(Self {
+            api: Api::new(engine, ServerInfo::default()),
+            shutdown_timeout: cfg.shutdown_timeout(),
+        })
     }
 
     /// Serves until `shutdown`, then drains: open connections finish, and
@@ -45,7 +48,10 @@ impl Daemon {
             }
             commits.close();
             if tokio::time::timeout(timeout, commits.wait()).await.is_err() {
-                warn!(in_flight = commits.len(), "commits still running at the shutdown timeout; rolling them back");
+                warn!(
+                    in_flight = commits.len(),
+                    "commits still running at the shutdown timeout; rolling them back"
+                );
                 api.abort_commits();
                 commits.wait().await;
             }

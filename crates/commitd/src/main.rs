@@ -22,7 +22,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_tracing(&cfg);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!(cause = %e, "cannot start the runtime");
@@ -39,10 +42,17 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(cfg: &Config) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cfg.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -54,7 +64,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     info!(socket = %cfg.socket.display(), containerd = %cfg.containerd.display(), namespace = %cfg.namespace, "serving");
     match daemon.api.engine().containerd().server_version().await {
         Ok(v) => info!(version = %v, "containerd answers"),
-        Err(e) => warn!(cause = %e, "containerd does not answer yet; commits fail with 503 until it does"),
+        Err(e) => {
+            warn!(cause = %e, "containerd does not answer yet; commits fail with 503 until it does")
+        }
     }
     notify_ready();
     daemon.serve(&socket, shutdown_signal()).await;
@@ -73,8 +85,11 @@ fn notify_ready() {
 }
 
 async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         error!("cannot install signal handlers; stop with SIGKILL");
         std::future::pending::<()>().await;
         return;

@@ -65,7 +65,11 @@ impl Socket {
             std::os::unix::fs::chown(path, None, Some(gid))?;
         }
         let inode = std::fs::metadata(path)?.ino();
-        Ok(Self { listener, path: path.to_path_buf(), inode })
+        Ok(Self {
+            listener,
+            path: path.to_path_buf(),
+            inode,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -89,7 +93,10 @@ fn lookup_group(group: &str) -> io::Result<u32> {
     }
     match nix::unistd::Group::from_name(group) {
         Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(io::Error::new(io::ErrorKind::NotFound, format!("no such group: {group}"))),
+        Ok(None) => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no such group: {group}"),
+        )),
         Err(e) => Err(io::Error::other(format!("looking up group {group}: {e}"))),
     }
 }
@@ -99,7 +106,9 @@ fn lookup_group(group: &str) -> io::Result<u32> {
 pub async fn serve(listener: &UnixListener, app: Router, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_HEADER_BYTES);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -1,0 +1,397 @@
+#![allow(clippy::unwrap_used)]
+//! The commit engine against a real containerd with real runc containers.
+//! Each test has its own namespace of one private containerd per process.
+
+use commit_engine::failpoint::{self, step};
+use commit_engine::image::{ImageConfig, RunConfig, chain_id};
+use commit_engine::{CapturePath, Compression, content, images};
+use commitd_e2e::{LIST_FS, World, commit, request};
+use commitd_testkit::{SNAPSHOTTER, TaskStatus};
+
+/// Every kind of change, committed by both capture paths: the new image
+/// runs at once and sees exactly the container's filesystem.
+const CHANGES: &str = r#"
+set -e
+echo added > /added
+echo changed >> /etc/hostname
+rm /etc/hosts
+mkdir -p /tree/sub && echo old > /tree/sub/f && echo keep > /tree/k
+rm -rf /etc && mkdir /etc && echo fresh > /etc/only
+ln -s /added /link
+echo shared > /h1 && ln /h1 /h2
+echo x > /modes && chmod 4751 /modes && chown 12:34 /modes
+mkdir -p /deep/a/b/c && touch /deep/a/b/c/empty
+mkfifo /fifo
+"#;
+
+async fn every_kind_of_change(fast: bool) {
+    let w = World::new(if fast {
+        "changes-fast"
+    } else {
+        "changes-service"
+    });
+    let engine = w.engine(fast);
+    w.running("c", CHANGES);
+    let before = w
+        .ctr
+        .exec("c", &["sh", "-c", LIST_FS])
+        .expect("listing the container");
+
+    let done = commit(
+        &engine,
+        request("c", Some("docker.io/library/changed:latest")),
+    )
+    .await
+    .expect("commit");
+    assert_eq!(
+        done.capture,
+        if fast {
+            CapturePath::Overlay
+        } else {
+            CapturePath::DiffService
+        }
+    );
+    assert!(done.layer.is_some(), "a layer");
+    assert!(
+        done.paused > std::time::Duration::ZERO,
+        "paused while capturing"
+    );
+    assert_eq!(
+        w.ctr.task_status("c").unwrap(),
+        TaskStatus::Running,
+        "resumed"
+    );
+
+    let after = w.run("docker.io/library/changed:latest", LIST_FS);
+    assert_eq!(after, before, "the image's filesystem is the container's");
+    let etc = w.run(
+        "docker.io/library/changed:latest",
+        "ls /etc; cat /added; test ! -e /etc/hosts && echo gone",
+    );
+    assert_eq!(etc, "only\nadded\ngone\n", "opaque /etc, whiteout of hosts");
+    w.assert_clean();
+
+    // The config: parent's run config, a history entry, one more diff ID.
+    let c = engine.containerd();
+    let img = images::must_get(c, "docker.io/library/changed:latest")
+        .await
+        .unwrap();
+    let resolved = images::resolve(c, &img, &commit_engine::image::host_platform())
+        .await
+        .unwrap();
+    assert_eq!(
+        format!("{}", resolved.manifest.config.digest),
+        done.image_id
+    );
+    let parent = images::must_get(c, &w.image).await.unwrap();
+    let parent = images::resolve(c, &parent, &commit_engine::image::host_platform())
+        .await
+        .unwrap();
+    assert_eq!(
+        resolved.config.rootfs.diff_ids.len(),
+        parent.config.rootfs.diff_ids.len() + 1
+    );
+    assert_eq!(resolved.config.config, parent.config.config);
+    let last = resolved.config.history.last().unwrap();
+    assert_eq!(last.created_by.as_deref(), Some("sh -c sleep 100000"));
+    assert!(!last.empty_layer);
+    // The chain-ID snapshot exists, so the image runs without an unpack.
+    let chain = chain_id(&resolved.config.rootfs.diff_ids).unwrap();
+    assert!(
+        w.ctr
+            .snapshots(SNAPSHOTTER)
+            .unwrap()
+            .iter()
+            .any(|s| s.key == chain && s.kind == "Committed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_change_overlay_path() {
+    every_kind_of_change(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_change_diff_service_path() {
+    every_kind_of_change(false).await;
+}
+
+/// Our chain IDs are containerd's: the imported base image's snapshot is
+/// named by `chain_id` of its diff IDs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_ids_match_containerd() {
+    let w = World::new("chain-ids");
+    let engine = w.engine(true);
+    let c = engine.containerd();
+    let img = images::must_get(c, &w.image).await.unwrap();
+    let resolved = images::resolve(c, &img, &commit_engine::image::host_platform())
+        .await
+        .unwrap();
+    let chain = resolved.chain_id().unwrap();
+    let snaps = w.ctr.snapshots(SNAPSHOTTER).unwrap();
+    assert!(
+        snaps.iter().any(|s| s.key == chain),
+        "{chain} not in {snaps:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_diff_adds_no_layer() {
+    for fast in [true, false] {
+        let w = World::new(if fast { "empty-fast" } else { "empty-service" });
+        let engine = w.engine(fast);
+        w.running("c", "");
+        let done = commit(&engine, request("c", Some("docker.io/library/same:latest")))
+            .await
+            .expect("commit");
+        assert!(done.layer.is_none(), "no layer for an untouched container");
+        let c = engine.containerd();
+        let img = images::must_get(c, "docker.io/library/same:latest")
+            .await
+            .unwrap();
+        let cfg = images::resolve(c, &img, &commit_engine::image::host_platform())
+            .await
+            .unwrap()
+            .config;
+        let base = images::resolve(
+            c,
+            &images::must_get(c, &w.image).await.unwrap(),
+            &commit_engine::image::host_platform(),
+        )
+        .await
+        .unwrap()
+        .config;
+        assert_eq!(cfg.rootfs.diff_ids, base.rootfs.diff_ids);
+        assert!(cfg.history.last().unwrap().empty_layer);
+        assert_eq!(w.run("docker.io/library/same:latest", "echo ok"), "ok\n");
+        w.assert_clean();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_container_stays_paused() {
+    let w = World::new("already-paused");
+    let engine = w.engine(true);
+    w.running("c", "echo x > /x");
+    w.ctr.pause("c").unwrap();
+    let done = commit(&engine, request("c", Some("docker.io/library/p:1")))
+        .await
+        .expect("commit");
+    assert_eq!(
+        done.paused,
+        std::time::Duration::ZERO,
+        "not paused by the commit"
+    );
+    assert_eq!(w.ctr.task_status("c").unwrap(), TaskStatus::Paused);
+    w.ctr.resume("c").unwrap();
+    assert_eq!(w.run("docker.io/library/p:1", "cat /x"), "x\n");
+    w.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_and_taskless_containers_commit_without_pausing() {
+    let w = World::new("stopped");
+    let engine = w.engine(true);
+    w.running("c", "echo gone > /left");
+    w.ctr.kill_task("c").unwrap();
+    assert_eq!(w.ctr.task_status("c").unwrap(), TaskStatus::Stopped);
+    let done = commit(&engine, request("c", Some("docker.io/library/stopped:1")))
+        .await
+        .expect("commit stopped");
+    assert_eq!(done.paused, std::time::Duration::ZERO);
+    assert_eq!(w.run("docker.io/library/stopped:1", "cat /left"), "gone\n");
+
+    w.ctr.create(&w.image, "fresh", &[]).unwrap();
+    assert_eq!(w.ctr.task_status("fresh").unwrap(), TaskStatus::None);
+    let done = commit(&engine, request("fresh", Some("docker.io/library/fresh:1")))
+        .await
+        .expect("commit taskless");
+    assert!(done.layer.is_none());
+    w.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_prefixes_resolve_like_docker() {
+    let w = World::new("names");
+    let engine = w.engine(true);
+    w.running("abc123", "");
+    w.running("abd456", "");
+    // By name (nerdctl's label), by unique prefix.
+    commit(&engine, request("abc123-name", None))
+        .await
+        .expect("by name");
+    commit(&engine, request("abc", None))
+        .await
+        .expect("by prefix");
+    match commit(&engine, request("ab", None)).await {
+        Err(commit_engine::Error::AmbiguousContainer { prefix, matches }) => {
+            assert_eq!(prefix, "ab");
+            assert_eq!(matches.len(), 2);
+        }
+        other => panic!("want ambiguous, got {other:?}"),
+    }
+    assert!(matches!(
+        commit(&engine, request("nope", None)).await,
+        Err(commit_engine::Error::ContainerNotFound(_))
+    ));
+    // Untagged images stay listed under Docker's dangling name (two: their
+    // configs differ in their creation time).
+    let untagged: Vec<_> = w
+        .ctr
+        .images()
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.name.starts_with("moby-dangling@"))
+        .collect();
+    assert_eq!(untagged.len(), 2, "two untagged commits: {untagged:?}");
+    w.assert_clean();
+}
+
+/// A failure in the middle of a commit, while the container is paused:
+/// the container runs again, nothing of the commit remains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_resume_and_leave_nothing() {
+    for (fast, point) in [
+        (true, step::WHILE_PAUSED),
+        (false, step::WHILE_PAUSED),
+        (true, step::BEFORE_FILL),
+        (true, step::BEFORE_NAME),
+        (false, step::BEFORE_NAME),
+    ] {
+        let w = World::new(&format!("fail-{point}-{fast}"));
+        let engine = w.engine(fast);
+        w.running("c", "echo data > /data");
+        let images_before = w.ctr.images().unwrap();
+        failpoint::arm("c", point);
+        let err = commit(&engine, request("c", Some("docker.io/library/never:1")))
+            .await
+            .expect_err("injected failure");
+        assert!(err.to_string().contains("failpoint"), "{err}");
+        assert_eq!(
+            w.ctr.task_status("c").unwrap(),
+            TaskStatus::Running,
+            "{point}: resumed"
+        );
+        assert_eq!(
+            w.ctr.images().unwrap(),
+            images_before,
+            "{point}: no image made"
+        );
+        w.assert_clean();
+        // And the next commit works.
+        commit(&engine, request("c", Some("docker.io/library/after:1")))
+            .await
+            .expect("commit after a failure");
+        assert_eq!(w.run("docker.io/library/after:1", "cat /data"), "data\n");
+    }
+}
+
+/// A container with no image (`FROM scratch`): the layer holds the whole
+/// filesystem and the image has no parent layers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_scratch() {
+    use commit_engine::containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
+    use commit_engine::containerd_client::services::v1::{
+        Container, CreateContainerRequest, container::Runtime,
+    };
+    let w = World::new("scratch");
+    let engine = w.engine(true);
+    let c = engine.containerd();
+    let mounts = c
+        .snapshots()
+        .prepare(c.request(PrepareSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: "scratch-rootfs".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    let root = std::path::PathBuf::from(&mounts[0].source);
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    std::fs::write(root.join("hello"), "from scratch\n").unwrap();
+    let spec = br#"{"ociVersion":"1.0.2","process":{"args":["/bin/sh"],"cwd":"/"},"root":{"path":"rootfs"}}"#;
+    c.containers()
+        .create(c.request(CreateContainerRequest {
+            container: Some(Container {
+                id: "scratch".into(),
+                snapshotter: SNAPSHOTTER.into(),
+                snapshot_key: "scratch-rootfs".into(),
+                runtime: Some(Runtime {
+                    name: "io.containerd.runc.v2".into(),
+                    options: None,
+                }),
+                spec: Some(prost_types::Any {
+                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+                    value: spec.to_vec(),
+                }),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap();
+    let done = commit(
+        &engine,
+        request("scratch", Some("docker.io/library/scratch:1")),
+    )
+    .await
+    .expect("commit");
+    assert!(done.layer.is_some());
+    let img = images::must_get(c, "docker.io/library/scratch:1")
+        .await
+        .unwrap();
+    let cfg: ImageConfig = images::resolve(c, &img, &commit_engine::image::host_platform())
+        .await
+        .unwrap()
+        .config;
+    assert_eq!(
+        cfg.rootfs.diff_ids.len(),
+        1,
+        "one layer: the whole filesystem"
+    );
+    assert_eq!(cfg.config, Some(RunConfig::default()));
+    assert_eq!(
+        w.run("docker.io/library/scratch:1", "/bin/busybox cat /hello"),
+        "from scratch\n"
+    );
+    w.assert_clean();
+}
+
+/// Every compression gives an image that runs; the layer's media type and
+/// digest say what it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressions() {
+    let w = World::new("compressions");
+    let engine = w.engine(true);
+    w.running("c", "seq 1 20000 > /numbers");
+    for (comp, media) in [
+        (
+            Compression::Gzip,
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        ),
+        (
+            Compression::Zstd,
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+        ),
+        (Compression::None, "application/vnd.oci.image.layer.v1.tar"),
+    ] {
+        let name = format!("docker.io/library/comp:{comp:?}").to_lowercase();
+        let mut req = request("c", Some(&name));
+        req.compression = Some(comp);
+        let done = commit(&engine, req).await.expect("commit");
+        let layer = done.layer.unwrap();
+        assert_eq!(layer.media_type, media);
+        let blob = content::read_range(engine.containerd(), &layer.digest, 0, 0)
+            .await
+            .unwrap();
+        assert_eq!(content::sha256_digest(&blob), layer.digest);
+        if comp == Compression::None {
+            assert_eq!(Some(layer.digest.clone()), done.diff_id);
+        }
+        assert_eq!(w.run(&name, "wc -l < /numbers"), "20000\n");
+    }
+    w.assert_clean();
+}
