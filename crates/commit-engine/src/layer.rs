@@ -99,19 +99,19 @@ impl ContentRoot {
         self.0.join("blobs").join("sha256")
     }
 
-    /// Removes temporary files left by commitd processes that are gone.
+    /// Removes temporary files left by commitd processes that died. A
+    /// writer touches its file with every block, so one untouched for a
+    /// quarter of an hour is abandoned (a pid check would not do: another
+    /// commitd may run in another pid namespace).
     pub fn sweep_stale(&self) {
-        let Ok(entries) = std::fs::read_dir(self.blobs()) else {
-            return;
-        };
+        let Ok(entries) = std::fs::read_dir(self.blobs()) else { return };
+        let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(15 * 60);
         for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+            if !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
                 continue;
-            };
-            let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
-            let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-            if !alive {
+            }
+            let stale = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < cutoff);
+            if stale {
                 let _ = std::fs::remove_file(e.path());
             }
         }
