@@ -10,9 +10,14 @@
 
 pub mod changes;
 mod commit;
+pub mod containers;
 pub mod error;
+pub mod filters;
+pub mod images;
 pub mod merge;
+pub mod push;
 pub mod reference;
+pub mod save;
 mod system;
 pub mod version;
 pub mod wire;
@@ -115,6 +120,16 @@ impl Api {
             .route("/_ping", get(system::ping).head(system::ping))
             .route("/version", get(system::version))
             .route("/commit", post(commit::commit))
+            .route("/images/json", get(images::list))
+            .route("/images/get", get(save::save_many))
+            .route(
+                "/images/{*rest}",
+                get(images::get_route)
+                    .post(images::post_route)
+                    .delete(images::delete_route),
+            )
+            .route("/containers/json", get(containers::list))
+            .route("/containers/{id}/json", get(containers::inspect))
             .fallback(system::not_found)
             .method_not_allowed_fallback(system::not_found)
             .with_state(self.clone())

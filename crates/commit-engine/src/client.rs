@@ -83,9 +83,13 @@ impl Containerd {
         req
     }
 
-    /// A request in this namespace whose new resources belong to `lease`.
+    /// A request in this namespace whose new resources belong to `lease`
+    /// (none when `lease` is empty).
     pub fn leased<T>(&self, msg: T, lease: &str) -> Request<T> {
         let mut req = self.request(msg);
+        if lease.is_empty() {
+            return req;
+        }
         if let Ok(v) = MetadataValue::try_from(lease) {
             req.metadata_mut().insert("containerd-lease", v);
         }

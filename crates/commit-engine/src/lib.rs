@@ -22,6 +22,7 @@
 //! the new run config as a function of the parent's ([`ConfigFn`]).
 
 pub mod capture;
+pub mod catalog;
 pub mod client;
 pub mod commit;
 pub mod container;
@@ -127,6 +128,8 @@ impl EngineConfig {
 pub struct Engine {
     c: Containerd,
     cfg: EngineConfig,
+    /// Manifests and configs already read.
+    cache: catalog::Cache,
     /// containerd's content store directory, once seen from here.
     content_root: std::sync::Arc<std::sync::Mutex<Option<layer::ContentRoot>>>,
 }
@@ -136,6 +139,7 @@ impl Engine {
         Self {
             c,
             cfg,
+            cache: catalog::Cache::default(),
             content_root: Default::default(),
         }
     }
@@ -146,6 +150,11 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// The cache of image metadata, for [`catalog`] calls.
+    pub fn cache(&self) -> &catalog::Cache {
+        &self.cache
     }
 
     /// Commits a container. Cancelling `cancel` makes the commit stop at

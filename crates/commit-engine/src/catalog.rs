@@ -1,0 +1,250 @@
+//! The images of a namespace as Docker users see them: one image per
+//! config digest (Docker's image ID), with every name that points at it.
+//!
+//! containerd keeps image *records* (a name → a manifest or index); Docker
+//! shows *images* (an ID, several tags). This module groups records into
+//! images, resolves what users type (`name[:tag]`, `sha256:<id>`, a short
+//! ID), and finds the containers that use an image. Manifests and configs
+//! are immutable, so what was read for a target digest is kept in a small
+//! cache.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use containerd_client::services::v1::{Container, Image as Record};
+
+use crate::client::Containerd;
+use crate::error::{Error, Result};
+use crate::image::{Descriptor, ImageConfig, Manifest, host_platform};
+use crate::images::{self, Resolved};
+
+/// One image: a config digest and the records naming it.
+#[derive(Debug, Clone)]
+pub struct ImageEntry {
+    /// `sha256:…` of the config.
+    pub id: String,
+    /// The records pointing at it, names sorted; dangling ones included.
+    pub records: Vec<Record>,
+    pub resolved: Arc<Resolved>,
+}
+
+impl ImageEntry {
+    /// The record names that are real names (not `moby-dangling@…`).
+    pub fn names(&self) -> Vec<&str> {
+        self.records
+            .iter()
+            .filter(|r| !images::is_dangling(r))
+            .map(|r| r.name.as_str())
+            .collect()
+    }
+
+    pub fn config(&self) -> &ImageConfig {
+        &self.resolved.config
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.resolved.manifest
+    }
+
+    pub fn target(&self) -> &Descriptor {
+        &self.resolved.target
+    }
+
+    /// Bytes of the image's content: config and layers as stored.
+    pub fn size(&self) -> i64 {
+        self.resolved.manifest.config.size
+            + self
+                .resolved
+                .manifest
+                .layers
+                .iter()
+                .map(|l| l.size)
+                .sum::<i64>()
+    }
+
+    /// The newest update of any of its records, in seconds.
+    pub fn last_tagged(&self) -> Option<i64> {
+        self.records
+            .iter()
+            .filter_map(|r| r.updated_at.as_ref().map(|t| t.seconds))
+            .max()
+    }
+}
+
+/// Resolved manifests and configs, by record target digest.
+#[derive(Default, Clone)]
+pub struct Cache {
+    inner: Arc<Mutex<HashMap<String, Arc<Resolved>>>>,
+}
+
+/// Entries kept; an image store with more targets just re-reads some.
+const CACHE_MAX: usize = 4096;
+
+impl Cache {
+    async fn resolve(&self, c: &Containerd, record: &Record) -> Result<Arc<Resolved>> {
+        let Some(target) = &record.target else {
+            return Err(Error::Malformed(format!(
+                "image {} has no target",
+                record.name
+            )));
+        };
+        if let Some(hit) = self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&target.digest)
+        {
+            return Ok(Arc::clone(hit));
+        }
+        let resolved = Arc::new(images::resolve(c, record, &host_platform()).await?);
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= CACHE_MAX {
+            map.clear();
+        }
+        map.insert(target.digest.clone(), Arc::clone(&resolved));
+        Ok(resolved)
+    }
+}
+
+/// Every image of the namespace, oldest first. Records whose content is
+/// missing or foreign (another platform only, not an image) are left out.
+pub async fn list(c: &Containerd, cache: &Cache) -> Result<Vec<ImageEntry>> {
+    let records = images::list(c, Vec::new()).await?;
+    group(c, cache, records).await
+}
+
+async fn group(c: &Containerd, cache: &Cache, records: Vec<Record>) -> Result<Vec<ImageEntry>> {
+    let mut by_id: BTreeMap<String, ImageEntry> = BTreeMap::new();
+    for record in records {
+        let resolved = match cache.resolve(c, &record).await {
+            Ok(r) => r,
+            Err(e) if e.is_unavailable() => return Err(e),
+            Err(e) => {
+                tracing::debug!(image = %record.name, cause = %e, "image left out of the list");
+                continue;
+            }
+        };
+        let id = resolved.manifest.config.digest.clone();
+        by_id
+            .entry(id.clone())
+            .or_insert_with(|| ImageEntry {
+                id,
+                records: Vec::new(),
+                resolved,
+            })
+            .records
+            .push(record);
+    }
+    let mut out: Vec<ImageEntry> = by_id.into_values().collect();
+    for e in &mut out {
+        e.records.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    out.sort_by(|a, b| {
+        a.config()
+            .created
+            .cmp(&b.config().created)
+            .then(a.id.cmp(&b.id))
+    });
+    Ok(out)
+}
+
+/// How a user named an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// A normalized record name (`docker.io/library/app:latest`).
+    Name(String),
+    /// A full image ID (`sha256:<64 hex>`).
+    Id(String),
+    /// A short ID: the start of the hex of an image ID.
+    IdPrefix(String),
+}
+
+/// Finds one image. `Name` falls back to `IdPrefix` when `fallback_prefix`
+/// is given (Docker tries a short ID when no tag matches).
+pub async fn find(
+    c: &Containerd,
+    cache: &Cache,
+    lookup: &Lookup,
+    fallback_prefix: Option<&str>,
+) -> Result<ImageEntry> {
+    match lookup {
+        Lookup::Name(name) => {
+            if let Some(record) = images::get(c, name).await? {
+                let resolved = cache.resolve(c, &record).await?;
+                let id = resolved.manifest.config.digest.clone();
+                // The image with all its names.
+                return list(c, cache)
+                    .await?
+                    .into_iter()
+                    .find(|e| e.id == id)
+                    .ok_or_else(|| Error::ImageNotFound(name.clone()));
+            }
+            match fallback_prefix {
+                Some(p) => by_prefix(c, cache, p).await,
+                None => Err(Error::ImageNotFound(name.clone())),
+            }
+        }
+        Lookup::Id(id) => list(c, cache)
+            .await?
+            .into_iter()
+            .find(|e| &e.id == id)
+            .ok_or_else(|| Error::ImageNotFound(id.clone())),
+        Lookup::IdPrefix(p) => by_prefix(c, cache, p).await,
+    }
+}
+
+async fn by_prefix(c: &Containerd, cache: &Cache, prefix: &str) -> Result<ImageEntry> {
+    let hex = prefix.strip_prefix("sha256:").unwrap_or(prefix);
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::ImageNotFound(prefix.to_string()));
+    }
+    let mut found: Vec<ImageEntry> = list(c, cache)
+        .await?
+        .into_iter()
+        .filter(|e| e.id.trim_start_matches("sha256:").starts_with(hex))
+        .collect();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Error::ImageNotFound(prefix.to_string())),
+        _ => Err(Error::InvalidArgument(format!(
+            "multiple IDs found with provided prefix: {prefix}"
+        ))),
+    }
+}
+
+/// The containers whose root filesystem is built on `image`: their image
+/// record names it, or their snapshot's parent is its top snapshot.
+pub async fn users(c: &Containerd, image: &ImageEntry) -> Result<Vec<Container>> {
+    let chain = image.resolved.chain_id();
+    let names: Vec<&str> = image.records.iter().map(|r| r.name.as_str()).collect();
+    let mut out = Vec::new();
+    for ct in crate::container::list(c, Vec::new()).await? {
+        let by_name = names.contains(&ct.image.as_str());
+        // A container whose image record is gone (or was never there)
+        // still stands on the image's snapshot.
+        let orphan =
+            !by_name && (ct.image.is_empty() || images::get(c, &ct.image).await?.is_none());
+        let by_snapshot = orphan
+            && match (&chain, ct.snapshot_key.is_empty()) {
+                (Some(chain), false) => {
+                    let sn = crate::snapshot::Snapshots::new(
+                        c,
+                        if ct.snapshotter.is_empty() {
+                            "overlayfs"
+                        } else {
+                            &ct.snapshotter
+                        },
+                    );
+                    sn.stat(&ct.snapshot_key)
+                        .await
+                        .map(|i| &i.parent == chain)
+                        .unwrap_or(false)
+                }
+                _ => false,
+            };
+        if by_name || by_snapshot {
+            out.push(ct);
+        }
+    }
+    Ok(out)
+}
