@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what commitd's build, demo and tests need and the machine lacks.
+# Debian packages only; nothing is installed that is already there.
+#   scripts/deps.sh            build + run (containerd, runc, protoc, busybox-static)
+#   scripts/deps.sh --test     also what the tests drive (skopeo, umoci, registry, python)
+set -euo pipefail
+
+want=(containerd runc protobuf-compiler busybox-static ca-certificates)
+if [[ "${1:-}" == "--test" ]]; then
+  want+=(skopeo umoci docker-registry python3-venv jq)
+fi
+if [[ "${1:-}" == "--bench" ]]; then
+  want+=(docker.io zstd pigz python3-venv)
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "deps: cargo (Rust) is required" >&2; exit 1; }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, the engine against a private containerd with
+# real runc containers, and the daemon end to end with the real Docker CLI,
+# docker-py and bollard. Needs root (containerd, overlay mounts). Each test
+# binary starts its own containerd under a temp dir (see crates/testkit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh --test
+[[ $(id -u) == 0 ]] || { echo "test: needs root (containerd, runc, overlay mounts)" >&2; exit 1; }
+
+# docker-py, in a venv of its own.
+venv=target/pyenv
+if [[ ! -x $venv/bin/python ]] || ! $venv/bin/python -c 'import docker, pytest' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'docker>=7,<8' 'pytest>=8,<9'
+fi
+export COMMITD_TEST_PYTHON=$PWD/$venv/bin/python
+
+# Packaging: the Dockerfile and the systemd unit.
+bash tests/lint/hadolint.sh
+bash tests/lint/systemd.sh
+
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked --no-fail-fast "$@"
