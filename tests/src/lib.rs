@@ -119,3 +119,187 @@ pub const LIST_FS: &str = r#"cd / && find . -xdev \( -path ./proc -o -path ./sys
   elif [ -d "$p" ]; then echo "$p dir $(stat -c '%a %u:%g' "$p")";
   elif [ -f "$p" ]; then echo "$p file $(stat -c '%a %u:%g %s %h' "$p") $(sha256sum "$p" | cut -c1-16)";
   else echo "$p other $(stat -c '%F %a %t:%T' "$p")"; fi; done"#;
+
+/// The daemon under test, run as its own process on a temporary socket.
+/// Stopped with SIGTERM (then SIGKILL) when dropped; its log is printed if
+/// the test failed.
+pub struct Daemon {
+    child: std::process::Child,
+    pub socket: std::path::PathBuf,
+    pub log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the daemon binary of this package for `world`:
+/// `daemon!(world)` or `daemon!(world, ["--flag", "value"])`.
+#[macro_export]
+macro_rules! daemon {
+    ($world:expr) => {
+        $crate::Daemon::start(
+            env!("CARGO_BIN_EXE_commitd-under-test"),
+            &$world.socket,
+            &$world.ns,
+            &[],
+        )
+    };
+    ($world:expr, $args:expr) => {
+        $crate::Daemon::start(
+            env!("CARGO_BIN_EXE_commitd-under-test"),
+            &$world.socket,
+            &$world.ns,
+            &$args,
+        )
+    };
+}
+
+impl Daemon {
+    pub fn start(bin: &str, containerd: &std::path::Path, ns: &str, args: &[&str]) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("commitd-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let socket = dir.path().join("commitd.sock");
+        let log = dir.path().join("commitd.log");
+        let child = std::process::Command::new(bin)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--containerd")
+            .arg(containerd)
+            .arg("--namespace")
+            .arg(ns)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,commit_engine=debug".into()),
+            )
+            .env_remove("COMMITD_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+        let d = Daemon {
+            child,
+            socket,
+            log,
+            _dir: dir,
+        };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "commitd did not serve {} in 20 s; log:\n{}",
+            self.socket.display(),
+            self.log_text()
+        );
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `docker -H unix://SOCKET args…`: (exit success, stdout, stderr).
+    pub fn docker(&self, args: &[&str]) -> (bool, String, String) {
+        let out = std::process::Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .env("DOCKER_CONFIG", self._dir.path().join("docker-config"))
+            .output()
+            .expect("running the docker CLI");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Like [`Daemon::docker`], failing the test unless it succeeds.
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.docker(args);
+        assert!(
+            ok,
+            "docker {args:?} failed: {err}\n{out}\ndaemon log:\n{}",
+            self.log_text()
+        );
+        out
+    }
+
+    /// `curl --unix-socket` a request: (status, body).
+    pub fn curl(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[&str],
+    ) -> (u16, String) {
+        let mut c = std::process::Command::new("curl");
+        c.args([
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+            "--unix-socket",
+        ])
+        .arg(&self.socket);
+        for h in headers {
+            c.args(["-H", h]);
+        }
+        if let Some(b) = body {
+            c.args(["--data-binary", b]);
+        }
+        c.arg(format!("http://d{path}"));
+        let out = c.output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("waiting for commitd")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- commitd log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
