@@ -311,14 +311,7 @@ impl Committer<'_> {
         }
         let unique = crate::unique();
         let config_size = config_bytes.len() as i64;
-        let config_digest = content::write_blob(
-            c,
-            &lease.id(),
-            &format!("commitd-config-{unique}"),
-            config_bytes,
-            config_labels,
-        )
-        .await?;
+        let config_digest = content::sha256_digest(&config_bytes);
         let mut layers = parent
             .map(|p| p.manifest.layers.clone())
             .unwrap_or_default();
@@ -345,14 +338,19 @@ impl Committer<'_> {
             );
         }
         let manifest_size = manifest_bytes.len() as i64;
-        let manifest_digest = content::write_blob(
-            c,
-            &lease.id(),
-            &format!("commitd-manifest-{unique}"),
-            manifest_bytes,
-            labels,
-        )
-        .await?;
+        // Both blobs at once: the lease holds them until the image record
+        // references them, so their order does not matter.
+        let lease_id = lease.id();
+        let (config_ref, manifest_ref) = (
+            format!("commitd-config-{unique}"),
+            format!("commitd-manifest-{unique}"),
+        );
+        let (config_written, manifest_written) = tokio::join!(
+            content::write_blob(c, &lease_id, &config_ref, config_bytes, config_labels),
+            content::write_blob(c, &lease_id, &manifest_ref, manifest_bytes, labels),
+        );
+        config_written?;
+        let manifest_digest = manifest_written?;
         Ok((
             config_digest,
             descriptor(media_type::OCI_MANIFEST, &manifest_digest, manifest_size),
@@ -425,6 +423,20 @@ impl Committer<'_> {
                 "{} is not readable from here",
                 from.upper.display()
             )));
+        }
+        // An empty upper directory is a consistent capture by itself: no
+        // pause, no snapshot to prepare.
+        if std::fs::read_dir(&from.upper)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false)
+        {
+            return Ok(Captured {
+                layer: None,
+                uncompressed_size: 0,
+                path: CapturePath::Overlay,
+                paused: Duration::ZERO,
+                fill: Fill::Nothing,
+            });
         }
         let key = format!("{}-{}-commit", snapshot::UNPACK_PREFIX, crate::unique());
         let prepared = sn.prepare(&lease.id(), &key, &src.diff_parent).await?;

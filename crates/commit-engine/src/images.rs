@@ -194,7 +194,9 @@ async fn keep_dangling(c: &Containerd, lease: &str, prev: &Image) -> Result<()> 
 /// Removes the dangling record of `digest` once `name` points at it.
 async fn drop_dangling(c: &Containerd, digest: &str, name: &str) -> Result<()> {
     let dangling = dangling_name(digest);
-    if name != dangling {
+    // A read first: deleting a record that is not there still costs
+    // containerd a write transaction.
+    if name != dangling && get(c, &dangling).await?.is_some() {
         delete(c, &dangling).await?;
     }
     Ok(())
