@@ -238,7 +238,8 @@ impl Daemon {
         out
     }
 
-    /// `curl --unix-socket` a request: (status, body).
+    /// `curl --unix-socket` a request: (status, body without the newline
+    /// Docker's JSON encoder ends bodies with).
     pub fn curl(
         &self,
         method: &str,
@@ -268,7 +269,10 @@ impl Daemon {
         let out = c.output().expect("curl");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_string())
+        (
+            code.trim().parse().unwrap_or(0),
+            body.strip_suffix('\n').unwrap_or(body).to_string(),
+        )
     }
 
     /// Sends SIGTERM and waits for the exit status.

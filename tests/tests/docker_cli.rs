@@ -128,7 +128,7 @@ fn errors_are_dockers() {
 
     let (ok, _, err) = d.docker(&["commit", "-c", "RUN echo hi", "c", "x"]);
     assert!(!ok);
-    assert!(err.contains("run is not a valid change command"), "{err}");
+    assert!(err.contains("RUN is not a valid change command"), "{err}");
 
     // The CLI checks references itself; the daemon must too.
     let (code, body) = d.curl("POST", "/commit?container=c&repo=Upper", None, &[]);
