@@ -6,6 +6,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use commit_engine::{CommitRequest, Compression};
 use serde_json::json;
+use std::sync::Arc;
+
 use tracing::info;
 
 use crate::error::{ApiError, json_response};
@@ -114,12 +116,28 @@ pub(crate) async fn commit(
     // half-way, and shutdown can wait for it.
     let engine = api.engine().clone();
     let abort = api.inner.abort.clone();
-    let task = api
-        .commits()
-        .spawn(async move { engine.commit(req, &abort).await });
+    let comment = req.comment.clone();
+    let image_ref = name.as_ref().map(reference::Named::familiar).unwrap_or_default();
+    let tracked = Arc::clone(api.metrics());
+    let task = api.commits().spawn(async move {
+        let _in_flight = tracked.commit_started();
+        let result = engine.commit(req, &abort).await;
+        match &result {
+            Ok(done) => tracked.commit_done(done),
+            Err(_) => tracked.commit_failed(),
+        }
+        result
+    });
     let committed = task
         .await
         .map_err(|e| ApiError::internal(format!("commit failed: {e}")))??;
+    api.events().commit(
+        &committed,
+        &committed.container_name,
+        reference::familiar_name(&committed.container_image),
+        &comment,
+        &image_ref,
+    );
     info!(container = %committed.container_id, image = %committed.image_name, id = %committed.image_id, "commit request done");
     Ok(json_response(
         StatusCode::CREATED,

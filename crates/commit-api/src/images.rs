@@ -322,6 +322,7 @@ pub async fn tag(api: &Api, name: &str, raw: Option<&str>) -> Result<Response, A
     // Tagging writes a record only; it needs no lease (the image's content
     // is already referenced by its other records).
     records::name_image(c, "", &target.full(), e.target()).await?;
+    api.events().image("tag", &e.id, &target.familiar());
     Ok((StatusCode::CREATED, "").into_response())
 }
 
@@ -341,6 +342,7 @@ pub async fn delete(api: &Api, name: &str, raw: Option<&str>) -> Result<Response
     if let Some(n) = &named {
         if real.len() > 1 {
             records::delete(c, n).await?;
+            api.events().image("untag", &e.id, familiar_name(n));
             return Ok(json_response(
                 StatusCode::OK,
                 &json!([{ "Untagged": familiar_name(n) }]),
@@ -386,9 +388,11 @@ pub async fn delete(api: &Api, name: &str, raw: Option<&str>) -> Result<Response
     for r in &e.records {
         records::delete(c, &r.name).await?;
         if !records::is_dangling(r) {
+            api.events().image("untag", &e.id, familiar_name(&r.name));
             out.push(json!({ "Untagged": familiar_name(&r.name) }));
         }
     }
+    api.events().image("delete", &e.id, "");
     out.push(json!({ "Deleted": e.id }));
     Ok(json_response(StatusCode::OK, &out))
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod filters;
 pub mod images;
 pub mod merge;
+pub mod observe;
 pub mod push;
 pub mod reference;
 pub mod save;
@@ -82,6 +83,8 @@ struct Inner {
     commits: TaskTracker,
     /// Cancelled when the daemon gives up waiting for commits at shutdown.
     abort: CancellationToken,
+    metrics: Arc<observe::Metrics>,
+    events: observe::Events,
 }
 
 impl Api {
@@ -92,6 +95,8 @@ impl Api {
                 info,
                 commits: TaskTracker::new(),
                 abort: CancellationToken::new(),
+                metrics: Arc::default(),
+                events: observe::Events::default(),
             }),
         }
     }
@@ -102,6 +107,14 @@ impl Api {
 
     pub fn info(&self) -> &ServerInfo {
         &self.inner.info
+    }
+
+    pub fn metrics(&self) -> &Arc<observe::Metrics> {
+        &self.inner.metrics
+    }
+
+    pub fn events(&self) -> &observe::Events {
+        &self.inner.events
     }
 
     /// The commits in flight (closed and waited on at shutdown).
@@ -130,8 +143,11 @@ impl Api {
             )
             .route("/containers/json", get(containers::list))
             .route("/containers/{id}/json", get(containers::inspect))
+            .route("/events", get(observe::events))
+            .route("/metrics", get(observe::metrics))
             .fallback(system::not_found)
             .method_not_allowed_fallback(system::not_found)
+            .layer(axum::middleware::from_fn_with_state(self.clone(), observe::track))
             .with_state(self.clone())
     }
 }
@@ -154,4 +170,5 @@ pub fn app(api: &Api) -> Router {
             Arc::new(server),
             version::middleware,
         ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
 }

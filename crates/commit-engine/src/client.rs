@@ -3,6 +3,8 @@
 //! namespace (and, during a commit, the lease) in gRPC metadata.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use containerd_client::services::v1::{
@@ -28,6 +30,8 @@ pub struct Containerd {
     channel: Channel,
     socket: PathBuf,
     namespace: String,
+    /// Connections made to the socket (the first, then each reconnect).
+    connects: Arc<AtomicU64>,
 }
 
 impl Containerd {
@@ -38,14 +42,18 @@ impl Containerd {
         validate_namespace(namespace)?;
         let socket = socket.as_ref().to_path_buf();
         let path = socket.clone();
+        let connects = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&connects);
         // The URI is required by tonic but unused: the connector dials the socket.
         let channel = Endpoint::from_static("http://[::]:50051")
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .connect_with_connector_lazy(tower::service_fn(move |_| {
                 let path = path.clone();
+                let counter = Arc::clone(&counter);
                 async move {
                     let stream = tokio::net::UnixStream::connect(path).await?;
+                    counter.fetch_add(1, Ordering::Relaxed);
                     Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
                 }
             }));
@@ -53,6 +61,7 @@ impl Containerd {
             channel,
             socket,
             namespace: namespace.to_string(),
+            connects,
         })
     }
 
@@ -71,6 +80,12 @@ impl Containerd {
 
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// Times the socket was (re)connected since start; one more than the
+    /// reconnects.
+    pub fn connections(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
     }
 
     /// A request in this namespace.

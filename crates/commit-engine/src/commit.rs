@@ -68,6 +68,10 @@ pub struct Committed {
     /// The image record's name (`moby-dangling@…` when untagged).
     pub image_name: String,
     pub container_id: String,
+    /// The container's name as users know it (see [`container::display_name`]).
+    pub container_name: String,
+    /// The container's image record name ("" for `FROM scratch`).
+    pub container_image: String,
     /// The new layer; `None` when the container had no changes.
     pub layer: Option<Descriptor>,
     pub diff_id: Option<String>,
@@ -76,7 +80,23 @@ pub struct Committed {
     pub capture: CapturePath,
     /// How long the container was paused (zero if it was not).
     pub paused: Duration,
+    /// Time spent in each step.
+    pub phases: Phases,
     pub elapsed: Duration,
+}
+
+/// Where a commit's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// Reading the changes (the copy of the upper directory, or the diff
+    /// service's diff), pause included.
+    pub capture: Duration,
+    /// Writing the layer: tar, compression, hashing, the blob.
+    pub layer: Duration,
+    /// Filling the new image's snapshot.
+    pub fill: Duration,
+    /// Config, manifest and the image record.
+    pub image: Duration,
 }
 
 pub(crate) struct Committer<'a> {
@@ -91,6 +111,8 @@ pub(crate) struct Committer<'a> {
 /// The layer as captured, and how to fill the new image's snapshot.
 struct Captured {
     layer: Option<Layer>,
+    /// Time spent writing the layer (part of the capture step's time).
+    layer_time: Duration,
     uncompressed_size: u64,
     path: CapturePath,
     paused: Duration,
@@ -196,17 +218,20 @@ impl Committer<'_> {
             )
             .await;
         lease.release().await;
-        let (image_id, manifest, image_name, captured) = result?;
+        let (image_id, manifest, image_name, captured, phases) = result?;
         let committed = Committed {
             image_id,
             manifest,
             image_name,
             container_id: ct.id.clone(),
+            container_name: container::display_name(&ct),
+            container_image: ct.image.clone(),
             diff_id: captured.layer.as_ref().map(|l| l.diff_id.clone()),
             layer: captured.layer.map(|l| l.descriptor),
             uncompressed_size: captured.uncompressed_size,
             capture: captured.path,
             paused: captured.paused,
+            phases,
             elapsed: started.elapsed(),
         };
         info!(
@@ -232,11 +257,17 @@ impl Committer<'_> {
         author: &str,
         comment: &str,
         codec: crate::layer::Codec,
-    ) -> Result<(String, Descriptor, String, Captured)> {
+    ) -> Result<(String, Descriptor, String, Captured, Phases)> {
         let c = self.c;
         let sn = src.sn;
         self.check_cancel("before capture")?;
+        let capture_started = Instant::now();
         let captured = self.capture(lease, src, codec).await?;
+        let mut phases = Phases {
+            capture: capture_started.elapsed().saturating_sub(captured.layer_time),
+            layer: captured.layer_time,
+            ..Phases::default()
+        };
         let result = async {
             // The child's config.
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
@@ -255,6 +286,7 @@ impl Committer<'_> {
             let chain_id = image::chain_id(&config.rootfs.diff_ids);
             self.check_cancel("before filling the image's snapshot")?;
             crate::failpoint::check(&src.ct.id, crate::failpoint::step::BEFORE_FILL)?;
+            let fill_started = Instant::now();
             match (&captured.fill, &chain_id) {
                 (Fill::Prepared(key), Some(chain)) => {
                     sn.commit(&lease.id(), chain, key).await?;
@@ -264,7 +296,9 @@ impl Committer<'_> {
                 }
                 _ => {}
             }
+            phases.fill = fill_started.elapsed();
             self.check_cancel("before writing the image")?;
+            let image_started = Instant::now();
             let (config_digest, manifest) = self
                 .write_image(lease, sn.name(), &config, &chain_id, parent.as_ref(), layer)
                 .await?;
@@ -276,6 +310,7 @@ impl Committer<'_> {
                 .clone()
                 .unwrap_or_else(|| images::dangling_name(&manifest.digest));
             images::name_image(c, &lease.id(), &name, &manifest).await?;
+            phases.image = image_started.elapsed();
             Ok((config_digest, manifest, name))
         }
         .await;
@@ -285,7 +320,7 @@ impl Committer<'_> {
             }
         }
         let (config_digest, manifest, name) = result?;
-        Ok((config_digest, manifest, name, captured))
+        Ok((config_digest, manifest, name, captured, phases))
     }
 
     /// Config and manifest blobs, with the references that keep the
@@ -432,6 +467,7 @@ impl Committer<'_> {
         {
             return Ok(Captured {
                 layer: None,
+                layer_time: Duration::ZERO,
                 uncompressed_size: 0,
                 path: CapturePath::Overlay,
                 paused: Duration::ZERO,
@@ -477,6 +513,7 @@ impl Committer<'_> {
                 sn.remove_quietly(&key).await;
                 return Ok(Captured {
                     layer: None,
+                    layer_time: Duration::ZERO,
                     uncompressed_size: 0,
                     path: CapturePath::Overlay,
                     paused,
@@ -485,6 +522,7 @@ impl Committer<'_> {
             }
             self.check_cancel("before writing the layer")?;
             let root = to.upper.clone();
+            let layer_started = Instant::now();
             let streamed =
                 layer::stream_layer(self.c, &lease.id(), codec, self.content_root, move |w| {
                     tarball::write_layer(&root, w)
@@ -492,6 +530,7 @@ impl Committer<'_> {
                 .await?;
             Ok(Captured {
                 layer: Some(streamed.layer),
+                layer_time: layer_started.elapsed(),
                 uncompressed_size: streamed.uncompressed_size,
                 path: CapturePath::Overlay,
                 paused,
@@ -539,6 +578,7 @@ impl Committer<'_> {
         if diff::has_no_entries(c, &tar.descriptor).await? {
             return Ok(Captured {
                 layer: None,
+                layer_time: Duration::ZERO,
                 uncompressed_size: 0,
                 path: CapturePath::DiffService,
                 paused,
@@ -547,6 +587,7 @@ impl Committer<'_> {
         }
         let uncompressed = tar.descriptor.clone();
         self.check_cancel("before compressing the layer")?;
+        let layer_started = Instant::now();
         let (layer, size) = if codec.compression == Compression::None {
             let size = u64::try_from(tar.descriptor.size).unwrap_or(0);
             (tar, size)
@@ -572,6 +613,7 @@ impl Committer<'_> {
         };
         Ok(Captured {
             layer: Some(layer),
+            layer_time: layer_started.elapsed(),
             uncompressed_size: size,
             path: CapturePath::DiffService,
             paused,

@@ -69,6 +69,19 @@ fn answers_to_name(ct: &Container, query: &str) -> bool {
     query == format!("{pod}/{container}") || query == format!("{pod_ns}/{pod}/{container}")
 }
 
+/// The name users know a container by: nerdctl's name label, Kubernetes'
+/// `namespace/pod/container`, or its ID.
+pub fn display_name(ct: &Container) -> String {
+    let label = |k: &str| ct.labels.get(k).map(String::as_str);
+    if let Some(n) = label(NAME_LABEL) {
+        return n.to_string();
+    }
+    if let (Some(c), Some(p)) = (label(K8S_CONTAINER_NAME_LABEL), label(K8S_POD_NAME_LABEL)) {
+        return format!("{}/{p}/{c}", label(K8S_POD_NAMESPACE_LABEL).unwrap_or("default"));
+    }
+    ct.id.clone()
+}
+
 pub async fn get(c: &Containerd, id: &str) -> Result<Container> {
     let req = c.request(GetContainerRequest { id: id.to_string() });
     let resp = c

@@ -95,6 +95,10 @@ impl ContentRoot {
         blobs.is_dir().then(|| ContentRoot(PathBuf::from(root)))
     }
 
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
     fn blobs(&self) -> PathBuf {
         self.0.join("blobs").join("sha256")
     }

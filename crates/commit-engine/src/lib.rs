@@ -23,6 +23,7 @@
 
 pub mod capture;
 pub mod catalog;
+pub mod check;
 pub mod client;
 pub mod commit;
 pub mod container;
@@ -46,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 pub use tonic;
 
 pub use crate::client::Containerd;
-pub use crate::commit::{CapturePath, CommitRequest, Committed, ConfigFn};
+pub use crate::commit::{CapturePath, CommitRequest, Committed, ConfigFn, Phases};
 pub use crate::error::{Error, Result};
 
 /// How a new layer is compressed.

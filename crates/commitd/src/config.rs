@@ -20,6 +20,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub shutdown_timeout_secs: u64,
+    pub metrics_address: String,
     pub commit: CommitConfig,
 }
 
@@ -52,6 +53,7 @@ struct PartialConfig {
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     shutdown_timeout_secs: Option<u64>,
+    metrics_address: Option<String>,
     commit: Option<PartialCommit>,
 }
 
@@ -91,6 +93,10 @@ pub struct Cli {
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Check containerd and this host (snapshotters, fast path) and exit:
+    /// 0 when containerd answers, 1 when it does not.
+    #[arg(long)]
+    pub check: bool,
 }
 
 impl Config {
@@ -142,6 +148,7 @@ impl Config {
             self.log_format => p.log_format,
             self.log_level => p.log_level,
             self.shutdown_timeout_secs => p.shutdown_timeout_secs,
+            self.metrics_address => p.metrics_address,
         );
         if let Some(c) = p.commit {
             take!(
@@ -165,6 +172,17 @@ impl Config {
         }
         if !(1..=19).contains(&self.commit.zstd_level) {
             return Err("commit.zstd_level must be 1 to 19".into());
+        }
+        if !self.metrics_address.is_empty()
+            && self
+                .metrics_address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(format!(
+                "metrics_address {:?} is not an IP:port",
+                self.metrics_address
+            ));
         }
         if self.socket.as_os_str().is_empty() || self.containerd.as_os_str().is_empty() {
             return Err("socket and containerd must be set".into());

@@ -83,6 +83,9 @@ pub fn main() -> ExitCode {
         println!("{cfg:#?}");
         return ExitCode::SUCCESS;
     }
+    if cli.check {
+        return check(&cfg);
+    }
     init_tracing(&cfg);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -130,11 +133,67 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             warn!(cause = %e, "containerd does not answer yet; commits fail with 503 until it does")
         }
     }
+    if !cfg.metrics_address.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&cfg.metrics_address)
+            .await
+            .with_context(|| format!("binding the metrics address {}", cfg.metrics_address))?;
+        info!(address = %cfg.metrics_address, "serving metrics");
+        let app = axum::Router::new()
+            .route("/metrics", axum::routing::get(commit_api::observe::metrics))
+            .with_state(daemon.api.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                error!(cause = %e, "metrics listener failed");
+            }
+        });
+    }
     notify_ready();
     daemon.serve(&socket, shutdown_signal()).await;
     drop(socket);
     info!("stopped");
     Ok(())
+}
+
+/// `--check`: prints what containerd and this host offer.
+fn check(cfg: &Config) -> ExitCode {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return ExitCode::FAILURE;
+    };
+    rt.block_on(async {
+        let c = match Containerd::lazy(&cfg.containerd, &cfg.namespace) {
+            Ok(c) => c,
+            Err(e) => {
+                println!("config: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let report = match commit_engine::check::run(&c).await {
+            Ok(r) => r,
+            Err(e) => {
+                println!("containerd: not answering at {}: {e}", cfg.containerd.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("containerd: {} answers (version {}), namespace {}", cfg.containerd.display(), report.containerd_version, cfg.namespace);
+        for s in &report.snapshotters {
+            let state = match (&s.error, s.visible) {
+                (Some(e), _) => format!("not loaded: {e}"),
+                (None, true) => format!("files visible at {}", s.root.as_ref().map(|r| r.display().to_string()).unwrap_or_default()),
+                (None, false) => "files not visible from here".into(),
+            };
+            println!("snapshotter {}: {state}", s.name);
+        }
+        match &report.content_root {
+            Some(r) => println!("content store: {} visible: layers are written into it directly", r.display()),
+            None => println!("content store: not visible from here: layers go through the content service"),
+        }
+        match report.fast_path() {
+            Ok(()) if cfg.commit.fast_path => println!("fast path: usable for overlayfs containers"),
+            Ok(()) => println!("fast path: usable, but turned off (commit.fast_path = false)"),
+            Err(why) => println!("fast path: not usable: {why}; commits use containerd's diff service"),
+        }
+        ExitCode::SUCCESS
+    })
 }
 
 /// Tells systemd (Type=notify) the socket is ready; a no-op elsewhere.

@@ -1,0 +1,206 @@
+//! What operators watch: metrics, Docker events, `commitd --check`.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use commitd_e2e::{World, daemon};
+
+/// The value of one sample line of the text exposition (0 when absent).
+fn sample(metrics: &str, line_prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_move_with_commits() {
+    let w = World::new("metrics");
+    let d = daemon!(w);
+    w.running("c", "seq 1 100000 > /numbers");
+    let (code, before) = d.curl("GET", "/metrics", None, &[]);
+    assert_eq!(code, 200);
+    let ok = r#"commitd_commits_total{outcome="success",capture="overlay"}"#;
+    assert_eq!(sample(&before, ok), 0.0);
+
+    d.docker_ok(&["commit", "c", "m:1"]);
+    let (code, _) = d.curl("POST", "/commit?container=nope", None, &[]);
+    assert_eq!(code, 404);
+    let (_, after) = d.curl("GET", "/metrics", None, &[]);
+    assert_eq!(sample(&after, ok), 1.0, "{after}");
+    assert_eq!(
+        sample(
+            &after,
+            r#"commitd_commits_total{outcome="error",capture=""}"#
+        ),
+        1.0
+    );
+    assert_eq!(sample(&after, "commitd_commits_in_flight"), 0.0);
+    assert!(
+        sample(&after, "commitd_captured_bytes_total") > 500_000.0,
+        "{after}"
+    );
+    assert!(sample(&after, "commitd_stored_bytes_total") > 0.0);
+    assert_eq!(
+        sample(
+            &after,
+            r#"commitd_commit_phase_duration_seconds_count{phase="total"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            r#"commitd_commit_phase_duration_seconds_count{phase="pause"}"#
+        ),
+        1.0
+    );
+    assert_eq!(sample(&after, "commitd_paused_seconds_count"), 1.0);
+    assert!(
+        sample(&after, "commitd_paused_seconds_sum") > 0.0,
+        "the container was paused"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            r#"commitd_http_requests_total{method="POST",route="/commit",code="201"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            r#"commitd_http_requests_total{method="POST",route="/commit",code="404"}"#
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn metrics_on_a_loopback_port_serve_nothing_else() {
+    let w = World::new("metrics-tcp");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("commitd.toml");
+    std::fs::write(&cfg, format!("metrics_address = \"127.0.0.1:{port}\"\n")).unwrap();
+    let _d = daemon!(w, ["--config", cfg.to_str().unwrap()]);
+    let get = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}"])
+            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let metrics = get("/metrics");
+    assert!(
+        metrics.contains("# TYPE commitd_commits_in_flight gauge") && metrics.ends_with("\n200"),
+        "{metrics}"
+    );
+    assert!(get("/version").ends_with("\n404"), "the API is not on TCP");
+}
+
+#[test]
+fn commit_events_stream_like_dockers() {
+    let w = World::new("events");
+    let d = daemon!(w);
+    w.running("c", "echo x > /x");
+    let mut events = Command::new("docker")
+        .args([
+            "-H",
+            &format!("unix://{}", d.socket.display()),
+            "events",
+            "--filter",
+            "event=commit",
+            "--format",
+            "{{json .}}",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Give the stream a moment to subscribe.
+    std::thread::sleep(Duration::from_millis(500));
+    let id = d
+        .docker_ok(&["commit", "-m", "evented", "c", "ev:1"])
+        .trim()
+        .to_string();
+    d.docker_ok(&["tag", "ev:1", "ev:2"]);
+    let stdout = events.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(l)) = lines.next() {
+            let _ = tx.send(l);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a commit event");
+    let _ = events.kill();
+    let ev: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(ev["Type"], "container");
+    assert_eq!(ev["Action"], "commit");
+    assert_eq!(ev["Actor"]["ID"], "c");
+    assert_eq!(ev["Actor"]["Attributes"]["imageID"], id);
+    assert_eq!(ev["Actor"]["Attributes"]["imageRef"], "ev:1");
+    assert_eq!(ev["Actor"]["Attributes"]["comment"], "evented");
+    assert_eq!(ev["Actor"]["Attributes"]["name"], "c-name");
+
+    // Replay of what happened, bounded in time (`--since … --until …`).
+    let since = (chrono_now() - 60).to_string();
+    let until = (chrono_now() + 1).to_string();
+    let replay = d.docker_ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--format",
+        "{{.Type}} {{.Action}}",
+    ]);
+    assert_eq!(replay, "container commit\nimage tag\n");
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn check_reports_containerd_and_the_fast_path() {
+    let w = World::new("check");
+    let out = Command::new(env!("CARGO_BIN_EXE_commitd-under-test"))
+        .args(["--check", "--containerd"])
+        .arg(&w.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("answers (version 1."), "{text}");
+    assert!(
+        text.contains("snapshotter overlayfs: files visible at"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fast path: usable for overlayfs containers"),
+        "{text}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_commitd-under-test"))
+        .args(["--check", "--containerd", "/nonexistent/containerd.sock"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("not answering at /nonexistent/containerd.sock")
+    );
+}
