@@ -81,8 +81,18 @@ pub(crate) async fn commit(
     State(api): State<Api>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| {
+        let text = r.body_text();
+        if text.contains("timeout") {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, format!("request body not received in time: {text}"))
+        } else if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(r.status(), format!("request body too large (limit {} bytes)", api.limits().max_body))
+        } else {
+            ApiError::new(r.status(), format!("request body unreadable: {text}"))
+        }
+    })?;
     let q = Query::parse(raw.as_deref());
     check_for_json(&headers, &body)?;
     let body_config = wire::decode_body(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -99,6 +109,13 @@ pub(crate) async fn commit(
         c => Some(c.parse::<Compression>().map_err(ApiError::bad_request)?),
     };
     let changes = q.all("changes");
+    if changes.len() > api.limits().max_changes {
+        return Err(ApiError::bad_request(format!(
+            "too many changes: {} (at most {})",
+            changes.len(),
+            api.limits().max_changes
+        )));
+    }
     let body_config = body_config.map(Into::into);
     let req = CommitRequest {
         container,

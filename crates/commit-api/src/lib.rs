@@ -39,6 +39,23 @@ pub const API_VERSION: &str = "1.51";
 /// The lowest Engine API version served: Docker's own floor.
 pub const MIN_API_VERSION: &str = "1.24";
 
+/// Bounds on what one request may ask of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body read (a container config is a few KiB).
+    pub max_body: usize,
+    /// Most `changes` one commit may carry.
+    pub max_changes: usize,
+    /// How long a client may take to send a request body.
+    pub body_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_body: 1 << 20, max_changes: 256, body_timeout: std::time::Duration::from_secs(30) }
+    }
+}
+
 /// What `/version` and the `Server` header say about this daemon.
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
@@ -85,10 +102,15 @@ struct Inner {
     abort: CancellationToken,
     metrics: Arc<observe::Metrics>,
     events: observe::Events,
+    limits: Limits,
 }
 
 impl Api {
     pub fn new(engine: Engine, info: ServerInfo) -> Self {
+        Self::with_limits(engine, info, Limits::default())
+    }
+
+    pub fn with_limits(engine: Engine, info: ServerInfo, limits: Limits) -> Self {
         Self {
             inner: Arc::new(Inner {
                 engine,
@@ -97,6 +119,7 @@ impl Api {
                 abort: CancellationToken::new(),
                 metrics: Arc::default(),
                 events: observe::Events::default(),
+                limits,
             }),
         }
     }
@@ -107,6 +130,10 @@ impl Api {
 
     pub fn info(&self) -> &ServerInfo {
         &self.inner.info
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
     }
 
     pub fn metrics(&self) -> &Arc<observe::Metrics> {
@@ -147,6 +174,8 @@ impl Api {
             .route("/metrics", get(observe::metrics))
             .fallback(system::not_found)
             .method_not_allowed_fallback(system::not_found)
+            .layer(axum::extract::DefaultBodyLimit::max(self.limits().max_body))
+            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(self.limits().body_timeout))
             .layer(axum::middleware::from_fn_with_state(self.clone(), observe::track))
             .with_state(self.clone())
     }

@@ -106,6 +106,7 @@ pub(crate) struct Committer<'a> {
     /// containerd's content directory when visible here: layers are written
     /// into it directly (see `layer`).
     pub content_root: Option<&'a layer::ContentRoot>,
+    pub locks: &'a crate::keyed::KeyedLocks,
 }
 
 /// The layer as captured, and how to fill the new image's snapshot.
@@ -262,7 +263,12 @@ impl Committer<'_> {
         let sn = src.sn;
         self.check_cancel("before capture")?;
         let capture_started = Instant::now();
-        let captured = self.capture(lease, src, codec).await?;
+        let captured = {
+            // Two captures of one container at once would pause and resume
+            // it under each other: they take turns.
+            let _turn = self.locks.lock(&format!("container:{}", src.ct.id)).await;
+            self.capture(lease, src, codec).await?
+        };
         let mut phases = Phases {
             capture: capture_started.elapsed().saturating_sub(captured.layer_time),
             layer: captured.layer_time,
@@ -309,7 +315,10 @@ impl Committer<'_> {
             let name = image_name
                 .clone()
                 .unwrap_or_else(|| images::dangling_name(&manifest.digest));
-            images::name_image(c, &lease.id(), &name, &manifest).await?;
+            {
+                let _turn = self.locks.lock(&format!("image:{name}")).await;
+                images::name_image(c, &lease.id(), &name, &manifest).await?;
+            }
             phases.image = image_started.elapsed();
             Ok((config_digest, manifest, name))
         }

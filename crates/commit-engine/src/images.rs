@@ -124,8 +124,16 @@ pub async fn name_image(
             );
             match c.images().create(req).await {
                 Ok(_) => {}
-                // Someone named it meanwhile: last writer wins, as in Docker.
-                Err(s) if s.code() == Code::AlreadyExists => update(c, lease, record).await?,
+                // Someone named it meanwhile: last writer wins, as in
+                // Docker, and the image it pointed at stays listed.
+                Err(s) if s.code() == Code::AlreadyExists => {
+                    if let Some(now) = get(c, name).await? {
+                        if now.target.as_ref().is_some_and(|t| t.digest != target.digest) {
+                            keep_dangling(c, lease, &now).await?;
+                        }
+                    }
+                    update(c, lease, record).await?
+                }
                 Err(s) => return Err(c.err("image create", s)),
             }
         }

@@ -32,6 +32,7 @@ pub mod diff;
 pub mod error;
 pub mod failpoint;
 pub mod image;
+pub mod keyed;
 pub mod images;
 pub mod layer;
 pub mod lease;
@@ -131,6 +132,8 @@ pub struct Engine {
     cfg: EngineConfig,
     /// Manifests and configs already read.
     cache: catalog::Cache,
+    /// Captures of one container, and renames of one image, take turns.
+    locks: keyed::KeyedLocks,
     /// containerd's content store directory, once seen from here.
     content_root: std::sync::Arc<std::sync::Mutex<Option<layer::ContentRoot>>>,
 }
@@ -141,6 +144,7 @@ impl Engine {
             c,
             cfg,
             cache: catalog::Cache::default(),
+            locks: keyed::KeyedLocks::default(),
             content_root: Default::default(),
         }
     }
@@ -151,6 +155,12 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// Locks by key (see [`keyed`]); image routes that rename take the
+    /// same `image:<name>` locks as commits.
+    pub fn locks(&self) -> &keyed::KeyedLocks {
+        &self.locks
     }
 
     /// The cache of image metadata, for [`catalog`] calls.
@@ -171,6 +181,7 @@ impl Engine {
             cfg: &self.cfg,
             cancel,
             content_root: content_root.as_ref(),
+            locks: &self.locks,
         }
         .commit(req)
         .await

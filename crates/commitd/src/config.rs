@@ -21,7 +21,40 @@ pub struct Config {
     pub log_level: String,
     pub shutdown_timeout_secs: u64,
     pub metrics_address: String,
+    /// The API on TCP; absent unless configured, and then TLS-only.
+    #[serde(default)]
+    pub tcp: Option<TcpConfig>,
+    pub limits: LimitsConfig,
     pub commit: CommitConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_changes: usize,
+    pub header_timeout_secs: u64,
+    pub body_timeout_secs: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialLimits {
+    max_body_bytes: Option<usize>,
+    max_header_bytes: Option<usize>,
+    max_changes: Option<usize>,
+    header_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    pub address: String,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub tls_ca: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -54,6 +87,8 @@ struct PartialConfig {
     log_level: Option<String>,
     shutdown_timeout_secs: Option<u64>,
     metrics_address: Option<String>,
+    tcp: Option<TcpConfig>,
+    limits: Option<PartialLimits>,
     commit: Option<PartialCommit>,
 }
 
@@ -150,6 +185,18 @@ impl Config {
             self.shutdown_timeout_secs => p.shutdown_timeout_secs,
             self.metrics_address => p.metrics_address,
         );
+        if p.tcp.is_some() {
+            self.tcp = p.tcp;
+        }
+        if let Some(l) = p.limits {
+            take!(
+                self.limits.max_body_bytes => l.max_body_bytes,
+                self.limits.max_header_bytes => l.max_header_bytes,
+                self.limits.max_changes => l.max_changes,
+                self.limits.header_timeout_secs => l.header_timeout_secs,
+                self.limits.body_timeout_secs => l.body_timeout_secs,
+            );
+        }
         if let Some(c) = p.commit {
             take!(
                 self.commit.compression => c.compression,
@@ -173,6 +220,14 @@ impl Config {
         if !(1..=19).contains(&self.commit.zstd_level) {
             return Err("commit.zstd_level must be 1 to 19".into());
         }
+        if self.limits.header_timeout_secs == 0 || self.limits.body_timeout_secs == 0 {
+            return Err("limits: timeouts must be at least 1 second".into());
+        }
+        if let Some(t) = &self.tcp {
+            if t.address.parse::<std::net::SocketAddr>().is_err() {
+                return Err(format!("tcp.address {:?} is not an IP:port", t.address));
+            }
+        }
         if !self.metrics_address.is_empty()
             && self
                 .metrics_address
@@ -188,6 +243,21 @@ impl Config {
             return Err("socket and containerd must be set".into());
         }
         Ok(())
+    }
+
+    pub fn api_limits(&self) -> commit_api::Limits {
+        commit_api::Limits {
+            max_body: self.limits.max_body_bytes,
+            max_changes: self.limits.max_changes,
+            body_timeout: Duration::from_secs(self.limits.body_timeout_secs),
+        }
+    }
+
+    pub fn conn_limits(&self) -> crate::server::ConnLimits {
+        crate::server::ConnLimits {
+            header_timeout: Duration::from_secs(self.limits.header_timeout_secs),
+            max_header_bytes: self.limits.max_header_bytes,
+        }
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
@@ -223,6 +293,11 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.commit.lease_expiry_secs, 3600);
         assert_eq!(c.commit.compression, commit_engine::Compression::Gzip);
+        assert_eq!(
+            c.api_limits(),
+            commit_api::Limits::default(),
+            "documented limits are the API's own"
+        );
         // The file documents the engine's own defaults.
         let e = commit_engine::EngineConfig::default();
         let f = c.engine();

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod server;
+pub mod tls;
 
 use std::future::Future;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use crate::config::{Cli, Config, LogFormat};
 pub struct Daemon {
     pub api: Api,
     shutdown_timeout: Duration,
+    conn_limits: server::ConnLimits,
 }
 
 impl Daemon {
@@ -30,18 +32,19 @@ impl Daemon {
         let c = Containerd::lazy(&cfg.containerd, &cfg.namespace)?;
         let engine = Engine::new(c, cfg.engine());
         Ok(Self {
-            api: Api::new(engine, ServerInfo::default()),
+            api: Api::with_limits(engine, ServerInfo::default(), cfg.api_limits()),
             shutdown_timeout: cfg.shutdown_timeout(),
+            conn_limits: cfg.conn_limits(),
         })
     }
 
     /// Serves until `shutdown`, then drains: open connections finish, and
     /// commits in flight get the shutdown timeout to finish before they are
     /// told to roll back (which resumes their containers).
-    pub async fn serve(&self, socket: &server::Socket, shutdown: impl Future<Output = ()>) {
+    pub async fn serve(&self, socket: &server::Socket, tls: Option<server::Tls>, shutdown: impl Future<Output = ()>) {
         let app = commit_api::app(&self.api);
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-        let serving = server::serve(&socket.listener, app, async move {
+        let serving = server::serve(&socket.listener, tls, self.conn_limits, app, async move {
             shutdown.await;
             let _ = stopped_tx.send(());
         });
@@ -147,8 +150,19 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
+    let tls = match &cfg.tcp {
+        Some(t) => {
+            let acceptor = tls::acceptor(&t.tls_cert, &t.tls_key, &t.tls_ca)?;
+            let listener = tokio::net::TcpListener::bind(&t.address)
+                .await
+                .with_context(|| format!("binding {}", t.address))?;
+            info!(address = %t.address, "serving the API on TCP (TLS, client certificates required)");
+            Some(server::Tls { listener, acceptor })
+        }
+        None => None,
+    };
     notify_ready();
-    daemon.serve(&socket, shutdown_signal()).await;
+    daemon.serve(&socket, tls, shutdown_signal()).await;
     drop(socket);
     info!("stopped");
     Ok(())

@@ -18,10 +18,14 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::UnixListener;
 use tracing::{debug, info, warn};
 
-/// How long a client may take to send a request's headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest request head (request line and headers) accepted.
-pub const MAX_HEADER_BYTES: usize = 64 << 10;
+/// Connection limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// Largest request head (request line and headers) accepted.
+    pub max_header_bytes: usize,
+}
 
 /// A bound unix socket, removed again when dropped (if it is still ours).
 pub struct Socket {
@@ -101,14 +105,40 @@ fn lookup_group(group: &str) -> io::Result<u32> {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then stops
-/// accepting and waits for open connections to finish their requests.
-pub async fn serve(listener: &UnixListener, app: Router, shutdown: impl Future<Output = ()>) {
+/// The optional TCP listener and its TLS acceptor.
+pub struct Tls {
+    pub listener: tokio::net::TcpListener,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+/// How long a TLS client may take to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` (and the TLS listener, if any) until
+/// `shutdown` completes, then stops accepting and waits for open
+/// connections to finish their requests.
+pub async fn serve(
+    listener: &UnixListener,
+    tls: Option<Tls>,
+    limits: ConnLimits,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES);
+        // The first request's head is guarded by `HeadGuard` (which answers
+        // 408); hyper's own timer, a little later, covers kept-alive ones.
+        .header_read_timeout(limits.header_timeout + Duration::from_secs(1))
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let tcp_accept = async |tls: &Option<Tls>| match tls {
+        Some(t) => t
+            .listener
+            .accept()
+            .await
+            .map(|(s, peer)| (s, peer, t.acceptor.clone())),
+        None => std::future::pending().await,
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -122,6 +152,7 @@ pub async fn serve(listener: &UnixListener, app: Router, shutdown: impl Future<O
                         continue;
                     }
                 };
+                let stream = HeadGuard::new(stream, limits);
                 let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -130,9 +161,162 @@ pub async fn serve(listener: &UnixListener, app: Router, shutdown: impl Future<O
                     }
                 });
             }
+            accepted = tcp_accept(&tls) => {
+                let (stream, peer, acceptor) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!(cause = %e, "TCP accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (http, app, watcher) = (http.clone(), app.clone(), graceful.watcher());
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            info!(%peer, cause = %e, "TLS handshake refused");
+                            return;
+                        }
+                        Err(_) => {
+                            info!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let stream = HeadGuard::new(stream, limits);
+                    let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+                    if let Err(e) = watcher.watch(conn).await {
+                        debug!(cause = %e, "TLS connection ended with an error");
+                    }
+                });
+            }
             () = &mut shutdown => break,
         }
     }
     info!("no longer accepting connections");
     graceful.shutdown().await;
+}
+
+/// Guards the head of a connection's first request: a client that has not
+/// sent its request line and headers within the timeout gets `408`, one
+/// whose head outgrows the limit gets `431`, and the connection closes.
+/// (hyper would close silently; later requests on a kept-alive connection
+/// are bounded by hyper's own header timeout.)
+pub struct HeadGuard<S> {
+    inner: S,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    max: usize,
+    seen: usize,
+    /// Progress through the `\r\n\r\n` that ends a head.
+    matched: u8,
+    done: bool,
+}
+
+impl<S> HeadGuard<S> {
+    pub fn new(inner: S, limits: ConnLimits) -> Self {
+        Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(limits.header_timeout)),
+            max: limits.max_header_bytes,
+            seen: 0,
+            matched: 0,
+            done: false,
+        }
+    }
+}
+
+const TIMEOUT_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: 50\r\nconnection: close\r\n\r\n{\"message\":\"request headers not received in time\"}";
+const TOO_LARGE_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\ncontent-length: 48\r\nconnection: close\r\n\r\n{\"message\":\"request line and headers too large\"}";
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> HeadGuard<S> {
+    /// Answers and ends the connection (best effort: the answer is small).
+    fn refuse(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        answer: &[u8],
+    ) -> std::task::Poll<io::Result<()>> {
+        let _ = std::pin::Pin::new(&mut self.inner).poll_write(cx, answer);
+        let _ = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.done = true;
+        std::task::Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request head refused",
+        )))
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncRead
+    for HeadGuard<S>
+{
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.done {
+            return std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let mut too_large = false;
+                for &b in &buf.filled()[before..] {
+                    this.seen += 1;
+                    if this.seen > this.max {
+                        too_large = true;
+                        break;
+                    }
+                    let want = [b'\r', b'\n', b'\r', b'\n'][this.matched as usize];
+                    this.matched = if b == want {
+                        this.matched + 1
+                    } else if b == b'\r' {
+                        1
+                    } else {
+                        0
+                    };
+                    if this.matched == 4 {
+                        this.done = true;
+                        break;
+                    }
+                }
+                if too_large {
+                    return this.refuse(cx, TOO_LARGE_431);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    // Nothing of a head yet (an idle connection) or half a
+                    // head: either way the client is too slow.
+                    return this.refuse(cx, TIMEOUT_408);
+                }
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for HeadGuard<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
