@@ -223,7 +223,7 @@ fn ping_and_version_as_docker() {
 }
 
 fn commit_api_version() -> &'static str {
-    "1.51"
+    "1.53"
 }
 
 #[test]

@@ -35,7 +35,7 @@ pub use crate::error::ApiError;
 
 /// The highest Engine API version served (and the one assumed when a
 /// request has no version prefix).
-pub const API_VERSION: &str = "1.51";
+pub const API_VERSION: &str = "1.53";
 /// The lowest Engine API version served: Docker's own floor.
 pub const MIN_API_VERSION: &str = "1.24";
 
