@@ -19,6 +19,7 @@ export COMMITD_TEST_PYTHON=$PWD/$venv/bin/python
 # Packaging: the Dockerfile and the systemd unit.
 bash tests/lint/hadolint.sh
 bash tests/lint/systemd.sh
+bash tests/lint/kubernetes.sh
 
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked --no-fail-fast "$@"
