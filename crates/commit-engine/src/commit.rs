@@ -291,6 +291,7 @@ impl Committer<'_> {
             // Fill the new image's snapshot so it runs at once.
             let chain_id = image::chain_id(&config.rootfs.diff_ids);
             self.check_cancel("before filling the image's snapshot")?;
+            crate::failpoint::delay(&src.ct.id, crate::failpoint::step::BEFORE_FILL).await;
             crate::failpoint::check(&src.ct.id, crate::failpoint::step::BEFORE_FILL)?;
             let fill_started = Instant::now();
             match (&captured.fill, &chain_id) {
@@ -434,10 +435,25 @@ impl Committer<'_> {
         let running = src.pause
             && snapshot::is_active(src.info)
             && task::state(c, id).await? == TaskState::Running;
-        let paused_at = if running && task::pause(c, id).await? {
-            Some(Instant::now())
-        } else {
-            None
+        let journal = &self.cfg.journal;
+        if running {
+            journal
+                .record(c.namespace(), id)
+                .map_err(|e| Error::io("recording the pause in the journal", e))?;
+        }
+        let paused_at = match running {
+            true => match task::pause(c, id).await {
+                Ok(true) => Some(Instant::now()),
+                Ok(false) => {
+                    journal.clear(c.namespace(), id);
+                    None
+                }
+                Err(e) => {
+                    journal.clear(c.namespace(), id);
+                    return Err(e);
+                }
+            },
+            false => None,
         };
         let out = f.await;
         // A failure here must still resume the container.
@@ -445,7 +461,7 @@ impl Committer<'_> {
         let mut paused = Duration::ZERO;
         if let Some(at) = paused_at {
             paused = at.elapsed();
-            if let Some(e) = task::resume_or_retry(c, id).await {
+            if let Some(e) = task::resume_or_retry(c, id, journal).await {
                 warn!(container = %id, cause = %e, "container not resumed yet; retrying in the background");
             }
         }

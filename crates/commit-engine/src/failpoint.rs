@@ -23,6 +23,47 @@ mod armed {
     pub(super) static POINTS: Mutex<Option<HashMap<String, &'static str>>> = Mutex::new(None);
 }
 
+#[cfg(feature = "failpoints")]
+mod delays {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    pub(super) static DELAYS: Mutex<Option<HashMap<String, (&'static str, Duration)>>> =
+        Mutex::new(None);
+}
+
+/// Makes the next commit of `container_id` wait `by` at `step` (a slow
+/// commit, e.g. one that outlives its lease's expiry).
+#[cfg(feature = "failpoints")]
+pub fn arm_delay(container_id: &str, step: &'static str, by: std::time::Duration) {
+    let mut d = delays::DELAYS.lock().unwrap_or_else(|p| p.into_inner());
+    d.get_or_insert_with(Default::default)
+        .insert(container_id.to_string(), (step, by));
+}
+
+#[cfg(feature = "failpoints")]
+pub(crate) async fn delay(container_id: &str, step: &'static str) {
+    let hit = {
+        let mut d = delays::DELAYS.lock().unwrap_or_else(|p| p.into_inner());
+        d.as_mut().and_then(|m| match m.get(container_id) {
+            Some((s, by)) if *s == step => {
+                let by = *by;
+                m.remove(container_id);
+                Some(by)
+            }
+            _ => None,
+        })
+    };
+    if let Some(by) = hit {
+        tokio::time::sleep(by).await;
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) async fn delay(_container_id: &str, _step: &'static str) {}
+
 /// Makes the next commit of `container_id` fail at `step`.
 #[cfg(feature = "failpoints")]
 pub fn arm(container_id: &str, step: &'static str) {

@@ -92,6 +92,8 @@ pub struct EngineConfig {
     /// Read overlay upper directories directly when possible; `false`
     /// always uses containerd's diff service.
     pub fast_path: bool,
+    /// Where paused containers are remembered across a crash.
+    pub journal: task::PauseJournal,
 }
 
 impl Default for EngineConfig {
@@ -103,6 +105,7 @@ impl Default for EngineConfig {
             zstd_level: 3,
             threads: 0,
             fast_path: true,
+            journal: task::PauseJournal::default(),
         }
     }
 }
@@ -185,6 +188,12 @@ impl Engine {
         }
         .commit(req)
         .await
+    }
+
+    /// Resumes containers a previous run of the daemon paused and did not
+    /// resume (it died mid-commit).
+    pub async fn recover(&self) {
+        task::recover(&self.c, &self.cfg.journal).await;
     }
 
     /// Where layers can be written directly, if anywhere (fast path only).

@@ -75,16 +75,98 @@ pub async fn resume(c: &Containerd, container: &str) -> Result<()> {
     }
 }
 
+/// Remembers, on disk, the containers a commit has paused, so a daemon
+/// that died mid-pause resumes them when it starts again. Without a
+/// directory it remembers nothing.
+#[derive(Debug, Clone, Default)]
+pub struct PauseJournal {
+    dir: Option<std::path::PathBuf>,
+}
+
+impl PauseJournal {
+    pub fn new(dir: Option<std::path::PathBuf>) -> Self {
+        Self {
+            dir: dir.map(|d| d.join("paused")),
+        }
+    }
+
+    fn path(&self, namespace: &str, container: &str) -> Option<std::path::PathBuf> {
+        self.dir.as_ref().map(|d| d.join(namespace).join(container))
+    }
+
+    /// Notes that `container` is about to be paused by a commit.
+    pub fn record(&self, namespace: &str, container: &str) -> std::io::Result<()> {
+        let Some(p) = self.path(namespace, container) else {
+            return Ok(());
+        };
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&p, std::process::id().to_string())
+    }
+
+    /// Forgets it (resumed, or gone).
+    pub fn clear(&self, namespace: &str, container: &str) {
+        if let Some(p) = self.path(namespace, container) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// Containers of `namespace` a previous run paused and may not have resumed.
+    pub fn pending(&self, namespace: &str) -> Vec<String> {
+        let Some(dir) = self.dir.as_ref().map(|d| d.join(namespace)) else {
+            return Vec::new();
+        };
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Resumes what a previous run left paused (see [`PauseJournal`]); retries
+/// in the background while containerd does not answer.
+pub async fn recover(c: &Containerd, journal: &PauseJournal) {
+    for id in journal.pending(c.namespace()) {
+        match state(c, &id).await {
+            Ok(TaskState::Paused) => {
+                info!(container = %id, "resuming a container a previous run left paused");
+                if let Some(e) = resume_or_retry(c, &id, journal).await {
+                    warn!(container = %id, cause = %e, "resume failed; retrying in the background");
+                }
+            }
+            Ok(_) => journal.clear(c.namespace(), &id),
+            Err(e) => {
+                warn!(container = %id, cause = %e, "cannot look at a container a previous run paused; retrying");
+                if let Some(e) = resume_or_retry(c, &id, journal).await {
+                    warn!(container = %id, cause = %e, "resume failed; retrying in the background");
+                }
+            }
+        }
+    }
+}
+
 /// Resumes the task, and if that fails, keeps trying in the background until
 /// it works or the task is gone. Returns the first error, if any, for the
-/// caller to report.
-pub async fn resume_or_retry(c: &Containerd, container: &str) -> Option<Error> {
+/// caller to report. The journal forgets the container once it runs.
+pub async fn resume_or_retry(
+    c: &Containerd,
+    container: &str,
+    journal: &PauseJournal,
+) -> Option<Error> {
     let err = match resume(c, container).await {
-        Ok(()) => return None,
+        Ok(()) => {
+            journal.clear(c.namespace(), container);
+            return None;
+        }
         Err(e) => e,
     };
     warn!(container = %container, cause = %err, "resume failed; retrying in the background");
-    let (c, id) = (c.clone(), container.to_string());
+    let (c, id, journal) = (c.clone(), container.to_string(), journal.clone());
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(200);
         loop {
@@ -92,6 +174,7 @@ pub async fn resume_or_retry(c: &Containerd, container: &str) -> Option<Error> {
             match resume(&c, &id).await {
                 Ok(()) => {
                     info!(container = %id, "container resumed after containerd came back");
+                    journal.clear(c.namespace(), &id);
                     return;
                 }
                 Err(e) => {

@@ -21,6 +21,7 @@ pub struct Config {
     pub log_level: String,
     pub shutdown_timeout_secs: u64,
     pub metrics_address: String,
+    pub state_dir: PathBuf,
     /// The API on TCP; absent unless configured, and then TLS-only.
     #[serde(default)]
     pub tcp: Option<TcpConfig>,
@@ -87,6 +88,7 @@ struct PartialConfig {
     log_level: Option<String>,
     shutdown_timeout_secs: Option<u64>,
     metrics_address: Option<String>,
+    state_dir: Option<PathBuf>,
     tcp: Option<TcpConfig>,
     limits: Option<PartialLimits>,
     commit: Option<PartialCommit>,
@@ -184,6 +186,7 @@ impl Config {
             self.log_level => p.log_level,
             self.shutdown_timeout_secs => p.shutdown_timeout_secs,
             self.metrics_address => p.metrics_address,
+            self.state_dir => p.state_dir,
         );
         if p.tcp.is_some() {
             self.tcp = p.tcp;
@@ -260,6 +263,14 @@ impl Config {
         }
     }
 
+    /// Where the daemon keeps its state: `state_dir`, or the socket's directory.
+    pub fn state_dir(&self) -> PathBuf {
+        if !self.state_dir.as_os_str().is_empty() {
+            return self.state_dir.clone();
+        }
+        self.socket.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/run/commitd"))
+    }
+
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
@@ -272,6 +283,7 @@ impl Config {
             zstd_level: self.commit.zstd_level,
             threads: self.commit.compression_threads,
             fast_path: self.commit.fast_path,
+            journal: commit_engine::task::PauseJournal::new(Some(self.state_dir())),
         }
     }
 }
@@ -301,6 +313,7 @@ mod tests {
         // The file documents the engine's own defaults.
         let e = commit_engine::EngineConfig::default();
         let f = c.engine();
+        assert_eq!(c.state_dir(), Path::new("/run/commitd"), "beside the socket by default");
         assert_eq!(
             (
                 f.lease_expiry,

@@ -136,6 +136,17 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             warn!(cause = %e, "containerd does not answer yet; commits fail with 503 until it does")
         }
     }
+    // Containers a previous run paused and did not resume (it died
+    // mid-commit) are resumed as soon as containerd answers.
+    let engine = daemon.api.engine().clone();
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(200);
+        while engine.containerd().server_version().await.is_err() {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+        engine.recover().await;
+    });
     if !cfg.metrics_address.is_empty() {
         let listener = tokio::net::TcpListener::bind(&cfg.metrics_address)
             .await
