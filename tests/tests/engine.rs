@@ -104,6 +104,20 @@ async fn every_kind_of_change(fast: bool) {
             .iter()
             .any(|s| s.key == chain && s.kind == "Committed")
     );
+
+    // The layer itself, applied by containerd's own unpacker in a namespace
+    // that has never seen the snapshots: the same filesystem again.
+    let archive = tempfile::NamedTempFile::new().unwrap();
+    w.ctr
+        .run(&["images", "export", archive.path().to_str().unwrap(), "docker.io/library/changed:latest"])
+        .unwrap();
+    let other = World::new(if fast { "reimport-fast" } else { "reimport-service" });
+    other.ctr.import_archive(archive.path()).unwrap();
+    assert_eq!(
+        other.run("docker.io/library/changed:latest", LIST_FS),
+        before,
+        "containerd's apply of our layer gives the container's filesystem"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
