@@ -86,9 +86,18 @@ pub(crate) async fn commit(
     let body = body.map_err(|r| {
         let text = r.body_text();
         if text.contains("timeout") {
-            ApiError::new(StatusCode::REQUEST_TIMEOUT, format!("request body not received in time: {text}"))
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request body not received in time: {text}"),
+            )
         } else if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(r.status(), format!("request body too large (limit {} bytes)", api.limits().max_body))
+            ApiError::new(
+                r.status(),
+                format!(
+                    "request body too large (limit {} bytes)",
+                    api.limits().max_body
+                ),
+            )
         } else {
             ApiError::new(r.status(), format!("request body unreadable: {text}"))
         }
@@ -134,17 +143,23 @@ pub(crate) async fn commit(
     let engine = api.engine().clone();
     let abort = api.inner.abort.clone();
     let comment = req.comment.clone();
-    let image_ref = name.as_ref().map(reference::Named::familiar).unwrap_or_default();
+    let image_ref = name
+        .as_ref()
+        .map(reference::Named::familiar)
+        .unwrap_or_default();
     let tracked = Arc::clone(api.metrics());
-    let task = api.commits().spawn(async move {
-        let _in_flight = tracked.commit_started();
-        let result = engine.commit(req, &abort).await;
-        match &result {
-            Ok(done) => tracked.commit_done(done),
-            Err(_) => tracked.commit_failed(),
-        }
-        result
-    });
+    let task = api.commits().spawn(tracing::Instrument::instrument(
+        async move {
+            let _in_flight = tracked.commit_started();
+            let result = engine.commit(req, &abort).await;
+            match &result {
+                Ok(done) => tracked.commit_done(done),
+                Err(_) => tracked.commit_failed(),
+            }
+            result
+        },
+        tracing::Span::current(),
+    ));
     let committed = task
         .await
         .map_err(|e| ApiError::internal(format!("commit failed: {e}")))??;

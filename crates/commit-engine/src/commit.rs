@@ -239,6 +239,7 @@ impl Committer<'_> {
             container = %committed.container_id,
             image = %committed.image_name,
             id = %committed.image_id,
+            manifest = %committed.manifest.digest,
             capture = ?committed.capture,
             paused_ms = committed.paused.as_millis() as u64,
             elapsed_ms = committed.elapsed.as_millis() as u64,
@@ -335,6 +336,7 @@ impl Committer<'_> {
 
     /// Config and manifest blobs, with the references that keep the
     /// snapshot and the layers alive once the lease is gone.
+    #[instrument(skip_all, fields(phase = "write", chain_id = ?chain_id))]
     async fn write_image(
         &self,
         lease: &Lease,
@@ -469,6 +471,7 @@ impl Committer<'_> {
         Ok((out, paused))
     }
 
+    #[instrument(skip_all, fields(phase = "capture", path = "overlay"))]
     async fn capture_overlay(
         &self,
         lease: &Lease,
@@ -577,6 +580,7 @@ impl Committer<'_> {
         result
     }
 
+    #[instrument(skip_all, fields(phase = "capture", path = "diff-service"))]
     async fn capture_with_service(
         &self,
         lease: &Lease,

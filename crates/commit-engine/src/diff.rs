@@ -145,7 +145,7 @@ fn read_prefix(mut r: impl Read, buf: &mut [u8]) -> usize {
 /// diff service: prepare under a unique `extract-` key, apply, commit. An
 /// existing snapshot of that name is success. The prepared snapshot is
 /// removed on failure.
-#[instrument(skip_all, fields(chain_id = %chain_id))]
+#[instrument(skip_all, fields(phase = "apply", chain_id = %chain_id))]
 pub async fn apply(
     c: &Containerd,
     lease: &str,

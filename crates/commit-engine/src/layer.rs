@@ -346,7 +346,7 @@ fn run_pipeline<R>(
 /// Runs `produce` on a blocking thread, writing an uncompressed tar into
 /// the sink it is given, and puts the result into the content store as a
 /// layer blob labelled with its diff ID.
-#[instrument(skip_all, fields(compression = ?codec.compression, local = root.is_some()))]
+#[instrument(skip_all, fields(phase = "layer", compression = ?codec.compression, local = root.is_some()))]
 pub async fn stream_layer<R, F>(
     c: &Containerd,
     lease: &str,

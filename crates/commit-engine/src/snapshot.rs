@@ -117,6 +117,7 @@ impl<'a> Snapshots<'a> {
     /// Commits an active snapshot under `name`. `Ok(false)` when a snapshot
     /// of that name already exists (same chain ID, same content): the
     /// active one is then removed and the existing one serves.
+    #[tracing::instrument(skip_all, fields(phase = "apply", snapshot = %name))]
     pub async fn commit(&self, lease: &str, name: &str, key: &str) -> Result<bool> {
         let req = self.c.leased(
             CommitSnapshotRequest {
