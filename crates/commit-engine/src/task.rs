@@ -186,3 +186,72 @@ pub async fn resume_or_retry(
     });
     Some(err)
 }
+
+/// What `docker ps` and `docker inspect` show of a task.
+#[derive(Debug, Clone, Default)]
+pub struct TaskInfo {
+    pub state: Option<TaskState>,
+    pub pid: u32,
+    pub exit_status: u32,
+    /// Unix seconds (and nanos) the task exited, if it did.
+    pub exited_at: Option<(i64, i32)>,
+    /// Unix seconds the task's process started, when this host can see it.
+    pub started_at: Option<i64>,
+}
+
+/// The task of `container` (no task: `state` is [`TaskState::None`]).
+pub async fn info(c: &Containerd, container: &str) -> Result<TaskInfo> {
+    let req = c.request(GetRequest {
+        container_id: container.to_string(),
+        exec_id: String::new(),
+    });
+    let p = match c.tasks().get(req).await {
+        Ok(resp) => resp.into_inner().process.unwrap_or_default(),
+        Err(s) if s.code() == Code::NotFound => {
+            return Ok(TaskInfo {
+                state: Some(TaskState::None),
+                ..Default::default()
+            });
+        }
+        Err(s) => return Err(c.err("task get", s)),
+    };
+    let state = match Status::try_from(p.status).unwrap_or(Status::Unknown) {
+        Status::Running => TaskState::Running,
+        Status::Paused | Status::Pausing => TaskState::Paused,
+        Status::Created => TaskState::Created,
+        Status::Stopped => TaskState::Stopped,
+        Status::Unknown => TaskState::Other,
+    };
+    let exited_at = p
+        .exited_at
+        .filter(|t| t.seconds > 0)
+        .map(|t| (t.seconds, t.nanos));
+    Ok(TaskInfo {
+        state: Some(state),
+        pid: p.pid,
+        exit_status: p.exit_status,
+        exited_at,
+        started_at: process_start(p.pid),
+    })
+}
+
+/// A process's start time from /proc (boot time + start ticks).
+fn process_start(pid: u32) -> Option<i64> {
+    if pid == 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces).
+    let rest = stat.rsplit_once(") ")?.1;
+    let ticks: i64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let btime: i64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| btime + ticks / hz)
+}
