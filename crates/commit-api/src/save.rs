@@ -1,11 +1,33 @@
 //! `docker save`: `GET /images/{name}/get` and `GET /images/get?names=…`.
+//!
+//! The archive is what Docker 25+ writes: an OCI image layout (`oci-layout`,
+//! `index.json`, `blobs/sha256/…`) and Docker's `manifest.json` in the same
+//! tar, so `docker load`, skopeo (`docker-archive:` and `oci-archive:`) and
+//! umoci all read it. It is streamed: metadata first, then each blob (once,
+//! however many images share it) read from containerd's content store in
+//! chunks. A client that hangs up stops the work.
 
+use std::collections::{BTreeMap, HashSet};
+
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::response::Response;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use commit_engine::catalog::ImageEntry;
+use commit_engine::content;
+use commit_engine::image::{Descriptor, media_type};
+use serde_json::json;
+use tokio::sync::mpsc;
 
 use crate::Api;
 use crate::commit::Query;
 use crate::error::ApiError;
+use crate::images::{self, lookup};
+use crate::reference::familiar_name;
+
+/// Bytes read from the content store per request.
+const CHUNK: i64 = 4 << 20;
 
 /// `GET /images/get?names=a&names=b`.
 pub async fn save_many(
@@ -16,10 +38,252 @@ pub async fn save_many(
     save(&api, names).await
 }
 
+/// One image of the archive: what `manifest.json` and `index.json` say of it.
+struct Exported {
+    entry: ImageEntry,
+    /// The normalized name asked for, when it was a name (not an ID).
+    name: Option<String>,
+}
+
 /// Streams a tar of the named images.
-pub async fn save(_api: &Api, _names: Vec<String>) -> Result<Response, ApiError> {
-    Err(ApiError::new(
-        axum::http::StatusCode::NOT_IMPLEMENTED,
-        "image save is not implemented yet",
-    ))
+pub async fn save(api: &Api, names: Vec<String>) -> Result<Response, ApiError> {
+    if names.is_empty() {
+        return Err(ApiError::bad_request("no image names given"));
+    }
+    let mut exported = Vec::new();
+    for n in &names {
+        let entry = images::find(api, n).await?;
+        let name = match lookup(n)?.0 {
+            commit_engine::catalog::Lookup::Name(full)
+                if entry.records.iter().any(|r| r.name == full) =>
+            {
+                Some(full)
+            }
+            _ => None,
+        };
+        exported.push(Exported { entry, name });
+    }
+    // Every blob, once, in a stable order; all must be here before a byte goes out.
+    let mut blobs: Vec<Descriptor> = Vec::new();
+    let mut seen = HashSet::new();
+    for e in &exported {
+        let r = &e.entry.resolved;
+        for d in std::iter::once(&r.manifest_descriptor)
+            .chain([&r.manifest.config])
+            .chain(&r.manifest.layers)
+        {
+            if seen.insert(d.digest.clone()) {
+                blobs.push(d.clone());
+            }
+        }
+    }
+    let c = api.engine().containerd();
+    for d in &blobs {
+        if let Err(e) = content::info(c, &d.digest).await {
+            let owner = exported
+                .iter()
+                .find(|x| {
+                    let r = &x.entry.resolved;
+                    r.manifest_descriptor.digest == d.digest
+                        || r.manifest.config.digest == d.digest
+                        || r.manifest.layers.iter().any(|l| l.digest == d.digest)
+                })
+                .map(|x| x.name.clone().unwrap_or_else(|| x.entry.id.clone()))
+                .unwrap_or_default();
+            return Err(match e.is_not_found() {
+                true => ApiError::internal(format!(
+                    "blob {} of image {} is not in the content store (never pulled?): cannot save it",
+                    d.digest,
+                    familiar_name(&owner)
+                )),
+                false => e.into(),
+            });
+        }
+    }
+    let metadata = metadata(&exported)?;
+
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let c = c.clone();
+    tokio::spawn(async move {
+        let send = |b: Vec<u8>| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(Bytes::from(b))).await.is_ok() }
+        };
+        for (path, data) in &metadata {
+            if !send(entry(path, data.len() as u64, 0o644)).await
+                || !send(padded(data.clone())).await
+            {
+                return;
+            }
+        }
+        for dir in ["blobs/", "blobs/sha256/"] {
+            if !send(dir_entry(dir)).await {
+                return;
+            }
+        }
+        for d in blobs {
+            let size = u64::try_from(d.size).unwrap_or(0);
+            if !send(entry(
+                &format!("blobs/sha256/{}", d.digest.trim_start_matches("sha256:")),
+                size,
+                0o444,
+            ))
+            .await
+            {
+                return;
+            }
+            let mut offset = 0i64;
+            while offset < d.size {
+                let want = (d.size - offset).min(CHUNK);
+                match content::read_range(&c, &d.digest, offset, want).await {
+                    Ok(data) if !data.is_empty() => {
+                        offset += data.len() as i64;
+                        if tx.send(Ok(Bytes::from(data))).await.is_err() {
+                            return; // the client hung up
+                        }
+                    }
+                    Ok(_) => {
+                        let _ = tx
+                            .send(Err(std::io::Error::other(format!(
+                                "blob {} ended early",
+                                d.digest
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                        return;
+                    }
+                }
+            }
+            let pad = (512 - (size % 512)) % 512;
+            if pad > 0 && !send(vec![0; pad as usize]).await {
+                return;
+            }
+        }
+        let _ = send(vec![0; 1024]).await;
+    });
+    let mut resp = (
+        StatusCode::OK,
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-tar"),
+    );
+    Ok(resp)
+}
+
+/// `oci-layout`, `index.json`, `manifest.json` (and `repositories`).
+fn metadata(exported: &[Exported]) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
+    let mut index = Vec::new();
+    let mut manifest_json = Vec::new();
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for e in exported {
+        let r = &e.entry.resolved;
+        let mut annotations = BTreeMap::new();
+        let mut repo_tags = Vec::new();
+        if let Some(full) = &e.name {
+            annotations.insert("io.containerd.image.name".to_string(), full.clone());
+            let familiar = familiar_name(full).to_string();
+            if let Some((repo, tag)) = familiar.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+                annotations.insert(
+                    "org.opencontainers.image.ref.name".to_string(),
+                    tag.to_string(),
+                );
+                repositories.entry(repo.to_string()).or_default().insert(
+                    tag.to_string(),
+                    e.entry.id.trim_start_matches("sha256:").to_string(),
+                );
+            }
+            repo_tags.push(familiar);
+        }
+        index.push(json!({
+            "mediaType": if r.manifest_descriptor.media_type.is_empty() { media_type::OCI_MANIFEST } else { r.manifest_descriptor.media_type.as_str() },
+            "digest": r.manifest_descriptor.digest,
+            "size": r.manifest_descriptor.size,
+            "annotations": annotations,
+        }));
+        let blob =
+            |d: &Descriptor| format!("blobs/sha256/{}", d.digest.trim_start_matches("sha256:"));
+        manifest_json.push(json!({
+            "Config": blob(&r.manifest.config),
+            "RepoTags": repo_tags,
+            "Layers": r.manifest.layers.iter().map(blob).collect::<Vec<_>>(),
+        }));
+    }
+    let ser = |v: &serde_json::Value| {
+        serde_json::to_vec(v).map_err(|e| ApiError::internal(e.to_string()))
+    };
+    let mut out = vec![
+        (
+            "oci-layout".to_string(),
+            ser(&json!({"imageLayoutVersion": "1.0.0"}))?,
+        ),
+        (
+            "index.json".to_string(),
+            ser(
+                &json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": index}),
+            )?,
+        ),
+        ("manifest.json".to_string(), ser(&json!(manifest_json))?),
+    ];
+    if !repositories.is_empty() {
+        out.push(("repositories".to_string(), ser(&json!(repositories))?));
+    }
+    Ok(out)
+}
+
+/// A regular file's tar header.
+fn entry(path: &str, size: u64, mode: u32) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    let _ = h.set_path(path);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+fn dir_entry(path: &str) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    let _ = h.set_path(path);
+    h.set_size(0);
+    h.set_mode(0o755);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+/// Data followed by the zeros that round it up to a 512-byte block.
+fn padded(mut data: Vec<u8>) -> Vec<u8> {
+    let pad = (512 - data.len() % 512) % 512;
+    data.resize(data.len() + pad, 0);
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_and_padding_make_a_tar() {
+        let mut tarball = entry("oci-layout", 5, 0o644);
+        tarball.extend(padded(b"hello".to_vec()));
+        tarball.extend(dir_entry("blobs/"));
+        tarball.extend(vec![0; 1024]);
+        let mut a = tar::Archive::new(&tarball[..]);
+        let names: Vec<String> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["oci-layout", "blobs/"]);
+    }
 }
