@@ -50,6 +50,15 @@ pub struct Limits {
     pub body_timeout: std::time::Duration,
 }
 
+/// What the API is configured with beyond the engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    pub limits: Limits,
+    /// Registries reached over plain HTTP besides loopback ones (Docker's
+    /// `insecure-registries`).
+    pub insecure_registries: Vec<String>,
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self { max_body: 1 << 20, max_changes: 256, body_timeout: std::time::Duration::from_secs(30) }
@@ -102,15 +111,15 @@ struct Inner {
     abort: CancellationToken,
     metrics: Arc<observe::Metrics>,
     events: observe::Events,
-    limits: Limits,
+    options: Options,
 }
 
 impl Api {
     pub fn new(engine: Engine, info: ServerInfo) -> Self {
-        Self::with_limits(engine, info, Limits::default())
+        Self::with_options(engine, info, Options::default())
     }
 
-    pub fn with_limits(engine: Engine, info: ServerInfo, limits: Limits) -> Self {
+    pub fn with_options(engine: Engine, info: ServerInfo, options: Options) -> Self {
         Self {
             inner: Arc::new(Inner {
                 engine,
@@ -119,7 +128,7 @@ impl Api {
                 abort: CancellationToken::new(),
                 metrics: Arc::default(),
                 events: observe::Events::default(),
-                limits,
+                options,
             }),
         }
     }
@@ -133,7 +142,11 @@ impl Api {
     }
 
     pub fn limits(&self) -> &Limits {
-        &self.inner.limits
+        &self.inner.options.limits
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.inner.options
     }
 
     pub fn metrics(&self) -> &Arc<observe::Metrics> {

@@ -26,7 +26,14 @@ pub struct Config {
     #[serde(default)]
     pub tcp: Option<TcpConfig>,
     pub limits: LimitsConfig,
+    pub registry: RegistryConfig,
     pub commit: CommitConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub insecure_registries: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -91,6 +98,7 @@ struct PartialConfig {
     state_dir: Option<PathBuf>,
     tcp: Option<TcpConfig>,
     limits: Option<PartialLimits>,
+    registry: Option<RegistryConfig>,
     commit: Option<PartialCommit>,
 }
 
@@ -190,6 +198,9 @@ impl Config {
         );
         if p.tcp.is_some() {
             self.tcp = p.tcp;
+        }
+        if let Some(r) = p.registry {
+            self.registry = r;
         }
         if let Some(l) = p.limits {
             take!(

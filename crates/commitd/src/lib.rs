@@ -32,7 +32,14 @@ impl Daemon {
         let c = Containerd::lazy(&cfg.containerd, &cfg.namespace)?;
         let engine = Engine::new(c, cfg.engine());
         Ok(Self {
-            api: Api::with_limits(engine, ServerInfo::default(), cfg.api_limits()),
+            api: Api::with_options(
+                engine,
+                ServerInfo::default(),
+                commit_api::Options {
+                    limits: cfg.api_limits(),
+                    insecure_registries: cfg.registry.insecure_registries.clone(),
+                },
+            ),
             shutdown_timeout: cfg.shutdown_timeout(),
             conn_limits: cfg.conn_limits(),
         })
@@ -74,6 +81,9 @@ impl Daemon {
 
 /// The whole program: parse flags, load config, log, serve until a signal.
 pub fn main() -> ExitCode {
+    // One TLS implementation for the whole process (the TCP listener and
+    // registry pushes): ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let cfg = match Config::load(&cli) {
         Ok(c) => c,
