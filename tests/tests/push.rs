@@ -10,20 +10,26 @@ use commitd_e2e::{Daemon, World, daemon};
 /// A private distribution registry on a loopback port.
 struct Registry {
     child: Child,
+    ip: String,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Registry {
     fn start(htpasswd: Option<&Path>) -> Registry {
+        Registry::start_on("127.0.0.1", htpasswd)
+    }
+
+    /// A registry listening on `ip` (an address of this host).
+    fn start_on(ip: &str, htpasswd: Option<&Path>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+        let port = std::net::TcpListener::bind((ip, 0))
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let mut cfg = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n",
             dir.path().join("data").display()
         );
         if let Some(h) = htpasswd {
@@ -43,19 +49,27 @@ impl Registry {
             .expect("docker-registry (Debian's docker-registry package) must be installed");
         let r = Registry {
             child,
+            ip: ip.to_string(),
             port,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect((ip, port)).is_err() {
             assert!(Instant::now() < deadline, "the registry did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
         r
     }
 
+    /// Where the registry keeps repositories (absent until one is pushed).
+    fn repositories(&self) -> PathBuf {
+        self._dir
+            .path()
+            .join("data/docker/registry/v2/repositories")
+    }
+
     fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     fn stop(&mut self) {
@@ -102,6 +116,26 @@ fn sha256_hex(data: &[u8]) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// The JSON lines of a push stream.
+fn json_lines(body: &str) -> Vec<serde_json::Value> {
+    body.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// `POST /images/{repo}/push?tag=` with curl: (status, JSON lines or the
+/// error body).
+fn push_raw(d: &Daemon, repo: &str, tag: &str, auth: &str) -> (u16, String) {
+    let header = format!("X-Registry-Auth: {auth}");
+    d.curl(
+        "POST",
+        &format!("/v1.47/images/{repo}/push?tag={tag}"),
+        None,
+        &[&header],
+    )
 }
 
 #[test]
@@ -158,14 +192,90 @@ fn push_to_a_registry_and_read_it_back() {
     );
     // Another image on the same base: the base is not sent again, in the
     // same repository (already there) or another (mounted from the first).
-    w.ctr.exec("c", &["sh", "-c", "echo more > /q"]).unwrap();
+    // Its new layer holds 10 MiB of noise: several chunks to upload.
+    w.ctr
+        .exec(
+            "c",
+            &[
+                "sh",
+                "-c",
+                "echo more > /q && head -c 10485760 /dev/urandom > /big",
+            ],
+        )
+        .unwrap();
     let name2 = format!("{}/acc/app:2", reg.host());
     d.docker_ok(&["commit", "c", &name2]);
-    let out = d.docker_ok(&["push", &name2]);
-    assert!(
-        out.contains("Layer already exists") && out.contains("Pushed"),
-        "{out}"
+    // This one through the API itself, to read Docker's JSON lines (the CLI
+    // hides progress lines when not on a terminal). `e30=` is `{}` in
+    // padded standard base64: anonymous.
+    let repo = format!("{}/acc/app", reg.host());
+    let (status, body) = push_raw(&d, &repo, "2", "e30=");
+    assert_eq!(status, 200, "{body}");
+    let lines = json_lines(&body);
+    let local2 = inspect(&d, &name2);
+    let statuses: Vec<&str> = lines.iter().filter_map(|l| l["status"].as_str()).collect();
+    assert_eq!(
+        statuses[0],
+        format!("The push refers to repository [{repo}]"),
+        "{body}"
     );
+    let layers = local2["RootFS"]["Layers"].as_array().unwrap().len();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "Preparing").count(),
+        layers,
+        "{body}"
+    );
+    assert!(statuses.contains(&"Layer already exists"), "{body}");
+    assert!(statuses.contains(&"Pushed"), "{body}");
+    // Progress per chunk sent, up to the whole layer.
+    let pushing: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["status"] == "Pushing").collect();
+    assert!(pushing.len() >= 3, "a line per 4 MiB chunk: {body}");
+    let current: Vec<i64> = pushing
+        .iter()
+        .map(|l| l["progressDetail"]["current"].as_i64().unwrap())
+        .collect();
+    assert!(current.windows(2).all(|w| w[0] < w[1]), "{body}");
+    let total = pushing[0]["progressDetail"]["total"].as_i64().unwrap();
+    assert!(total > 10 << 20, "{body}");
+    assert_eq!(*current.last().unwrap(), total, "{body}");
+    assert_eq!(pushing[0]["id"].as_str().unwrap().len(), 12, "{body}");
+    let digest2 = local2["Descriptor"]["digest"].as_str().unwrap();
+    let size2 = local2["Descriptor"]["size"].as_i64().unwrap();
+    assert!(
+        statuses.contains(&format!("2: digest: {digest2} size: {size2}").as_str()),
+        "{body}"
+    );
+    let aux = &lines.last().unwrap()["aux"];
+    assert_eq!(aux["Tag"], "2", "{body}");
+    assert_eq!(aux["Digest"], digest2, "{body}");
+    assert_eq!(aux["Size"], size2, "{body}");
+    assert!(!body.contains("errorDetail"), "{body}");
+    let (ok, raw) = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{name2}"),
+    ]);
+    assert!(ok, "{raw}");
+    assert_eq!(format!("sha256:{}", sha256_hex(raw.as_bytes())), digest2);
+
+    // No tag: every tag of the repository (`docker push --all-tags`).
+    let (status, body) = push_raw(&d, &repo, "", "");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"1: digest: ") && body.contains("\"2: digest: "),
+        "{body}"
+    );
+    // Unknown image: Docker's 404 before anything is streamed.
+    let (status, body) = push_raw(&d, &format!("{}/acc/nope", reg.host()), "1", "");
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains(&format!("No such image: {}/acc/nope:1", reg.host())),
+        "{body}"
+    );
+    let (status, body) = push_raw(&d, &repo, "bad%20tag", "");
+    assert_eq!(status, 400, "{body}");
     let name3 = format!("{}/acc/other:3", reg.host());
     d.docker_ok(&["tag", &name2, &name3]);
     let out = d.docker_ok(&["push", &name3]);
@@ -179,10 +289,12 @@ fn push_to_a_registry_and_read_it_back() {
     let (ok, out, err) = d.docker(&["push", &name]);
     assert!(!ok, "{out}");
     assert!(
-        err.contains("connect") || err.contains("refused") || out.contains("refused"),
-        "{out}{err}"
+        err.contains(&reg.host()) && err.to_lowercase().contains("connect"),
+        "a clear error naming the registry: {out}{err}"
     );
-    assert_eq!(inspect(&d, &name)["Id"], local["Id"]);
+    let after = inspect(&d, &name);
+    assert_eq!(after["Id"], local["Id"]);
+    assert_eq!(after["Descriptor"], local["Descriptor"]);
 }
 
 #[test]
@@ -232,6 +344,40 @@ fn push_with_credentials() {
     let (ok, out, err) = with_auth("robot", "s3cret");
     assert!(ok, "{out}{err}\n{}", d.log_text());
     assert!(out.contains("1: digest: sha256:"), "{out}");
+
+    // The header as other clients send it: anonymous, then refused, then
+    // accepted credentials in padded standard base64.
+    let repo = format!("{}/team/img", reg.host());
+    let (status, body) = push_raw(&d, &repo, "1", "");
+    assert_eq!(status, 200, "{body}");
+    let last = json_lines(&body).pop().unwrap();
+    assert!(
+        last["error"]
+            .as_str()
+            .unwrap()
+            .contains("unauthorized: authentication required"),
+        "{body}"
+    );
+    assert_eq!(last["errorDetail"]["message"], last["error"], "{body}");
+    let header = |user: &str, pass: &str| {
+        base64(&format!(
+            "{{\"username\":\"{user}\",\"password\":\"{pass}\",\"serveraddress\":\"{}\"}}",
+            reg.host()
+        ))
+    };
+    let (_, body) = push_raw(&d, &repo, "1", &header("robot", "nope"));
+    let last = json_lines(&body).pop().unwrap();
+    assert!(
+        last["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused the credentials of robot"),
+        "{body}"
+    );
+    let (status, body) = push_raw(&d, &repo, "1", &header("robot", "s3cret"));
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("errorDetail"), "{body}");
+    assert!(body.contains("Layer already exists"), "{body}");
 }
 
 #[test]
@@ -272,6 +418,62 @@ fn a_missing_local_blob_pushes_nothing() {
         &format!("docker://{name}"),
     ]);
     assert!(!exists, "no manifest in the registry");
+    assert!(
+        !reg.repositories().exists(),
+        "nothing at all was pushed (no blob, no repository)"
+    );
+    // The push deleted nothing locally.
+    inspect(&d, &name);
+}
+
+#[test]
+fn only_configured_registries_are_plain_http() {
+    // A registry on a non-loopback address of this host: HTTPS unless
+    // listed in `registry.insecure_registries`.
+    let out = Command::new("hostname").arg("-I").output().unwrap();
+    let ip = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
+        .map(str::to_string)
+        .expect("this test needs a non-loopback IPv4 address on the host");
+    let w = World::new("push-insecure");
+    let reg = Registry::start_on(&ip, None);
+    let name = format!("{}/acc/lan:1", reg.host());
+    let d = daemon!(w);
+    w.running("c", "echo lan > /l");
+    d.docker_ok(&["commit", "c", &name]);
+    let (ok, out, err) = d.docker(&["push", &name]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(&format!("https://{}/v2/", reg.host())),
+        "spoken to over HTTPS by default: {err}"
+    );
+    drop(d);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("commitd.toml");
+    std::fs::write(
+        &cfg,
+        format!("[registry]\ninsecure_registries = [\"{}\"]\n", reg.host()),
+    )
+    .unwrap();
+    let d = daemon!(w, ["--config", cfg.to_str().unwrap()]);
+    let out = d.docker_ok(&["push", &name]);
+    assert!(out.contains("1: digest: sha256:"), "{out}");
+    let (ok, raw) = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{name}"),
+    ]);
+    assert!(ok, "{raw}");
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(raw.as_bytes())),
+        inspect(&d, &name)["Descriptor"]["digest"].as_str().unwrap()
+    );
 }
 
 fn docker_config(d: &Daemon) -> PathBuf {

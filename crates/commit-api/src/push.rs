@@ -1,13 +1,22 @@
 //! `docker push`: `POST /images/{name}/push?tag=` with `X-Registry-Auth`.
 //!
 //! The image's blobs are streamed from containerd's content store to the
-//! registry with `oci-client` (blobs the registry has are skipped), then
+//! registry with `oci-client` (blobs the registry has are skipped, blobs
+//! another local repository of the same registry holds are mounted), then
 //! the manifest is pushed byte for byte as stored, so the registry's digest
-//! is the local one. Progress goes out as Docker's JSON lines. Every blob is
-//! checked locally first: an image whose base layers were never pulled
-//! (common on Kubernetes nodes) fails before anything is pushed. A push
-//! never deletes anything locally.
+//! is the local one. When the image's record names an index, the manifest
+//! of the host's platform (the one `docker image inspect` describes) is
+//! pushed under the tag, not the index. Progress goes out as Docker's JSON
+//! lines. Every blob is checked locally first: an image whose base layers
+//! were never pulled (common on Kubernetes nodes) fails before anything is
+//! pushed. A push never deletes anything locally.
+//!
+//! Limits, compared with Docker: layers go one at a time (Docker uploads
+//! five at once); an insecure registry is spoken to over plain HTTP only
+//! (Docker first tries HTTPS without verifying the certificate); insecure
+//! CIDR entries match IP literals only (Docker also resolves host names).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use axum::body::Body;
@@ -19,19 +28,28 @@ use commit_engine::catalog::ImageEntry;
 use commit_engine::content;
 use commit_engine::image::Descriptor;
 use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::Api;
 use crate::commit::Query;
 use crate::error::ApiError;
 use crate::images;
-use crate::reference::{familiar_name, parse_normalized_named, valid_tag};
+use crate::reference::{Named, familiar_name, parse_normalized_named, valid_tag};
 
-/// Bytes read from the content store per chunk pushed.
+/// Bytes read from the content store per chunk pushed (also oci-client's
+/// largest PATCH).
 const CHUNK: i64 = 4 << 20;
+
+/// Where Docker Hub's registry API lives (`docker.io` is only its name).
+const DOCKER_HUB_REGISTRY: &str = "registry-1.docker.io";
+
+/// Other repositories tried for a cross-repository mount of one blob.
+const MOUNT_TRIES: usize = 3;
 
 /// Docker's `X-Registry-Auth`: base64url (or standard) JSON.
 pub fn decode_auth(header: Option<&HeaderValue>) -> Result<RegistryAuth, ApiError> {
@@ -63,6 +81,9 @@ pub fn decode_auth(header: Option<&HeaderValue>) -> Result<RegistryAuth, ApiErro
             s("identitytoken"),
         ) {
             (_, _, token, _) if !token.is_empty() => RegistryAuth::Bearer(token),
+            // An identity token is an OAuth refresh token; sent as the
+            // password of basic auth to the token service, as registries
+            // that issue them (ACR, Harbor) accept.
             (user, _, _, token) if !token.is_empty() => RegistryAuth::Basic(
                 if user.is_empty() {
                     "<token>".into()
@@ -78,7 +99,8 @@ pub fn decode_auth(header: Option<&HeaderValue>) -> Result<RegistryAuth, ApiErro
 }
 
 /// Docker's default: loopback registries speak plain HTTP; others only
-/// when configured as insecure.
+/// when configured as insecure, by `host[:port]` or by a CIDR that holds
+/// the registry's IP address.
 pub fn is_insecure(host: &str, configured: &[String]) -> bool {
     if configured.iter().any(|c| c == host) {
         return true;
@@ -88,13 +110,177 @@ pub fn is_insecure(host: &str, configured: &[String]) -> bool {
         _ => host,
     };
     let name = name.trim_start_matches('[').trim_end_matches(']');
-    name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    let ip = name.parse::<IpAddr>().ok();
+    if name == "localhost" || ip.is_some_and(|ip| ip.is_loopback()) {
+        return true;
+    }
+    ip.is_some_and(|ip| {
+        configured
+            .iter()
+            .filter_map(|c| parse_cidr(c))
+            .any(|(net, len)| cidr_contains(net, len, ip))
+    })
 }
 
-fn line(v: Value) -> Bytes {
-    let mut b = serde_json::to_vec(&v).unwrap_or_default();
-    b.push(b'\n');
-    Bytes::from(b)
+/// Whether a `registry.insecure_registries` entry is one Docker accepts:
+/// `host[:port]` or a CIDR, no scheme.
+pub fn check_insecure_registry(entry: &str) -> Result<(), String> {
+    if entry.is_empty() {
+        return Err("an insecure registry entry is empty".into());
+    }
+    if entry.contains("://") {
+        return Err(format!(
+            "insecure registry {entry} should not contain '://'"
+        ));
+    }
+    if entry.contains('/') && parse_cidr(entry).is_none() {
+        return Err(format!(
+            "insecure registry {entry} is neither host[:port] nor a CIDR"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    let (net, len) = s.split_once('/')?;
+    let net: IpAddr = net.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    let max = if net.is_ipv4() { 32 } else { 128 };
+    (len <= max).then_some((net, len))
+}
+
+fn cidr_contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(i)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(n) & mask == u32::from(i) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(i)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(n) & mask == u128::from(i) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The registry host the API is spoken to: Docker Hub's names live on
+/// `registry-1.docker.io`.
+fn registry_host(domain: &str) -> &str {
+    match domain {
+        "docker.io" => DOCKER_HUB_REGISTRY,
+        other => other,
+    }
+}
+
+fn remote(named: &Named, tag: &str) -> Reference {
+    Reference::with_tag(
+        registry_host(&named.domain).to_string(),
+        named.path.clone(),
+        tag.to_string(),
+    )
+}
+
+/// Docker's `jsonmessage.JSONMessage`, fields in Go's order (so lines read
+/// as Docker's do).
+#[derive(Debug, Default, Serialize)]
+struct Message {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(rename = "progressDetail", skip_serializing_if = "Option::is_none")]
+    progress_detail: Option<ProgressDetail>,
+    #[serde(rename = "progress", skip_serializing_if = "Option::is_none")]
+    progress: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(rename = "errorDetail", skip_serializing_if = "Option::is_none")]
+    error_detail: Option<ErrorDetail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aux: Option<PushResult>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct ProgressDetail {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorDetail {
+    message: String,
+}
+
+/// Docker's `types.PushResult`, the `aux` of a pushed tag.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PushResult {
+    tag: String,
+    digest: String,
+    size: usize,
+}
+
+impl Message {
+    fn status(status: impl Into<String>) -> Self {
+        Self {
+            status: Some(status.into()),
+            ..Self::default()
+        }
+    }
+
+    /// A layer's state: `{"status":…,"progressDetail":{},"id":…}`.
+    fn layer(status: impl Into<String>, digest: &str) -> Self {
+        Self {
+            status: Some(status.into()),
+            progress_detail: Some(ProgressDetail::default()),
+            id: Some(short(digest)),
+            ..Self::default()
+        }
+    }
+
+    fn pushing(digest: &str, current: i64, total: i64) -> Self {
+        Self {
+            status: Some("Pushing".into()),
+            progress_detail: Some(ProgressDetail {
+                current: Some(current),
+                total: Some(total),
+            }),
+            progress: Some(progress_bar(current, total)),
+            id: Some(short(digest)),
+            ..Self::default()
+        }
+    }
+
+    fn failure(message: String) -> Self {
+        Self {
+            error_detail: Some(ErrorDetail {
+                message: message.clone(),
+            }),
+            error: Some(message),
+            ..Self::default()
+        }
+    }
+
+    fn result(tag: &str, digest: &str, size: usize) -> Self {
+        Self {
+            progress_detail: Some(ProgressDetail::default()),
+            aux: Some(PushResult {
+                tag: tag.to_string(),
+                digest: digest.to_string(),
+                size,
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// One line of the stream.
+    fn line(&self) -> Bytes {
+        let mut b = serde_json::to_vec(self).unwrap_or_default();
+        b.push(b'\n');
+        Bytes::from(b)
+    }
 }
 
 /// An error with its causes ("error sending request: … Connection refused").
@@ -112,12 +298,92 @@ fn chain(err: &dyn std::error::Error) -> String {
     out
 }
 
+/// The HTTP status behind a registry error, when there is one.
+fn status_of(err: &OciDistributionError) -> Option<u16> {
+    match err {
+        OciDistributionError::RequestError(e) => e.status().map(|s| s.as_u16()),
+        OciDistributionError::ServerError { code, .. } => Some(*code),
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => Some(401),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().find_map(|e| match e.code {
+                OciErrorCode::Unauthorized => Some(401),
+                OciErrorCode::Denied => Some(403),
+                _ => None,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// What the user reads when a registry call fails: Docker's words for
+/// refused credentials and denied access, then the details.
+fn describe(what: &str, err: &OciDistributionError, registry: &str, auth: &RegistryAuth) -> String {
+    let detail = chain(err);
+    match status_of(err) {
+        Some(401) => match auth {
+            RegistryAuth::Anonymous => format!(
+                "unauthorized: authentication required: {registry} needs credentials (docker login {registry}) ({what}: {detail})"
+            ),
+            RegistryAuth::Basic(user, _) => format!(
+                "unauthorized: authentication required: {registry} refused the credentials of {user} ({what}: {detail})"
+            ),
+            RegistryAuth::Bearer(_) => format!(
+                "unauthorized: authentication required: {registry} refused the registry token ({what}: {detail})"
+            ),
+        },
+        Some(403) => {
+            format!("denied: requested access to the resource is denied ({what}: {detail})")
+        }
+        _ => format!("{what}: {detail}"),
+    }
+}
+
 fn short(digest: &str) -> String {
     digest
         .trim_start_matches("sha256:")
         .chars()
         .take(12)
         .collect()
+}
+
+/// Docker's `units.HumanSize`: decimal units, four significant digits.
+fn human_size(n: i64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut v = n.max(0) as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    // Digits before the point (v < 1000 here, short of exabytes).
+    let int_digits = if v < 1.0 {
+        1
+    } else {
+        v.log10().floor() as usize + 1
+    };
+    let prec = 4usize.saturating_sub(int_digits);
+    let mut s = format!("{v:.prec$}");
+    if s.contains('.') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{s}{}", UNITS[i])
+}
+
+/// Docker's progress text: `[=====>    ]  1.2MB/3.4MB`.
+fn progress_bar(current: i64, total: i64) -> String {
+    let pct = if total > 0 {
+        ((current as f64 / total as f64 * 100.0) as usize / 2).min(50)
+    } else {
+        0
+    };
+    format!(
+        "[{}>{}] {:>8}/{}",
+        "=".repeat(pct),
+        " ".repeat(50 - pct),
+        human_size(current),
+        human_size(total)
+    )
 }
 
 /// Pushes an image to its registry, streaming Docker's progress messages.
@@ -129,6 +395,11 @@ pub async fn push(
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let mut named = parse_normalized_named(name).map_err(ApiError::bad_request)?;
+    if named.digest.is_some() {
+        return Err(ApiError::bad_request(format!(
+            "cannot push a digest reference: {name}"
+        )));
+    }
     let tag = q.get("tag");
     if !tag.is_empty() {
         if !valid_tag(tag) {
@@ -136,21 +407,21 @@ pub async fn push(
         }
         named.tag = Some(tag.to_string());
     }
-    // No tag: every tag of the repository (Docker's `push --all-tags`).
+    // No tag: every tag of the repository (Docker's `push --all-tags`; the
+    // CLI itself asks for `latest` when the user gave no tag).
     let mut targets: Vec<(String, ImageEntry)> = Vec::new();
     match &named.tag {
-        Some(_) => {
-            let full = named.full();
-            let entry = images::find(api, &full).await?;
-            targets.push((full, entry));
+        Some(t) => {
+            let entry = images::find(api, &named.familiar()).await?;
+            targets.push((t.clone(), entry));
         }
         None => {
             let engine = api.engine();
             let prefix = format!("{}:", named.name());
             for e in commit_engine::catalog::list(engine.containerd(), engine.cache()).await? {
                 for n in e.names() {
-                    if n.starts_with(&prefix) && !n.contains('@') {
-                        targets.push((n.to_string(), e.clone()));
+                    if let Some(t) = n.strip_prefix(&prefix).filter(|t| !t.contains('@')) {
+                        targets.push((t.to_string(), e.clone()));
                     }
                 }
             }
@@ -160,13 +431,14 @@ pub async fn push(
                     familiar_name(&named.name())
                 )));
             }
+            targets.sort_by(|a, b| a.0.cmp(&b.0));
         }
     }
     let auth = decode_auth(headers.get("x-registry-auth"))?;
 
     // Everything must be here before anything is pushed.
     let c = api.engine().containerd();
-    for (full, e) in &targets {
+    for (tag, e) in &targets {
         let r = &e.resolved;
         for d in std::iter::once(&r.manifest.config)
             .chain(&r.manifest.layers)
@@ -175,8 +447,8 @@ pub async fn push(
             if let Err(err) = content::info(c, &d.digest).await {
                 return Err(match err.is_not_found() {
                     true => ApiError::internal(format!(
-                        "cannot push {}: its blob {} is not in the local content store (a base layer never pulled on this node?); nothing was pushed",
-                        familiar_name(full),
+                        "cannot push {}:{tag}: its blob {} is not in the local content store (a base layer never pulled on this node?); nothing was pushed",
+                        familiar_name(&named.name()),
                         d.digest
                     )),
                     false => err.into(),
@@ -185,11 +457,10 @@ pub async fn push(
         }
     }
 
-    // Where else on this registry our blobs may already be (other local
-    // names with the same domain): Docker mounts from those repositories
-    // instead of uploading again.
-    let mut sources: std::collections::HashMap<String, Vec<String>> =
-        std::collections::HashMap::new();
+    // Where else on this registry our layers may already be (other local
+    // repositories of the same domain): Docker mounts from those instead of
+    // uploading again.
+    let mut sources: HashMap<String, Vec<String>> = HashMap::new();
     {
         let engine = api.engine();
         let prefix = format!("{}/", named.domain);
@@ -198,45 +469,58 @@ pub async fn push(
                 let Some(rest) = n.strip_prefix(&prefix) else {
                     continue;
                 };
-                let repo = rest.split([':', '@']).next().unwrap_or(rest).to_string();
+                let repo = rest.split([':', '@']).next().unwrap_or(rest);
                 if repo == named.path {
                     continue;
                 }
                 for l in &e.resolved.manifest.layers {
                     let v = sources.entry(l.digest.clone()).or_default();
-                    if !v.contains(&n.to_string()) {
-                        v.push(n.to_string());
+                    if !v.iter().any(|r| r == repo) {
+                        v.push(repo.to_string());
                     }
                 }
             }
         }
     }
-    let registry = named.domain.clone();
-    let insecure = is_insecure(&registry, &api.options().insecure_registries);
-    let client = Client::new(ClientConfig {
+    let host = registry_host(&named.domain).to_string();
+    let insecure = is_insecure(&named.domain, &api.options().insecure_registries);
+    // reqwest is built without a TLS provider of its own and panics
+    // without one: the daemon installs ring at start; an embedding that
+    // did not gets ring here.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let client = Client::try_from(ClientConfig {
         protocol: if insecure {
-            ClientProtocol::HttpsExcept(vec![registry.clone()])
+            ClientProtocol::HttpsExcept(vec![host.clone()])
         } else {
             ClientProtocol::Https
         },
         ..Default::default()
-    });
+    })
+    .map_err(|e| ApiError::internal(format!("setting up the registry client: {}", chain(&e))))?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    let c = c.clone();
-    let repo = familiar_name(&named.name()).to_string();
+    let job = Job {
+        client,
+        auth,
+        c: c.clone(),
+        named,
+        sources,
+        tx,
+    };
     tokio::spawn(async move {
-        let _ = tx
-            .send(Ok(line(
-                json!({ "status": format!("The push refers to repository [{repo}]") }),
-            )))
+        let repo = familiar_name(&job.named.name()).to_string();
+        let _ = job
+            .tx
+            .send(Ok(Message::status(format!(
+                "The push refers to repository [{repo}]"
+            ))
+            .line()))
             .await;
-        for (full, e) in targets {
-            if let Err(msg) = push_one(&client, &auth, &c, &full, &e, &sources, &tx).await {
-                let _ = tx
-                    .send(Ok(line(
-                        json!({ "errorDetail": { "message": msg }, "error": msg }),
-                    )))
-                    .await;
+        for (tag, e) in targets {
+            if let Err(msg) = job.push_one(&tag, &e).await {
+                tracing::warn!(repository = %repo, %tag, cause = %msg, "push failed");
+                let _ = job.tx.send(Ok(Message::failure(msg).line())).await;
                 return;
             }
         }
@@ -255,65 +539,15 @@ pub async fn push(
 
 type Lines = mpsc::Sender<Result<Bytes, std::io::Error>>;
 
-async fn push_one(
-    client: &Client,
-    auth: &RegistryAuth,
-    c: &commit_engine::Containerd,
-    full: &str,
-    e: &ImageEntry,
-    sources: &std::collections::HashMap<String, Vec<String>>,
-    tx: &Lines,
-) -> Result<(), String> {
-    let reference: Reference = full
-        .parse()
-        .map_err(|err| format!("invalid reference {full}: {err}"))?;
-    let tag = reference.tag().unwrap_or("latest").to_string();
-    client
-        .auth(&reference, auth, RegistryOperation::Push)
-        .await
-        .map_err(|err| {
-            format!(
-                "authenticating to {}: {}",
-                reference.registry(),
-                chain(&err)
-            )
-        })?;
-    let r = &e.resolved;
-    let send = |v: Value| async move {
-        tx.send(Ok(line(v)))
-            .await
-            .map_err(|_| "client went away".to_string())
-    };
-    for l in r.manifest.layers.iter().rev() {
-        send(json!({ "status": "Preparing", "progressDetail": {}, "id": short(&l.digest) }))
-            .await?;
-    }
-    for l in r.manifest.layers.iter().rev() {
-        let id = short(&l.digest);
-        let from = sources.get(&l.digest).map(Vec::as_slice).unwrap_or(&[]);
-        let status = match push_blob(client, c, &reference, l, from).await? {
-            Sent::Existed => "Layer already exists".to_string(),
-            Sent::Mounted(repo) => format!("Mounted from {}", familiar_name(&repo)),
-            Sent::Pushed => "Pushed".to_string(),
-        };
-        send(json!({ "status": status, "progressDetail": {}, "id": id })).await?;
-    }
-    push_blob(client, c, &reference, &r.manifest.config, &[]).await?;
-    let manifest = content::read_blob(c, &r.manifest_descriptor.digest)
-        .await
-        .map_err(|err| err.to_string())?;
-    let media =
-        HeaderValue::from_str(&r.manifest_descriptor.media_type).map_err(|err| err.to_string())?;
-    client
-        .push_manifest_raw(&reference, manifest.clone(), media)
-        .await
-        .map_err(|err| format!("pushing the manifest of {full}: {}", chain(&err)))?;
-    let digest = &r.manifest_descriptor.digest;
-    let size = manifest.len();
-    send(json!({ "status": format!("{tag}: digest: {digest} size: {size}") })).await?;
-    send(json!({ "progressDetail": {}, "aux": { "Tag": tag, "Digest": digest, "Size": size } }))
-        .await?;
-    Ok(())
+/// One push: the registry client, the repository and where progress goes.
+struct Job {
+    client: Client,
+    auth: RegistryAuth,
+    c: commit_engine::Containerd,
+    named: Named,
+    /// Layer digest → other repositories of the registry that may hold it.
+    sources: HashMap<String, Vec<String>>,
+    tx: Lines,
 }
 
 /// What became of a blob.
@@ -323,68 +557,156 @@ enum Sent {
     Pushed,
 }
 
-/// Pushes one blob unless the registry has it in this repository, or can
-/// mount it from one of `from` (other repositories of the same registry).
-async fn push_blob(
-    client: &Client,
-    c: &commit_engine::Containerd,
-    reference: &Reference,
-    d: &Descriptor,
-    from: &[String],
-) -> Result<Sent, String> {
-    if client
-        .blob_exists(reference, &d.digest)
-        .await
-        .map_err(|err| format!("checking blob {}: {}", d.digest, chain(&err)))?
-    {
-        return Ok(Sent::Existed);
+impl Job {
+    async fn send(&self, m: Message) -> Result<(), String> {
+        self.tx
+            .send(Ok(m.line()))
+            .await
+            .map_err(|_| "client went away".to_string())
     }
-    for source in from {
-        let Ok(src) = source.parse::<Reference>() else {
-            continue;
-        };
-        if client.mount_blob(reference, &src, &d.digest).await.is_ok() {
-            return Ok(Sent::Mounted(src.repository().to_string()));
+
+    fn fail(&self, what: &str, err: &OciDistributionError, reference: &Reference) -> String {
+        describe(what, err, reference.registry(), &self.auth)
+    }
+
+    async fn push_one(&self, tag: &str, e: &ImageEntry) -> Result<(), String> {
+        let reference = remote(&self.named, tag);
+        self.client
+            .auth(&reference, &self.auth, RegistryOperation::Push)
+            .await
+            .map_err(|err| {
+                self.fail(
+                    &format!("authenticating to {}", reference.registry()),
+                    &err,
+                    &reference,
+                )
+            })?;
+        let r = &e.resolved;
+        for l in r.manifest.layers.iter().rev() {
+            self.send(Message::layer("Preparing", &l.digest)).await?;
         }
+        for l in r.manifest.layers.iter().rev() {
+            let status = match self.push_blob(&reference, l, true).await? {
+                Sent::Existed => "Layer already exists".to_string(),
+                // The repository's path on the registry, as Docker says it.
+                Sent::Mounted(repo) => format!("Mounted from {repo}"),
+                Sent::Pushed => "Pushed".to_string(),
+            };
+            self.send(Message::layer(status, &l.digest)).await?;
+        }
+        self.push_blob(&reference, &r.manifest.config, false)
+            .await?;
+        let digest = &r.manifest_descriptor.digest;
+        let manifest = content::read_blob(&self.c, digest)
+            .await
+            .map_err(|err| format!("reading manifest {digest}: {err}"))?;
+        let media = HeaderValue::from_str(&r.manifest_descriptor.media_type)
+            .map_err(|err| format!("manifest media type: {err}"))?;
+        let size = manifest.len();
+        self.client
+            .push_manifest_raw(&reference, manifest, media)
+            .await
+            .map_err(|err| self.fail("pushing the manifest", &err, &reference))?;
+        tracing::info!(
+            repository = %familiar_name(&self.named.name()),
+            %tag,
+            %digest,
+            "pushed"
+        );
+        self.send(Message::status(format!(
+            "{tag}: digest: {digest} size: {size}"
+        )))
+        .await?;
+        self.send(Message::result(tag, digest, size)).await
     }
-    let (c, digest, size) = (c.clone(), d.digest.clone(), d.size);
-    let chunks = futures::stream::unfold(0i64, move |offset| {
-        let (c, digest) = (c.clone(), digest.clone());
-        async move {
-            if offset >= size {
-                return None;
+
+    /// Pushes one blob unless the registry has it in this repository, or
+    /// can mount it from another repository of the registry. `progress`:
+    /// report bytes sent as Docker's `Pushing` lines.
+    async fn push_blob(
+        &self,
+        reference: &Reference,
+        d: &Descriptor,
+        progress: bool,
+    ) -> Result<Sent, String> {
+        if self
+            .client
+            .blob_exists(reference, &d.digest)
+            .await
+            .map_err(|err| self.fail(&format!("checking blob {}", d.digest), &err, reference))?
+        {
+            return Ok(Sent::Existed);
+        }
+        let from = self
+            .sources
+            .get(&d.digest)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        for repo in from.iter().take(MOUNT_TRIES) {
+            let src = Reference::with_tag(
+                reference.registry().to_string(),
+                repo.clone(),
+                "latest".into(),
+            );
+            if self
+                .client
+                .mount_blob(reference, &src, &d.digest)
+                .await
+                .is_ok()
+            {
+                return Ok(Sent::Mounted(repo.clone()));
             }
-            let want = (size - offset).min(CHUNK);
-            match content::read_range(&c, &digest, offset, want).await {
-                Ok(data) if !data.is_empty() => {
-                    let next = offset + data.len() as i64;
-                    Some((Ok(Bytes::from(data)), next))
+        }
+        let (c, digest, size) = (self.c.clone(), d.digest.clone(), d.size);
+        let tx = progress.then(|| self.tx.clone());
+        // Each chunk is sent before the next is asked for: `offset` bytes
+        // have reached the registry whenever the stream is polled.
+        let chunks = futures::stream::unfold(0i64, move |offset| {
+            let (c, digest, tx) = (c.clone(), digest.clone(), tx.clone());
+            async move {
+                if let (Some(tx), true) = (&tx, offset > 0) {
+                    let msg = Message::pushing(&digest, offset, size);
+                    if tx.send(Ok(msg.line())).await.is_err() {
+                        return Some((Err(generic("client went away".into())), size));
+                    }
                 }
-                Ok(_) => Some((
-                    Err(oci_client::errors::OciDistributionError::GenericError(
-                        Some(format!("blob {digest} ended early")),
+                if offset >= size {
+                    return None;
+                }
+                let want = (size - offset).min(CHUNK);
+                match content::read_range(&c, &digest, offset, want).await {
+                    Ok(data) if !data.is_empty() => {
+                        let next = offset + data.len() as i64;
+                        Some((Ok(Bytes::from(data)), next))
+                    }
+                    Ok(_) => Some((
+                        Err(generic(format!(
+                            "local blob {digest} ended at {offset} of {size} bytes"
+                        ))),
+                        size,
                     )),
-                    size,
-                )),
-                Err(e) => Some((
-                    Err(oci_client::errors::OciDistributionError::GenericError(
-                        Some(e.to_string()),
+                    Err(e) => Some((
+                        Err(generic(format!("reading local blob {digest}: {e}"))),
+                        size,
                     )),
-                    size,
-                )),
+                }
             }
-        }
-    });
-    client
-        .push_blob_stream(
-            reference,
-            chunks,
-            &d.digest,
-            Some(u64::try_from(d.size).unwrap_or(0)),
-        )
-        .await
-        .map_err(|err| format!("pushing blob {}: {}", d.digest, chain(&err)))?;
-    Ok(Sent::Pushed)
+        });
+        self.client
+            .push_blob_stream(
+                reference,
+                chunks,
+                &d.digest,
+                Some(u64::try_from(d.size).unwrap_or(0)),
+            )
+            .await
+            .map_err(|err| self.fail(&format!("pushing blob {}", d.digest), &err, reference))?;
+        Ok(Sent::Pushed)
+    }
+}
+
+fn generic(msg: String) -> OciDistributionError {
+    OciDistributionError::GenericError(Some(msg))
 }
 
 #[cfg(test)]
@@ -394,13 +716,79 @@ mod tests {
     #[test]
     fn loopback_registries_are_insecure_by_default() {
         assert!(is_insecure("localhost:5000", &[]));
+        assert!(is_insecure("localhost", &[]));
         assert!(is_insecure("127.0.0.1:5000", &[]));
+        assert!(is_insecure("127.8.0.1", &[]));
         assert!(is_insecure("[::1]:5000", &[]));
         assert!(!is_insecure("registry.example.com", &[]));
+        assert!(!is_insecure("10.1.2.3:5000", &[]));
         assert!(is_insecure(
             "registry.example.com:5000",
             &["registry.example.com:5000".into()]
         ));
+        assert!(!is_insecure(
+            "registry.example.com",
+            &["registry.example.com:5000".into()]
+        ));
+        assert!(is_insecure("10.1.2.3:5000", &["10.0.0.0/8".into()]));
+        assert!(!is_insecure("11.1.2.3:5000", &["10.0.0.0/8".into()]));
+        assert!(is_insecure("[fd00::1]:5000", &["fd00::/8".into()]));
+    }
+
+    #[test]
+    fn insecure_entries_are_checked() {
+        assert!(check_insecure_registry("registry.example.com:5000").is_ok());
+        assert!(check_insecure_registry("10.0.0.0/8").is_ok());
+        assert!(check_insecure_registry("http://registry.example.com").is_err());
+        assert!(check_insecure_registry("10.0.0.0/33").is_err());
+        assert!(check_insecure_registry("").is_err());
+    }
+
+    #[test]
+    fn docker_hub_is_pushed_to_registry_1() {
+        let named = parse_normalized_named("acc/app").unwrap();
+        let r = remote(&named, "1");
+        assert_eq!(r.resolve_registry(), "registry-1.docker.io");
+        assert_eq!(r.repository(), "acc/app");
+        let named = parse_normalized_named("127.0.0.1:5000/acc/app").unwrap();
+        assert_eq!(remote(&named, "1").resolve_registry(), "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn progress_reads_like_docker() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(512), "512B");
+        assert_eq!(human_size(1024), "1.024kB");
+        assert_eq!(human_size(3_400_000), "3.4MB");
+        assert_eq!(human_size(12_345_678), "12.35MB");
+        assert_eq!(
+            progress_bar(1024, 2048),
+            format!("[{}>{}]  1.024kB/2.048kB", "=".repeat(25), " ".repeat(25))
+        );
+    }
+
+    #[test]
+    fn lines_read_like_docker() {
+        let text = |m: Message| String::from_utf8(m.line().to_vec()).unwrap();
+        assert_eq!(
+            text(Message::layer("Preparing", "sha256:0123456789abcdef")),
+            "{\"status\":\"Preparing\",\"progressDetail\":{},\"id\":\"0123456789ab\"}\n"
+        );
+        assert_eq!(
+            text(Message::pushing("sha256:0123456789abcdef", 1, 2)),
+            format!(
+                "{{\"status\":\"Pushing\",\"progressDetail\":{{\"current\":1,\"total\":2}},\"progress\":\"{}\",\"id\":\"0123456789ab\"}}\n",
+                progress_bar(1, 2)
+            )
+        );
+        assert_eq!(
+            text(Message::result("1", "sha256:aa", 5)),
+            "{\"progressDetail\":{},\"aux\":{\"Tag\":\"1\",\"Digest\":\"sha256:aa\",\"Size\":5}}\n"
+        );
+        assert_eq!(
+            text(Message::failure("x".into())),
+            "{\"errorDetail\":{\"message\":\"x\"},\"error\":\"x\"}\n"
+        );
     }
 
     #[test]
@@ -424,6 +812,13 @@ mod tests {
             RegistryAuth::Basic(u, p) => assert_eq!((u.as_str(), p.as_str()), ("u", "p")),
             other => panic!("{other:?}"),
         }
+        // Standard, unpadded base64 too.
+        let std_nopad = base64::engine::general_purpose::STANDARD_NO_PAD
+            .encode(r#"{"username":"u?>","password":"p~~"}"#);
+        assert!(matches!(
+            decode_auth(Some(&HeaderValue::from_str(&std_nopad).unwrap())).unwrap(),
+            RegistryAuth::Basic(..)
+        ));
         assert!(matches!(
             decode_auth(Some(&enc(r#"{"registrytoken":"t"}"#))).unwrap(),
             RegistryAuth::Bearer(_)
