@@ -58,6 +58,10 @@ pub struct Codec {
     pub zstd_level: i32,
     /// Compression threads.
     pub threads: usize,
+    /// Make a blob written into the content store directory durable
+    /// (fsync) before containerd is told about it, as containerd's own
+    /// content writer does.
+    pub sync: bool,
 }
 
 impl Codec {
@@ -213,7 +217,7 @@ impl Write for Out {
 
 /// The compressor between the tar and the output.
 enum Compressor {
-    Gzip(Box<dyn gzp::ZWriter<Out> + Send>),
+    Gzip(crate::pgzip::ParGzip<Out>),
     Zstd(zstd::stream::write::Encoder<'static, Out>),
     None(Out),
 }
@@ -221,14 +225,7 @@ enum Compressor {
 impl Compressor {
     fn new(codec: &Codec, out: Out) -> io::Result<Self> {
         Ok(match codec.compression {
-            Compression::Gzip => {
-                let w = gzp::par::compress::ParCompressBuilder::<gzp::deflate::Gzip>::new()
-                    .num_threads(codec.threads.max(1))
-                    .map_err(io::Error::other)?
-                    .compression_level(gzp::Compression::new(codec.gzip_level.clamp(1, 9)))
-                    .from_writer(out);
-                Compressor::Gzip(Box::new(w))
-            }
+            Compression::Gzip => Compressor::Gzip(crate::pgzip::ParGzip::new(out, codec.gzip_level.clamp(1, 9), codec.threads)?),
             Compression::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(out, codec.zstd_level)?;
                 if codec.threads > 1 {
@@ -244,7 +241,7 @@ impl Compressor {
 
     fn finish(self) -> io::Result<Out> {
         match self {
-            Compressor::Gzip(mut w) => w.finish().map_err(io::Error::other),
+            Compressor::Gzip(w) => w.finish(),
             Compressor::Zstd(e) => e.finish(),
             Compressor::None(u) => Ok(u),
         }
@@ -316,8 +313,7 @@ fn run_pipeline<R>(
     let produced = match produce(&mut buffered).and_then(|p| buffered.flush().map(|()| p)) {
         Ok(p) => p,
         Err(e) => {
-            // Finish the compressor explicitly: gzp's drop would unwrap the
-            // error again.
+            // Finish the compressor explicitly (its threads stop).
             let (sink, _) = buffered.into_parts();
             let _ = sink.inner.finish();
             return Err(e);
@@ -507,7 +503,9 @@ where
             let file = file.into_inner().map_err(|e| e.into_error())?;
             // Durable before containerd is told about it, as its own
             // content writer makes it.
-            file.sync_all()?;
+            if codec.sync {
+                file.sync_all()?;
+            }
             file.set_permissions(std::fs::Permissions::from_mode(0o444))?;
             let hex = f.digest.trim_start_matches("sha256:");
             std::fs::rename(&tmp, tmp.with_file_name(hex))?;

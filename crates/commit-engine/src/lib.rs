@@ -37,6 +37,7 @@ pub mod images;
 pub mod layer;
 pub mod lease;
 pub mod overlay;
+pub mod pgzip;
 pub mod snapshot;
 pub mod tarball;
 pub mod task;
@@ -94,6 +95,10 @@ pub struct EngineConfig {
     pub fast_path: bool,
     /// Where paused containers are remembered across a crash.
     pub journal: task::PauseJournal,
+    /// fsync layer blobs written directly into the content store before
+    /// registering them (containerd's own durability). Off: as durable as
+    /// `docker commit`, which syncs nothing.
+    pub sync_layers: bool,
 }
 
 impl Default for EngineConfig {
@@ -106,6 +111,7 @@ impl Default for EngineConfig {
             threads: 0,
             fast_path: true,
             journal: task::PauseJournal::default(),
+            sync_layers: true,
         }
     }
 }
@@ -124,6 +130,7 @@ impl EngineConfig {
             gzip_level: self.gzip_level,
             zstd_level: self.zstd_level,
             threads,
+            sync: self.sync_layers,
         }
     }
 }

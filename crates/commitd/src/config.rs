@@ -33,6 +33,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
+    /// Registries `docker push` may reach over plain HTTP (besides loopback).
+    #[serde(default)]
     pub insecure_registries: Vec<String>,
 }
 
@@ -73,6 +75,7 @@ pub struct CommitConfig {
     pub zstd_level: i32,
     pub compression_threads: usize,
     pub fast_path: bool,
+    pub sync_layers: bool,
     pub lease_expiry_secs: u64,
 }
 
@@ -110,6 +113,7 @@ struct PartialCommit {
     zstd_level: Option<i32>,
     compression_threads: Option<usize>,
     fast_path: Option<bool>,
+    sync_layers: Option<bool>,
     lease_expiry_secs: Option<u64>,
 }
 
@@ -218,6 +222,7 @@ impl Config {
                 self.commit.zstd_level => c.zstd_level,
                 self.commit.compression_threads => c.compression_threads,
                 self.commit.fast_path => c.fast_path,
+                self.commit.sync_layers => c.sync_layers,
                 self.commit.lease_expiry_secs => c.lease_expiry_secs,
             );
         }
@@ -236,6 +241,10 @@ impl Config {
         }
         if self.limits.header_timeout_secs == 0 || self.limits.body_timeout_secs == 0 {
             return Err("limits: timeouts must be at least 1 second".into());
+        }
+        for r in &self.registry.insecure_registries {
+            commit_api::push::check_insecure_registry(r)
+                .map_err(|e| format!("registry.insecure_registries: {e}"))?;
         }
         if let Some(t) = &self.tcp {
             if t.address.parse::<std::net::SocketAddr>().is_err() {
@@ -294,6 +303,7 @@ impl Config {
             zstd_level: self.commit.zstd_level,
             threads: self.commit.compression_threads,
             fast_path: self.commit.fast_path,
+            sync_layers: self.commit.sync_layers,
             journal: commit_engine::task::PauseJournal::new(Some(self.state_dir())),
         }
     }
@@ -332,7 +342,8 @@ mod tests {
                 f.gzip_level,
                 f.zstd_level,
                 f.threads,
-                f.fast_path
+                f.fast_path,
+                f.sync_layers
             ),
             (
                 e.lease_expiry,
@@ -340,7 +351,8 @@ mod tests {
                 e.gzip_level,
                 e.zstd_level,
                 e.threads,
-                e.fast_path
+                e.fast_path,
+                e.sync_layers
             )
         );
     }
@@ -365,6 +377,30 @@ mod tests {
         assert_eq!(c.socket, Path::new("/tmp/b.sock"));
         assert_eq!(c.commit.compression, commit_engine::Compression::None);
         assert_eq!(c.commit.lease_expiry_secs, 3600);
+    }
+
+    #[test]
+    fn insecure_registries_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        assert!(Config::defaults().registry.insecure_registries.is_empty());
+        std::fs::write(
+            &f,
+            "[registry]\ninsecure_registries = [\"reg.lan:5000\", \"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(&cli(&["--config", f.to_str().unwrap()])).unwrap();
+        assert_eq!(
+            c.registry.insecure_registries,
+            ["reg.lan:5000", "10.0.0.0/8"]
+        );
+        std::fs::write(
+            &f,
+            "[registry]\ninsecure_registries = [\"http://reg.lan\"]\n",
+        )
+        .unwrap();
+        let err = Config::load(&cli(&["--config", f.to_str().unwrap()])).unwrap_err();
+        assert!(err.contains("insecure_registries"), "{err}");
     }
 
     #[test]

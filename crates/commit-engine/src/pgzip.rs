@@ -1,0 +1,237 @@
+//! Parallel gzip: the stream is cut into 1 MiB chunks, each compressed on a
+//! worker thread with libdeflate into a gzip member of its own, and the
+//! members are written in order. Concatenated members are one valid gzip
+//! file (RFC 1952 §2.2); Go's, zlib's and pigz's readers all read them.
+//!
+//! Chunks that do not compress (already-compressed files, random data) are
+//! detected on a sample and stored instead of deflated: deflate spends most
+//! of its time failing to find matches in such data, and gains nothing.
+//!
+//! Memory is bounded: at most `2 × threads` chunks wait for a worker and
+//! `4 × threads` compressed members wait to be written.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use libdeflater::{CompressionLvl, Compressor, Crc};
+
+/// Bytes per gzip member.
+pub const CHUNK: usize = 1 << 20;
+/// Bytes sampled to decide whether a chunk compresses.
+const SAMPLE: usize = 64 << 10;
+/// A chunk whose sample compresses to more than this fraction is stored.
+const STORE_ABOVE: f64 = 0.97;
+
+pub struct ParGzip<W: Write + Send + 'static> {
+    buf: Vec<u8>,
+    seq: u64,
+    jobs: Option<SyncSender<(u64, Vec<u8>)>>,
+    workers: Vec<JoinHandle<()>>,
+    writer: Option<JoinHandle<io::Result<W>>>,
+}
+
+impl<W: Write + Send + 'static> ParGzip<W> {
+    pub fn new(inner: W, level: u32, threads: usize) -> io::Result<Self> {
+        let threads = threads.max(1);
+        let level = CompressionLvl::new(i32::try_from(level).unwrap_or(1))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("gzip level: {e:?}")))?;
+        let (jobs, job_rx) = sync_channel::<(u64, Vec<u8>)>(threads * 2);
+        let (done_tx, done_rx) = sync_channel::<(u64, Vec<u8>)>(threads * 4);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let workers = (0..threads)
+            .map(|_| {
+                let (rx, tx) = (Arc::clone(&job_rx), done_tx.clone());
+                std::thread::spawn(move || work(&rx, &tx, level))
+            })
+            .collect();
+        drop(done_tx);
+        let writer = std::thread::spawn(move || write_in_order(inner, &done_rx));
+        Ok(Self { buf: Vec::with_capacity(CHUNK), seq: 0, jobs: Some(jobs), workers, writer: Some(writer) })
+    }
+
+    fn dispatch(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let jobs = self.jobs.as_ref().ok_or_else(|| io::Error::other("gzip stream already finished"))?;
+        if jobs.send((self.seq, chunk)).is_err() {
+            // The writer stopped: its error says why.
+            return Err(self.join().err().unwrap_or_else(|| io::Error::other("gzip writer stopped")));
+        }
+        self.seq += 1;
+        Ok(())
+    }
+
+    fn join(&mut self) -> io::Result<W> {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        match self.writer.take() {
+            Some(h) => h.join().map_err(|_| io::Error::other("gzip writer panicked"))?,
+            None => Err(io::Error::other("gzip stream already finished")),
+        }
+    }
+
+    /// Compresses what is buffered, waits for every member to be written,
+    /// and returns the inner writer. An empty input gives one empty member.
+    pub fn finish(mut self) -> io::Result<W> {
+        if self.seq == 0 && self.buf.is_empty() {
+            // gzip of nothing is still a (tiny) gzip file.
+            let jobs = self.jobs.as_ref().ok_or_else(|| io::Error::other("finished"))?;
+            jobs.send((0, Vec::new())).map_err(|_| io::Error::other("gzip writer stopped"))?;
+        } else {
+            self.dispatch()?;
+        }
+        self.join()
+    }
+}
+
+impl<W: Write + Send + 'static> Write for ParGzip<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.dispatch()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<W: Write + Send + 'static> Drop for ParGzip<W> {
+    fn drop(&mut self) {
+        // Unfinished (an error elsewhere): stop the threads, drop the output.
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn work(rx: &Mutex<Receiver<(u64, Vec<u8>)>>, tx: &SyncSender<(u64, Vec<u8>)>, level: CompressionLvl) {
+    // Level 1 for the sample (libdeflate's "fastest" is 0: no compression).
+    let mut fast = Compressor::new(CompressionLvl::new(1).unwrap_or(level));
+    let mut c = Compressor::new(level);
+    let mut out = Vec::new();
+    let mut sample_out = vec![0u8; fast.gzip_compress_bound(SAMPLE)];
+    loop {
+        let job = rx.lock().map(|r| r.recv());
+        let Ok(Ok((seq, chunk))) = job else { return };
+        let sample = &chunk[..chunk.len().min(SAMPLE)];
+        let compressible = match fast.gzip_compress(sample, &mut sample_out) {
+            Ok(n) => (n as f64) < sample.len() as f64 * STORE_ABOVE || sample.is_empty(),
+            Err(_) => false,
+        };
+        let member = if compressible {
+            out.resize(c.gzip_compress_bound(chunk.len()), 0);
+            match c.gzip_compress(&chunk, &mut out) {
+                Ok(n) if n < chunk.len() + chunk.len() / 1000 + 64 => out[..n].to_vec(),
+                _ => stored_member(&chunk),
+            }
+        } else {
+            stored_member(&chunk)
+        };
+        if tx.send((seq, member)).is_err() {
+            return;
+        }
+    }
+}
+
+fn write_in_order<W: Write>(mut inner: W, rx: &Receiver<(u64, Vec<u8>)>) -> io::Result<W> {
+    let mut next = 0u64;
+    let mut waiting = BTreeMap::new();
+    for (seq, member) in rx {
+        waiting.insert(seq, member);
+        while let Some(m) = waiting.remove(&next) {
+            inner.write_all(&m)?;
+            next += 1;
+        }
+    }
+    if !waiting.is_empty() {
+        return Err(io::Error::other("gzip members lost"));
+    }
+    inner.flush()?;
+    Ok(inner)
+}
+
+/// A gzip member holding `data` in stored (uncompressed) deflate blocks.
+pub fn stored_member(data: &[u8]) -> Vec<u8> {
+    let blocks = data.len().div_ceil(65535).max(1);
+    let mut out = Vec::with_capacity(data.len() + blocks * 5 + 18);
+    // ID1 ID2 CM FLG MTIME(4) XFL OS=unix
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
+    let mut rest = data;
+    loop {
+        let n = rest.len().min(65535);
+        let last = n == rest.len();
+        out.push(u8::from(last)); // BFINAL, BTYPE=00
+        let len = u16::try_from(n).unwrap_or(u16::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        if last {
+            break;
+        }
+    }
+    let mut crc = Crc::new();
+    crc.update(data);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(u32::try_from(data.len() % (1 << 32)).unwrap_or(0)).to_le_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn gunzip(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    fn roundtrip(input: &[u8], threads: usize) -> Vec<u8> {
+        let mut z = ParGzip::new(Vec::new(), 1, threads).unwrap();
+        // Odd write sizes, to cross chunk boundaries anywhere.
+        for piece in input.chunks(77_777) {
+            z.write_all(piece).unwrap();
+        }
+        z.finish().unwrap()
+    }
+
+    #[test]
+    fn members_read_back_as_one_stream() {
+        let mut text = Vec::new();
+        while text.len() < 3 * CHUNK + 12345 {
+            text.extend_from_slice(b"the quick brown fox jumps over the lazy dog 0123456789\n");
+        }
+        let mut random = vec![0u8; 2 * CHUNK + 7];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for b in &mut random {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let mixed: Vec<u8> = text.iter().chain(&random).chain(&text).copied().collect();
+        for threads in [1, 3] {
+            let z = roundtrip(&mixed, threads);
+            assert_eq!(gunzip(&z), mixed);
+            assert!(z.len() < random.len() + (64 << 10), "text compressed, random stored: {}", z.len());
+        }
+        assert_eq!(gunzip(&roundtrip(b"", 2)), b"");
+        assert_eq!(gunzip(&stored_member(&random[..70_000])), &random[..70_000]);
+    }
+}
