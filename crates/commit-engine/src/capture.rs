@@ -143,6 +143,65 @@ pub fn copy_upper(src: &Path, dst: &Path) -> Result<Copied, CopyError> {
     Ok(c.stats)
 }
 
+/// Reads the data of every regular file under `src` into the page cache
+/// (readahead), so the copy made while the container is paused runs at
+/// memory speed instead of waiting on the disk. Done before pausing; a
+/// file changed afterwards is simply read again by the copy. Errors are
+/// ignored: this only makes the pause shorter. Returns the bytes read.
+pub fn prewarm(src: &Path) -> u64 {
+    fn walk(dir: &OwnedFd, total: &mut u64) {
+        let Ok(names) = list_dir(dir) else { return };
+        for name in names {
+            let Ok(st) = rfs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Directory => {
+                    let flags =
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                    if let Ok(d) = rfs::openat(dir, &name, flags, Mode::empty()) {
+                        walk(&d, total);
+                    }
+                }
+                FileType::RegularFile if st.st_size > 0 => {
+                    let flags =
+                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOATIME;
+                    let f = rfs::openat(dir, &name, flags, Mode::empty()).or_else(|_| {
+                        rfs::openat(
+                            dir,
+                            &name,
+                            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        )
+                    });
+                    if let Ok(f) = f {
+                        // Read it (readahead(2) only starts the I/O).
+                        let mut buf = vec![0u8; 1 << 20];
+                        let mut off = 0u64;
+                        while let Ok(n) = rustix::io::pread(&f, &mut buf, off) {
+                            if n == 0 {
+                                break;
+                            }
+                            off += n as u64;
+                        }
+                        *total += off;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut total = 0;
+    if let Ok(root) = rfs::open(
+        src,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        walk(&root, &mut total);
+    }
+    total
+}
+
 /// Lists a directory's entries (without `.` and `..`), sorted by name.
 pub fn list_dir(fd: &OwnedFd) -> io::Result<Vec<OsString>> {
     let mut dir = rfs::Dir::read_from(fd)?;

@@ -271,7 +271,9 @@ impl Committer<'_> {
             self.capture(lease, src, codec).await?
         };
         let mut phases = Phases {
-            capture: capture_started.elapsed().saturating_sub(captured.layer_time),
+            capture: capture_started
+                .elapsed()
+                .saturating_sub(captured.layer_time),
             layer: captured.layer_time,
             ..Phases::default()
         };
@@ -517,6 +519,13 @@ impl Committer<'_> {
                 )));
             }
             self.check_cancel("before capture")?;
+            // Warm the page cache before pausing: the pause then lasts as
+            // long as a memory-speed copy, not a disk read.
+            let warm = from.upper.clone();
+            let warmed = tokio::task::spawn_blocking(move || capture::prewarm(&warm))
+                .await
+                .unwrap_or(0);
+            debug!(bytes = warmed, "upper directory read ahead");
             let (source, target) = (from.upper.clone(), to.upper.clone());
             let (copied, paused) = self
                 .while_paused(src, async {

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -36,8 +36,9 @@ pub struct ParGzip<W: Write + Send + 'static> {
 impl<W: Write + Send + 'static> ParGzip<W> {
     pub fn new(inner: W, level: u32, threads: usize) -> io::Result<Self> {
         let threads = threads.max(1);
-        let level = CompressionLvl::new(i32::try_from(level).unwrap_or(1))
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("gzip level: {e:?}")))?;
+        let level = CompressionLvl::new(i32::try_from(level).unwrap_or(1)).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("gzip level: {e:?}"))
+        })?;
         let (jobs, job_rx) = sync_channel::<(u64, Vec<u8>)>(threads * 2);
         let (done_tx, done_rx) = sync_channel::<(u64, Vec<u8>)>(threads * 4);
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -49,7 +50,13 @@ impl<W: Write + Send + 'static> ParGzip<W> {
             .collect();
         drop(done_tx);
         let writer = std::thread::spawn(move || write_in_order(inner, &done_rx));
-        Ok(Self { buf: Vec::with_capacity(CHUNK), seq: 0, jobs: Some(jobs), workers, writer: Some(writer) })
+        Ok(Self {
+            buf: Vec::with_capacity(CHUNK),
+            seq: 0,
+            jobs: Some(jobs),
+            workers,
+            writer: Some(writer),
+        })
     }
 
     fn dispatch(&mut self) -> io::Result<()> {
@@ -57,10 +64,16 @@ impl<W: Write + Send + 'static> ParGzip<W> {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        let jobs = self.jobs.as_ref().ok_or_else(|| io::Error::other("gzip stream already finished"))?;
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| io::Error::other("gzip stream already finished"))?;
         if jobs.send((self.seq, chunk)).is_err() {
             // The writer stopped: its error says why.
-            return Err(self.join().err().unwrap_or_else(|| io::Error::other("gzip writer stopped")));
+            return Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| io::Error::other("gzip writer stopped")));
         }
         self.seq += 1;
         Ok(())
@@ -72,7 +85,9 @@ impl<W: Write + Send + 'static> ParGzip<W> {
             let _ = w.join();
         }
         match self.writer.take() {
-            Some(h) => h.join().map_err(|_| io::Error::other("gzip writer panicked"))?,
+            Some(h) => h
+                .join()
+                .map_err(|_| io::Error::other("gzip writer panicked"))?,
             None => Err(io::Error::other("gzip stream already finished")),
         }
     }
@@ -82,8 +97,12 @@ impl<W: Write + Send + 'static> ParGzip<W> {
     pub fn finish(mut self) -> io::Result<W> {
         if self.seq == 0 && self.buf.is_empty() {
             // gzip of nothing is still a (tiny) gzip file.
-            let jobs = self.jobs.as_ref().ok_or_else(|| io::Error::other("finished"))?;
-            jobs.send((0, Vec::new())).map_err(|_| io::Error::other("gzip writer stopped"))?;
+            let jobs = self
+                .jobs
+                .as_ref()
+                .ok_or_else(|| io::Error::other("finished"))?;
+            jobs.send((0, Vec::new()))
+                .map_err(|_| io::Error::other("gzip writer stopped"))?;
         } else {
             self.dispatch()?;
         }
@@ -118,7 +137,11 @@ impl<W: Write + Send + 'static> Drop for ParGzip<W> {
     }
 }
 
-fn work(rx: &Mutex<Receiver<(u64, Vec<u8>)>>, tx: &SyncSender<(u64, Vec<u8>)>, level: CompressionLvl) {
+fn work(
+    rx: &Mutex<Receiver<(u64, Vec<u8>)>>,
+    tx: &SyncSender<(u64, Vec<u8>)>,
+    level: CompressionLvl,
+) {
     // Level 1 for the sample (libdeflate's "fastest" is 0: no compression).
     let mut fast = Compressor::new(CompressionLvl::new(1).unwrap_or(level));
     let mut c = Compressor::new(level);
@@ -198,7 +221,9 @@ mod tests {
 
     fn gunzip(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out).unwrap();
+        flate2::read::MultiGzDecoder::new(data)
+            .read_to_end(&mut out)
+            .unwrap();
         out
     }
 
@@ -229,7 +254,11 @@ mod tests {
         for threads in [1, 3] {
             let z = roundtrip(&mixed, threads);
             assert_eq!(gunzip(&z), mixed);
-            assert!(z.len() < random.len() + (64 << 10), "text compressed, random stored: {}", z.len());
+            assert!(
+                z.len() < random.len() + (64 << 10),
+                "text compressed, random stored: {}",
+                z.len()
+            );
         }
         assert_eq!(gunzip(&roundtrip(b"", 2)), b"");
         assert_eq!(gunzip(&stored_member(&random[..70_000])), &random[..70_000]);
