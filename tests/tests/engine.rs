@@ -261,6 +261,8 @@ async fn names_and_prefixes_resolve_like_docker() {
     w.assert_clean();
 }
 
+const VICTIM: &str = "failpoint-victim";
+
 /// A failure in the middle of a commit, while the container is paused:
 /// the container runs again, nothing of the commit remains.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,15 +276,17 @@ async fn failures_resume_and_leave_nothing() {
     ] {
         let w = World::new(&format!("fail-{point}-{fast}"));
         let engine = w.engine(fast);
-        w.running("c", "echo data > /data");
+        // Failpoints are process-wide, keyed by container ID: an ID no other
+        // test in this binary uses, so a parallel test never hits them.
+        w.running(VICTIM, "echo data > /data");
         let images_before = w.ctr.images().unwrap();
-        failpoint::arm("c", point);
-        let err = commit(&engine, request("c", Some("docker.io/library/never:1")))
+        failpoint::arm(VICTIM, point);
+        let err = commit(&engine, request(VICTIM, Some("docker.io/library/never:1")))
             .await
             .expect_err("injected failure");
         assert!(err.to_string().contains("failpoint"), "{err}");
         assert_eq!(
-            w.ctr.task_status("c").unwrap(),
+            w.ctr.task_status(VICTIM).unwrap(),
             TaskStatus::Running,
             "{point}: resumed"
         );
@@ -293,7 +297,7 @@ async fn failures_resume_and_leave_nothing() {
         );
         w.assert_clean();
         // And the next commit works.
-        commit(&engine, request("c", Some("docker.io/library/after:1")))
+        commit(&engine, request(VICTIM, Some("docker.io/library/after:1")))
             .await
             .expect("commit after a failure");
         assert_eq!(w.run("docker.io/library/after:1", "cat /data"), "data\n");
