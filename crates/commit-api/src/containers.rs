@@ -1,27 +1,107 @@
 //! Docker's container routes, read from containerd's containers and tasks:
 //! `GET /containers/json` (`docker ps`) and `GET /containers/{id}/json`
 //! (`docker inspect`; docker-py's `containers.get(id)`, which agents call
-//! before `container.commit(…)`).
+//! before `container.commit(…)`). [`get_route`] serves the latter for names
+//! with slashes (`team/nb-0/app`), as Docker's `{name:.*}` route does.
+//!
+//! # How containerd's records become Docker's
+//! - **State** comes from the task: running, paused (listed as running, as
+//!   Docker does), stopped (`exited`, with the task's exit status and time),
+//!   no task or a task not started (`created`), unknown (`dead`).
+//! - **Name** is nerdctl's `nerdctl/name` label, else Kubernetes'
+//!   `namespace/pod/container`, else the ID — the names the commit route
+//!   resolves, so whatever `docker ps` shows, `docker commit` accepts.
+//! - **Image** is the container's image record (familiar form); **ImageID**
+//!   the config digest of the image whose layers the container's snapshot
+//!   stands on. When the record now names another image (retagged, e.g. by a
+//!   commit to the same name), the summary's `Image` becomes the old image's
+//!   ID, as Docker's `refreshImage` does; `Config.Image` keeps the name.
+//! - **Config** is the OCI runtime spec read back (process args, env, cwd,
+//!   user, terminal, hostname) merged with the image config the way Docker
+//!   merges at create (entrypoint, labels, volumes, exposed ports).
+//! - **HostConfig** holds what the spec says (namespaces as modes, resource
+//!   limits, masked paths, bind mounts); the rest is Docker's zero values.
+//!
+//! # Limits
+//! - No ports, no networks (`NetworkSettings.Networks` is empty): CNI state
+//!   is not containerd's. `network`, `publish` and `expose` filters are
+//!   validated and then match nothing, as in Docker for such containers.
+//! - `size` is accepted and ignored (`SizeRw`/`SizeRootFs` are omitted):
+//!   the engine has no snapshot-usage call yet.
+//! - `StartedAt` is the task process's start time as this host's `/proc`
+//!   shows it; a start time before the container's creation (another pid
+//!   namespace) is replaced by the creation time.
+//! - The `name` filter uses Go's regexp semantics for the usual subset
+//!   (literals, `.`, classes, `^`, `$`, `*`, `+`, `?`, `{n,m}`, groups, `|`);
+//!   flags (`(?i)`) are not supported and match only exactly. `id` matches
+//!   an exact ID or a unique prefix (Docker's `GetByPrefix`).
+//! - Which image a container was made from is inferred: a name moved after
+//!   the container's creation onto an image with the same layers (an empty
+//!   commit, a re-tag) is taken to have left the container's image behind.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
+use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use commit_engine::catalog;
+use commit_engine::catalog::{self, ImageEntry, Lookup};
 use commit_engine::container::{self as ctrs, display_name};
 use commit_engine::containerd_client::services::v1::Container;
+use commit_engine::snapshot::Snapshots;
 use commit_engine::task::{self, TaskInfo, TaskState};
-use serde_json::{Value, json};
+use futures::StreamExt;
+use serde_json::{Map, Value, json};
 
 use crate::Api;
 use crate::commit::{Query, bool_value};
 use crate::error::{ApiError, json_response};
 use crate::filters::Filters;
 use crate::reference::familiar_name;
+use crate::version::{ApiVersion, compare};
 
-/// Docker's state name.
+/// Go's zero `time.Time` as Docker formats it.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// Docker's container states, in its order (for the filter's error text).
+const STATES: [&str; 7] = [
+    "created",
+    "running",
+    "paused",
+    "restarting",
+    "removing",
+    "exited",
+    "dead",
+];
+
+/// The filters `docker ps` accepts (Docker's `acceptedPsFilterTags`).
+const PS_FILTERS: &[&str] = &[
+    "ancestor",
+    "before",
+    "exited",
+    "id",
+    "isolation",
+    "label",
+    "name",
+    "status",
+    "health",
+    "since",
+    "volume",
+    "network",
+    "is-task",
+    "publish",
+    "expose",
+];
+
+/// Task lookups in flight at once while listing.
+const PARALLEL: usize = 8;
+
+// ---------------------------------------------------------------------------
+// State and status text.
+
+/// Docker's state name (`State.StateString()`).
 fn state_name(t: &TaskInfo) -> &'static str {
     match t.state {
         Some(TaskState::Running) => "running",
@@ -30,6 +110,10 @@ fn state_name(t: &TaskInfo) -> &'static str {
         Some(TaskState::Created) | Some(TaskState::None) | None => "created",
         Some(TaskState::Other) => "dead",
     }
+}
+
+fn is_up(t: &TaskInfo) -> bool {
+    matches!(t.state, Some(TaskState::Running) | Some(TaskState::Paused))
 }
 
 /// Docker's `units.HumanDuration`.
@@ -51,273 +135,1471 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
-/// Docker's `State.String()`: "Up 5 minutes", "Up 1 second (Paused)",
+/// When the task started, in unix seconds: the process start time, unless
+/// it cannot be right (before the container existed, or in the future),
+/// else the container's creation for a task that runs.
+fn started_at(t: &TaskInfo, created: i64, now: i64) -> Option<i64> {
+    let seen = t.started_at.filter(|&s| s + 1 >= created && s <= now + 1);
+    seen.or_else(|| is_up(t).then_some(created))
+}
+
+/// Docker's `State.String()`: "Up 5 minutes", "Up 2 seconds (Paused)",
 /// "Exited (137) 2 minutes ago", "Created".
 fn status_text(t: &TaskInfo, created: i64, now: i64) -> String {
     match t.state {
         Some(TaskState::Running) | Some(TaskState::Paused) => {
-            let up = format!(
-                "Up {}",
-                human_duration(now - t.started_at.unwrap_or(created))
-            );
+            let up = human_duration(now - started_at(t, created, now).unwrap_or(created));
             if t.state == Some(TaskState::Paused) {
-                format!("{up} (Paused)")
+                format!("Up {up} (Paused)")
             } else {
-                up
+                format!("Up {up}")
             }
         }
+        Some(TaskState::Other) => "Dead".into(),
+        // Docker: started but no finish time reads as "".
         Some(TaskState::Stopped) => match t.exited_at {
             Some((at, _)) => format!(
                 "Exited ({}) {} ago",
                 t.exit_status,
                 human_duration(now - at)
             ),
-            None => format!("Exited ({})", t.exit_status),
+            None => String::new(),
         },
-        Some(TaskState::Other) => "Dead".into(),
-        _ => "Created".into(),
+        Some(TaskState::Created) | Some(TaskState::None) | None => "Created".into(),
     }
 }
 
-fn spec(ct: &Container) -> Value {
+/// Go's `time.RFC3339Nano` in UTC: fraction without trailing zeros.
+fn rfc3339_nano(secs: i64, nanos: i32) -> String {
+    let Some(t) = DateTime::<Utc>::from_timestamp(secs, u32::try_from(nanos).unwrap_or(0)) else {
+        return ZERO_TIME.into();
+    };
+    let mut s = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let frac = format!("{:09}", t.timestamp_subsec_nanos());
+    let frac = frac.trim_end_matches('0');
+    if !frac.is_empty() {
+        s.push('.');
+        s.push_str(frac);
+    }
+    s.push('Z');
+    s
+}
+
+/// The summary's `Command`: path, then the arguments, those with a space
+/// single-quoted (Docker's `container/view.go`).
+fn command_line(args: &[String]) -> String {
+    let Some((path, rest)) = args.split_first() else {
+        return String::new();
+    };
+    if rest.is_empty() {
+        return path.clone();
+    }
+    let rest: Vec<String> = rest
+        .iter()
+        .map(|a| {
+            if a.contains(' ') {
+                format!("'{a}'")
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    format!("{path} {}", rest.join(" "))
+}
+
+// ---------------------------------------------------------------------------
+// The OCI runtime spec, read back.
+
+fn spec_of(ct: &Container) -> Value {
     ct.spec
         .as_ref()
         .and_then(|s| serde_json::from_slice(&s.value).ok())
         .unwrap_or(Value::Null)
 }
 
-fn rfc3339(secs: i64, nanos: i32) -> String {
-    DateTime::<Utc>::from_timestamp(secs, u32::try_from(nanos).unwrap_or(0))
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
-        .unwrap_or_else(|| "0001-01-01T00:00:00Z".into())
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-/// The image IDs of the namespace's image records, by record name.
-async fn image_ids(api: &Api) -> HashMap<String, String> {
-    let engine = api.engine();
-    let Ok(all) = catalog::list(engine.containerd(), engine.cache()).await else {
-        return HashMap::new();
+/// A string array as Go marshals a `[]string`: `null` when absent.
+fn strings_or_null(v: &Value) -> Value {
+    match v.as_array() {
+        Some(_) => Value::from(strings(v)),
+        None => Value::Null,
+    }
+}
+
+/// The CRI plugin's annotations on a container's spec.
+const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// nerdctl's label listing a container's networks (a JSON array).
+const NERDCTL_NETWORKS: &str = "nerdctl/networks";
+/// containerd's restart monitor's policy label.
+const RESTART_POLICY: &str = "containerd.io/restart.policy";
+
+/// How the spec sets up one kind of namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ns {
+    /// Not unshared: the host's.
+    Host,
+    /// A new one.
+    New,
+    /// Joined: an existing namespace at this path.
+    Joined(String),
+    /// No Linux section in the spec: unknown.
+    Unknown,
+}
+
+fn namespace(spec: &Value, kind: &str) -> Ns {
+    let Some(list) = spec["linux"]["namespaces"].as_array() else {
+        return if spec["linux"].is_object() {
+            Ns::Host
+        } else {
+            Ns::Unknown
+        };
     };
-    all.into_iter()
-        .flat_map(|e| e.records.into_iter().map(move |r| (r.name, e.id.clone())))
-        .collect()
+    match list.iter().find(|n| n["type"] == kind) {
+        None => Ns::Host,
+        Some(n) => match n["path"].as_str() {
+            Some(p) if !p.is_empty() => Ns::Joined(p.to_string()),
+            _ => Ns::New,
+        },
+    }
+}
+
+/// The CRI sandbox a Kubernetes app container shares namespaces with.
+fn cri_sandbox(spec: &Value) -> Option<&str> {
+    let ann = &spec["annotations"];
+    (ann[CRI_CONTAINER_TYPE] == "container")
+        .then(|| ann[CRI_SANDBOX_ID].as_str())
+        .flatten()
+        .filter(|s| !s.is_empty())
+}
+
+/// Docker's `NetworkMode`: `host` without a network namespace,
+/// `container:<sandbox>` for a Kubernetes app container, nerdctl's first
+/// network, else `none` (a fresh namespace with only loopback, as `ctr run`
+/// makes) or `default` (a namespace set up by someone else, e.g. CNI).
+fn network_mode(spec: &Value, labels: &HashMap<String, String>) -> String {
+    let ns = namespace(spec, "network");
+    if ns == Ns::Host {
+        return "host".into();
+    }
+    if ns == Ns::Unknown {
+        return String::new();
+    }
+    if let Some(sandbox) = cri_sandbox(spec) {
+        return format!("container:{sandbox}");
+    }
+    let nerdctl: Option<String> = labels
+        .get(NERDCTL_NETWORKS)
+        .and_then(|l| serde_json::from_str::<Vec<String>>(l).ok())
+        .and_then(|n| n.into_iter().next());
+    if let Some(n) = nerdctl {
+        return n;
+    }
+    match ns {
+        Ns::Joined(_) => "default".into(),
+        _ => "none".into(),
+    }
+}
+
+/// Docker's modes for the other namespaces (`IpcMode`, `PidMode`, …):
+/// `host` when not unshared, `container:<sandbox>` when joined from a
+/// Kubernetes sandbox, else the mode Docker shows for a private one.
+fn ns_mode(spec: &Value, kind: &str, private: &str) -> String {
+    match namespace(spec, kind) {
+        Ns::Host => "host".into(),
+        Ns::Joined(_) => cri_sandbox(spec)
+            .map(|s| format!("container:{s}"))
+            .unwrap_or_else(|| private.into()),
+        Ns::New => private.into(),
+        Ns::Unknown => String::new(),
+    }
+}
+
+/// Files Docker manages itself and lists apart from the mounts.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct MountedFiles {
+    resolv_conf: String,
+    hostname: String,
+    hosts: String,
+}
+
+/// The spec's bind mounts as Docker's `MountPoint`s, without the files
+/// Docker lists on their own (`/etc/resolv.conf`, `/etc/hostname`,
+/// `/etc/hosts`) and the pod's `/dev/shm`.
+fn mount_points(spec: &Value) -> (Vec<Value>, MountedFiles) {
+    let mut files = MountedFiles::default();
+    let mut out = Vec::new();
+    for m in spec["mounts"].as_array().into_iter().flatten() {
+        let options = strings(&m["options"]);
+        let is_bind = m["type"] == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+        if !is_bind {
+            continue;
+        }
+        let source = m["source"].as_str().unwrap_or("").to_string();
+        let destination = m["destination"].as_str().unwrap_or("");
+        match destination {
+            "/etc/resolv.conf" => files.resolv_conf = source,
+            "/etc/hostname" => files.hostname = source,
+            "/etc/hosts" => files.hosts = source,
+            "/dev/shm" => {}
+            _ => {
+                let ro = options.iter().any(|o| o == "ro");
+                let propagation = options
+                    .iter()
+                    .find(|o| {
+                        matches!(
+                            o.as_str(),
+                            "rprivate" | "private" | "rshared" | "shared" | "rslave" | "slave"
+                        )
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| "rprivate".into());
+                out.push(json!({
+                    "Type": "bind",
+                    "Source": source,
+                    "Destination": destination,
+                    "Mode": if ro { "ro" } else { "" },
+                    "RW": !ro,
+                    "Propagation": propagation,
+                }));
+            }
+        }
+    }
+    (out, files)
+}
+
+/// `size=64m` of a tmpfs option, in bytes.
+fn tmpfs_size(options: &[String]) -> Option<i64> {
+    let v = options.iter().find_map(|o| o.strip_prefix("size="))?;
+    let (digits, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
+    let n: i64 = digits.parse().ok()?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn int(v: &Value) -> i64 {
+    v.as_i64()
+        .or_else(|| v.as_u64().map(|u| i64::try_from(u).unwrap_or(i64::MAX)))
+        .unwrap_or(0)
+}
+
+fn string_map(v: &Value) -> Option<BTreeMap<String, String>> {
+    let m: BTreeMap<String, String> = v
+        .as_object()?
+        .iter()
+        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+        .collect();
+    (!m.is_empty()).then_some(m)
+}
+
+/// `linux.resources.devices`-free `Resources` and the rest of Docker's
+/// `HostConfig`, from the spec where it says, Docker's zero values where
+/// it cannot.
+fn host_config(spec: &Value, ct: &Container, binds: &[Value]) -> Value {
+    let linux = &spec["linux"];
+    let res = &linux["resources"];
+    let shm = spec["mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["destination"] == "/dev/shm" && m["type"] == "tmpfs")
+        .and_then(|m| tmpfs_size(&strings(&m["options"])))
+        .unwrap_or(0);
+    let restart = ct
+        .labels
+        .get(RESTART_POLICY)
+        .map(|p| match p.split_once(':') {
+            Some((name, n)) => (name.to_string(), n.parse::<i64>().unwrap_or(0)),
+            None => (p.clone(), 0),
+        })
+        .unwrap_or_else(|| ("no".into(), 0));
+    let binds: Vec<String> = binds
+        .iter()
+        .map(|m| {
+            let (src, dst) = (
+                m["Source"].as_str().unwrap_or(""),
+                m["Destination"].as_str().unwrap_or(""),
+            );
+            if m["RW"] == false {
+                format!("{src}:{dst}:ro")
+            } else {
+                format!("{src}:{dst}")
+            }
+        })
+        .collect();
+    let mut hc = json!({
+        "Binds": if binds.is_empty() { Value::Null } else { json!(binds) },
+        "ContainerIDFile": "",
+        "LogConfig": { "Type": "", "Config": null },
+        "NetworkMode": network_mode(spec, &ct.labels),
+        "PortBindings": {},
+        "RestartPolicy": { "Name": restart.0, "MaximumRetryCount": restart.1 },
+        "AutoRemove": false,
+        "VolumeDriver": "",
+        "VolumesFrom": null,
+        "ConsoleSize": [
+            int(&spec["process"]["consoleSize"]["height"]),
+            int(&spec["process"]["consoleSize"]["width"]),
+        ],
+        "CapAdd": null,
+        "CapDrop": null,
+        "CgroupnsMode": ns_mode(spec, "cgroup", "private"),
+        "Dns": null,
+        "DnsOptions": null,
+        "DnsSearch": null,
+        "ExtraHosts": null,
+        "GroupAdd": null,
+        "IpcMode": ns_mode(spec, "ipc", "private"),
+        "Cgroup": "",
+        "Links": null,
+        "OomScoreAdj": int(&spec["process"]["oomScoreAdj"]),
+        "PidMode": ns_mode(spec, "pid", ""),
+        "Privileged": false,
+        "PublishAllPorts": false,
+        "ReadonlyRootfs": spec["root"]["readonly"].as_bool().unwrap_or(false),
+        "SecurityOpt": null,
+        "UTSMode": ns_mode(spec, "uts", ""),
+        "UsernsMode": "",
+        "ShmSize": shm,
+        "Runtime": ct.runtime.as_ref().map(|r| r.name.as_str()).unwrap_or(""),
+        "Isolation": "",
+    });
+    // Docker's `Resources`, embedded in `HostConfig`.
+    let resources = json!({
+        "CpuShares": int(&res["cpu"]["shares"]),
+        "Memory": int(&res["memory"]["limit"]),
+        "NanoCpus": 0,
+        "CgroupParent": "",
+        "BlkioWeight": int(&res["blockIO"]["weight"]),
+        "BlkioWeightDevice": null,
+        "BlkioDeviceReadBps": null,
+        "BlkioDeviceWriteBps": null,
+        "BlkioDeviceReadIOps": null,
+        "BlkioDeviceWriteIOps": null,
+        "CpuPeriod": int(&res["cpu"]["period"]),
+        "CpuQuota": int(&res["cpu"]["quota"]),
+        "CpuRealtimePeriod": int(&res["cpu"]["realtimePeriod"]),
+        "CpuRealtimeRuntime": int(&res["cpu"]["realtimeRuntime"]),
+        "CpusetCpus": res["cpu"]["cpus"].as_str().unwrap_or(""),
+        "CpusetMems": res["cpu"]["mems"].as_str().unwrap_or(""),
+        "Devices": null,
+        "DeviceCgroupRules": null,
+        "DeviceRequests": null,
+        "MemoryReservation": int(&res["memory"]["reservation"]),
+        "MemorySwap": int(&res["memory"]["swap"]),
+        "MemorySwappiness": res["memory"]["swappiness"].as_i64(),
+        "OomKillDisable": res["memory"]["disableOOMKiller"].as_bool(),
+        "PidsLimit": res["pids"]["limit"].as_i64().filter(|&l| l > 0),
+        "Ulimits": null,
+        "CpuCount": 0,
+        "CpuPercent": 0,
+        "IOMaximumIOps": 0,
+        "IOMaximumBandwidth": 0,
+    });
+    if let (Some(obj), Value::Object(resources)) = (hc.as_object_mut(), resources) {
+        obj.extend(resources);
+        obj.insert("MaskedPaths".into(), strings_or_null(&linux["maskedPaths"]));
+        obj.insert(
+            "ReadonlyPaths".into(),
+            strings_or_null(&linux["readonlyPaths"]),
+        );
+        if let Some(a) = string_map(&spec["annotations"]) {
+            obj.insert("Annotations".into(), json!(a));
+        }
+        if let Some(s) = string_map(&linux["sysctl"]) {
+            obj.insert("Sysctls".into(), json!(s));
+        }
+    }
+    hc
+}
+
+/// Docker's `Config.User`: empty for root, else `uid:gid` (or `uid`).
+fn user(process: &Value) -> String {
+    let uid = process["user"]["uid"].as_u64().unwrap_or(0);
+    let gid = process["user"]["gid"].as_u64().unwrap_or(0);
+    match (uid, gid) {
+        (0, 0) => String::new(),
+        (u, 0) => u.to_string(),
+        (u, g) => format!("{u}:{g}"),
+    }
+}
+
+/// Splits the process's args into Docker's `Entrypoint` and `Cmd`: the
+/// image's entrypoint when the args start with it, else everything is the
+/// command.
+fn entrypoint_and_cmd(args: &[String], image_entrypoint: Option<&[String]>) -> (Value, Value) {
+    match image_entrypoint {
+        Some(ep) if !ep.is_empty() && args.starts_with(ep) => {
+            let cmd = &args[ep.len()..];
+            (
+                json!(ep),
+                if cmd.is_empty() {
+                    Value::Null
+                } else {
+                    json!(cmd)
+                },
+            )
+        }
+        _ => (
+            Value::Null,
+            if args.is_empty() {
+                Value::Null
+            } else {
+                json!(args)
+            },
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Images.
+
+/// The namespace's images, indexed the ways a container finds its own.
+struct Images {
+    entries: Vec<ImageEntry>,
+    /// Record name → (image, when the record last changed, unix seconds).
+    by_name: HashMap<String, (usize, i64)>,
+    /// Chain ID → the images with these layers, oldest first.
+    by_chain: HashMap<String, Vec<usize>>,
+}
+
+impl Images {
+    async fn load(api: &Api) -> Result<Self, ApiError> {
+        let engine = api.engine();
+        let entries = catalog::list(engine.containerd(), engine.cache()).await?;
+        Ok(Self::new(entries))
+    }
+
+    fn new(entries: Vec<ImageEntry>) -> Self {
+        let mut by_name = HashMap::new();
+        let mut by_chain: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            for r in &e.records {
+                let updated = r.updated_at.as_ref().map(|t| t.seconds).unwrap_or(0);
+                by_name.insert(r.name.clone(), (i, updated));
+            }
+            if let Some(chain) = e.resolved.chain_id() {
+                by_chain.entry(chain).or_default().push(i);
+            }
+        }
+        Self {
+            entries,
+            by_name,
+            by_chain,
+        }
+    }
+
+    /// The image a container was made from, given its snapshot's parent
+    /// (the chain ID of the image's layers): the image its record names if
+    /// that has the same layers and has not been renamed since the
+    /// container was made; else an image with the parent's layers (the one
+    /// a moved name left behind); else none.
+    fn of(&self, ct: &Container, parent: Option<&str>) -> ImageOf {
+        let named = self.by_name.get(&ct.image).copied();
+        let created = ct.created_at.map(|t| t.seconds).unwrap_or(0);
+        let same_layers = |i: usize, p: &str| {
+            self.entries[i]
+                .resolved
+                .chain_id()
+                .is_some_and(|chain| stands_on(p, &chain))
+        };
+        let with_layers = |p: &str, not: Option<usize>| {
+            self.by_chain
+                .iter()
+                .filter(|(chain, _)| stands_on(p, chain))
+                .flat_map(|(_, images)| images.iter().copied())
+                .find(|&i| Some(i) != not)
+        };
+        let (index, moved) = match (named, parent) {
+            (Some((i, _)), None) => (Some(i), false),
+            (Some((i, updated)), Some(p)) if same_layers(i, p) => {
+                // Renamed after the container was made: another image with
+                // these layers is the one it was made from, if there is one.
+                match with_layers(p, Some(i)).filter(|_| updated > created) {
+                    Some(other) => (Some(other), true),
+                    None => (Some(i), false),
+                }
+            }
+            (named, Some(p)) => match with_layers(p, None) {
+                Some(i) => (Some(i), true),
+                None => (None, named.is_some()),
+            },
+            (None, None) => (None, false),
+        };
+        let id = index
+            .map(|i| self.entries[i].id.clone())
+            .unwrap_or_default();
+        // Docker shows the ID when the name no longer leads to the image.
+        let image = if ct.image.is_empty() || (moved && !id.is_empty()) {
+            id.clone()
+        } else {
+            familiar_name(&ct.image).to_string()
+        };
+        ImageOf { index, id, image }
+    }
+
+    fn entry(&self, of: &ImageOf) -> Option<&ImageEntry> {
+        of.index.map(|i| &self.entries[i])
+    }
+
+    /// The image IDs `ancestor=` values name (unknown ones name nothing).
+    fn ancestors(&self, values: &[String]) -> HashSet<String> {
+        let mut out = HashSet::new();
+        for v in values {
+            let Ok((lookup, fallback)) = crate::images::lookup(v) else {
+                continue;
+            };
+            let by_prefix = |p: &str| {
+                let hex = p.trim_start_matches("sha256:");
+                let hits: Vec<&ImageEntry> = self
+                    .entries
+                    .iter()
+                    .filter(|e| {
+                        !hex.is_empty() && e.id.trim_start_matches("sha256:").starts_with(hex)
+                    })
+                    .collect();
+                match hits.as_slice() {
+                    [one] => Some(one.id.clone()),
+                    _ => None,
+                }
+            };
+            let id = match &lookup {
+                Lookup::Name(n) => self
+                    .by_name
+                    .get(n)
+                    .map(|&(i, _)| self.entries[i].id.clone())
+                    .or_else(|| fallback.as_deref().and_then(by_prefix)),
+                Lookup::Id(id) => self
+                    .entries
+                    .iter()
+                    .find(|e| &e.id == id)
+                    .map(|e| e.id.clone()),
+                Lookup::IdPrefix(p) => by_prefix(p),
+            };
+            out.extend(id);
+        }
+        out
+    }
+}
+
+/// Whether a snapshot whose parent is `parent` stands on the layers of
+/// `chain`: the chain's own snapshot, or a user-namespace remapped copy
+/// of it (`<chain>-<uid>-<gid>`).
+fn stands_on(parent: &str, chain: &str) -> bool {
+    parent
+        .strip_prefix(chain)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+}
+
+/// What a container's image turned out to be.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ImageOf {
+    index: Option<usize>,
+    /// `sha256:…` of the config, or empty when the image is gone.
+    id: String,
+    /// The summary's `Image`: the record's familiar name, or the ID.
+    image: String,
+}
+
+/// The parent of the container's snapshot: the chain ID of its image's
+/// layers (none when it cannot be read).
+async fn snapshot_parent(api: &Api, ct: &Container) -> Option<String> {
+    if ct.snapshot_key.is_empty() {
+        return None;
+    }
+    let snapshotter = if ct.snapshotter.is_empty() {
+        "overlayfs"
+    } else {
+        &ct.snapshotter
+    };
+    Snapshots::new(api.engine().containerd(), snapshotter)
+        .stat(&ct.snapshot_key)
+        .await
+        .ok()
+        .map(|i| i.parent)
+        .filter(|p| !p.is_empty())
+}
+
+// ---------------------------------------------------------------------------
+// One container, as both routes see it.
+
+struct Seen {
+    ct: Container,
+    spec: Value,
+    task: TaskInfo,
+    name: String,
+    image: ImageOf,
+    /// Container labels over the image's (Docker merges them at create).
+    labels: BTreeMap<String, String>,
+    mounts: Vec<Value>,
+    files: MountedFiles,
+}
+
+impl Seen {
+    fn new(ct: Container, task: TaskInfo, image: ImageOf, images: &Images) -> Self {
+        let spec = spec_of(&ct);
+        let mut labels: BTreeMap<String, String> = images
+            .entry(&image)
+            .and_then(|e| e.config().config.as_ref())
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        labels.extend(ct.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let (mounts, files) = mount_points(&spec);
+        Self {
+            name: display_name(&ct),
+            spec,
+            task,
+            image,
+            labels,
+            mounts,
+            files,
+            ct,
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        strings(&self.spec["process"]["args"])
+    }
+
+    fn created(&self) -> i64 {
+        self.ct.created_at.map(|t| t.seconds).unwrap_or(0)
+    }
+
+    fn state(&self) -> &'static str {
+        state_name(&self.task)
+    }
+
+    /// The image's manifest, as Docker's `ImageManifestDescriptor`.
+    fn manifest_descriptor(&self, images: &Images) -> Option<Value> {
+        let e = images.entry(&self.image)?;
+        let mut d = e.resolved.manifest_descriptor.clone();
+        if d.platform.is_none() {
+            let cfg = e.config();
+            d.platform = Some(commit_engine::image::Platform {
+                architecture: cfg.architecture.clone(),
+                os: cfg.os.clone(),
+                os_version: None,
+                variant: cfg.variant.clone(),
+            });
+        }
+        serde_json::to_value(d).ok()
+    }
+}
+
+async fn see(api: &Api, ct: Container, images: &Images) -> Result<Seen, ApiError> {
+    let c = api.engine().containerd();
+    let (task, parent) = tokio::join!(task::info(c, &ct.id), snapshot_parent(api, &ct));
+    let image = images.of(&ct, parent.as_deref());
+    Ok(Seen::new(ct, task?, image, images))
+}
+
+/// `ImageManifestDescriptor`, from API 1.48 on.
+fn manifest_for(s: &Seen, images: &Images, version: &str) -> Option<Value> {
+    if compare(version, "1.48").is_lt() {
+        return None;
+    }
+    s.manifest_descriptor(images)
+}
+
+fn older_than_1_46(v: &str) -> bool {
+    compare(v, "1.46").is_lt()
+}
+
+fn version_of(v: Option<Extension<ApiVersion>>) -> String {
+    v.map(|Extension(ApiVersion(v))| v)
+        .unwrap_or_else(|| crate::API_VERSION.to_string())
+}
+
+// ---------------------------------------------------------------------------
+// `GET /containers/json`.
+
+/// What `docker ps` asked for, validated as Docker validates it.
+#[derive(Debug)]
+struct Selection {
+    all: bool,
+    limit: Option<usize>,
+    filters: Filters,
+    exited: Vec<i64>,
+    is_task: Option<bool>,
+}
+
+impl Selection {
+    fn parse(q: &Query) -> Result<Self, ApiError> {
+        let filters = Filters::parse(q.get("filters"), PS_FILTERS)?;
+        let mut all = bool_value(q.get("all"));
+        let limit = match q.get("limit") {
+            "" => None,
+            l => match l.parse::<i64>() {
+                Ok(n) if n > 0 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                Ok(_) => None,
+                Err(_) => {
+                    return Err(ApiError::bad_request(format!(
+                        "strconv.Atoi: parsing {l:?}: invalid syntax"
+                    )));
+                }
+            },
+        };
+        let mut exited = Vec::new();
+        for v in filters.get("exited") {
+            let code = v.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "invalid filter 'exited={v}': strconv.Atoi: parsing {v:?}: invalid syntax"
+                ))
+            })?;
+            exited.push(code);
+        }
+        for s in filters.get("status") {
+            if !STATES.contains(&s.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "invalid filter 'status={s}': invalid value for state ({s}): must be one of {}",
+                    STATES.join(", ")
+                )));
+            }
+            all = true;
+        }
+        for h in filters.get("health") {
+            if !["none", "starting", "healthy", "unhealthy"].contains(&h.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "invalid filter 'health={h}': invalid value for health ({h}): must be one of none, starting, healthy, unhealthy"
+                )));
+            }
+        }
+        let is_task = match filters.get("is-task") {
+            [] => None,
+            values => {
+                let t = values.iter().any(|v| v == "1" || v == "true");
+                let f = values.iter().any(|v| v == "0" || v == "false");
+                if t == f {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid filter 'is-task=[{}]'",
+                        values.join(" ")
+                    )));
+                }
+                Some(t)
+            }
+        };
+        for key in ["publish", "expose"] {
+            for v in filters.get(key) {
+                port_range(key, v)?;
+            }
+        }
+        Ok(Self {
+            all,
+            limit,
+            filters,
+            exited,
+            is_task,
+        })
+    }
+
+    /// Filters that need only the record: `id` and `name`. `ids` is every
+    /// container's ID (an `id` value matches an exact ID, else a unique
+    /// prefix, as Docker's `GetByPrefix`).
+    fn keeps_record(&self, ct: &Container, ids: &[&str]) -> bool {
+        let id = self.filters.get("id");
+        let id_ok = id.is_empty()
+            || id
+                .iter()
+                .any(|p| unique_prefix(ids, p) == Some(ct.id.as_str()));
+        let name = display_name(ct);
+        let name_ok = self.filters.get("name").is_empty()
+            || self.filters.get("name").iter().any(|pat| {
+                let slashed = format!("/{name}");
+                pat == &name
+                    || pat == &slashed
+                    || go_regex_match(pat, &slashed)
+                    || go_regex_match(pat, &name)
+            });
+        id_ok && name_ok
+    }
+
+    /// The remaining filters, and `all`.
+    fn keeps(&self, s: &Seen, ancestors: Option<&HashSet<String>>) -> bool {
+        let state = s.state();
+        if !self.all && self.limit.is_none() && !matches!(state, "running" | "paused") {
+            return false;
+        }
+        if !self.filters.labels_match("label", &s.labels) {
+            return false;
+        }
+        if self.is_task == Some(true) {
+            return false;
+        }
+        // Docker: only containers that ran and stopped have an exit code.
+        let exited_with = |code: &i64| state == "exited" && i64::from(s.task.exit_status) == *code;
+        if !self.exited.is_empty() && !self.exited.iter().any(exited_with) {
+            return false;
+        }
+        let status = self.filters.get("status");
+        if !status.is_empty() && !status.iter().any(|v| v == state) {
+            return false;
+        }
+        // No container here has a health check: its health is "none".
+        let health = self.filters.get("health");
+        if !health.is_empty() && !health.iter().any(|h| h == "none") {
+            return false;
+        }
+        let volumes = self.filters.get("volume");
+        if !volumes.is_empty()
+            && !s.mounts.iter().any(|m| {
+                volumes
+                    .iter()
+                    .any(|v| m["Destination"] == v.as_str() || m["Source"] == v.as_str())
+            })
+        {
+            return false;
+        }
+        if ancestors.is_some_and(|ids| !ids.contains(&s.image.id)) {
+            return false;
+        }
+        // Neither networks nor ports are known here.
+        ["network", "publish", "expose"]
+            .iter()
+            .all(|k| self.filters.get(k).is_empty())
+    }
+}
+
+/// `80`, `80/tcp`, `8000-8080/udp`; Docker's check of `publish`/`expose`.
+fn port_range(key: &str, v: &str) -> Result<(), ApiError> {
+    if v.contains(':') {
+        return Err(ApiError::bad_request(format!(
+            "filter for '{key}' should not contain ':': {v}"
+        )));
+    }
+    let port = v.split_once('/').map(|(p, _)| p).unwrap_or(v);
+    let (start, end) = port.split_once('-').unwrap_or((port, port));
+    match (start.parse::<u16>(), end.parse::<u16>()) {
+        (Ok(a), Ok(b)) if a <= b => Ok(()),
+        _ => Err(ApiError::bad_request(format!(
+            "error while looking up for {key} {v}: invalid port range"
+        ))),
+    }
+}
+
+/// The one ID equal to `p`, else the one starting with it.
+fn unique_prefix<'a>(ids: &[&'a str], p: &str) -> Option<&'a str> {
+    if p.is_empty() {
+        return None;
+    }
+    if let Some(exact) = ids.iter().find(|id| **id == p) {
+        return Some(exact);
+    }
+    let mut hits = ids.iter().filter(|id| id.starts_with(p));
+    match (hits.next(), hits.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
+    }
+}
+
+/// The position of the container `before=`/`since=` names: an exact ID or
+/// a name.
+fn position(sorted: &[Container], value: &str) -> Result<usize, ApiError> {
+    let wanted = value.trim_start_matches('/');
+    sorted
+        .iter()
+        .position(|ct| ct.id == value)
+        .or_else(|| sorted.iter().position(|ct| display_name(ct) == wanted))
+        .ok_or_else(|| ApiError::not_found(format!("No such container: {value}")))
 }
 
 /// `GET /containers/json` (`docker ps`).
-pub async fn list(State(api): State<Api>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn list(
+    State(api): State<Api>,
+    version: Option<Extension<ApiVersion>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let version = version_of(version);
     let q = Query::parse(raw.as_deref());
-    let filters = Filters::parse(
-        q.get("filters"),
-        &["id", "name", "label", "status", "ancestor"],
-    )?;
-    for s in filters.get("status") {
-        if ![
-            "created",
-            "restarting",
-            "running",
-            "removing",
-            "paused",
-            "exited",
-            "dead",
-        ]
-        .contains(&s.as_str())
-        {
-            return Err(ApiError::bad_request(format!(
-                "invalid filter 'status={s}'"
-            )));
-        }
-    }
-    let all = bool_value(q.get("all")) || !filters.get("status").is_empty();
-    let limit: Option<usize> = match q.get("limit") {
-        "" => None,
-        l => match l.parse::<i64>() {
-            Ok(n) if n > 0 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
-            Ok(_) => None,
-            Err(_) => return Err(ApiError::bad_request(format!("invalid limit: {l}"))),
-        },
-    };
+    let sel = Selection::parse(&q)?;
     let c = api.engine().containerd();
     let mut containers = ctrs::list(c, Vec::new()).await?;
     // Newest first, as Docker lists.
-    containers.sort_by_key(|ct| std::cmp::Reverse(ct.created_at.map(|t| (t.seconds, t.nanos))));
-    let ids = image_ids(&api).await;
+    containers.sort_by(|a, b| {
+        let at = |ct: &Container| ct.created_at.map(|t| (t.seconds, t.nanos));
+        at(b).cmp(&at(a)).then_with(|| a.id.cmp(&b.id))
+    });
+    // `before`: only older ones; `since`: only newer ones.
+    let mut range = 0..containers.len();
+    for v in sel.filters.get("before") {
+        range.start = range.start.max(position(&containers, v)? + 1);
+    }
+    for v in sel.filters.get("since") {
+        range.end = range.end.min(position(&containers, v)?);
+    }
+    let ids: Vec<String> = containers.iter().map(|ct| ct.id.clone()).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let candidates: Vec<Container> = containers
+        .into_iter()
+        .enumerate()
+        .filter(|(i, ct)| range.contains(i) && sel.keeps_record(ct, &id_refs))
+        .map(|(_, ct)| ct)
+        .collect();
+    let images = Images::load(&api).await?;
+    let ancestors = (!sel.filters.get("ancestor").is_empty())
+        .then(|| images.ancestors(sel.filters.get("ancestor")));
+    let seen: Vec<Result<Seen, ApiError>> = futures::stream::iter(candidates)
+        .map(|ct| see(&api, ct, &images))
+        .buffered(PARALLEL)
+        .collect()
+        .await;
     let now = Utc::now().timestamp();
     let mut out = Vec::new();
-    for ct in containers {
-        let t = task::info(c, &ct.id).await?;
-        let state = state_name(&t);
-        if !all && !matches!(state, "running" | "paused") {
+    for s in seen {
+        let s = s?;
+        if !sel.keeps(&s, ancestors.as_ref()) {
             continue;
         }
-        let name = display_name(&ct);
-        let labels: BTreeMap<String, String> = ct
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let image = familiar_name(&ct.image).to_string();
-        let keep = (filters.get("id").is_empty()
-            || filters
-                .get("id")
-                .iter()
-                .any(|p| ct.id.starts_with(p.as_str())))
-            && (filters.get("name").is_empty()
-                || filters
-                    .get("name")
-                    .iter()
-                    .any(|n| name.contains(n.as_str())))
-            && (filters.get("status").is_empty()
-                || filters.get("status").iter().any(|s| s == state))
-            && (filters.get("ancestor").is_empty()
-                || filters.get("ancestor").iter().any(|a| {
-                    a == &image
-                        || a == &ct.image
-                        || ids.get(&ct.image).is_some_and(|id| id.contains(a.as_str()))
-                }))
-            && filters.labels_match("label", &labels);
-        if !keep {
-            continue;
-        }
-        let created = ct.created_at.map(|t| t.seconds).unwrap_or(0);
-        let args: Vec<String> = spec(&ct)["process"]["args"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(json!({
-            "Id": ct.id,
-            "Names": [format!("/{name}")],
-            "Image": image,
-            "ImageID": ids.get(&ct.image).cloned().unwrap_or_default(),
-            "Command": args.join(" "),
-            "Created": created,
-            "Ports": [],
-            "Labels": labels,
-            "State": state,
-            "Status": status_text(&t, created, now),
-            "HostConfig": { "NetworkMode": "none" },
-            "NetworkSettings": { "Networks": {} },
-            "Mounts": [],
-        }));
-        if limit.is_some_and(|l| out.len() >= l) {
+        out.push(summary(&s, &images, &version, now));
+        if sel.limit.is_some_and(|l| out.len() >= l) {
             break;
         }
     }
     Ok(json_response(StatusCode::OK, &out))
 }
 
+/// Docker's `ContainerSummary`.
+fn summary(s: &Seen, images: &Images, version: &str, now: i64) -> Value {
+    let created = s.created();
+    let mut host = Map::new();
+    host.insert(
+        "NetworkMode".into(),
+        json!(network_mode(&s.spec, &s.ct.labels)),
+    );
+    if let Some(a) = string_map(&s.spec["annotations"]).filter(|_| !older_than_1_46(version)) {
+        host.insert("Annotations".into(), json!(a));
+    }
+    let mut v = json!({
+        "Id": s.ct.id,
+        "Names": [format!("/{}", s.name)],
+        "Image": s.image.image,
+        "ImageID": s.image.id,
+        "Command": command_line(&s.args()),
+        "Created": created,
+        "Ports": [],
+        "Labels": s.labels,
+        "State": s.state(),
+        "Status": status_text(&s.task, created, now),
+        "HostConfig": host,
+        "NetworkSettings": { "Networks": {} },
+        "Mounts": s.mounts,
+    });
+    if let (Some(obj), Some(d)) = (v.as_object_mut(), manifest_for(s, images, version)) {
+        obj.insert("ImageManifestDescriptor".into(), d);
+    }
+    v
+}
+
+// ---------------------------------------------------------------------------
+// `GET /containers/{id}/json`.
+
 /// `GET /containers/{id}/json` (`docker inspect`).
-pub async fn inspect(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let c = api.engine().containerd();
-    let ct = ctrs::resolve(c, &id).await?;
-    let t = task::info(c, &ct.id).await?;
-    let spec = spec(&ct);
-    let process = &spec["process"];
-    let args: Vec<String> = process["args"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let ids = image_ids(&api).await;
-    let created = ct
-        .created_at
-        .map(|t| rfc3339(t.seconds, t.nanos))
-        .unwrap_or_default();
-    let state = state_name(&t);
-    let started = t
-        .started_at
-        .map(|s| rfc3339(s, 0))
-        .unwrap_or_else(|| "0001-01-01T00:00:00Z".into());
-    let finished = t
+pub async fn inspect(
+    State(api): State<Api>,
+    version: Option<Extension<ApiVersion>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    inspect_one(&api, &version_of(version), &id).await
+}
+
+/// `GET /containers/{*rest}`: `{name}/json` where the name may hold
+/// slashes — Kubernetes' `namespace/pod/container`, which the Docker CLI
+/// puts in the path unescaped — as Docker's `/containers/{name:.*}/json`
+/// route allows. (`/containers/json` stays its own route.)
+pub async fn get_route(
+    State(api): State<Api>,
+    version: Option<Extension<ApiVersion>>,
+    Path(rest): Path<String>,
+) -> Result<Response, ApiError> {
+    match inspect_target(&rest) {
+        Some(name) => inspect_one(&api, &version_of(version), name).await,
+        None => Err(ApiError::not_found("page not found")),
+    }
+}
+
+/// The container name of a `{name}/json` path tail.
+fn inspect_target(rest: &str) -> Option<&str> {
+    rest.strip_suffix("/json").filter(|n| !n.is_empty())
+}
+
+async fn inspect_one(api: &Api, version: &str, id: &str) -> Result<Response, ApiError> {
+    let ct = ctrs::resolve(api.engine().containerd(), id).await?;
+    let images = Images::load(api).await?;
+    let s = see(api, ct, &images).await?;
+    let body = inspect_body(&s, &images, version, Utc::now().timestamp());
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// Docker's `ContainerInspectResponse`.
+fn inspect_body(s: &Seen, images: &Images, version: &str, now: i64) -> Value {
+    let process = &s.spec["process"];
+    let args = s.args();
+    let entry = images.entry(&s.image);
+    let run = entry.and_then(|e| e.config().config.as_ref());
+    let state = s.state();
+    let up = is_up(&s.task);
+    let created =
+        s.ct.created_at
+            .map(|t| rfc3339_nano(t.seconds, t.nanos))
+            .unwrap_or_else(|| ZERO_TIME.into());
+    let started = started_at(&s.task, s.created(), now)
+        .map(|t| rfc3339_nano(t, 0))
+        .unwrap_or_else(|| ZERO_TIME.into());
+    let finished = s
+        .task
         .exited_at
-        .map(|(s, n)| rfc3339(s, n))
-        .unwrap_or_else(|| "0001-01-01T00:00:00Z".into());
-    let user = match (&process["user"]["uid"], &process["user"]["gid"]) {
-        (Value::Number(u), Value::Number(g)) if u.as_u64() != Some(0) || g.as_u64() != Some(0) => {
-            format!("{u}:{g}")
-        }
-        _ => String::new(),
+        .filter(|_| !up)
+        .map(|(t, n)| rfc3339_nano(t, n))
+        .unwrap_or_else(|| ZERO_TIME.into());
+    let (entrypoint, cmd) = entrypoint_and_cmd(&args, run.and_then(|r| r.entrypoint.as_deref()));
+    // Docker shows the image's working dir, empty when it sets none; the
+    // runtime's default "/" is not one.
+    let cwd = process["cwd"].as_str().unwrap_or("");
+    let working_dir = match (cwd, run.and_then(|r| r.working_dir.as_deref())) {
+        ("/", None | Some("")) => "",
+        (cwd, _) => cwd,
     };
-    let mounts: Vec<Value> = spec["mounts"]
-        .as_array()
-        .map(|ms| {
-            ms.iter()
-                .filter(|m| m["type"] == "bind")
-                .map(|m| {
-                    let rw = !m["options"].as_array().is_some_and(|o| o.iter().any(|x| x == "ro"));
-                    json!({"Type": "bind", "Source": m["source"], "Destination": m["destination"], "Mode": "", "RW": rw, "Propagation": ""})
-                })
-                .collect()
+    let new_api = !compare(version, "1.52").is_lt();
+    let mut config = json!({
+        "Hostname": s.spec["hostname"].as_str().unwrap_or(""),
+        "Domainname": s.spec["domainname"].as_str().unwrap_or(""),
+        "User": user(process),
+        "AttachStdin": false,
+        "AttachStdout": false,
+        "AttachStderr": false,
+        "Tty": process["terminal"].as_bool().unwrap_or(false),
+        "OpenStdin": false,
+        "StdinOnce": false,
+        "Env": strings_or_null(&process["env"]),
+        "Cmd": cmd,
+        // As the operator named it: not refreshed when the name moves.
+        "Image": if s.ct.image.is_empty() { s.image.id.clone() } else { familiar_name(&s.ct.image).to_string() },
+        "Volumes": run.and_then(|r| r.volumes.as_ref()).map(|v| json!(v)).unwrap_or(Value::Null),
+        "WorkingDir": working_dir,
+        "Entrypoint": entrypoint,
+        "OnBuild": run.and_then(|r| r.on_build.as_ref()).map(|v| json!(v)).unwrap_or(Value::Null),
+        "Labels": s.labels,
+    });
+    if let Some(obj) = config.as_object_mut() {
+        if let Some(p) = run
+            .and_then(|r| r.exposed_ports.as_ref())
+            .filter(|p| !p.is_empty())
+        {
+            obj.insert("ExposedPorts".into(), json!(p));
+        }
+        if let Some(h) = run.and_then(|r| r.healthcheck.as_ref()) {
+            obj.insert("Healthcheck".into(), json!(h));
+        }
+        if let Some(sig) = run
+            .and_then(|r| r.stop_signal.as_ref())
+            .filter(|s| !s.is_empty())
+        {
+            obj.insert("StopSignal".into(), json!(sig));
+        }
+        if let Some(sh) = run.and_then(|r| r.shell.as_ref()).filter(|s| !s.is_empty()) {
+            obj.insert("Shell".into(), json!(sh));
+        }
+        if new_api && obj.get("OnBuild").is_some_and(Value::is_null) {
+            obj.remove("OnBuild");
+        }
+    }
+    let network = if new_api {
+        json!({
+            "SandboxID": cri_sandbox(&s.spec).unwrap_or(""),
+            "SandboxKey": sandbox_key(&s.spec),
+            "Ports": {},
+            "Networks": {},
         })
-        .unwrap_or_default();
-    let name = display_name(&ct);
-    let body = json!({
-        "Id": ct.id,
+    } else {
+        json!({
+            "Bridge": "",
+            "SandboxID": cri_sandbox(&s.spec).unwrap_or(""),
+            "SandboxKey": sandbox_key(&s.spec),
+            "Ports": {},
+            "HairpinMode": false,
+            "LinkLocalIPv6Address": "",
+            "LinkLocalIPv6PrefixLen": 0,
+            "SecondaryIPAddresses": null,
+            "SecondaryIPv6Addresses": null,
+            "EndpointID": "",
+            "Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "IPAddress": "",
+            "IPPrefixLen": 0,
+            "IPv6Gateway": "",
+            "MacAddress": "",
+            "Networks": {},
+        })
+    };
+    let mut body = json!({
+        "Id": s.ct.id,
         "Created": created,
         "Path": args.first().cloned().unwrap_or_default(),
-        "Args": args.iter().skip(1).collect::<Vec<_>>(),
+        "Args": args.get(1..).unwrap_or_default(),
         "State": {
             "Status": state,
-            "Running": matches!(state, "running" | "paused"),
+            "Running": up,
             "Paused": state == "paused",
             "Restarting": false,
             "OOMKilled": false,
             "Dead": state == "dead",
-            "Pid": if matches!(state, "running" | "paused") { t.pid } else { 0 },
-            "ExitCode": t.exit_status,
+            "Pid": if up { s.task.pid } else { 0 },
+            "ExitCode": if up { 0 } else { s.task.exit_status },
             "Error": "",
             "StartedAt": started,
             "FinishedAt": finished,
         },
-        "Image": ids.get(&ct.image).cloned().unwrap_or_default(),
-        "ResolvConfPath": "",
-        "HostnamePath": "",
-        "HostsPath": "",
+        "Image": s.image.id,
+        "ResolvConfPath": s.files.resolv_conf,
+        "HostnamePath": s.files.hostname,
+        "HostsPath": s.files.hosts,
         "LogPath": "",
-        "Name": format!("/{name}"),
+        "Name": format!("/{}", s.name),
         "RestartCount": 0,
-        "Driver": ct.snapshotter,
-        "Platform": "linux",
-        "MountLabel": "",
-        "ProcessLabel": "",
-        "AppArmorProfile": "",
+        "Driver": s.ct.snapshotter,
+        "Platform": entry.map(|e| e.config().os.as_str()).filter(|o| !o.is_empty()).unwrap_or("linux"),
+        "MountLabel": s.spec["linux"]["mountLabel"].as_str().unwrap_or(""),
+        "ProcessLabel": process["selinuxLabel"].as_str().unwrap_or(""),
+        "AppArmorProfile": process["apparmorProfile"].as_str().unwrap_or(""),
         "ExecIDs": null,
-        "HostConfig": { "NetworkMode": "none" },
-        "GraphDriver": { "Name": ct.snapshotter, "Data": null },
-        "Mounts": mounts,
-        "Config": {
-            "Hostname": spec["hostname"].as_str().unwrap_or(""),
-            "Domainname": "",
-            "User": user,
-            "AttachStdin": false,
-            "AttachStdout": false,
-            "AttachStderr": false,
-            "Tty": process["terminal"].as_bool().unwrap_or(false),
-            "OpenStdin": false,
-            "StdinOnce": false,
-            "Env": process["env"],
-            "Cmd": args,
-            "Image": familiar_name(&ct.image),
-            "Volumes": null,
-            "WorkingDir": process["cwd"].as_str().unwrap_or(""),
-            "Entrypoint": null,
-            "OnBuild": null,
-            "Labels": ct.labels,
-        },
-        "NetworkSettings": { "Networks": {} },
+        "HostConfig": host_config(&s.spec, &s.ct, &s.mounts),
+        "GraphDriver": { "Name": s.ct.snapshotter, "Data": null },
+        "Mounts": s.mounts,
+        "Config": config,
+        "NetworkSettings": network,
     });
-    Ok(json_response(StatusCode::OK, &body))
+    if let (Some(obj), Some(d)) = (body.as_object_mut(), manifest_for(s, images, version)) {
+        obj.insert("ImageManifestDescriptor".into(), d);
+    }
+    if let Some(hc) = body["HostConfig"]
+        .as_object_mut()
+        .filter(|_| older_than_1_46(version))
+    {
+        hc.remove("Annotations");
+    }
+    body
+}
+
+/// The network namespace a container joined (Docker's `SandboxKey`).
+fn sandbox_key(spec: &Value) -> String {
+    match namespace(spec, "network") {
+        Ns::Joined(p) => p,
+        _ => String::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Go's regexp, the subset names are filtered with.
+
+#[derive(Debug, Clone)]
+enum Node {
+    Char(char),
+    Any,
+    /// Ranges, negated.
+    Class(Vec<(char, char)>, bool),
+    Start,
+    End,
+    Group(Vec<Vec<Piece>>),
+}
+
+#[derive(Debug, Clone)]
+struct Piece {
+    node: Node,
+    min: usize,
+    max: Option<usize>,
+}
+
+/// Steps a match may take before it gives up (no match): patterns like
+/// `(a+)+b` are exponential for a backtracking matcher.
+const REGEX_BUDGET: usize = 200_000;
+
+struct Parser<'a> {
+    p: &'a [char],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn alternation(&mut self) -> Option<Vec<Vec<Piece>>> {
+        let mut alts = vec![self.sequence()?];
+        while self.p.get(self.i) == Some(&'|') {
+            self.i += 1;
+            alts.push(self.sequence()?);
+        }
+        Some(alts)
+    }
+
+    fn sequence(&mut self) -> Option<Vec<Piece>> {
+        let mut seq = Vec::new();
+        while let Some(&c) = self.p.get(self.i) {
+            if c == '|' || c == ')' {
+                break;
+            }
+            self.i += 1;
+            let node = match c {
+                '.' => Node::Any,
+                '^' => Node::Start,
+                '$' => Node::End,
+                '(' => {
+                    if self.p.get(self.i) == Some(&'?') {
+                        return None;
+                    }
+                    let alts = self.alternation()?;
+                    if self.p.get(self.i) != Some(&')') {
+                        return None;
+                    }
+                    self.i += 1;
+                    Node::Group(alts)
+                }
+                '[' => self.class()?,
+                '\\' => self.escape()?,
+                '*' | '+' | '?' | '{' => return None,
+                c => Node::Char(c),
+            };
+            let (min, max) = self.quantifier()?;
+            seq.push(Piece { node, min, max });
+        }
+        Some(seq)
+    }
+
+    fn quantifier(&mut self) -> Option<(usize, Option<usize>)> {
+        let q = match self.p.get(self.i) {
+            Some('*') => (0, None),
+            Some('+') => (1, None),
+            Some('?') => (0, Some(1)),
+            Some('{') => {
+                let close = self.p[self.i..].iter().position(|&c| c == '}')? + self.i;
+                let body: String = self.p[self.i + 1..close].iter().collect();
+                let (lo, hi) = match body.split_once(',') {
+                    None => {
+                        let n = body.parse().ok()?;
+                        (n, Some(n))
+                    }
+                    Some((lo, "")) => (lo.parse().ok()?, None),
+                    Some((lo, hi)) => (lo.parse().ok()?, Some(hi.parse().ok()?)),
+                };
+                if hi.is_some_and(|h| h < lo) || lo > 1000 {
+                    return None;
+                }
+                self.i = close;
+                (lo, hi)
+            }
+            _ => return Some((1, Some(1))),
+        };
+        self.i += 1;
+        // Lazy forms match the same strings.
+        if self.p.get(self.i) == Some(&'?') {
+            self.i += 1;
+        }
+        if matches!(self.p.get(self.i), Some('*' | '+' | '?')) {
+            return None;
+        }
+        Some(q)
+    }
+
+    fn perl(c: char) -> Option<(Vec<(char, char)>, bool)> {
+        let (ranges, neg) = match c {
+            'd' => (vec![('0', '9')], false),
+            'D' => (vec![('0', '9')], true),
+            'w' => (vec![('0', '9'), ('A', 'Z'), ('a', 'z'), ('_', '_')], false),
+            'W' => (vec![('0', '9'), ('A', 'Z'), ('a', 'z'), ('_', '_')], true),
+            's' => (vec![('\t', '\n'), ('\x0c', '\r'), (' ', ' ')], false),
+            'S' => (vec![('\t', '\n'), ('\x0c', '\r'), (' ', ' ')], true),
+            _ => return None,
+        };
+        Some((ranges, neg))
+    }
+
+    fn escape(&mut self) -> Option<Node> {
+        let c = *self.p.get(self.i)?;
+        self.i += 1;
+        if let Some((r, neg)) = Self::perl(c) {
+            return Some(Node::Class(r, neg));
+        }
+        match c {
+            'n' => Some(Node::Char('\n')),
+            't' => Some(Node::Char('\t')),
+            c if c.is_ascii_alphanumeric() => None,
+            c => Some(Node::Char(c)),
+        }
+    }
+
+    fn class(&mut self) -> Option<Node> {
+        let negated = self.p.get(self.i) == Some(&'^');
+        if negated {
+            self.i += 1;
+        }
+        let mut ranges = Vec::new();
+        let mut first = true;
+        loop {
+            let c = *self.p.get(self.i)?;
+            self.i += 1;
+            if c == ']' && !first {
+                break;
+            }
+            first = false;
+            let lo = if c == '\\' {
+                let e = *self.p.get(self.i)?;
+                self.i += 1;
+                if let Some((r, false)) = Self::perl(e) {
+                    ranges.extend(r);
+                    continue;
+                }
+                e
+            } else {
+                c
+            };
+            if self.p.get(self.i) == Some(&'-') && self.p.get(self.i + 1).is_some_and(|&n| n != ']')
+            {
+                let mut hi = self.p[self.i + 1];
+                self.i += 2;
+                if hi == '\\' {
+                    hi = *self.p.get(self.i)?;
+                    self.i += 1;
+                }
+                if hi < lo {
+                    return None;
+                }
+                ranges.push((lo, hi));
+            } else {
+                ranges.push((lo, lo));
+            }
+        }
+        Some(Node::Class(ranges, negated))
+    }
+}
+
+struct Matcher<'a> {
+    t: &'a [char],
+    steps: Cell<usize>,
+}
+
+impl Matcher<'_> {
+    fn tick(&self) -> bool {
+        self.steps.set(self.steps.get() + 1);
+        self.steps.get() <= REGEX_BUDGET
+    }
+
+    fn seq(&self, seq: &[Piece], pos: usize, k: &dyn Fn(usize) -> bool) -> bool {
+        match seq.split_first() {
+            None => k(pos),
+            Some((p, rest)) => self.piece(p, rest, pos, 0, k),
+        }
+    }
+
+    fn piece(
+        &self,
+        p: &Piece,
+        rest: &[Piece],
+        pos: usize,
+        count: usize,
+        k: &dyn Fn(usize) -> bool,
+    ) -> bool {
+        if !self.tick() {
+            return false;
+        }
+        if p.max.is_none_or(|m| count < m) {
+            let more = |next: usize| {
+                // An empty repetition past the minimum adds nothing.
+                if next == pos && count >= p.min {
+                    return false;
+                }
+                self.piece(p, rest, next, count + 1, k)
+            };
+            if self.node(&p.node, pos, &more) {
+                return true;
+            }
+        }
+        count >= p.min && self.seq(rest, pos, k)
+    }
+
+    fn node(&self, n: &Node, pos: usize, k: &dyn Fn(usize) -> bool) -> bool {
+        let c = self.t.get(pos).copied();
+        match n {
+            Node::Char(want) => c == Some(*want) && k(pos + 1),
+            Node::Any => c.is_some_and(|c| c != '\n') && k(pos + 1),
+            Node::Class(ranges, neg) => {
+                c.is_some_and(|c| ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *neg)
+                    && k(pos + 1)
+            }
+            Node::Start => pos == 0 && k(pos),
+            Node::End => pos == self.t.len() && k(pos),
+            Node::Group(alts) => alts.iter().any(|alt| self.seq(alt, pos, k)),
+        }
+    }
+}
+
+/// Go's `regexp.MatchString(pattern, text)` (unanchored) for the subset
+/// described in the module docs; a pattern outside it matches nothing.
+pub fn go_regex_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let mut parser = Parser { p: &p, i: 0 };
+    let Some(alts) = parser.alternation() else {
+        return false;
+    };
+    if parser.i != p.len() {
+        return false;
+    }
+    let t: Vec<char> = text.chars().collect();
+    let m = Matcher {
+        t: &t,
+        steps: Cell::new(0),
+    };
+    let root = Node::Group(alts);
+    (0..=t.len()).any(|start| m.node(&root, start, &|_| true))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn task(state: TaskState) -> TaskInfo {
+        TaskInfo {
+            state: Some(state),
+            ..Default::default()
+        }
+    }
+
+    fn container(id: &str, labels: &[(&str, &str)], spec: Value) -> Container {
+        let mut ct = Container {
+            id: id.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            snapshotter: "overlayfs".into(),
+            spec: Some(Default::default()),
+            runtime: Some(Default::default()),
+            ..Default::default()
+        };
+        if let Some(any) = ct.spec.as_mut() {
+            any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Spec".into();
+            any.value = serde_json::to_vec(&spec).unwrap();
+        }
+        if let Some(rt) = ct.runtime.as_mut() {
+            rt.name = "io.containerd.runc.v2".into();
+        }
+        ct
+    }
+
+    fn seen(ct: Container, t: TaskInfo) -> Seen {
+        let images = Images::new(Vec::new());
+        Seen::new(ct, t, ImageOf::default(), &images)
+    }
 
     #[test]
     fn durations_read_like_dockers() {
@@ -329,39 +1611,499 @@ mod tests {
         assert_eq!(human_duration(3600), "About an hour");
         assert_eq!(human_duration(5 * 3600), "5 hours");
         assert_eq!(human_duration(3 * 86400), "3 days");
+        assert_eq!(human_duration(20 * 86400), "2 weeks");
+        assert_eq!(human_duration(90 * 86400), "3 months");
+        assert_eq!(human_duration(3 * 365 * 86400), "3 years");
     }
 
     #[test]
-    fn status_texts() {
+    fn status_texts_read_like_dockers() {
         let running = TaskInfo {
-            state: Some(TaskState::Running),
             started_at: Some(1000),
-            ..Default::default()
+            ..task(TaskState::Running)
         };
-        assert_eq!(status_text(&running, 0, 1300), "Up 5 minutes");
+        assert_eq!(status_text(&running, 900, 1300), "Up 5 minutes");
         let paused = TaskInfo {
-            state: Some(TaskState::Paused),
             started_at: Some(1000),
-            ..Default::default()
+            ..task(TaskState::Paused)
         };
-        assert_eq!(status_text(&paused, 0, 1002), "Up 2 seconds (Paused)");
+        assert_eq!(status_text(&paused, 900, 1002), "Up 2 seconds (Paused)");
         let exited = TaskInfo {
-            state: Some(TaskState::Stopped),
             exit_status: 137,
             exited_at: Some((1000, 0)),
-            ..Default::default()
+            ..task(TaskState::Stopped)
         };
         assert_eq!(status_text(&exited, 0, 1120), "Exited (137) 2 minutes ago");
+        assert_eq!(status_text(&task(TaskState::Stopped), 0, 5), "");
+        assert_eq!(status_text(&task(TaskState::None), 0, 5), "Created");
+        assert_eq!(status_text(&task(TaskState::Created), 0, 5), "Created");
+        assert_eq!(status_text(&task(TaskState::Other), 0, 5), "Dead");
+        // A start time from another pid namespace (before the container
+        // existed) is not believed: the creation time stands in.
+        let misread = TaskInfo {
+            started_at: Some(10),
+            ..task(TaskState::Running)
+        };
+        assert_eq!(status_text(&misread, 1000, 1060), "Up About a minute");
+        assert_eq!(started_at(&task(TaskState::Stopped), 1000, 1060), None);
+    }
+
+    #[test]
+    fn states_are_dockers() {
+        assert_eq!(state_name(&task(TaskState::Running)), "running");
+        assert_eq!(state_name(&task(TaskState::Paused)), "paused");
+        assert_eq!(state_name(&task(TaskState::Stopped)), "exited");
+        assert_eq!(state_name(&task(TaskState::None)), "created");
+        assert_eq!(state_name(&task(TaskState::Created)), "created");
+        assert_eq!(state_name(&task(TaskState::Other)), "dead");
+    }
+
+    #[test]
+    fn times_are_go_rfc3339_nano() {
+        assert_eq!(rfc3339_nano(0, 0), "1970-01-01T00:00:00Z");
         assert_eq!(
-            status_text(
-                &TaskInfo {
-                    state: Some(TaskState::None),
-                    ..Default::default()
-                },
-                0,
-                5
-            ),
-            "Created"
+            rfc3339_nano(1_700_000_000, 120_000_000),
+            "2023-11-14T22:13:20.12Z"
         );
+        assert_eq!(
+            rfc3339_nano(1_700_000_000, 123_456_789),
+            "2023-11-14T22:13:20.123456789Z"
+        );
+    }
+
+    #[test]
+    fn commands_quote_arguments_with_spaces() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            command_line(&args(&["sh", "-c", "sleep 100000"])),
+            "sh -c 'sleep 100000'"
+        );
+        assert_eq!(command_line(&args(&["nginx"])), "nginx");
+        assert_eq!(command_line(&[]), "");
+    }
+
+    #[test]
+    fn names_come_from_labels() {
+        let s = seen(
+            container("abc", &[("nerdctl/name", "web")], Value::Null),
+            task(TaskState::Running),
+        );
+        assert_eq!(s.name, "web");
+        let k = seen(
+            container(
+                "def",
+                &[
+                    ("io.kubernetes.pod.namespace", "team"),
+                    ("io.kubernetes.pod.name", "nb-0"),
+                    ("io.kubernetes.container.name", "app"),
+                ],
+                Value::Null,
+            ),
+            task(TaskState::Running),
+        );
+        assert_eq!(k.name, "team/nb-0/app");
+        let plain = seen(container("ghi", &[], Value::Null), task(TaskState::None));
+        assert_eq!(plain.name, "ghi");
+    }
+
+    fn selection(query: &str) -> Result<Selection, ApiError> {
+        Selection::parse(&Query::parse(Some(query)))
+    }
+
+    fn filters(json: &str) -> String {
+        format!(
+            "filters={}",
+            form_urlencoded::byte_serialize(json.as_bytes()).collect::<String>()
+        )
+    }
+
+    #[test]
+    fn filters_are_validated_as_docker_does() {
+        assert_eq!(
+            selection(&filters(r#"{"status":["bogus"]}"#))
+                .unwrap_err()
+                .message,
+            "invalid filter 'status=bogus': invalid value for state (bogus): must be one of created, running, paused, restarting, removing, exited, dead"
+        );
+        assert_eq!(
+            selection(&filters(r#"{"nope":["x"]}"#))
+                .unwrap_err()
+                .message,
+            "invalid filter 'nope'"
+        );
+        assert!(selection(&filters(r#"{"exited":["x"]}"#)).is_err());
+        assert!(selection(&filters(r#"{"health":["sick"]}"#)).is_err());
+        assert!(selection(&filters(r#"{"is-task":["maybe"]}"#)).is_err());
+        assert!(selection(&filters(r#"{"publish":["80:80"]}"#)).is_err());
+        assert!(selection(&filters(r#"{"expose":["8000-8080/udp"]}"#)).is_ok());
+        assert_eq!(
+            selection("limit=x").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        // A status filter lists stopped containers too.
+        assert!(selection(&filters(r#"{"status":["exited"]}"#)).unwrap().all);
+        assert!(!selection("all=0").unwrap().all);
+        assert_eq!(selection("limit=3").unwrap().limit, Some(3));
+        assert_eq!(selection("limit=-1").unwrap().limit, None);
+    }
+
+    #[test]
+    fn filters_select_as_docker_does() {
+        let running = seen(
+            container(
+                "run1",
+                &[("nerdctl/name", "web-1"), ("team", "infra")],
+                Value::Null,
+            ),
+            task(TaskState::Running),
+        );
+        let exited = seen(
+            container("stop1", &[("nerdctl/name", "job")], Value::Null),
+            TaskInfo {
+                exit_status: 137,
+                ..task(TaskState::Stopped)
+            },
+        );
+        let keeps = |q: &str, s: &Seen| selection(q).unwrap().keeps(s, None);
+        assert!(keeps("", &running));
+        assert!(!keeps("", &exited));
+        assert!(keeps("all=1", &exited));
+        // A limit lists every state, as `docker ps -n`.
+        assert!(keeps("limit=1", &exited));
+        assert!(keeps(&filters(r#"{"status":["exited"]}"#), &exited));
+        assert!(!keeps(&filters(r#"{"status":["exited"]}"#), &running));
+        assert!(keeps(&filters(r#"{"label":["team=infra"]}"#), &running));
+        assert!(!keeps(&filters(r#"{"label":["team"]}"#), &exited));
+        // `exited` does not imply `all` (Docker's docs pair it with `-a`).
+        let exited_137 = filters(r#"{"exited":["137"]}"#);
+        assert!(!keeps(&exited_137, &exited));
+        assert!(keeps(&format!("all=1&{exited_137}"), &exited));
+        assert!(!keeps(&format!("all=1&{exited_137}"), &running));
+        assert!(!keeps(
+            &format!("all=1&{}", filters(r#"{"exited":["0"]}"#)),
+            &exited
+        ));
+        assert!(keeps(&filters(r#"{"health":["none"]}"#), &running));
+        assert!(!keeps(&filters(r#"{"health":["healthy"]}"#), &running));
+        assert!(keeps(&filters(r#"{"is-task":["false"]}"#), &running));
+        assert!(!keeps(&filters(r#"{"is-task":["true"]}"#), &running));
+        assert!(!keeps(&filters(r#"{"network":["bridge"]}"#), &running));
+
+        let ids = ["run1", "run10", "abc"];
+        let record = |q: &str, ct: &Container| selection(q).unwrap().keeps_record(ct, &ids);
+        let ct = container("run1", &[("nerdctl/name", "web-1")], Value::Null);
+        assert!(record(&filters(r#"{"name":["web"]}"#), &ct));
+        assert!(record(&filters(r#"{"name":["^/web-\\d$"]}"#), &ct));
+        assert!(record(&filters(r#"{"name":["^web-1$"]}"#), &ct));
+        assert!(!record(&filters(r#"{"name":["^web$"]}"#), &ct));
+        // An exact ID wins over a longer one it is a prefix of; an
+        // ambiguous prefix matches nothing.
+        assert!(record(&filters(r#"{"id":["run1"]}"#), &ct));
+        assert!(!record(&filters(r#"{"id":["run"]}"#), &ct));
+        let abc = container("abc", &[], Value::Null);
+        assert!(record(&filters(r#"{"id":["ab"]}"#), &abc));
+    }
+
+    #[test]
+    fn go_regexps() {
+        assert!(go_regex_match("web", "/my-web-1"));
+        assert!(go_regex_match("^/web$", "/web"));
+        assert!(!go_regex_match("^web$", "/web"));
+        assert!(go_regex_match("w.b", "wxb"));
+        assert!(go_regex_match("^a[0-9]+$", "a123"));
+        assert!(!go_regex_match("^a[^0-9]+$", "a123"));
+        assert!(go_regex_match("^(web|api)-\\d{1,2}$", "api-12"));
+        assert!(!go_regex_match("^(web|api)-\\d{1,2}$", "api-123"));
+        assert!(go_regex_match("colou?r", "color"));
+        assert!(go_regex_match("a.*z", "abcz"));
+        assert!(go_regex_match("", "anything"));
+        assert!(go_regex_match("x*", ""));
+        // Not Go syntax, or outside the subset: no match.
+        assert!(!go_regex_match("(", "("));
+        assert!(!go_regex_match("a**", "a"));
+        assert!(!go_regex_match("(?i)web", "WEB"));
+        // Exponential patterns give up instead of hanging.
+        let long = format!("{}b", "a".repeat(64));
+        assert!(!go_regex_match("^(a+)+$", &long));
+    }
+
+    #[test]
+    fn specs_read_back_as_host_config() {
+        let spec = json!({
+            "hostname": "box",
+            "root": { "path": "rootfs", "readonly": true },
+            "process": {
+                "args": ["sh", "-c", "sleep 1"],
+                "env": ["PATH=/bin"],
+                "cwd": "/",
+                "user": { "uid": 1000, "gid": 0 },
+                "terminal": false,
+                "oomScoreAdj": 500,
+            },
+            "mounts": [
+                { "destination": "/proc", "type": "proc", "source": "proc" },
+                { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                  "options": ["nosuid", "size=65536k"] },
+                { "destination": "/etc/resolv.conf", "type": "bind",
+                  "source": "/var/lib/x/resolv.conf", "options": ["rbind", "ro"] },
+                { "destination": "/data", "type": "bind", "source": "/srv/data",
+                  "options": ["rbind", "rw"] },
+                { "destination": "/cfg", "type": "none", "source": "/etc/cfg",
+                  "options": ["bind", "ro", "rslave"] },
+            ],
+            "linux": {
+                "namespaces": [
+                    { "type": "pid" }, { "type": "ipc" }, { "type": "uts" },
+                    { "type": "mount" }, { "type": "network" },
+                ],
+                "resources": {
+                    "memory": { "limit": 536870912 },
+                    "cpu": { "shares": 512, "quota": 50000, "period": 100000 },
+                    "pids": { "limit": 100 },
+                },
+                "maskedPaths": ["/proc/kcore"],
+            },
+        });
+        let ct = container("x", &[], spec.clone());
+        let (mounts, files) = mount_points(&spec);
+        assert_eq!(files.resolv_conf, "/var/lib/x/resolv.conf");
+        assert_eq!(
+            mounts,
+            [
+                json!({"Type": "bind", "Source": "/srv/data", "Destination": "/data",
+                       "Mode": "", "RW": true, "Propagation": "rprivate"}),
+                json!({"Type": "bind", "Source": "/etc/cfg", "Destination": "/cfg",
+                       "Mode": "ro", "RW": false, "Propagation": "rslave"}),
+            ]
+        );
+        let hc = host_config(&spec, &ct, &mounts);
+        assert_eq!(hc["NetworkMode"], "none");
+        assert_eq!(hc["Binds"], json!(["/srv/data:/data", "/etc/cfg:/cfg:ro"]));
+        assert_eq!(hc["ShmSize"], 64 << 20);
+        assert_eq!(hc["Memory"], 536870912);
+        assert_eq!(hc["CpuShares"], 512);
+        assert_eq!(hc["CpuQuota"], 50000);
+        assert_eq!(hc["PidsLimit"], 100);
+        assert_eq!(hc["ReadonlyRootfs"], true);
+        assert_eq!(hc["OomScoreAdj"], 500);
+        assert_eq!(hc["IpcMode"], "private");
+        assert_eq!(hc["PidMode"], "");
+        assert_eq!(hc["CgroupnsMode"], "host");
+        assert_eq!(hc["Runtime"], "io.containerd.runc.v2");
+        assert_eq!(
+            hc["RestartPolicy"],
+            json!({"Name": "no", "MaximumRetryCount": 0})
+        );
+        assert_eq!(hc["MaskedPaths"], json!(["/proc/kcore"]));
+        assert_eq!(hc["ReadonlyPaths"], Value::Null);
+        assert_eq!(user(&spec["process"]), "1000");
+
+        let host = json!({ "linux": { "namespaces": [{ "type": "pid" }] } });
+        assert_eq!(network_mode(&host, &HashMap::new()), "host");
+        let nerdctl = HashMap::from([(NERDCTL_NETWORKS.to_string(), r#"["bridge"]"#.to_string())]);
+        let fresh = json!({ "linux": { "namespaces": [{ "type": "network" }] } });
+        assert_eq!(network_mode(&fresh, &nerdctl), "bridge");
+        let cri = json!({
+            "annotations": { CRI_CONTAINER_TYPE: "container", CRI_SANDBOX_ID: "5a00" },
+            "linux": { "namespaces": [
+                { "type": "network", "path": "/var/run/netns/cni-1" },
+                { "type": "ipc", "path": "/proc/9/ns/ipc" },
+            ] },
+        });
+        assert_eq!(network_mode(&cri, &HashMap::new()), "container:5a00");
+        assert_eq!(ns_mode(&cri, "ipc", "private"), "container:5a00");
+        assert_eq!(sandbox_key(&cri), "/var/run/netns/cni-1");
+        assert_eq!(network_mode(&Value::Null, &HashMap::new()), "");
+    }
+
+    fn entry(id: &str, diff_id: &str, records: &[(&str, i64)]) -> ImageEntry {
+        let manifest: commit_engine::image::Manifest = serde_json::from_value(json!({
+            "schemaVersion": 2,
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json",
+                        "digest": id, "size": 2 },
+            "layers": [],
+        }))
+        .unwrap();
+        let config: commit_engine::image::ImageConfig = serde_json::from_value(json!({
+            "architecture": "amd64", "os": "linux",
+            "config": { "Labels": { "from": "image", "team": "image" } },
+            "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+        }))
+        .unwrap();
+        let records = records
+            .iter()
+            .map(|(name, updated)| {
+                let mut r = commit_engine::containerd_client::services::v1::Image {
+                    name: name.to_string(),
+                    updated_at: Some(Default::default()),
+                    ..Default::default()
+                };
+                if let Some(t) = r.updated_at.as_mut() {
+                    t.seconds = *updated;
+                }
+                r
+            })
+            .collect();
+        ImageEntry {
+            id: id.into(),
+            records,
+            resolved: std::sync::Arc::new(commit_engine::images::Resolved {
+                target: manifest.config.clone(),
+                manifest_descriptor: manifest.config.clone(),
+                manifest,
+                config,
+            }),
+        }
+    }
+
+    fn made_at(mut ct: Container, image: &str, created: i64) -> Container {
+        ct.image = image.into();
+        ct.created_at = Some(Default::default());
+        if let Some(t) = ct.created_at.as_mut() {
+            t.seconds = created;
+        }
+        ct
+    }
+
+    #[test]
+    fn containers_keep_the_image_they_were_made_from() {
+        // `app:1` was moved at 200 from A to B, an empty commit of A (same
+        // layers); C has other layers.
+        let images = Images::new(vec![
+            entry("sha256:a", "sha256:l1", &[("moby-dangling@sha256:m", 200)]),
+            entry("sha256:b", "sha256:l1", &[("docker.io/library/app:1", 200)]),
+            entry(
+                "sha256:c",
+                "sha256:l2",
+                &[("docker.io/library/other:1", 50)],
+            ),
+        ]);
+        let of = |image: &str, created: i64, parent: Option<&str>| {
+            let o = images.of(
+                &made_at(container("x", &[], Value::Null), image, created),
+                parent,
+            );
+            (o.id, o.image)
+        };
+        let app = "docker.io/library/app:1";
+        // Made before the move: A, shown by ID as Docker does.
+        assert_eq!(
+            of(app, 150, Some("sha256:l1")),
+            ("sha256:a".into(), "sha256:a".into())
+        );
+        // Made after it: B, by name.
+        assert_eq!(
+            of(app, 250, Some("sha256:l1")),
+            ("sha256:b".into(), "app:1".into())
+        );
+        // A user-namespace remapped snapshot stands on the same layers.
+        assert_eq!(of(app, 250, Some("sha256:l1-1000-1000")).0, "sha256:b");
+        // No snapshot to look at: the record.
+        assert_eq!(of(app, 150, None).0, "sha256:b");
+        // The name now has other layers: the image with the container's.
+        assert_eq!(
+            of("docker.io/library/other:1", 100, Some("sha256:l1")),
+            ("sha256:a".into(), "sha256:a".into())
+        );
+        // Layers nobody has: no ID rather than a wrong one.
+        assert_eq!(
+            of("docker.io/library/other:1", 100, Some("sha256:l9")),
+            (String::new(), "other:1".into())
+        );
+        assert_eq!(
+            of("docker.io/library/gone:1", 100, None),
+            (String::new(), "gone:1".into())
+        );
+        // Image labels under the container's, as Docker merges them.
+        let ct = made_at(container("x", &[("team", "infra")], Value::Null), app, 250);
+        let image = images.of(&ct, Some("sha256:l1"));
+        let s = Seen::new(ct, task(TaskState::Running), image, &images);
+        assert_eq!(s.labels["team"], "infra");
+        assert_eq!(s.labels["from"], "image");
+        // Ancestors by name, ID and short ID; unknown ones name nothing.
+        let ids = |v: &[&str]| {
+            let mut ids: Vec<String> = images
+                .ancestors(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .into_iter()
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(&["app:1"]), ["sha256:b"]);
+        assert_eq!(ids(&["other:1", "nope"]), ["sha256:c"]);
+        assert!(ids(&["nope:2"]).is_empty());
+    }
+
+    #[test]
+    fn inspect_paths_may_hold_slashes() {
+        assert_eq!(inspect_target("team/nb-0/app/json"), Some("team/nb-0/app"));
+        assert_eq!(inspect_target("abc/json"), Some("abc"));
+        assert_eq!(inspect_target("/json"), None);
+        assert_eq!(inspect_target("abc/top"), None);
+    }
+
+    #[test]
+    fn entrypoints_split_from_the_image() {
+        let args: Vec<String> = ["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let ep = vec!["/docker-entrypoint.sh".to_string()];
+        assert_eq!(
+            entrypoint_and_cmd(&args, Some(&ep)),
+            (
+                json!(["/docker-entrypoint.sh"]),
+                json!(["nginx", "-g", "daemon off;"])
+            )
+        );
+        assert_eq!(entrypoint_and_cmd(&args, None), (Value::Null, json!(args)));
+        assert_eq!(entrypoint_and_cmd(&[], None), (Value::Null, Value::Null));
+    }
+
+    #[test]
+    fn inspect_has_dockers_shape() {
+        let ct = container(
+            "c1",
+            &[("nerdctl/name", "web")],
+            json!({"process": {"args": ["sh", "-c", "sleep 1"], "cwd": "/", "env": ["A=1"]},
+                   "linux": {"namespaces": [{"type": "network"}]}}),
+        );
+        let running = TaskInfo {
+            pid: 42,
+            started_at: Some(0),
+            ..task(TaskState::Paused)
+        };
+        let s = seen(ct, running);
+        let images = Images::new(Vec::new());
+        let v = inspect_body(&s, &images, "1.51", 100);
+        assert_eq!(v["Id"], "c1");
+        assert_eq!(v["Name"], "/web");
+        assert_eq!(v["Path"], "sh");
+        assert_eq!(v["Args"], json!(["-c", "sleep 1"]));
+        assert_eq!(v["State"]["Status"], "paused");
+        assert_eq!(v["State"]["Running"], true);
+        assert_eq!(v["State"]["Paused"], true);
+        assert_eq!(v["State"]["Pid"], 42);
+        assert_eq!(v["State"]["StartedAt"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["State"]["FinishedAt"], ZERO_TIME);
+        assert_eq!(v["Config"]["Cmd"], json!(["sh", "-c", "sleep 1"]));
+        assert_eq!(v["Config"]["Entrypoint"], Value::Null);
+        assert_eq!(v["Config"]["WorkingDir"], "");
+        assert_eq!(v["Config"]["OnBuild"], Value::Null);
+        assert_eq!(v["NetworkSettings"]["IPAddress"], "");
+        assert_eq!(v["GraphDriver"], json!({"Name": "overlayfs", "Data": null}));
+        assert_eq!(v["Image"], "");
+        // 1.52 drops the deprecated network fields and an empty OnBuild.
+        let v = inspect_body(&s, &images, "1.52", 100);
+        assert!(v["NetworkSettings"].get("IPAddress").is_none());
+        assert!(v["Config"].get("OnBuild").is_none());
+
+        let sum = summary(&s, &images, "1.51", 100);
+        assert_eq!(sum["Names"], json!(["/web"]));
+        assert_eq!(sum["Command"], "sh -c 'sleep 1'");
+        assert_eq!(sum["State"], "paused");
+        assert_eq!(sum["Status"], "Up About a minute (Paused)");
+        assert_eq!(sum["HostConfig"], json!({"NetworkMode": "none"}));
+        assert_eq!(sum["Ports"], json!([]));
     }
 }
