@@ -18,7 +18,11 @@ pub struct World {
 
 impl World {
     pub fn new(name: &str) -> World {
-        let containerd = shared();
+        World::on(shared(), name)
+    }
+
+    /// A world on a containerd of the test's own (one it may kill).
+    pub fn on(containerd: &commitd_testkit::Containerd, name: &str) -> World {
         let ns = unique_namespace(name);
         let image = busybox_image(containerd, &ns)
             .unwrap_or_else(|e| panic!("importing the busybox image: {e}"));
@@ -34,8 +38,14 @@ impl World {
     /// test per test binary may use a given one.
     pub fn in_namespace(ns: &str) -> World {
         let containerd = shared();
-        let image = busybox_image(containerd, ns).unwrap_or_else(|e| panic!("importing the busybox image: {e}"));
-        World { ctr: containerd.ctr(ns), ns: ns.to_string(), image, socket: containerd.socket().to_path_buf() }
+        let image = busybox_image(containerd, ns)
+            .unwrap_or_else(|e| panic!("importing the busybox image: {e}"));
+        World {
+            ctr: containerd.ctr(ns),
+            ns: ns.to_string(),
+            image,
+            socket: containerd.socket().to_path_buf(),
+        }
     }
 
     pub fn engine(&self, fast_path: bool) -> Engine {
@@ -158,10 +168,31 @@ macro_rules! daemon {
             &$args,
         )
     };
+    ($world:expr, $args:expr, $env:expr) => {
+        $crate::Daemon::start_env(
+            env!("CARGO_BIN_EXE_commitd-under-test"),
+            &$world.socket,
+            &$world.ns,
+            &$args,
+            &$env,
+        )
+    };
 }
 
 impl Daemon {
     pub fn start(bin: &str, containerd: &std::path::Path, ns: &str, args: &[&str]) -> Daemon {
+        Daemon::start_env(bin, containerd, ns, args, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment (e.g.
+    /// [`commit_engine::failpoint::ENV`]).
+    pub fn start_env(
+        bin: &str,
+        containerd: &std::path::Path,
+        ns: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("commitd-e2e-")
             .tempdir()
@@ -181,6 +212,7 @@ impl Daemon {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,commit_engine=debug".into()),
             )
             .env_remove("COMMITD_CONFIG")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -209,6 +241,11 @@ impl Daemon {
             self.socket.display(),
             self.log_text()
         );
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn pid(&self) -> u32 {

@@ -109,9 +109,18 @@ async fn every_kind_of_change(fast: bool) {
     // that has never seen the snapshots: the same filesystem again.
     let archive = tempfile::NamedTempFile::new().unwrap();
     w.ctr
-        .run(&["images", "export", archive.path().to_str().unwrap(), "docker.io/library/changed:latest"])
+        .run(&[
+            "images",
+            "export",
+            archive.path().to_str().unwrap(),
+            "docker.io/library/changed:latest",
+        ])
         .unwrap();
-    let other = World::new(if fast { "reimport-fast" } else { "reimport-service" });
+    let other = World::new(if fast {
+        "reimport-fast"
+    } else {
+        "reimport-service"
+    });
     other.ctr.import_archive(archive.path()).unwrap();
     assert_eq!(
         other.run("docker.io/library/changed:latest", LIST_FS),

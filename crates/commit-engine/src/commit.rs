@@ -460,6 +460,7 @@ impl Committer<'_> {
             false => None,
         };
         let out = f.await;
+        crate::failpoint::delay(id, crate::failpoint::step::WHILE_PAUSED).await;
         // A failure here must still resume the container.
         let injected = crate::failpoint::check(id, crate::failpoint::step::WHILE_PAUSED);
         let mut paused = Duration::ZERO;

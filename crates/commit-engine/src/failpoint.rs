@@ -2,6 +2,10 @@
 //! make one step of one container's commit fail, to check what the engine
 //! leaves behind (nothing) and that the container is resumed. Without the
 //! feature every check is a no-op the compiler removes.
+//!
+//! A daemon built with the feature also reads [`ENV`] once, for tests that
+//! drive it as a process: `CONTAINER:STEP:fail` or `CONTAINER:STEP:delay=MS`,
+//! separated by `;`. Those points hold for every commit of the container.
 
 use crate::error::Result;
 
@@ -13,6 +17,42 @@ pub mod step {
     pub const BEFORE_FILL: &str = "before-fill";
     /// After config and manifest are written, before the image is named.
     pub const BEFORE_NAME: &str = "before-name";
+}
+
+/// The environment variable a daemon with the `failpoints` feature reads.
+pub const ENV: &str = "COMMITD_FAILPOINTS";
+
+#[cfg(feature = "failpoints")]
+mod from_env {
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    /// (container, step, `None` to fail or `Some(delay)`).
+    pub(super) type Point = (String, &'static str, Option<Duration>);
+
+    pub(super) fn points() -> &'static [Point] {
+        static POINTS: OnceLock<Vec<Point>> = OnceLock::new();
+        POINTS.get_or_init(|| {
+            let text = std::env::var(super::ENV).unwrap_or_default();
+            text.split(';')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| parse(p.trim()).unwrap_or_else(|| panic!("{}: cannot read {p:?}", super::ENV)))
+                .collect()
+        })
+    }
+
+    fn parse(p: &str) -> Option<Point> {
+        let mut parts = p.splitn(3, ':');
+        let (container, step, what) = (parts.next()?, parts.next()?, parts.next()?);
+        let step = [super::step::WHILE_PAUSED, super::step::BEFORE_FILL, super::step::BEFORE_NAME]
+            .into_iter()
+            .find(|s| *s == step)?;
+        let action = match what {
+            "fail" => None,
+            d => Some(Duration::from_millis(d.strip_prefix("delay=")?.parse().ok()?)),
+        };
+        Some((container.to_string(), step, action))
+    }
 }
 
 #[cfg(feature = "failpoints")]
@@ -55,7 +95,11 @@ pub(crate) async fn delay(container_id: &str, step: &'static str) {
             _ => None,
         })
     };
-    if let Some(by) = hit {
+    let from_env = from_env::points()
+        .iter()
+        .find(|(c, s, d)| c == container_id && *s == step && d.is_some())
+        .and_then(|p| p.2);
+    if let Some(by) = hit.or(from_env) {
         tokio::time::sleep(by).await;
     }
 }
@@ -83,7 +127,10 @@ pub(crate) fn check(container_id: &str, step: &'static str) -> Result<()> {
             None
         }
     });
-    match hit {
+    let from_env = from_env::points()
+        .iter()
+        .any(|(c, s, d)| c == container_id && *s == step && d.is_none());
+    match hit.or(from_env.then_some(step)) {
         Some(step) => Err(crate::Error::Malformed(format!("failpoint {step} hit"))),
         None => Ok(()),
     }

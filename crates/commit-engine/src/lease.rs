@@ -73,17 +73,48 @@ impl Lease {
             let _ = r.await;
         }
         let ids = std::mem::take(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()).ids);
+        let mut left = Vec::new();
         for id in ids {
-            let req = self.c.request(DeleteRequest {
-                id: id.clone(),
-                sync: false,
-            });
-            if let Err(s) = self.c.leases().delete(req).await {
-                // It expires by itself; nothing else to do.
-                warn!(lease = %id, cause = %s.message(), "could not delete lease");
+            if let Err(s) = delete_one(&self.c, &id).await {
+                warn!(lease = %id, cause = %s.message(), "could not delete lease; retrying in the background");
+                left.push(id);
             }
         }
+        if !left.is_empty() {
+            // containerd is away (restarting, say): keep trying, so what the
+            // commit held is collected when it is back rather than at expiry.
+            // Bounded: the lease expires by itself anyway.
+            let c = self.c.clone();
+            tokio::spawn(async move {
+                let mut delay = Duration::from_millis(200);
+                for _ in 0..40 {
+                    tokio::time::sleep(delay).await;
+                    let mut still = Vec::new();
+                    for id in left {
+                        match delete_one(&c, &id).await {
+                            Ok(()) => debug!(lease = %id, "lease deleted after a retry"),
+                            Err(s) if s.code() == tonic::Code::NotFound => {}
+                            Err(_) => still.push(id),
+                        }
+                    }
+                    if still.is_empty() {
+                        return;
+                    }
+                    left = still;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                warn!(leases = ?left, "leases not deleted; they expire by themselves");
+            });
+        }
     }
+}
+
+async fn delete_one(c: &Containerd, id: &str) -> std::result::Result<(), tonic::Status> {
+    let req = c.request(DeleteRequest {
+        id: id.to_string(),
+        sync: false,
+    });
+    c.leases().delete(req).await.map(|_| ())
 }
 
 impl Drop for Lease {
