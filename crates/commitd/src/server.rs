@@ -38,6 +38,11 @@ impl Socket {
     /// Binds `path` with mode 0660 (and `group`, when given). A socket file
     /// left by a dead daemon is replaced; one that answers is not.
     pub fn bind(path: &Path, group: Option<&str>) -> io::Result<Self> {
+        // The group first: a bad one must not leave a socket file behind.
+        let gid = group
+            .filter(|g| !g.is_empty())
+            .map(lookup_group)
+            .transpose()?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -63,10 +68,11 @@ impl Socket {
             }
             Err(e) => return Err(e),
         };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-        if let Some(group) = group.filter(|g| !g.is_empty()) {
-            let gid = lookup_group(group)?;
-            std::os::unix::fs::chown(path, None, Some(gid))?;
+        let owned = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+            .and_then(|()| std::os::unix::fs::chown(path, None, gid));
+        if let Err(e) = owned {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
         }
         let inode = std::fs::metadata(path)?.ino();
         Ok(Self {
