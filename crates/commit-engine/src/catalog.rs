@@ -81,6 +81,15 @@ pub struct Cache {
 const CACHE_MAX: usize = 4096;
 
 impl Cache {
+    /// Keeps only the entries of `live` targets.
+    fn retain<'a>(&self, live: impl Iterator<Item = &'a str>) {
+        let live: std::collections::HashSet<&str> = live.collect();
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|digest, _| live.contains(digest.as_str()));
+    }
+
     async fn resolve(&self, c: &Containerd, record: &Record) -> Result<Arc<Resolved>> {
         let Some(target) = &record.target else {
             return Err(Error::Malformed(format!(
@@ -110,6 +119,9 @@ impl Cache {
 /// missing or foreign (another platform only, not an image) are left out.
 pub async fn list(c: &Containerd, cache: &Cache) -> Result<Vec<ImageEntry>> {
     let records = images::list(c, Vec::new()).await?;
+    // The whole store is in hand: forget what is no longer in it, so the
+    // cache follows the store's size rather than every image ever seen.
+    cache.retain(records.iter().filter_map(|r| r.target.as_ref()).map(|t| t.digest.as_str()));
     group(c, cache, records).await
 }
 

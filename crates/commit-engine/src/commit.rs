@@ -107,6 +107,8 @@ pub(crate) struct Committer<'a> {
     /// into it directly (see `layer`).
     pub content_root: Option<&'a layer::ContentRoot>,
     pub locks: &'a crate::keyed::KeyedLocks,
+    /// Layers being produced at once (see [`crate::Engine`]).
+    pub layer_slots: &'a tokio::sync::Semaphore,
 }
 
 /// The layer as captured, and how to fill the new image's snapshot.
@@ -154,6 +156,15 @@ struct Source<'s> {
 }
 
 impl Committer<'_> {
+    /// A turn to produce a layer: compression is CPU-bound, so more layers
+    /// at once than cores only multiply the buffers held.
+    async fn layer_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.layer_slots
+            .acquire()
+            .await
+            .map_err(|_| Error::Cancelled("waiting to write the layer"))
+    }
+
     fn check_cancel(&self, step: &'static str) -> Result<()> {
         if self.cancel.is_cancelled() {
             Err(Error::Cancelled(step))
@@ -561,6 +572,7 @@ impl Committer<'_> {
             self.check_cancel("before writing the layer")?;
             let root = to.upper.clone();
             let layer_started = Instant::now();
+            let _slot = self.layer_slot().await?;
             let streamed =
                 layer::stream_layer(self.c, &lease.id(), codec, self.content_root, move |w| {
                     tarball::write_layer(&root, w)
@@ -636,6 +648,7 @@ impl Committer<'_> {
                 tar.descriptor.digest.clone(),
                 tar.descriptor.size,
             );
+            let _slot = self.layer_slot().await?;
             let streamed =
                 layer::stream_layer(c, &lease.id(), codec, self.content_root, move |w| {
                     let mut reader = reader;

@@ -77,7 +77,10 @@ pub fn display_name(ct: &Container) -> String {
         return n.to_string();
     }
     if let (Some(c), Some(p)) = (label(K8S_CONTAINER_NAME_LABEL), label(K8S_POD_NAME_LABEL)) {
-        return format!("{}/{p}/{c}", label(K8S_POD_NAMESPACE_LABEL).unwrap_or("default"));
+        return format!(
+            "{}/{p}/{c}",
+            label(K8S_POD_NAMESPACE_LABEL).unwrap_or("default")
+        );
     }
     ct.id.clone()
 }

@@ -36,7 +36,9 @@ mod from_env {
             let text = std::env::var(super::ENV).unwrap_or_default();
             text.split(';')
                 .filter(|p| !p.trim().is_empty())
-                .map(|p| parse(p.trim()).unwrap_or_else(|| panic!("{}: cannot read {p:?}", super::ENV)))
+                .map(|p| {
+                    parse(p.trim()).unwrap_or_else(|| panic!("{}: cannot read {p:?}", super::ENV))
+                })
                 .collect()
         })
     }
@@ -44,12 +46,18 @@ mod from_env {
     fn parse(p: &str) -> Option<Point> {
         let mut parts = p.splitn(3, ':');
         let (container, step, what) = (parts.next()?, parts.next()?, parts.next()?);
-        let step = [super::step::WHILE_PAUSED, super::step::BEFORE_FILL, super::step::BEFORE_NAME]
-            .into_iter()
-            .find(|s| *s == step)?;
+        let step = [
+            super::step::WHILE_PAUSED,
+            super::step::BEFORE_FILL,
+            super::step::BEFORE_NAME,
+        ]
+        .into_iter()
+        .find(|s| *s == step)?;
         let action = match what {
             "fail" => None,
-            d => Some(Duration::from_millis(d.strip_prefix("delay=")?.parse().ok()?)),
+            d => Some(Duration::from_millis(
+                d.strip_prefix("delay=")?.parse().ok()?,
+            )),
         };
         Some((container.to_string(), step, action))
     }

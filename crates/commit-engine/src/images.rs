@@ -128,7 +128,11 @@ pub async fn name_image(
                 // Docker, and the image it pointed at stays listed.
                 Err(s) if s.code() == Code::AlreadyExists => {
                     if let Some(now) = get(c, name).await? {
-                        if now.target.as_ref().is_some_and(|t| t.digest != target.digest) {
+                        if now
+                            .target
+                            .as_ref()
+                            .is_some_and(|t| t.digest != target.digest)
+                        {
                             keep_dangling(c, lease, &now).await?;
                         }
                     }

@@ -6,8 +6,8 @@
 //! Two ways out, same result:
 //! - **Local** (when containerd's content store directory is visible here,
 //!   see [`ContentRoot`]): the blob is written straight into a temporary
-//!   file beside the store's blobs, synced, renamed to its digest, and then
-//!   registered with the content service: a write stream that sends no data,
+//!   file beside the store's blobs, synced, linked to its digest's name, and
+//!   then registered with the content service: a write stream that sends no data,
 //!   only the commit with expected digest, size and labels. containerd takes
 //!   a blob already in its backing store as shared content (how it shares
 //!   blobs across namespaces) and records it in the namespace under the
@@ -112,13 +112,18 @@ impl ContentRoot {
     /// quarter of an hour is abandoned (a pid check would not do: another
     /// commitd may run in another pid namespace).
     pub fn sweep_stale(&self) {
-        let Ok(entries) = std::fs::read_dir(self.blobs()) else { return };
+        let Ok(entries) = std::fs::read_dir(self.blobs()) else {
+            return;
+        };
         let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(15 * 60);
         for e in entries.flatten() {
             if !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
                 continue;
             }
-            let stale = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < cutoff);
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
             if stale {
                 let _ = std::fs::remove_file(e.path());
             }
@@ -225,7 +230,11 @@ enum Compressor {
 impl Compressor {
     fn new(codec: &Codec, out: Out) -> io::Result<Self> {
         Ok(match codec.compression {
-            Compression::Gzip => Compressor::Gzip(crate::pgzip::ParGzip::new(out, codec.gzip_level.clamp(1, 9), codec.threads)?),
+            Compression::Gzip => Compressor::Gzip(crate::pgzip::ParGzip::new(
+                out,
+                codec.gzip_level.clamp(1, 9),
+                codec.threads,
+            )?),
             Compression::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(out, codec.zstd_level)?;
                 if codec.threads > 1 {
@@ -507,8 +516,6 @@ where
                 file.sync_all()?;
             }
             file.set_permissions(std::fs::Permissions::from_mode(0o444))?;
-            let hex = f.digest.trim_start_matches("sha256:");
-            std::fs::rename(&tmp, tmp.with_file_name(hex))?;
             Ok(f)
         })
         .await
@@ -525,26 +532,62 @@ where
         }
     };
     let path = blobs.join(f.digest.trim_start_matches("sha256:"));
-    match register(c, lease, &f).await {
-        Ok(()) if sees_our_file(c, &f, &path).await => Ok(f),
-        Ok(()) => {
-            // Registered, but containerd does not read our file (it went
-            // away, or is not the file it sees): take the record back.
-            content::delete(c, &f.digest).await;
-            Err(Error::Malformed(format!(
-                "containerd registered {} but does not read the file written at {}",
-                f.digest,
-                path.display()
-            )))
+    let result = place_and_register(c, lease, &tmp, &path, &f).await;
+    let _ = std::fs::remove_file(&tmp);
+    result.map(|()| f)
+}
+
+/// How often a blob is linked into place again when containerd's garbage
+/// collector removed it before it was registered.
+const PLACE_ATTEMPTS: usize = 5;
+
+/// Links the finished temporary file to its digest's name and registers it.
+///
+/// Until it is registered, the blob is a file containerd's metadata does
+/// not know, and a garbage collection running meanwhile (any lease deleted
+/// by any client triggers one) deletes it. The temporary file, whose name
+/// is not a digest, is left alone by the collector: the blob is linked from
+/// it again and registration retried, so a collection costs a retry, never
+/// the data. Falls back to streaming the bytes when containerd will not
+/// take the file as shared content.
+async fn place_and_register<R>(
+    c: &Containerd,
+    lease: &str,
+    tmp: &Path,
+    path: &Path,
+    f: &Finished<R>,
+) -> Result<()> {
+    for attempt in 1..=PLACE_ATTEMPTS {
+        match std::fs::hard_link(tmp, path) {
+            Ok(()) => {}
+            // The same blob (same digest, same bytes) is there already.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("linking the layer into the content store", e)),
         }
-        Err(e) => {
-            // Not taken as shared content (e.g. an "isolated" content
-            // sharing policy): send the bytes after all.
-            warn!(cause = %e, digest = %f.digest, "registering the layer file failed; streaming it instead");
-            upload_file(c, lease, &path, &f).await?;
-            Ok(f)
+        match register(c, lease, f).await {
+            Ok(()) if sees_our_file(c, f, path).await => return Ok(()),
+            Ok(()) => {
+                // Registered, but containerd does not read our file (it is
+                // not the file it sees): take the record back.
+                content::delete(c, &f.digest).await;
+                return Err(Error::Malformed(format!(
+                    "containerd registered {} but does not read the file written at {}",
+                    f.digest,
+                    path.display()
+                )));
+            }
+            Err(e) if e.code() == Some(Code::FailedPrecondition) && attempt < PLACE_ATTEMPTS => {
+                debug!(digest = %f.digest, attempt, "blob collected before it was registered; linking it again");
+            }
+            Err(e) => {
+                // Not taken as shared content (e.g. an "isolated" content
+                // sharing policy): send the bytes after all.
+                warn!(cause = %e, digest = %f.digest, "registering the layer file failed; streaming it instead");
+                return upload_file(c, lease, tmp, f).await;
+            }
         }
     }
+    unreachable!("the last attempt returns")
 }
 
 /// Registers a blob already in the backing store: a write stream with the

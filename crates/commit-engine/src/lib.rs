@@ -32,8 +32,8 @@ pub mod diff;
 pub mod error;
 pub mod failpoint;
 pub mod image;
-pub mod keyed;
 pub mod images;
+pub mod keyed;
 pub mod layer;
 pub mod lease;
 pub mod overlay;
@@ -117,19 +117,23 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
-    pub(crate) fn codec(&self, compression: Compression) -> layer::Codec {
-        let threads = if self.threads == 0 {
+    /// Compression threads: the setting, or one per core.
+    pub(crate) fn threads(&self) -> usize {
+        if self.threads == 0 {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1)
         } else {
             self.threads
-        };
+        }
+    }
+
+    pub(crate) fn codec(&self, compression: Compression) -> layer::Codec {
         layer::Codec {
             compression,
             gzip_level: self.gzip_level,
             zstd_level: self.zstd_level,
-            threads,
+            threads: self.threads(),
             sync: self.sync_layers,
         }
     }
@@ -146,16 +150,21 @@ pub struct Engine {
     locks: keyed::KeyedLocks,
     /// containerd's content store directory, once seen from here.
     content_root: std::sync::Arc<std::sync::Mutex<Option<layer::ContentRoot>>>,
+    /// Layers produced at once: as many as compression threads (cores).
+    /// More would not be faster, only hold more buffers: memory stays
+    /// bounded under any number of concurrent commits.
+    layer_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Engine {
     pub fn new(c: Containerd, cfg: EngineConfig) -> Self {
         Self {
             c,
-            cfg,
             cache: catalog::Cache::default(),
             locks: keyed::KeyedLocks::default(),
             content_root: Default::default(),
+            layer_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(cfg.threads())),
+            cfg,
         }
     }
 
@@ -192,6 +201,7 @@ impl Engine {
             cancel,
             content_root: content_root.as_ref(),
             locks: &self.locks,
+            layer_slots: &self.layer_slots,
         }
         .commit(req)
         .await

@@ -288,7 +288,10 @@ impl Config {
         if !self.state_dir.as_os_str().is_empty() {
             return self.state_dir.clone();
         }
-        self.socket.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/run/commitd"))
+        self.socket
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/run/commitd"))
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
@@ -334,7 +337,11 @@ mod tests {
         // The file documents the engine's own defaults.
         let e = commit_engine::EngineConfig::default();
         let f = c.engine();
-        assert_eq!(c.state_dir(), Path::new("/run/commitd"), "beside the socket by default");
+        assert_eq!(
+            c.state_dir(),
+            Path::new("/run/commitd"),
+            "beside the socket by default"
+        );
         assert_eq!(
             (
                 f.lease_expiry,
