@@ -194,12 +194,28 @@ impl Api {
     }
 }
 
-/// Paths of every route the router serves (for the OpenAPI check).
+/// Every route the router serves, as `api/openapi.yaml` names it (method,
+/// path template; `{name}` may hold slashes). The OpenAPI test holds the
+/// spec to this list, and this list to the router: it sends every Docker
+/// Engine API endpoint to the router and fails when one answers that is
+/// not here, or one here does not.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/_ping"),
     ("HEAD", "/_ping"),
     ("GET", "/version"),
     ("POST", "/commit"),
+    ("GET", "/images/json"),
+    ("GET", "/images/get"),
+    ("GET", "/images/{name}/json"),
+    ("GET", "/images/{name}/history"),
+    ("POST", "/images/{name}/tag"),
+    ("POST", "/images/{name}/push"),
+    ("GET", "/images/{name}/get"),
+    ("DELETE", "/images/{name}"),
+    ("GET", "/containers/json"),
+    ("GET", "/containers/{id}/json"),
+    ("GET", "/events"),
+    ("GET", "/metrics"),
 ];
 
 /// The complete service: version prefix handling and common headers around
