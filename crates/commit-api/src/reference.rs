@@ -93,14 +93,28 @@ pub fn parse_normalized_named(s: &str) -> Result<Named, String> {
             .next()
             .is_some_and(|last| last.contains(':'))
     };
+    let tag = if wrote_tag {
+        r.tag().map(str::to_string)
+    } else {
+        None
+    };
+    // oci_spec's tag grammar is `\w`, which in Rust takes any Unicode
+    // letter; Go's (Docker's) is ASCII only.
+    if tag.as_deref().is_some_and(|t| !valid_tag(t)) {
+        return Err("invalid reference format".into());
+    }
+    // Domain and path as Docker splits them (an upper-case first component
+    // is a registry: `Foo/bar` is `bar` on registry `Foo`), not as oci_spec
+    // re-splits the joined string.
+    let without_digest = remainder.split('@').next().unwrap_or("");
+    let path = match without_digest.rsplit_once(':') {
+        Some((p, t)) if !t.contains('/') => p,
+        _ => without_digest,
+    };
     Ok(Named {
-        domain: r.registry().to_string(),
-        path: r.repository().to_string(),
-        tag: if wrote_tag {
-            r.tag().map(str::to_string)
-        } else {
-            None
-        },
+        domain,
+        path: path.to_string(),
+        tag,
         digest: r.digest().map(str::to_string),
     })
 }
@@ -197,6 +211,10 @@ mod tests {
         assert_eq!(full("acc/one:v1", "v2"), "docker.io/acc/one:v2");
         assert_eq!(full("localhost:5000/x", ""), "localhost:5000/x:latest");
         assert_eq!(full("localhost/x", "t"), "localhost/x:t");
+        // Found by fuzzing (fuzz/artifacts/reference).
+        assert_eq!(full("Foo/bar", ""), "Foo/bar:latest");
+        assert!(repo_tag_reference("a:é", "").is_err());
+        assert!(repo_tag_reference("acc/one:v١", "").is_err());
         assert_eq!(
             full("registry.example.com/a/b/c", ""),
             "registry.example.com/a/b/c:latest"
