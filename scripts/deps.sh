@@ -7,7 +7,7 @@ set -euo pipefail
 
 want=(containerd runc protobuf-compiler busybox-static ca-certificates)
 if [[ "${1:-}" == "--test" ]]; then
-  want+=(skopeo umoci docker-registry python3-venv jq)
+  want+=(skopeo umoci docker-registry python3-venv jq socat apache2-utils openssl)
 fi
 if [[ "${1:-}" == "--bench" ]]; then
   want+=(docker.io zstd pigz python3-venv)

@@ -8,13 +8,15 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh --test
 [[ $(id -u) == 0 ]] || { echo "test: needs root (containerd, runc, overlay mounts)" >&2; exit 1; }
 
-# docker-py, in a venv of its own.
+# docker-py and schemathesis, in a venv of their own.
 venv=target/pyenv
-if [[ ! -x $venv/bin/python ]] || ! $venv/bin/python -c 'import docker, pytest' 2>/dev/null; then
+if [[ ! -x $venv/bin/python ]] || ! $venv/bin/python -c 'import docker, pytest, schemathesis' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q 'docker>=7,<8' 'pytest>=8,<9'
+  "$venv/bin/pip" install -q 'docker>=7,<8' 'pytest>=8,<9' 'schemathesis>=4,<5'
 fi
 export COMMITD_TEST_PYTHON=$PWD/$venv/bin/python
+export COMMITD_TEST_SCHEMATHESIS=$PWD/$venv/bin/schemathesis
+export SCHEMATHESIS_TELEMETRY=false
 
 # Packaging: the Dockerfile and the systemd unit.
 bash tests/lint/hadolint.sh
