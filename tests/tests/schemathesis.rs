@@ -56,7 +56,10 @@ fn every_generated_request_gets_an_answer_the_spec_describes() {
     let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../api/openapi.yaml");
     let examples = std::env::var("COMMITD_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "40".into());
     let started = Instant::now();
+    // Its example database and reports go to a directory of its own.
+    let scratch = tempfile::tempdir().unwrap();
     let out = Command::new(&bin)
+        .current_dir(scratch.path())
         .args(["run", spec, "--url"])
         .arg(format!("http://127.0.0.1:{port}"))
         .args([

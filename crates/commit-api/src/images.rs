@@ -322,7 +322,11 @@ pub async fn tag(api: &Api, name: &str, raw: Option<&str>) -> Result<Response, A
     // Tagging writes a record only; it needs no lease (the image's content
     // is already referenced by its other records).
     {
-        let _turn = api.engine().locks().lock(&format!("image:{}", target.full())).await;
+        let _turn = api
+            .engine()
+            .locks()
+            .lock(&format!("image:{}", target.full()))
+            .await;
         records::name_image(c, "", &target.full(), e.target()).await?;
     }
     api.events().image("tag", &e.id, &target.familiar());

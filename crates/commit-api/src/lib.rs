@@ -61,7 +61,11 @@ pub struct Options {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body: 1 << 20, max_changes: 256, body_timeout: std::time::Duration::from_secs(30) }
+        Self {
+            max_body: 1 << 20,
+            max_changes: 256,
+            body_timeout: std::time::Duration::from_secs(30),
+        }
     }
 }
 
@@ -188,8 +192,13 @@ impl Api {
             .fallback(system::not_found)
             .method_not_allowed_fallback(system::not_found)
             .layer(axum::extract::DefaultBodyLimit::max(self.limits().max_body))
-            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(self.limits().body_timeout))
-            .layer(axum::middleware::from_fn_with_state(self.clone(), observe::track))
+            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+                self.limits().body_timeout,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                observe::track,
+            ))
             .with_state(self.clone())
     }
 }
@@ -230,7 +239,11 @@ pub fn app(api: &Api) -> Router {
         ))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO))
-                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
+                .make_span_with(
+                    tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
+                )
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                ),
         )
 }
