@@ -365,8 +365,12 @@ fn kubernetes_containers_by_pod_and_container_name() {
         assert_eq!(c["Name"], "/team/nb-0/app", "{name}");
         assert_eq!(c["State"]["Status"], "running", "{name}");
     }
-    // By pod and container name (escaped: the Docker CLI sends the slashes
-    // as they are, which needs the `/containers/{*rest}` route).
+    // By pod and container name: the Docker CLI sends the slashes as they
+    // are (the `/containers/{*rest}` route); other clients escape them.
+    for name in ["team/nb-0/app", "nb-0/app"] {
+        let c = inspect(&d, name);
+        assert_eq!(c["Id"], id.as_str(), "{name}");
+    }
     for name in ["team%2Fnb-0%2Fapp", "nb-0%2Fapp"] {
         let (code, body) = d.curl("GET", &format!("/containers/{name}/json"), None, &[]);
         assert_eq!(code, 200, "{name}: {body}");

@@ -186,7 +186,7 @@ impl Api {
                     .delete(images::delete_route),
             )
             .route("/containers/json", get(containers::list))
-            .route("/containers/{id}/json", get(containers::inspect))
+            .route("/containers/{*rest}", get(containers::get_route))
             .route("/events", get(observe::events))
             .route("/metrics", get(observe::metrics))
             .fallback(system::not_found)
@@ -222,7 +222,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/images/{name}/get"),
     ("DELETE", "/images/{name}"),
     ("GET", "/containers/json"),
-    ("GET", "/containers/{id}/json"),
+    ("GET", "/containers/{name}/json"),
     ("GET", "/events"),
     ("GET", "/metrics"),
 ];

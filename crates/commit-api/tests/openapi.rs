@@ -646,32 +646,38 @@ async fn router_answers_are_described() {
         case(
             M::GET,
             "/containers/c1/json",
-            "/containers/{id}/json",
+            "/containers/{name}/json",
             S::SERVICE_UNAVAILABLE,
         ),
         case(
             M::GET,
             "/containers/c1/json?size=1",
-            "/containers/{id}/json",
+            "/containers/{name}/json",
             S::SERVICE_UNAVAILABLE,
         ),
-        // A name with slashes reaches the route percent-encoded only.
+        // A name with slashes, percent-encoded or not.
+        case(
+            M::GET,
+            "/containers/team/nb-0/app/json",
+            "/containers/{name}/json",
+            S::SERVICE_UNAVAILABLE,
+        ),
         case(
             M::GET,
             "/containers/team%2Fnb-0%2Fapp/json",
-            "/containers/{id}/json",
+            "/containers/{name}/json",
             S::SERVICE_UNAVAILABLE,
         ),
         case(
             M::GET,
             "/v1.45/containers/demo/json",
-            "/v{version}/containers/{id}/json",
+            "/v{version}/containers/{name}/json",
             S::SERVICE_UNAVAILABLE,
         ),
         case(
             M::GET,
             "/v1.99/containers/demo/json",
-            "/v{version}/containers/{id}/json",
+            "/v{version}/containers/{name}/json",
             S::BAD_REQUEST,
         ),
         // Events (kept ones replayed, then the stream ends at `until`) and
@@ -1139,15 +1145,15 @@ fn route_templates_match_concrete_paths() {
     assert!(!template_matches("/images/{name}", "/images"));
     assert!(!template_matches("/images/{name}", "/images/"));
     assert!(template_matches(
-        "/containers/{id}/json",
+        "/containers/{name}/json",
         "/containers/c1/json"
     ));
     assert!(!template_matches(
-        "/containers/{id}/json",
+        "/containers/{name}/json",
         "/containers/json"
     ));
-    assert!(!template_matches(
-        "/containers/{id}/json",
+    assert!(template_matches(
+        "/containers/{name}/json",
         "/containers/team/nb-0/app/json"
     ));
     assert!(template_matches("/_ping", "/_ping"));
