@@ -25,3 +25,6 @@ bash tests/lint/kubernetes.sh
 
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked --no-fail-fast "$@"
+
+# Fuzz the parsers briefly (cargo-fuzz; builds once into fuzz/target).
+bash scripts/fuzz.sh "${COMMITD_FUZZ_SECONDS:-30}"
