@@ -273,14 +273,18 @@ impl Write for Compressor {
 /// The start of the pipeline: what the producer writes the tar into.
 struct TarSink {
     inner: Compressor,
-    diff_id: Sha256,
+    /// The diff ID's hash; `None` when the blob is the tar itself
+    /// (no compression), whose digest is then the diff ID: hashed once.
+    diff_id: Option<Sha256>,
     size: u64,
 }
 
 impl Write for TarSink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(data)?;
-        self.diff_id.update(&data[..n]);
+        if let Some(h) = &mut self.diff_id {
+            h.update(&data[..n]);
+        }
         self.size += n as u64;
         Ok(n)
     }
@@ -315,7 +319,7 @@ fn run_pipeline<R>(
 ) -> io::Result<(Finished<R>, Out)> {
     let sink = TarSink {
         inner: Compressor::new(codec, out)?,
-        diff_id: Sha256::new(),
+        diff_id: (codec.compression != Compression::None).then(Sha256::new),
         size: 0,
     };
     let mut buffered = BufWriter::with_capacity(256 << 10, sink);
@@ -329,12 +333,13 @@ fn run_pipeline<R>(
         }
     };
     let (sink, _) = buffered.into_parts();
-    let diff_id = format!("sha256:{}", hex::encode(sink.diff_id.finalize()));
+    let diff_id = sink.diff_id.map(|h| format!("sha256:{}", hex::encode(h.finalize())));
     let uncompressed = sink.size;
     let mut out = sink.inner.finish()?;
     out.flush()?;
     out.send()?;
     let digest = format!("sha256:{}", hex::encode(out.hash.clone().finalize()));
+    let diff_id = diff_id.unwrap_or_else(|| digest.clone());
     let size = out.size();
     Ok((
         Finished {
