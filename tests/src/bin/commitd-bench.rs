@@ -816,7 +816,8 @@ fn render(
     ));
     s.push_str("| change set |");
     for p in peers {
-        s.push_str(&format!(" {p} |"));
+        // A `|` in a peer's name would split its column.
+        s.push_str(&format!(" {} |", p.replace('|', "\\|")));
     }
     s.push_str("\n|---|");
     s.push_str(&"---:|".repeat(peers.len()));
