@@ -121,7 +121,12 @@ pub async fn list(c: &Containerd, cache: &Cache) -> Result<Vec<ImageEntry>> {
     let records = images::list(c, Vec::new()).await?;
     // The whole store is in hand: forget what is no longer in it, so the
     // cache follows the store's size rather than every image ever seen.
-    cache.retain(records.iter().filter_map(|r| r.target.as_ref()).map(|t| t.digest.as_str()));
+    cache.retain(
+        records
+            .iter()
+            .filter_map(|r| r.target.as_ref())
+            .map(|t| t.digest.as_str()),
+    );
     group(c, cache, records).await
 }
 

@@ -131,7 +131,8 @@ impl ContentRoot {
     }
 }
 
-/// Where compressed bytes go, hashed on the way.
+/// Where compressed bytes go, hashed on the way (for a local file, by the
+/// thread that writes it).
 enum Sink {
     Stream {
         tx: mpsc::Sender<WriteContentRequest>,
@@ -140,7 +141,10 @@ enum Sink {
         offset: i64,
     },
     Local {
-        file: BufWriter<File>,
+        /// The writer while bytes come; taken when they stop.
+        file: Option<crate::direct::Offload>,
+        /// The written file, once the writer is done.
+        done: Option<File>,
         offset: i64,
     },
 }
@@ -182,6 +186,23 @@ impl Out {
         Ok(())
     }
 
+    /// The digest of everything written; for a local file this waits for
+    /// its writer to finish.
+    fn digest(&mut self) -> io::Result<String> {
+        let hash = match &mut self.sink {
+            Sink::Stream { .. } => self.hash.clone(),
+            Sink::Local { file, done, .. } => {
+                let writer = file
+                    .take()
+                    .ok_or_else(|| io::Error::other("layer writer already finished"))?;
+                let (hash, f) = writer.finish()?;
+                *done = Some(f);
+                hash
+            }
+        };
+        Ok(format!("sha256:{}", hex::encode(hash.finalize())))
+    }
+
     fn size(&self) -> i64 {
         match &self.sink {
             Sink::Stream { offset, buf, .. } => *offset + buf.len() as i64,
@@ -198,10 +219,14 @@ impl Write for Out {
                 buf.extend_from_slice(&data[..n]);
                 n
             }
-            Sink::Local { file, offset } => {
-                let n = file.write(data)?;
+            Sink::Local { file, offset, .. } => {
+                let writer = file
+                    .as_mut()
+                    .ok_or_else(|| io::Error::other("layer writer already finished"))?;
+                let n = writer.write(data)?;
                 *offset += n as i64;
-                n
+                // Hashed by the writer's thread.
+                return Ok(n);
             }
         };
         self.hash.update(&data[..n]);
@@ -213,10 +238,7 @@ impl Write for Out {
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.sink {
-            Sink::Local { file, .. } => file.flush(),
-            Sink::Stream { .. } => Ok(()),
-        }
+        Ok(())
     }
 }
 
@@ -333,12 +355,14 @@ fn run_pipeline<R>(
         }
     };
     let (sink, _) = buffered.into_parts();
-    let diff_id = sink.diff_id.map(|h| format!("sha256:{}", hex::encode(h.finalize())));
+    let diff_id = sink
+        .diff_id
+        .map(|h| format!("sha256:{}", hex::encode(h.finalize())));
     let uncompressed = sink.size;
     let mut out = sink.inner.finish()?;
     out.flush()?;
     out.send()?;
-    let digest = format!("sha256:{}", hex::encode(out.hash.clone().finalize()));
+    let digest = out.digest()?;
     let diff_id = diff_id.unwrap_or_else(|| digest.clone());
     let size = out.size();
     Ok((
@@ -498,9 +522,11 @@ where
     let produced = {
         let tmp = tmp.clone();
         tokio::task::spawn_blocking(move || -> io::Result<Finished<R>> {
-            let file = File::options().write(true).create_new(true).open(&tmp)?;
             let sink = Sink::Local {
-                file: BufWriter::with_capacity(1 << 20, file),
+                file: Some(crate::direct::Offload::new(
+                    crate::direct::DirectFile::create_new(&tmp)?,
+                )?),
+                done: None,
                 offset: 0,
             };
             let (f, out) = run_pipeline(
@@ -511,10 +537,12 @@ where
                 },
                 produce,
             )?;
-            let Sink::Local { file, .. } = out.sink else {
-                unreachable!("local pipeline")
+            let Sink::Local {
+                done: Some(file), ..
+            } = out.sink
+            else {
+                unreachable!("a finished local pipeline")
             };
-            let file = file.into_inner().map_err(|e| e.into_error())?;
             // Durable before containerd is told about it, as its own
             // content writer makes it.
             if codec.sync {

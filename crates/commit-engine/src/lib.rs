@@ -29,6 +29,7 @@ pub mod commit;
 pub mod container;
 pub mod content;
 pub mod diff;
+mod direct;
 pub mod error;
 pub mod failpoint;
 pub mod image;
