@@ -421,4 +421,16 @@ async fn compressions() {
         assert_eq!(w.run(&name, "wc -l < /numbers"), "20000\n");
     }
     w.assert_clean();
+    // Each layer written into the store's directory was taken as it is
+    // (registered in place), not refused and streamed over again:
+    // containerd logs a refused registration as a failed size validation.
+    let log = commitd_testkit::shared()
+        .log_path()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .unwrap_or_default();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("commitd-layer-") && l.contains("failed size validation"))
+        .collect();
+    assert!(refused.is_empty(), "registrations refused: {refused:#?}");
 }

@@ -631,7 +631,11 @@ async fn register<R>(c: &Containerd, lease: &str, f: &Finished<R>) -> Result<()>
         r#ref: format!("commitd-layer-{}", crate::unique()),
         total: f.size,
         expected: f.digest.clone(),
-        offset: 0,
+        // At the end of the blob: containerd's writer for a blob its store
+        // already holds stands at offset = size, and a message at offset 0
+        // would make it truncate to 0 and start over (then the commit fails
+        // its size check).
+        offset: f.size,
         data: Vec::new(),
         labels: labels(&f.diff_id),
     };
