@@ -187,7 +187,7 @@ pub struct Offload {
 }
 
 /// Chunks in flight between producer and writer.
-const OFFLOAD_DEPTH: usize = 2;
+const OFFLOAD_DEPTH: usize = 1;
 
 impl Offload {
     pub fn new(file: DirectFile) -> io::Result<Self> {

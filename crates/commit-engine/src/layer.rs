@@ -262,7 +262,7 @@ impl Compressor {
                 if codec.threads > 1 {
                     e.multithread(u32::try_from(codec.threads).unwrap_or(2))?;
                     // Small jobs keep memory low (default: 4 × window).
-                    e.set_parameter(zstd::zstd_safe::CParameter::JobSize(2 << 20))?;
+                    e.set_parameter(zstd::zstd_safe::CParameter::JobSize(1 << 20))?;
                 }
                 Compressor::Zstd(e)
             }

@@ -39,8 +39,8 @@ impl<W: Write + Send + 'static> ParGzip<W> {
         let level = CompressionLvl::new(i32::try_from(level).unwrap_or(1)).map_err(|e| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("gzip level: {e:?}"))
         })?;
-        let (jobs, job_rx) = sync_channel::<(u64, Vec<u8>)>(threads * 2);
-        let (done_tx, done_rx) = sync_channel::<(u64, Vec<u8>)>(threads * 4);
+        let (jobs, job_rx) = sync_channel::<(u64, Vec<u8>)>(threads);
+        let (done_tx, done_rx) = sync_channel::<(u64, Vec<u8>)>(threads * 2);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let workers = (0..threads)
             .map(|_| {
