@@ -68,14 +68,18 @@ impl DirectFile {
     fn drain(&mut self, last: bool) -> io::Result<()> {
         let len = self.buf.len;
         let aligned = if self.direct { len - len % ALIGN } else { len };
-        if aligned > 0 {
-            match self.file.write_all(&self.buf.as_slice()[..aligned]) {
-                Ok(()) => {}
+        // Written piece by piece so that a switch to buffered writes goes
+        // on exactly where the direct ones stopped.
+        let mut done = 0;
+        while done < aligned {
+            match self.file.write(&self.buf.as_slice()[done..aligned]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                    // Refused after all (another filesystem's rules): write
-                    // everything through the page cache from here on.
+                    // Refused after all (another filesystem's rules): the
+                    // rest goes through the page cache.
                     self.set_direct(false)?;
-                    return self.drain(last);
                 }
                 Err(e) => return Err(e),
             }
