@@ -144,6 +144,7 @@ fn commit_events_stream_like_dockers() {
         .recv_timeout(Duration::from_secs(20))
         .expect("a commit event");
     let _ = events.kill();
+    let _ = events.wait();
     let ev: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(ev["Type"], "container");
     assert_eq!(ev["Action"], "commit");
