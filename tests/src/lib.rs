@@ -304,32 +304,13 @@ impl Daemon {
         body: Option<&str>,
         headers: &[&str],
     ) -> (u16, String) {
-        let mut c = std::process::Command::new("curl");
-        c.args([
-            "-s",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-            "-X",
-            method,
-            "--unix-socket",
-        ])
-        .arg(&self.socket);
-        for h in headers {
-            c.args(["-H", h]);
-        }
-        if let Some(b) = body {
-            c.args(["--data-binary", b]);
-        }
-        c.arg(format!("http://d{path}"));
-        let out = c.output().expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (
-            code.trim().parse().unwrap_or(0),
-            body.strip_suffix('\n').unwrap_or(body).to_string(),
-        )
+        curl(&self.socket, method, path, body, headers)
+    }
+
+    /// A field of the process's `/proc/PID/status`, in KiB (`VmHWM`, `VmRSS`).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        proc_status_kib(self.pid(), field)
+            .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.pid()))
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -363,4 +344,52 @@ impl Drop for Daemon {
             );
         }
     }
+}
+
+/// `curl --unix-socket SOCKET` a request: (status, body without the newline
+/// Docker's JSON encoder ends bodies with); status 0 when no answer came.
+pub fn curl(
+    socket: &std::path::Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[&str],
+) -> (u16, String) {
+    let mut c = std::process::Command::new("curl");
+    c.args([
+        "-s",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+        "--unix-socket",
+    ])
+    .arg(socket);
+    for h in headers {
+        c.args(["-H", h]);
+    }
+    if let Some(b) = body {
+        c.args(["--data-binary", b]);
+    }
+    c.arg(format!("http://d{path}"));
+    let out = c.output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        body.strip_suffix('\n').unwrap_or(body).to_string(),
+    )
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmHWM:`, `VmRSS:`), if present.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let field = field.trim_end_matches(':');
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }

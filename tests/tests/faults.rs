@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use commit_engine::failpoint::ENV as FAILPOINTS;
-use commitd_e2e::{World, daemon};
+use commitd_e2e::{World, curl, daemon};
 use commitd_testkit::{Containerd, SNAPSHOTTER, TaskStatus};
 use serde_json::Value;
 
@@ -30,30 +30,7 @@ fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 fn commit_in_background(socket: &Path, query: &str) -> thread::JoinHandle<(u16, String)> {
     let socket = socket.to_path_buf();
     let query = query.to_string();
-    thread::spawn(move || post(&socket, &format!("/commit?{query}")))
-}
-
-/// A POST with curl.
-fn post(socket: &Path, path: &str) -> (u16, String) {
-    let mut c = Command::new("curl");
-    c.args([
-        "-s",
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code}",
-        "-X",
-        "POST",
-        "--unix-socket",
-    ])
-    .arg(socket);
-    let out = c.arg(format!("http://d{path}")).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code.trim().parse().unwrap_or(0),
-        body.trim_end().to_string(),
-    )
+    thread::spawn(move || curl(&socket, "POST", &format!("/commit?{query}"), None, &[]))
 }
 
 fn image_id(body: &str) -> String {

@@ -141,17 +141,9 @@ fn saving_a_large_image_stays_small_in_memory() {
         "dd if=/dev/urandom of=/big bs=1M count=300 2>/dev/null",
     );
     d.docker_ok(&["commit", "big", "big:1"]);
-    let status = |field: &str| -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
-        s.lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    };
     // Peak RSS from here on (writing 5 to clear_refs resets VmHWM).
     std::fs::write(format!("/proc/{}/clear_refs", d.pid()), "5").unwrap();
-    let before = status("VmHWM:");
+    let before = d.status_kib("VmHWM");
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -162,7 +154,7 @@ fn saving_a_large_image_stays_small_in_memory() {
         .unwrap();
     let bytes: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(bytes > 300 << 20, "the whole layer came out: {bytes}");
-    let peak = status("VmHWM:");
+    let peak = d.status_kib("VmHWM");
     assert!(
         peak < before + 64 * 1024,
         "peak RSS went from {before} KiB to {peak} KiB while streaming {bytes} bytes"

@@ -314,15 +314,6 @@ fn raw(socket: &Path, head: &str, body: &[u8], pause: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn request_limits_answer_4xx() {
     let w = World::new("limits");
@@ -385,7 +376,7 @@ fn request_limits_answer_4xx() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 
     // A 64 MiB body is refused as it arrives, not buffered.
-    let before = vm_hwm_kib(d.pid());
+    let before = d.status_kib("VmHWM");
     let blob = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(blob.path(), vec![b'x'; 64 << 20]).unwrap();
     let out = Command::new("curl")
@@ -406,7 +397,7 @@ fn request_limits_answer_4xx() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "413");
-    let grown = vm_hwm_kib(d.pid()).saturating_sub(before);
+    let grown = d.status_kib("VmHWM").saturating_sub(before);
     assert!(
         grown < 16 * 1024,
         "peak memory grew {grown} KiB on a 64 MiB body"

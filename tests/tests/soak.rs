@@ -44,15 +44,6 @@ fn request(socket: &Path, method: &str, path: &str) -> (u16, String) {
     (code, body)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -80,17 +71,18 @@ fn sixteen_clients_commit_for_minutes_and_nothing_leaks() {
             .unwrap();
     }
     let content_before: BTreeSet<String> = w.ctr.content().unwrap().into_iter().collect();
-    let snapshots_before: BTreeSet<String> = w
-        .ctr
-        .snapshots(SNAPSHOTTER)
-        .unwrap()
-        .into_iter()
-        .map(|s| s.key)
-        .collect();
+    let snapshot_keys = || -> BTreeSet<String> {
+        w.ctr
+            .snapshots(SNAPSHOTTER)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.key)
+            .collect()
+    };
+    let snapshots_before = snapshot_keys();
 
     let mut d = daemon!(w);
     let socket: PathBuf = d.socket.clone();
-    let pid = d.pid();
     let stop = Arc::new(AtomicBool::new(false));
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let failures = Arc::new(Mutex::new(Vec::new()));
@@ -151,7 +143,7 @@ fn sixteen_clients_commit_for_minutes_and_nothing_leaks() {
     let mut rss = Vec::new();
     while started.elapsed() < Duration::from_secs(secs) {
         thread::sleep(Duration::from_secs(5));
-        rss.push((started.elapsed().as_secs(), rss_kib(pid)));
+        rss.push((started.elapsed().as_secs(), d.status_kib("VmRSS")));
     }
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -232,13 +224,7 @@ fn sixteen_clients_commit_for_minutes_and_nothing_leaks() {
     }
     w.collect_garbage();
     let content_after: BTreeSet<String> = w.ctr.content().unwrap().into_iter().collect();
-    let snapshots_after: BTreeSet<String> = w
-        .ctr
-        .snapshots(SNAPSHOTTER)
-        .unwrap()
-        .into_iter()
-        .map(|s| s.key)
-        .collect();
+    let snapshots_after = snapshot_keys();
     assert_eq!(
         content_after
             .difference(&content_before)

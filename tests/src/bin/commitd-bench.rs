@@ -180,12 +180,7 @@ impl Daemon {
     }
 
     fn status(&self, field: &str) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        s.lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        commitd_e2e::proc_status_kib(self.child.id(), field).unwrap_or(0)
     }
 
     fn paused_sum(&self) -> f64 {
