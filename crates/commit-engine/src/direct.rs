@@ -79,14 +79,14 @@ impl DirectFile {
                 Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
                     // Refused after all (another filesystem's rules): the
                     // rest goes through the page cache.
-                    self.set_direct(false)?;
+                    self.stop_direct()?;
                 }
                 Err(e) => return Err(e),
             }
         }
         let rest = len - aligned;
         if rest > 0 && last {
-            self.set_direct(false)?;
+            self.stop_direct()?;
             self.file.write_all(&self.buf.as_slice()[aligned..len])?;
             self.buf.len = 0;
         } else {
@@ -97,19 +97,16 @@ impl DirectFile {
         Ok(())
     }
 
-    fn set_direct(&mut self, on: bool) -> io::Result<()> {
-        if self.direct == on {
+    /// Turns `O_DIRECT` off: the writes from here on go through the page
+    /// cache.
+    fn stop_direct(&mut self) -> io::Result<()> {
+        if !self.direct {
             return Ok(());
         }
         let fd = self.file.as_fd();
         let flags = rustix::fs::fcntl_getfl(fd)?;
-        let flags = if on {
-            flags | rustix::fs::OFlags::DIRECT
-        } else {
-            flags - rustix::fs::OFlags::DIRECT
-        };
-        rustix::fs::fcntl_setfl(fd, flags)?;
-        self.direct = on;
+        rustix::fs::fcntl_setfl(fd, flags - rustix::fs::OFlags::DIRECT)?;
+        self.direct = false;
         Ok(())
     }
 }
