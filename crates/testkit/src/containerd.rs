@@ -85,6 +85,13 @@ impl Containerd {
     /// walking differ, the runc v2 runtime and the GC scheduler; CRI and the other
     /// plugins that are useless here are off.
     pub fn start() -> Result<Containerd> {
+        Containerd::start_with(|_| Ok(Extra::default()))
+    }
+
+    /// [`start`](Self::start), with `prepare` run in the new directory (after the
+    /// watchdog is up, before the config is written): what it starts there is cleaned
+    /// up with the directory, and what it returns goes into the config.
+    pub(crate) fn start_with(prepare: impl FnOnce(&Path) -> Result<Extra>) -> Result<Containerd> {
         preflight()?;
         let dir = tempfile::Builder::new()
             .prefix("commitd-ctd-")
@@ -102,7 +109,8 @@ impl Containerd {
         let socket = dir.join("containerd.sock");
         let root = dir.join("root");
         let config = dir.join("config.toml");
-        let text = config_toml(&root, &dir.join("state"), &socket, &dir.join("debug.sock"));
+        let state = dir.join("state");
+        let debug = dir.join("debug.sock");
         let mut me = Containerd {
             socket,
             root,
@@ -122,6 +130,9 @@ impl Containerd {
                 me.socket.display()
             )));
         }
+        let dir = me.dir().map(Path::to_path_buf).unwrap_or_default();
+        let extra = prepare(&dir)?;
+        let text = config_toml(&me.root, &state, &me.socket, &debug, &extra);
         fs::write(&config, text).map_err(|e| Error::path("writing", &config, e))?;
         me.launch()?;
         Ok(me)
@@ -430,10 +441,20 @@ fn preflight() -> Result<()> {
     Ok(())
 }
 
-fn config_toml(root: &Path, state: &Path, socket: &Path, debug: &Path) -> String {
+/// What a caller of [`Containerd::start_with`] adds to the config.
+#[derive(Debug, Default)]
+pub(crate) struct Extra {
+    /// Keep the CRI plugin (off by default: it slows the start and writes to the host).
+    pub cri: bool,
+    /// TOML appended to the config (plugin sections).
+    pub toml: String,
+}
+
+fn config_toml(root: &Path, state: &Path, socket: &Path, debug: &Path, extra: &Extra) -> String {
     let q = |p: &Path| serde_json::to_string(&p.to_string_lossy()).unwrap_or_default();
     let disabled: Vec<String> = DISABLED_PLUGINS
         .iter()
+        .filter(|p| !(extra.cri && **p == "io.containerd.grpc.v1.cri"))
         .map(|p| format!("  \"{p}\","))
         .collect();
     format!(
@@ -449,11 +470,13 @@ fn config_toml(root: &Path, state: &Path, socket: &Path, debug: &Path) -> String
          \n\
          [debug]\n  address = {debug}\n  level = \"info\"\n\
          \n\
-         [metrics]\n  address = \"\"\n",
+         [metrics]\n  address = \"\"\n\
+         {extra}",
         root = q(root),
         state = q(state),
         socket = q(socket),
         debug = q(debug),
         disabled = disabled.join("\n"),
+        extra = extra.toml,
     )
 }

@@ -472,7 +472,7 @@ pub fn busybox_image(containerd: &Containerd, namespace: &str) -> Result<String>
     import_checked(containerd, namespace, &archive, BUSYBOX_IMAGE)
 }
 
-fn import_checked(
+pub(crate) fn import_checked(
     containerd: &Containerd,
     namespace: &str,
     archive: &Path,

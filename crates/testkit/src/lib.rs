@@ -91,20 +91,29 @@
 
 mod cmd;
 mod containerd;
+mod cri;
 mod ctr;
 mod error;
 mod image;
+mod registry;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use containerd::{CONTAINERD_ENV, Containerd, shared};
+pub use cri::{
+    CRI_BASE_REPO, CRI_NAMESPACE, CriNode, ExecOutput, KubeContainer, KubePod, Pod, SANDBOX_IMAGE,
+    SERVICE_LINKS, shared_cri,
+};
 pub use ctr::{Ctr, Image, SNAPSHOTTER, Snapshot, TaskStatus};
 pub use error::{Error, Result};
 pub use image::{
     APPLETS, BUSYBOX_IMAGE, BuiltImage, BuiltLayer, HOST_BUSYBOX, ImageBuilder, MTIME,
     busybox_image,
 };
+/// The CRI v1 API (`k8s-cri`), for calls the helpers do not cover.
+pub use k8s_cri::v1 as cri_api;
+pub use registry::Registry;
 
 /// A containerd namespace name no other test, process or run uses:
 /// `PREFIX-PID-N-XXXX` (`prefix` cut to containerd's rules: letters and digits,
