@@ -363,7 +363,7 @@ impl Drop for Containerd {
     }
 }
 
-fn log_tail(log: &Path, lines: usize) -> String {
+pub(crate) fn log_tail(log: &Path, lines: usize) -> String {
     cmd::tail(
         &String::from_utf8_lossy(&fs::read(log).unwrap_or_default()),
         lines,
@@ -371,7 +371,7 @@ fn log_tail(log: &Path, lines: usize) -> String {
 }
 
 /// SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]; reaps the child.
-fn terminate(child: &mut Child) -> Result<()> {
+pub(crate) fn terminate(child: &mut Child) -> Result<()> {
     let pid = libc::pid_t::try_from(child.id())
         .map_err(|e| Error::Other(format!("pid out of range: {e}")))?;
     // SAFETY: plain kill(2) on our own child, which has not been reaped yet.
@@ -390,6 +390,16 @@ fn terminate(child: &mut Child) -> Result<()> {
 
 /// Starts the watchdog (see `watchdog.sh`) with its stdin on a pipe whose writer we keep.
 fn spawn_watchdog(dir: &Path) -> Result<(Child, OwnedFd)> {
+    spawn_watchdog_script(dir, "watchdog.sh", WATCHDOG)
+}
+
+/// Starts `script` (written to `dir/name`) as a watchdog of `dir`: `/bin/sh DIR/NAME
+/// DIR` in its own process group, stdin on a pipe whose only writer is returned.
+pub(crate) fn spawn_watchdog_script(
+    dir: &Path,
+    name: &str,
+    script: &str,
+) -> Result<(Child, OwnedFd)> {
     // Both ends are close-on-exec: no other child inherits the writer, so the
     // watchdog sees EOF exactly when this process lets go of it.
     let mut fds = [0; 2];
@@ -404,8 +414,9 @@ fn spawn_watchdog(dir: &Path) -> Result<(Child, OwnedFd)> {
     let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // From a file in the directory, so that `ps` shows `/bin/sh DIR/watchdog.sh DIR`.
     // sh keeps it open: removing the directory at the end does not disturb it.
-    let script = dir.join("watchdog.sh");
-    fs::write(&script, WATCHDOG).map_err(|e| Error::path("writing", &script, e))?;
+    let path = dir.join(name);
+    fs::write(&path, script).map_err(|e| Error::path("writing", &path, e))?;
+    let script = path;
     let mut command = Command::new("/bin/sh");
     command
         .arg(&script)

@@ -358,6 +358,61 @@ impl Ctr {
         Ok(all)
     }
 
+    /// The bytes of blob `digest` of the content store (`ctr content get`).
+    pub fn blob(&self, digest: &str) -> Result<Vec<u8>> {
+        Ok(cmd::run(self.command().args(["content", "get", digest]), cmd::SLOW)?.stdout)
+    }
+
+    /// The manifest of image `name` for this host's platform (an index is followed to
+    /// its first manifest for linux/this architecture).
+    pub fn image_manifest(&self, name: &str) -> Result<serde_json::Value> {
+        let target = self
+            .images()?
+            .into_iter()
+            .find(|i| i.name == name)
+            .ok_or_else(|| Error::Other(format!("no image {name} in {}", self.namespace)))?;
+        let mut doc = self.json_blob(&target.digest)?;
+        if let Some(manifests) = doc.get("manifests").and_then(|m| m.as_array()) {
+            let arch = crate::image::platform().1;
+            let digest = manifests
+                .iter()
+                .find(|m| m["platform"]["architecture"] == arch)
+                .or_else(|| manifests.first())
+                .and_then(|m| m["digest"].as_str())
+                .ok_or_else(|| Error::Other(format!("index of {name} lists no manifest")))?
+                .to_owned();
+            doc = self.json_blob(&digest)?;
+        }
+        Ok(doc)
+    }
+
+    /// The config of image `name` (the manifest's config blob, parsed).
+    pub fn image_config(&self, name: &str) -> Result<serde_json::Value> {
+        let manifest = self.image_manifest(name)?;
+        let digest = manifest["config"]["digest"]
+            .as_str()
+            .ok_or_else(|| Error::Other(format!("manifest of {name} has no config")))?;
+        self.json_blob(digest)
+    }
+
+    /// The entries of the top layer of image `name` (see
+    /// [`layer_entries`](crate::layer_entries)); the blob must be in the content store.
+    pub fn top_layer_entries(&self, name: &str) -> Result<Vec<crate::LayerEntry>> {
+        let manifest = self.image_manifest(name)?;
+        let digest = manifest["layers"]
+            .as_array()
+            .and_then(|l| l.last())
+            .and_then(|l| l["digest"].as_str())
+            .ok_or_else(|| Error::Other(format!("image {name} has no layer")))?;
+        crate::layer_entries(&self.blob(digest)?)
+    }
+
+    fn json_blob(&self, digest: &str) -> Result<serde_json::Value> {
+        let bytes = self.blob(digest)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Other(format!("blob {digest} is not JSON: {e}")))
+    }
+
     /// Best-effort teardown of everything in the namespace: tasks, containers, images,
     /// leases, then the namespace itself (which fails while the GC has not yet removed
     /// the content and snapshots; that is ignored). Returns the first error met.

@@ -95,6 +95,7 @@ mod cri;
 mod ctr;
 mod error;
 mod image;
+mod layer;
 mod registry;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -113,6 +114,7 @@ pub use image::{
 };
 /// The CRI v1 API (`k8s-cri`), for calls the helpers do not cover.
 pub use k8s_cri::v1 as cri_api;
+pub use layer::{EntryKind, LayerEntry, layer_entries};
 pub use registry::Registry;
 
 /// A containerd namespace name no other test, process or run uses:
