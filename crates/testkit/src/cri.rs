@@ -305,7 +305,29 @@ impl CriNode {
     }
 
     /// `PullImage` through CRI (as kubelet does); returns the image ID (`sha256:…`).
+    /// containerd's garbage collector runs before this returns, so the layer blobs the
+    /// CRI plugin let go of are gone, as they soon are on a node.
     pub fn pull(&self, image: &str) -> Result<String> {
+        let id = self.pull_only(image)?;
+        self.collect_garbage()?;
+        Ok(id)
+    }
+
+    /// Runs containerd's garbage collector now and waits for it (deleting a lease
+    /// with `--sync` does that).
+    pub fn collect_garbage(&self) -> Result<()> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let lease = format!(
+            "commitd-testkit-gc-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let ctr = self.ctr();
+        ctr.run(&["leases", "create", "--id", &lease])?;
+        ctr.run(&["leases", "delete", "--sync", &lease]).map(drop)
+    }
+
+    fn pull_only(&self, image: &str) -> Result<String> {
         let image = image.to_owned();
         let r = self.images(|mut c| async move {
             c.pull_image(cri::PullImageRequest {

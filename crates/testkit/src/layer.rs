@@ -184,6 +184,7 @@ fn read_tar(reader: impl Read) -> Result<Vec<LayerEntry>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -196,19 +197,20 @@ mod tests {
         h.set_uid(1);
         h.set_gid(2);
         h.set_size(2);
-        b.append_data(&mut h, "a/f", &b"hi"[..]).unwrap_or_default();
+        b.append_data(&mut h, "a/f", &b"hi"[..]).unwrap();
         let mut w = tar::Header::new_gnu();
         w.set_entry_type(tar::EntryType::Regular);
         w.set_size(0);
         w.set_mode(0o644);
-        b.append_data(&mut w, "a/.wh.gone", &b""[..])
-            .unwrap_or_default();
-        let plain = b.into_inner().unwrap_or_default();
+        w.set_uid(0);
+        w.set_gid(0);
+        b.append_data(&mut w, "a/.wh.gone", &b""[..]).unwrap();
+        let plain = b.into_inner().unwrap();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, &plain).unwrap_or_default();
-        let gz = gz.finish().unwrap_or_default();
+        std::io::Write::write_all(&mut gz, &plain).unwrap();
+        let gz = gz.finish().unwrap();
         for blob in [&plain, &gz] {
-            let e = layer_entries(blob).unwrap_or_default();
+            let e = layer_entries(blob).unwrap();
             assert_eq!(e.len(), 2);
             assert_eq!(e[0].kind, EntryKind::File);
             assert_eq!((e[0].mode, e[0].uid, e[0].gid, e[0].size), (0o640, 1, 2, 2));
