@@ -93,9 +93,12 @@ mod cmd;
 mod containerd;
 mod cri;
 mod ctr;
+mod dockerd;
 mod error;
+mod http;
 mod image;
 mod layer;
+mod oracle;
 mod registry;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -107,7 +110,9 @@ pub use cri::{
     SERVICE_LINKS, shared_cri,
 };
 pub use ctr::{Ctr, Image, SNAPSHOTTER, Snapshot, TaskStatus};
+pub use dockerd::{DOCKERD, Dockerd, shared_dockerd};
 pub use error::{Error, Result};
+pub use http::{Response, query_escape, request as http_request};
 pub use image::{
     APPLETS, BUSYBOX_IMAGE, BuiltImage, BuiltLayer, HOST_BUSYBOX, ImageBuilder, MTIME,
     busybox_image,
@@ -115,6 +120,7 @@ pub use image::{
 /// The CRI v1 API (`k8s-cri`), for calls the helpers do not cover.
 pub use k8s_cri::v1 as cri_api;
 pub use layer::{EntryKind, LayerEntry, layer_entries};
+pub use oracle::{ORACLE_API, Oracle, Outcome, Pair, RunSpec, Side};
 pub use registry::Registry;
 
 /// A containerd namespace name no other test, process or run uses:
