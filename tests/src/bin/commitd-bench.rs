@@ -21,7 +21,7 @@ use commit_engine::containerd_client::services::v1::snapshots::{
     PrepareSnapshotRequest, RemoveSnapshotRequest, ViewSnapshotRequest,
 };
 use commit_engine::containerd_client::services::v1::{ApplyRequest, DiffRequest};
-use commitd_testkit::{Containerd, Ctr, ImageBuilder, SNAPSHOTTER};
+use commitd_testkit::{Containerd, Ctr, Dockerd, ImageBuilder, SNAPSHOTTER};
 
 const NS: &str = "bench";
 const BASE: &str = "docker.io/library/bench-base:latest";
@@ -200,112 +200,11 @@ impl Drop for Daemon {
     }
 }
 
-/// Docker's engine from Debian's docker.io, private to this run.
-struct Docker {
-    child: Child,
-    socket: PathBuf,
-    dir: PathBuf,
-}
-
-impl Docker {
-    fn start(dir: &Path) -> Docker {
-        let dir = dir.join("docker");
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("docker.sock");
-        let child = Command::new("/usr/sbin/dockerd")
-            .arg("--data-root")
-            .arg(dir.join("data"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("-H")
-            .arg(format!("unix://{}", socket.display()))
-            .arg("--pidfile")
-            .arg(dir.join("docker.pid"))
-            .args([
-                "--iptables=false",
-                "--ip-masq=false",
-                "--ip-forward=false",
-                "--bridge=none",
-                "--storage-driver",
-                "overlay2",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("dockerd.log")).unwrap())
-            .spawn()
-            .expect("dockerd (Debian's docker.io) must be installed");
-        let d = Docker { child, socket, dir };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http_ok(&d.socket, "/_ping").is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "dockerd did not start; see {}",
-                d.dir.join("dockerd.log").display()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        d
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("/usr/bin/docker")
-            .arg("-H")
-            .arg(format!("unix://{}", self.socket.display()))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Docker {
-    fn drop(&mut self) {
-        let _ = Command::new("/usr/bin/docker")
-            .arg("-H")
-            .arg(format!("unix://{}", self.socket.display()))
-            .args(["rm", "-f", "-v"])
-            .args(self.cli_quiet(&["ps", "-aq"]).split_whitespace())
-            .output();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "grep {} /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r umount -l",
-                self.dir.display()
-            ))
-            .status();
-    }
-}
-
-impl Docker {
-    fn cli_quiet(&self, args: &[&str]) -> String {
-        Command::new("/usr/bin/docker")
-            .arg("-H")
-            .arg(format!("unix://{}", self.socket.display()))
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-}
-
-fn http_ok(socket: &Path, path: &str) -> Option<()> {
-    let mut s = UnixStream::connect(socket).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    String::from_utf8_lossy(&out)
-        .starts_with("HTTP/1.1 200")
-        .then_some(())
+/// `docker …` against the private engine; the bench stops on a failure.
+fn dcli(docker: &Dockerd, args: &[&str]) -> String {
+    docker
+        .cli(args)
+        .unwrap_or_else(|e| panic!("docker {args:?}: {e}"))
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -385,7 +284,9 @@ fn main() {
         "[commit]\nsync_layers = false\n",
     );
     eprintln!("bench: starting Docker's engine…");
-    let docker = Docker::start(work.path());
+    let docker = Dockerd::start().unwrap_or_else(|e| {
+        panic!("starting Docker's engine (Debian's docker.io, scripts/deps.sh --bench): {e}")
+    });
     // The same bases, through commitd's docker save and Docker's load.
     for base in [BASE, BIG_BASE] {
         let tar = work.path().join("base.tar");
@@ -401,7 +302,7 @@ fn main() {
             .status()
             .unwrap();
         assert!(st.success());
-        docker.cli(&["load", "-i", tar.to_str().unwrap()]);
+        dcli(&docker, &["load", "-i", tar.to_str().unwrap()]);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -512,19 +413,21 @@ fn main() {
             // docker commit, over Docker's API.
             n += 1;
             let name = format!("d{n}");
-            docker.cli(&[
-                "run",
-                "-d",
-                "--network",
-                "none",
-                "--name",
-                &name,
-                docker_base,
-                "sleep",
-                "100000",
-            ]);
-            let pid: u32 = docker
-                .cli(&["inspect", "-f", "{{.State.Pid}}", &name])
+            dcli(
+                &docker,
+                &[
+                    "run",
+                    "-d",
+                    "--network",
+                    "none",
+                    "--name",
+                    &name,
+                    docker_base,
+                    "sleep",
+                    "100000",
+                ],
+            );
+            let pid: u32 = dcli(&docker, &["inspect", "-f", "{{.State.Pid}}", &name])
                 .trim()
                 .parse()
                 .unwrap();
@@ -532,24 +435,26 @@ fn main() {
             std::thread::sleep(Duration::from_millis(300));
             let t = Instant::now();
             let (code, body) = http(
-                &docker.socket,
+                docker.socket(),
                 "POST",
                 &format!("/v1.41/commit?container={name}&repo=out&tag={name}"),
             );
             let secs = t.elapsed().as_secs_f64();
             assert!(code == 201, "docker commit: {code} {body}");
-            let sizes: Vec<u64> = docker
-                .cli(&[
+            let sizes: Vec<u64> = dcli(
+                &docker,
+                &[
                     "image",
                     "inspect",
                     "-f",
                     "{{.Size}}",
                     docker_base,
                     &format!("out:{name}"),
-                ])
-                .lines()
-                .filter_map(|l| l.trim().parse().ok())
-                .collect();
+                ],
+            )
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
             let e = samples.entry("docker commit").or_default();
             e.0.push(secs);
             e.1 = sizes
@@ -557,8 +462,8 @@ fn main() {
                 .copied()
                 .unwrap_or(0)
                 .saturating_sub(sizes.first().copied().unwrap_or(0));
-            docker.cli(&["rm", "-f", &name]);
-            docker.cli(&["rmi", &format!("out:{name}")]);
+            dcli(&docker, &["rm", "-f", &name]);
+            dcli(&docker, &["rmi", &format!("out:{name}")]);
         }
         if *set == "1g" {
             peak_rss_kib = fast.status("VmHWM:");
