@@ -1,6 +1,7 @@
-//! Test support for commitd: a real containerd, real runc containers, base images
-//! built here. Synchronous, std only: usable from plain `#[test]`s, async tests,
-//! scripts and benchmarks alike.
+//! Test support for commitd: a real containerd (plain or with its CRI plugin), real
+//! runc containers, a registry, Docker's engine as an oracle, base images built here.
+//! Synchronous, std only (the CRI client runs its calls on a runtime of its own):
+//! usable from plain `#[test]`s, async tests, scripts and benchmarks alike.
 //!
 //! # Pieces
 //!
@@ -16,7 +17,18 @@
 //! - [`Ctr`]: `ctr -a SOCKET -n NAMESPACE` with helpers for containers and tasks
 //!   (run, create, exec, pause, resume, kill, delete, run to completion), the overlay
 //!   upper directory of a container, and readers of leases, snapshots, content and
-//!   images to assert that nothing leaked.
+//!   images to assert that nothing leaked; [`Ctr::image_manifest`],
+//!   [`Ctr::top_layer_entries`] read an image back ([`layer_entries`]: a layer's
+//!   entries, to compare two layers field by field).
+//! - [`Registry`]: Debian's `docker-registry` on a free loopback port.
+//! - [`CriNode`] / [`shared_cri`]: containerd with its CRI plugin (host-network
+//!   pods, a local pause image, `discard_unpacked_layers`, the registry as its
+//!   mirror) and a CRI client that makes pods and containers as kubelet does
+//!   ([`KubePod`], [`KubeContainer`], [`Pod::restart`]). See the `cri` module docs.
+//! - [`Dockerd`] / [`shared_dockerd`]: Docker Engine 20.10 (Debian's `docker.io`),
+//!   private dirs and socket. [`Oracle`]: one base in both engines from one
+//!   docker-archive, the same container and changes on both, the same `/commit`,
+//!   [`Outcome::differences`] field by field.
 //!
 //! ```no_run
 //! use commitd_testkit::{busybox_image, shared, unique_namespace};

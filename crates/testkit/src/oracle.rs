@@ -244,7 +244,7 @@ impl Outcome {
     /// from what commitd does on purpose.
     ///
     /// Compared: the commit's status and, on failure, its message; the image's
-    /// inspect (all but [`UNCOMPARED`]; base layers by diff ID, the top layer by its
+    /// inspect (all but the fields listed in `UNCOMPARED`; base layers by diff ID, the top layer by its
     /// entries); the history (`CreatedBy`, `Comment`, `Size`, `Tags` per row, newest
     /// first; the row's `Id` and `Created` are not); the top layer's entries (path,
     /// type, mode, owner, link target, size, content hash, device, xattrs).
