@@ -326,3 +326,90 @@ fn reference_change_cmd_and_expose() {
     );
     assert_same(&o, &[]);
 }
+
+#[test]
+fn commit_with_host_bind_mounts() {
+    // TestCommitWithHostBindMount: the mount points the runtime made for bind mounts
+    // (a file and a directory the image lacks) are committed as Docker commits them.
+    let case = Case::new("parity-binds");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), "host").unwrap();
+    let o = case.commit(
+        &RunSpec::default()
+            .bind("/dev/null", "/media/dev/null", false)
+            .bind(dir.path().to_str().unwrap(), "/data/vol", true),
+        "echo c > /c",
+        "",
+        None,
+    );
+    assert_same(&o, &[]);
+}
+
+// ---- layer shapes (what the overlay upper directory can hold) ----
+
+/// One commit per script, compared with Docker.
+fn layer_case(name: &str, script: &str) {
+    let case = Case::new(name);
+    let o = case.commit(&RunSpec::default(), script, "", None);
+    assert_same(&o, &[]);
+}
+
+#[test]
+fn layer_opaque_directory() {
+    layer_case(
+        "parity-opaque",
+        "rm -rf /usr && mkdir /usr && echo new > /usr/only",
+    );
+}
+
+#[test]
+fn layer_type_changes() {
+    layer_case(
+        "parity-types",
+        "rm /etc/group && mkdir /etc/group && rm -r /root && echo f > /root \
+         && rm /bin/ls && echo notalink > /bin/ls && rm /etc/passwd && ln -s group /etc/passwd",
+    );
+}
+
+#[test]
+fn layer_metadata_only_changes() {
+    layer_case(
+        "parity-meta-only",
+        "chmod 4755 /bin/busybox && chown 1:2 /etc/group && chmod 1777 /var && touch /etc/passwd",
+    );
+}
+
+#[test]
+fn layer_hard_links_to_lower_and_new_files() {
+    layer_case(
+        "parity-hardlinks",
+        "ln /etc/group /group-link && echo n > /new && ln /new /new2 && ln /new /etc/new3",
+    );
+}
+
+#[test]
+fn layer_odd_names_and_long_paths() {
+    layer_case(
+        "parity-names",
+        "mkdir -p '/odd dir/ü' && echo x > '/odd dir/ü/ä b' && touch '/odd dir/.wh' \
+         && d=/long; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do d=$d/segment-$i-abcdefghijklmnop; done \
+         && mkdir -p $d && echo deep > $d/file-with-a-rather-long-name-as-well.txt",
+    );
+}
+
+#[test]
+fn layer_devices_fifos_and_sparse_files() {
+    layer_case(
+        "parity-special",
+        "mknod /dev-null-copy c 1 3 && mkfifo /fifo && dd if=/dev/zero of=/sparse bs=1 count=1 seek=10485760 2>/dev/null \
+         && yes abcdefg | head -c 3145728 > /big",
+    );
+}
+
+#[test]
+fn layer_deleted_and_recreated_in_place() {
+    layer_case(
+        "parity-recreate",
+        "rm /etc/group && echo g > /etc/group && rm -r /usr && mkdir -p /usr/bin && echo x > /usr/bin/x",
+    );
+}

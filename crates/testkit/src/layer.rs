@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -90,11 +90,12 @@ impl fmt::Display for LayerEntry {
 }
 
 /// The entries of a layer blob, gzip-compressed or not (told by its magic bytes), in
-/// the order of the tar. Modification times are left out: they differ between any
+/// the order of the tar (a gzip stream of several members, as parallel gzip writes,
+/// is read whole). Modification times are left out: they differ between any
 /// two commits.
 pub fn layer_entries(blob: &[u8]) -> Result<Vec<LayerEntry>> {
     if blob.starts_with(&[0x1f, 0x8b]) {
-        read_tar(GzDecoder::new(blob))
+        read_tar(MultiGzDecoder::new(blob))
     } else {
         read_tar(blob)
     }

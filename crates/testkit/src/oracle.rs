@@ -73,6 +73,9 @@ pub struct RunSpec {
     pub user: Option<String>,
     /// `-l K=V` (container labels).
     pub labels: Vec<(String, String)>,
+    /// Bind mounts: host path, container path, read-only (`-v HOST:DEST[:ro]`,
+    /// `ctr run --mount type=bind,…`).
+    pub binds: Vec<(String, String, bool)>,
     /// Wait for the container's process to exit before returning.
     pub run_to_completion: bool,
 }
@@ -124,6 +127,12 @@ impl RunSpec {
     /// Adds `-l K=V`.
     pub fn label(mut self, k: &str, v: &str) -> RunSpec {
         self.labels.push((k.into(), v.into()));
+        self
+    }
+
+    /// Adds a bind mount of host path `host` at `dest`.
+    pub fn bind(mut self, host: &str, dest: &str, readonly: bool) -> RunSpec {
+        self.binds.push((host.into(), dest.into(), readonly));
         self
     }
 
@@ -453,7 +462,12 @@ impl<'a> Oracle<'a> {
             "Image": self.docker_base(),
             "Env": spec.env,
             "Labels": spec.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
-            "HostConfig": { "NetworkMode": "none" },
+            "HostConfig": {
+                "NetworkMode": "none",
+                "Binds": spec.binds.iter().map(|(h, d, ro)| {
+                    if *ro { format!("{h}:{d}:ro") } else { format!("{h}:{d}") }
+                }).collect::<Vec<_>>(),
+            },
         });
         if let Some(e) = &spec.entrypoint {
             config["Entrypoint"] = json!(e);
@@ -527,6 +541,11 @@ impl<'a> Oracle<'a> {
         for (k, v) in &spec.labels {
             c.arg("--label").arg(format!("{k}={v}"));
         }
+        for (h, d, ro) in &spec.binds {
+            let options = if *ro { "rbind:ro" } else { "rbind:rw" };
+            c.arg("--mount")
+                .arg(format!("type=bind,src={h},dst={d},options={options}"));
+        }
         c.arg("--label").arg(format!("nerdctl/name={name}"));
         c.arg(&self.base).arg(name).args(&argv);
         cmd::run(&mut c, cmd::SLOW)?;
@@ -553,6 +572,22 @@ impl<'a> Oracle<'a> {
         let docker = self.side(self.docker.socket(), &path, body.as_deref(), true)?;
         let commitd = self.side(commitd, &path, body.as_deref(), false)?;
         Ok(Outcome { docker, commitd })
+    }
+
+    /// `GET /containers/{name}/changes` (`docker diff`) on both, each sorted by path.
+    pub fn changes(&self, commitd: &Path, pair: &Pair<'_, '_>) -> Result<(Response, Response)> {
+        let path = format!(
+            "/{ORACLE_API}/containers/{}/changes",
+            http::query_escape(&pair.name)
+        );
+        let (mut d, mut c) = self.both(commitd, "GET", &path, None)?;
+        for r in [&mut d, &mut c] {
+            if let Value::Array(mut rows) = r.json() {
+                rows.sort_by(|a, b| a["Path"].as_str().cmp(&b["Path"].as_str()));
+                r.body = serde_json::to_vec(&rows).unwrap_or_default();
+            }
+        }
+        Ok((d, c))
     }
 
     /// Sends the same raw request to both (for error cases beyond `/commit`): status
