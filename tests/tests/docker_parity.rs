@@ -29,8 +29,6 @@ const API_1_41: &[&str] = &[
     "inspect.Config.OpenStdin",
     "inspect.Config.StdinOnce",
     "inspect.Config.Tty",
-    "inspect.Config.User",
-    "inspect.Config.Labels",
     "inspect.Descriptor",
 ];
 

@@ -69,7 +69,8 @@ pub struct RunSpec {
     pub env: Vec<String>,
     /// `-w DIR`.
     pub workdir: Option<String>,
-    /// `-u USER`.
+    /// `-u USER` (Docker only for now: `ctr run` of containerd 1.6 has no `--user`,
+    /// so [`Oracle::run`] refuses it).
     pub user: Option<String>,
     /// `-l K=V` (container labels).
     pub labels: Vec<(String, String)>,
@@ -307,11 +308,18 @@ impl Outcome {
                     .chain(c.inspect["Config"].as_object())
                     .flat_map(|o| o.keys())
                     .collect();
+                // Docker 20.10 shows an empty `Labels` as `{}` and an empty `User` as
+                // `""`; current Docker leaves them out: the same value.
+                let norm = |f: &str, v: &Value| match (f, v) {
+                    ("Labels", Value::Null) => json!({}),
+                    ("User", Value::Null) => json!(""),
+                    _ => v.clone(),
+                };
                 for f in fields {
                     diff(
                         format!("inspect.Config.{f}"),
-                        &d.inspect["Config"][f],
-                        &c.inspect["Config"][f],
+                        &norm(f, &d.inspect["Config"][f]),
+                        &norm(f, &c.inspect["Config"][f]),
                     );
                 }
                 continue;
@@ -535,8 +543,10 @@ impl<'a> Oracle<'a> {
         if let Some(w) = &spec.workdir {
             c.arg("--cwd").arg(w);
         }
-        if let Some(u) = &spec.user {
-            c.arg("--user").arg(u);
+        if spec.user.is_some() {
+            return Err(Error::Other(
+                "RunSpec::user: `ctr run` of containerd 1.6 cannot set a user".into(),
+            ));
         }
         for (k, v) in &spec.labels {
             c.arg("--label").arg(format!("{k}={v}"));
