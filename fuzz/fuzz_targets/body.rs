@@ -1,4 +1,4 @@
-//! The `/commit` request body: `wire::decode_body` (Docker's `ReadJSON` of
+//! The `/commit` request body: `body::decode_body` (Docker's `ReadJSON` of
 //! a `container.Config`), its conversion to the image's run config, and
 //! the merge into a parent config (`merge::merge`, `merge::commit_config`)
 //! with optional `changes`.
@@ -11,9 +11,10 @@
 #[path = "common.rs"]
 mod common;
 
-use commit_api::merge::{commit_config, merge};
-use commit_api::wire::decode_body;
-use commit_engine::image::RunConfig;
+use docker_format::body::{BodyError, decode_body};
+use docker_format::changes::Changes;
+use docker_format::image::RunConfig;
+use docker_format::merge::{commit_config, merge};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -21,22 +22,26 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&data[..i], Some(&data[i + 1..])),
         None => (data, None),
     };
-    let changes: Vec<String> = changes
-        .and_then(|c| std::str::from_utf8(c).ok())
-        .filter(|c| !c.is_empty())
-        .map(|c| c.split('\n').take(256).map(str::to_string).collect())
-        .unwrap_or_default();
+    let changes = Changes::new(
+        changes
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .filter(|c| !c.is_empty())
+            .map(|c| c.split('\n').take(256).map(str::to_string).collect())
+            .unwrap_or_default(),
+    );
 
     let config = match decode_body(body) {
         Ok(None) => return,
         Ok(Some(c)) => c,
         Err(e) => {
             // Docker's texts.
-            assert!(
-                e.0.starts_with("invalid JSON: ") || e.0 == "unexpected content after JSON",
-                "unexpected body error {:?}",
-                e.0
-            );
+            let text = e.to_string();
+            match e {
+                BodyError::InvalidJson(_) | BodyError::NotAnObject(_) => {
+                    assert!(text.starts_with("invalid JSON: "), "{text:?}")
+                }
+                BodyError::TrailingContent => assert_eq!(text, "unexpected content after JSON"),
+            }
             return;
         }
     };
@@ -80,7 +85,7 @@ fuzz_target!(|data: &[u8]| {
     for parent in common::parents() {
         let merged = merge(user.clone(), &parent);
         assert_eq!(
-            commit_config(Some(&parent), Some(user.clone()), &[]).as_ref(),
+            commit_config(Some(&parent), Some(user.clone()), &Changes::default()).as_ref(),
             Ok(&merged)
         );
         check_merge(&user, &parent, &merged);

@@ -1,5 +1,5 @@
 //! `docker commit --change`: the Dockerfile-instruction parser and its
-//! application to a parent config (`commit_api::changes::apply_changes`,
+//! application to a parent config (`docker_format::changes::Changes::apply`,
 //! and `merge::commit_config` as `/commit` calls it without a body), plus
 //! the word expansion and Go duration parser it uses.
 //!
@@ -11,16 +11,18 @@
 #[path = "common.rs"]
 mod common;
 
-use commit_api::changes::{apply_changes, parse_duration, process_word, process_words};
-use commit_api::merge::{commit_config, merge};
-use commit_engine::image::RunConfig;
+use docker_format::changes::Changes;
+use docker_format::changes::words::{process_word, process_words};
+use docker_format::duration::parse_duration;
+use docker_format::image::RunConfig;
+use docker_format::merge::{commit_config, merge};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let changes: Vec<String> = text.split('\n').map(str::to_string).collect();
+    let changes = Changes::new(text.split('\n').map(str::to_string).collect());
     // The route refuses more than `Limits::max_changes` (256).
     if changes.len() > 256 {
         return;
@@ -32,8 +34,8 @@ fuzz_target!(|data: &[u8]| {
     check_duration(text);
 });
 
-fn check_changes(parent: &RunConfig, changes: &[String]) {
-    let first = apply_changes(parent.clone(), changes);
+fn check_changes(parent: &RunConfig, changes: &Changes) {
+    let first = changes.apply(parent.clone());
     // `EXPOSE 1-65535` makes 65535 ports, as in Docker: fine once, but it
     // would eat the run if every check below redid it. Large results get
     // the cheap checks only.
@@ -50,7 +52,7 @@ fn check_changes(parent: &RunConfig, changes: &[String]) {
                 common::assert_json_round_trip(m);
             }
             (Err(e), Err(f)) => assert_eq!(e, f),
-            (a, b) => panic!("apply_changes {a:?} but commit_config {b:?}"),
+            (a, b) => panic!("Changes::apply {a:?} but commit_config {b:?}"),
         }
     }
 

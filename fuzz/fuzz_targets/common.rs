@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use commit_engine::image::{Empty, HealthConfig, RunConfig};
+use docker_format::image::{Empty, HealthConfig, RunConfig};
 
 fn strings(v: &[&str]) -> Option<Vec<String>> {
     Some(v.iter().map(|s| s.to_string()).collect())

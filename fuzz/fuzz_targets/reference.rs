@@ -7,11 +7,9 @@
 
 #![no_main]
 
-use commit_api::images::lookup;
-use commit_api::reference::{
-    Named, familiar_name, parse_normalized_named, repo_tag_reference, valid_tag,
+use docker_format::reference::{
+    ImageRef, Named, familiar_name, parse_normalized_named, repo_tag_reference, valid_tag,
 };
-use commit_engine::catalog::Lookup;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -49,8 +47,8 @@ fuzz_target!(|data: &[u8]| {
         Err(_) => assert!(!repo.is_empty()),
     }
 
-    match lookup(repo) {
-        Ok((Lookup::Name(full), _)) => {
+    match ImageRef::parse(repo) {
+        Ok(ImageRef::Name { name: full, .. }) => {
             let n = parse_normalized_named(&full)
                 .unwrap_or_else(|e| panic!("lookup name {full:?}: {e}"));
             assert!(
@@ -59,14 +57,14 @@ fuzz_target!(|data: &[u8]| {
             );
             assert_eq!(n.full(), full);
         }
-        Ok((Lookup::Id(id), _)) => {
+        Ok(ImageRef::Id(id)) => {
             let hex = id.strip_prefix("sha256:").expect("an ID is sha256:…");
             assert!(
                 hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
                 "ID {id:?}"
             );
         }
-        Ok((Lookup::IdPrefix(p), _)) => assert!(p.starts_with("sha256:"), "prefix {p:?}"),
+        Ok(ImageRef::IdPrefix(p)) => assert!(p.starts_with("sha256:"), "prefix {p:?}"),
         Err(_) => {}
     }
 });

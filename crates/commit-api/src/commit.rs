@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use tracing::info;
 
+use crate::Api;
 use crate::error::{ApiError, json_response};
-use crate::{Api, merge, reference, wire};
+use docker_format::changes::Changes;
+use docker_format::{body, merge, reference};
 
 /// Query parameters, repeated keys kept (`changes` repeats).
 pub(crate) struct Query(Vec<(String, String)>);
@@ -104,9 +106,8 @@ pub(crate) async fn commit(
     })?;
     let q = Query::parse(raw.as_deref());
     check_for_json(&headers, &body)?;
-    let body_config = wire::decode_body(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let name = reference::repo_tag_reference(q.get("repo"), q.get("tag"))
-        .map_err(ApiError::bad_request)?;
+    let body_config = body::decode_body(&body)?;
+    let name = reference::repo_tag_reference(q.get("repo"), q.get("tag"))?;
     let container = q.get("container").to_string();
     if container.is_empty() {
         return Err(ApiError::bad_request("invalid name or ID supplied: \"\""));
@@ -117,7 +118,7 @@ pub(crate) async fn commit(
         "" => None,
         c => Some(c.parse::<Compression>().map_err(ApiError::bad_request)?),
     };
-    let changes = q.all("changes");
+    let changes = Changes::new(q.all("changes"));
     if changes.len() > api.limits().max_changes {
         return Err(ApiError::bad_request(format!(
             "too many changes: {} (at most {})",

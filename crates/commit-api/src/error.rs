@@ -75,6 +75,27 @@ impl From<EngineError> for ApiError {
     }
 }
 
+/// Docker's format errors are the client's: 400 with Docker's message.
+macro_rules! bad_request_from {
+    ($($t:ty),* $(,)?) => {$(
+        impl From<$t> for ApiError {
+            fn from(e: $t) -> Self {
+                Self::bad_request(e.to_string())
+            }
+        }
+    )*};
+}
+
+bad_request_from!(
+    docker_format::body::BodyError,
+    docker_format::changes::ChangeError,
+    docker_format::filters::FilterError,
+    docker_format::ports::PortError,
+    docker_format::reference::ReferenceError,
+    docker_format::registry::AuthError,
+    docker_format::time::TimestampError,
+);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {

@@ -7,7 +7,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use commit_engine::catalog::{self, ImageEntry, Lookup};
+use commit_engine::catalog::{self, ImageEntry};
 use commit_engine::containerd_client::services::v1::Container;
 use commit_engine::image::Descriptor;
 use commit_engine::images as records;
@@ -17,46 +17,15 @@ use serde_json::{Value, json};
 use crate::Api;
 use crate::commit::{Query, bool_value};
 use crate::error::{ApiError, json_response};
-use crate::filters::{Filters, glob_match};
-use crate::reference::{self, familiar_name};
-
-/// What a user typed in an image position (`docker image inspect X`),
-/// read the way Docker reads it.
-pub fn lookup(input: &str) -> Result<(Lookup, Option<String>), ApiError> {
-    if let Some(hex) = input.strip_prefix("sha256:") {
-        if hex.len() == 64 && is_hex(hex) {
-            return Ok((Lookup::Id(input.to_string()), None));
-        }
-        if is_hex(hex) && !hex.is_empty() {
-            return Ok((Lookup::IdPrefix(input.to_string()), None));
-        }
-        return Err(ApiError::bad_request(format!(
-            "invalid reference format: {input}"
-        )));
-    }
-    if input.len() == 64 && is_hex(input) {
-        return Ok((Lookup::Id(format!("sha256:{input}")), None));
-    }
-    let named = reference::parse_normalized_named(input).map_err(ApiError::bad_request)?;
-    let mut named = named;
-    if named.tag.is_none() && named.digest.is_none() {
-        named.tag = Some("latest".into());
-    }
-    // A short hex ID is also a valid repository name: try the name first.
-    let fallback = is_hex(input).then(|| input.to_string());
-    Ok((Lookup::Name(named.full()), fallback))
-}
-
-fn is_hex(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-}
+use docker_format::filters::{Filters, glob_match};
+use docker_format::reference::{self, ImageRef, familiar_name, short_id};
+use docker_format::time::unix_seconds as unix_of;
 
 /// The image a user named, or 404 `No such image: X`.
 pub async fn find(api: &Api, input: &str) -> Result<ImageEntry, ApiError> {
-    let (l, fallback) = lookup(input)?;
+    let image = ImageRef::parse(input)?;
     let engine = api.engine();
-    catalog::find(engine.containerd(), engine.cache(), &l, fallback.as_deref())
+    catalog::find(engine.containerd(), engine.cache(), &image)
         .await
         .map_err(|e| match e {
             commit_engine::Error::ImageNotFound(_) => {
@@ -66,15 +35,8 @@ pub async fn find(api: &Api, input: &str) -> Result<ImageEntry, ApiError> {
         })
 }
 
-pub fn short_id(id: &str) -> String {
-    id.trim_start_matches("sha256:").chars().take(12).collect()
-}
-
 fn unix(created: Option<&str>) -> i64 {
-    created
-        .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
-        .map(|t| t.timestamp())
-        .unwrap_or(0)
+    unix_of(created)
 }
 
 fn repo_tags(e: &ImageEntry) -> Vec<String> {
@@ -130,23 +92,21 @@ pub async fn list(State(api): State<Api>, RawQuery(raw): RawQuery) -> Result<Res
         match filters.get(name) {
             [] => Ok(None),
             [r] => {
-                let (l, fb) = lookup(r)?;
+                let l = ImageRef::parse(r)?;
                 let hit = all.iter().find(|e| match &l {
-                    Lookup::Name(n) => {
-                        e.records.iter().any(|rec| &rec.name == n)
-                            || fb.as_ref().is_some_and(|p| {
+                    ImageRef::Name { name, or_id_prefix } => {
+                        e.records.iter().any(|rec| &rec.name == name)
+                            || or_id_prefix.as_ref().is_some_and(|p| {
                                 e.id.trim_start_matches("sha256:").starts_with(p.as_str())
                             })
                     }
-                    Lookup::Id(id) => &e.id == id,
-                    Lookup::IdPrefix(p) => e.id.starts_with(p.as_str()),
+                    ImageRef::Id(id) => &e.id == id,
+                    ImageRef::IdPrefix(p) => e.id.starts_with(p.as_str()),
                 });
                 hit.map(|e| Some(unix(e.config().created.as_deref())))
                     .ok_or_else(|| ApiError::not_found(format!("No such image: {r}")))
             }
-            _ => Err(ApiError::bad_request(format!(
-                "invalid filter '{name}': only one value"
-            ))),
+            _ => Err(docker_format::filters::FilterError::OnlyOne(name.to_string()).into()),
         }
     };
     let (before, since) = (bound("before")?, bound("since")?);
@@ -314,8 +274,7 @@ pub async fn delete_route(
 /// `POST /images/{name}/tag?repo=&tag=` (`docker tag`).
 pub async fn tag(api: &Api, name: &str, raw: Option<&str>) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
-    let target = reference::repo_tag_reference(q.get("repo"), q.get("tag"))
-        .map_err(ApiError::bad_request)?
+    let target = reference::repo_tag_reference(q.get("repo"), q.get("tag"))?
         .ok_or_else(|| ApiError::bad_request("repository name must have at least one component"))?;
     let e = find(api, name).await?;
     let c = api.engine().containerd();
@@ -339,9 +298,8 @@ pub async fn delete(api: &Api, name: &str, raw: Option<&str>) -> Result<Response
     let force = bool_value(q.get("force"));
     let e = find(api, name).await?;
     let c = api.engine().containerd();
-    let (l, _) = lookup(name)?;
-    let named = match &l {
-        Lookup::Name(n) if e.records.iter().any(|r| &r.name == n) => Some(n.clone()),
+    let named = match ImageRef::parse(name)? {
+        ImageRef::Name { name: n, .. } if e.records.iter().any(|r| r.name == n) => Some(n),
         _ => None,
     };
     let real = e.names();
@@ -414,36 +372,4 @@ fn conflict(short: &str, hard: bool, message: String) -> ApiError {
         StatusCode::CONFLICT,
         format!("conflict: unable to delete {short} ({force}) - {message}"),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lookups_read_like_docker() {
-        let id = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(lookup(&id).unwrap().0, Lookup::Id(id.clone()));
-        assert_eq!(lookup(&"a".repeat(64)).unwrap().0, Lookup::Id(id));
-        assert_eq!(
-            lookup("sha256:abc").unwrap().0,
-            Lookup::IdPrefix("sha256:abc".into())
-        );
-        assert_eq!(
-            lookup("app").unwrap(),
-            (Lookup::Name("docker.io/library/app:latest".into()), None)
-        );
-        assert_eq!(
-            lookup("abc123").unwrap(),
-            (
-                Lookup::Name("docker.io/library/abc123:latest".into()),
-                Some("abc123".into())
-            )
-        );
-        assert_eq!(
-            lookup("acc/one:v1").unwrap().0,
-            Lookup::Name("docker.io/acc/one:v1".into())
-        );
-        assert!(lookup("Bad").is_err());
-    }
 }

@@ -8,20 +8,15 @@
 //! prefix is checked against [`MIN_API_VERSION`]..=[`API_VERSION`] and
 //! stripped before routing ([`version`]).
 
-pub mod changes;
 mod commit;
 pub mod containers;
 pub mod error;
-pub mod filters;
 pub mod images;
-pub mod merge;
 pub mod observe;
 pub mod push;
-pub mod reference;
 pub mod save;
 mod system;
 pub mod version;
-pub mod wire;
 
 use std::sync::Arc;
 

@@ -23,7 +23,8 @@ use tokio::sync::broadcast;
 use crate::Api;
 use crate::commit::Query;
 use crate::error::ApiError;
-use crate::filters::Filters;
+use docker_format::filters::Filters;
+use docker_format::time::parse_timestamp as parse_time;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -345,19 +346,6 @@ impl Events {
     }
 }
 
-/// Docker's `since`/`until`: unix seconds (fractions allowed) or RFC 3339.
-fn parse_time(s: &str) -> Result<Option<i64>, ApiError> {
-    if s.is_empty() {
-        return Ok(None);
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        return Ok(Some((secs * 1e9) as i64));
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_nanos_opt())
-        .map_err(|_| ApiError::bad_request(format!("invalid timestamp: {s}")))
-}
-
 fn matches(f: &Filters, ev: &Value) -> bool {
     let s = |p: &str| ev.pointer(p).and_then(Value::as_str).unwrap_or("");
     let any = |name: &str, vals: &[&str]| {
@@ -471,19 +459,5 @@ mod tests {
         assert!(matches(&f(r#"{"container":["web"]}"#), &ev));
         assert!(matches(&f(r#"{"image":["app:1"]}"#), &ev));
         assert!(!matches(&f(r#"{"type":["image"]}"#), &ev));
-    }
-
-    #[test]
-    fn times_as_docker() {
-        assert_eq!(
-            parse_time("1700000000").unwrap(),
-            Some(1_700_000_000_000_000_000)
-        );
-        assert_eq!(
-            parse_time("1700000000.5").unwrap(),
-            Some(1_700_000_000_500_000_000)
-        );
-        assert_eq!(parse_time("").unwrap(), None);
-        assert!(parse_time("yesterday").is_err());
     }
 }

@@ -17,12 +17,10 @@
 //! CIDR entries match IP literals only (Docker also resolves host names).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use bytes::Bytes;
 use commit_engine::catalog::ImageEntry;
 use commit_engine::content;
@@ -32,14 +30,28 @@ use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use serde::Serialize;
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::Api;
 use crate::commit::Query;
 use crate::error::ApiError;
 use crate::images;
-use crate::reference::{Named, familiar_name, parse_normalized_named, valid_tag};
+use docker_format::reference::{Named, familiar_name, parse_normalized_named, valid_tag};
+use docker_format::registry::{self, is_insecure};
+use docker_format::size::human_size;
+
+/// Docker's `X-Registry-Auth`, as the registry client takes it.
+fn decode_auth(header: Option<&HeaderValue>) -> Result<RegistryAuth, ApiError> {
+    Ok(
+        match registry::decode_auth(header.and_then(|h| h.to_str().ok()))? {
+            registry::RegistryAuth::Anonymous => RegistryAuth::Anonymous,
+            registry::RegistryAuth::Basic { username, password } => {
+                RegistryAuth::Basic(username, password)
+            }
+            registry::RegistryAuth::Bearer(token) => RegistryAuth::Bearer(token),
+        },
+    )
+}
 
 /// Bytes read from the content store per chunk pushed (also oci-client's
 /// largest PATCH).
@@ -50,118 +62,6 @@ const DOCKER_HUB_REGISTRY: &str = "registry-1.docker.io";
 
 /// Other repositories tried for a cross-repository mount of one blob.
 const MOUNT_TRIES: usize = 3;
-
-/// Docker's `X-Registry-Auth`: base64url (or standard) JSON.
-pub fn decode_auth(header: Option<&HeaderValue>) -> Result<RegistryAuth, ApiError> {
-    let Some(raw) = header
-        .and_then(|h| h.to_str().ok())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    else {
-        return Ok(RegistryAuth::Anonymous);
-    };
-    let engines = [
-        base64::engine::general_purpose::URL_SAFE,
-        base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        base64::engine::general_purpose::STANDARD,
-        base64::engine::general_purpose::STANDARD_NO_PAD,
-    ];
-    let bytes = engines
-        .iter()
-        .find_map(|e| e.decode(raw).ok())
-        .ok_or_else(|| ApiError::bad_request("X-Registry-Auth is not base64"))?;
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("X-Registry-Auth is not JSON: {e}")))?;
-    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    Ok(
-        match (
-            s("username"),
-            s("password"),
-            s("registrytoken"),
-            s("identitytoken"),
-        ) {
-            (_, _, token, _) if !token.is_empty() => RegistryAuth::Bearer(token),
-            // An identity token is an OAuth refresh token; sent as the
-            // password of basic auth to the token service, as registries
-            // that issue them (ACR, Harbor) accept.
-            (user, _, _, token) if !token.is_empty() => RegistryAuth::Basic(
-                if user.is_empty() {
-                    "<token>".into()
-                } else {
-                    user
-                },
-                token,
-            ),
-            (user, pass, _, _) if !user.is_empty() => RegistryAuth::Basic(user, pass),
-            _ => RegistryAuth::Anonymous,
-        },
-    )
-}
-
-/// Docker's default: loopback registries speak plain HTTP; others only
-/// when configured as insecure, by `host[:port]` or by a CIDR that holds
-/// the registry's IP address.
-pub fn is_insecure(host: &str, configured: &[String]) -> bool {
-    if configured.iter().any(|c| c == host) {
-        return true;
-    }
-    let name = match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
-    let name = name.trim_start_matches('[').trim_end_matches(']');
-    let ip = name.parse::<IpAddr>().ok();
-    if name == "localhost" || ip.is_some_and(|ip| ip.is_loopback()) {
-        return true;
-    }
-    ip.is_some_and(|ip| {
-        configured
-            .iter()
-            .filter_map(|c| parse_cidr(c))
-            .any(|(net, len)| cidr_contains(net, len, ip))
-    })
-}
-
-/// Whether a `registry.insecure_registries` entry is one Docker accepts:
-/// `host[:port]` or a CIDR, no scheme.
-pub fn check_insecure_registry(entry: &str) -> Result<(), String> {
-    if entry.is_empty() {
-        return Err("an insecure registry entry is empty".into());
-    }
-    if entry.contains("://") {
-        return Err(format!(
-            "insecure registry {entry} should not contain '://'"
-        ));
-    }
-    if entry.contains('/') && parse_cidr(entry).is_none() {
-        return Err(format!(
-            "insecure registry {entry} is neither host[:port] nor a CIDR"
-        ));
-    }
-    Ok(())
-}
-
-fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
-    let (net, len) = s.split_once('/')?;
-    let net: IpAddr = net.parse().ok()?;
-    let len: u8 = len.parse().ok()?;
-    let max = if net.is_ipv4() { 32 } else { 128 };
-    (len <= max).then_some((net, len))
-}
-
-fn cidr_contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
-    match (net, ip) {
-        (IpAddr::V4(n), IpAddr::V4(i)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            u32::from(n) & mask == u32::from(i) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(i)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            u128::from(n) & mask == u128::from(i) & mask
-        }
-        _ => false,
-    }
-}
 
 /// The registry host the API is spoken to: Docker Hub's names live on
 /// `registry-1.docker.io`.
@@ -347,29 +247,6 @@ fn short(digest: &str) -> String {
         .collect()
 }
 
-/// Docker's `units.HumanSize`: decimal units, four significant digits.
-fn human_size(n: i64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut v = n.max(0) as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    // Digits before the point (v < 1000 here, short of exabytes).
-    let int_digits = if v < 1.0 {
-        1
-    } else {
-        v.log10().floor() as usize + 1
-    };
-    let prec = 4usize.saturating_sub(int_digits);
-    let mut s = format!("{v:.prec$}");
-    if s.contains('.') {
-        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
-    }
-    format!("{s}{}", UNITS[i])
-}
-
 /// Docker's progress text: `[=====>    ]  1.2MB/3.4MB`.
 fn progress_bar(current: i64, total: i64) -> String {
     let pct = if total > 0 {
@@ -394,7 +271,7 @@ pub async fn push(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
-    let mut named = parse_normalized_named(name).map_err(ApiError::bad_request)?;
+    let mut named = parse_normalized_named(name)?;
     if named.digest.is_some() {
         return Err(ApiError::bad_request(format!(
             "cannot push a digest reference: {name}"
@@ -714,37 +591,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_registries_are_insecure_by_default() {
-        assert!(is_insecure("localhost:5000", &[]));
-        assert!(is_insecure("localhost", &[]));
-        assert!(is_insecure("127.0.0.1:5000", &[]));
-        assert!(is_insecure("127.8.0.1", &[]));
-        assert!(is_insecure("[::1]:5000", &[]));
-        assert!(!is_insecure("registry.example.com", &[]));
-        assert!(!is_insecure("10.1.2.3:5000", &[]));
-        assert!(is_insecure(
-            "registry.example.com:5000",
-            &["registry.example.com:5000".into()]
-        ));
-        assert!(!is_insecure(
-            "registry.example.com",
-            &["registry.example.com:5000".into()]
-        ));
-        assert!(is_insecure("10.1.2.3:5000", &["10.0.0.0/8".into()]));
-        assert!(!is_insecure("11.1.2.3:5000", &["10.0.0.0/8".into()]));
-        assert!(is_insecure("[fd00::1]:5000", &["fd00::/8".into()]));
-    }
-
-    #[test]
-    fn insecure_entries_are_checked() {
-        assert!(check_insecure_registry("registry.example.com:5000").is_ok());
-        assert!(check_insecure_registry("10.0.0.0/8").is_ok());
-        assert!(check_insecure_registry("http://registry.example.com").is_err());
-        assert!(check_insecure_registry("10.0.0.0/33").is_err());
-        assert!(check_insecure_registry("").is_err());
-    }
-
-    #[test]
     fn docker_hub_is_pushed_to_registry_1() {
         let named = parse_normalized_named("acc/app").unwrap();
         let r = remote(&named, "1");
@@ -756,11 +602,6 @@ mod tests {
 
     #[test]
     fn progress_reads_like_docker() {
-        assert_eq!(human_size(0), "0B");
-        assert_eq!(human_size(512), "512B");
-        assert_eq!(human_size(1024), "1.024kB");
-        assert_eq!(human_size(3_400_000), "3.4MB");
-        assert_eq!(human_size(12_345_678), "12.35MB");
         assert_eq!(
             progress_bar(1024, 2048),
             format!("[{}>{}]  1.024kB/2.048kB", "=".repeat(25), " ".repeat(25))
@@ -789,40 +630,5 @@ mod tests {
             text(Message::failure("x".into())),
             "{\"errorDetail\":{\"message\":\"x\"},\"error\":\"x\"}\n"
         );
-    }
-
-    #[test]
-    fn auth_headers_decode() {
-        let enc = |s: &str| {
-            HeaderValue::from_str(&base64::engine::general_purpose::URL_SAFE.encode(s)).unwrap()
-        };
-        assert!(matches!(
-            decode_auth(None).unwrap(),
-            RegistryAuth::Anonymous
-        ));
-        assert!(matches!(
-            decode_auth(Some(&enc("{}"))).unwrap(),
-            RegistryAuth::Anonymous
-        ));
-        match decode_auth(Some(&enc(
-            r#"{"username":"u","password":"p","serveraddress":"r"}"#,
-        )))
-        .unwrap()
-        {
-            RegistryAuth::Basic(u, p) => assert_eq!((u.as_str(), p.as_str()), ("u", "p")),
-            other => panic!("{other:?}"),
-        }
-        // Standard, unpadded base64 too.
-        let std_nopad = base64::engine::general_purpose::STANDARD_NO_PAD
-            .encode(r#"{"username":"u?>","password":"p~~"}"#);
-        assert!(matches!(
-            decode_auth(Some(&HeaderValue::from_str(&std_nopad).unwrap())).unwrap(),
-            RegistryAuth::Basic(..)
-        ));
-        assert!(matches!(
-            decode_auth(Some(&enc(r#"{"registrytoken":"t"}"#))).unwrap(),
-            RegistryAuth::Bearer(_)
-        ));
-        assert!(decode_auth(Some(&HeaderValue::from_static("!!!"))).is_err());
     }
 }

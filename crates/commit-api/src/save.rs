@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 use crate::Api;
 use crate::commit::Query;
 use crate::error::ApiError;
-use crate::images::{self, lookup};
-use crate::reference::familiar_name;
+use crate::images;
+use docker_format::reference::{ImageRef, familiar_name};
 
 /// Bytes read from the content store per request.
 const CHUNK: i64 = 4 << 20;
@@ -53,10 +53,8 @@ pub async fn save(api: &Api, names: Vec<String>) -> Result<Response, ApiError> {
     let mut exported = Vec::new();
     for n in &names {
         let entry = images::find(api, n).await?;
-        let name = match lookup(n)?.0 {
-            commit_engine::catalog::Lookup::Name(full)
-                if entry.records.iter().any(|r| r.name == full) =>
-            {
+        let name = match ImageRef::parse(n)? {
+            ImageRef::Name { name: full, .. } if entry.records.iter().any(|r| r.name == full) => {
                 Some(full)
             }
             _ => None,

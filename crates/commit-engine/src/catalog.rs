@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use containerd_client::services::v1::{Container, Image as Record};
+use docker_format::reference::ImageRef;
 
 use crate::client::Containerd;
 use crate::error::{Error, Result};
@@ -165,27 +166,11 @@ async fn group(c: &Containerd, cache: &Cache, records: Vec<Record>) -> Result<Ve
     Ok(out)
 }
 
-/// How a user named an image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    /// A normalized record name (`docker.io/library/app:latest`).
-    Name(String),
-    /// A full image ID (`sha256:<64 hex>`).
-    Id(String),
-    /// A short ID: the start of the hex of an image ID.
-    IdPrefix(String),
-}
-
-/// Finds one image. `Name` falls back to `IdPrefix` when `fallback_prefix`
-/// is given (Docker tries a short ID when no tag matches).
-pub async fn find(
-    c: &Containerd,
-    cache: &Cache,
-    lookup: &Lookup,
-    fallback_prefix: Option<&str>,
-) -> Result<ImageEntry> {
-    match lookup {
-        Lookup::Name(name) => {
+/// Finds one image as Docker does: a name (falling back to the short ID
+/// it may also be), a full ID, or a unique ID prefix.
+pub async fn find(c: &Containerd, cache: &Cache, image: &ImageRef) -> Result<ImageEntry> {
+    match image {
+        ImageRef::Name { name, or_id_prefix } => {
             if let Some(record) = images::get(c, name).await? {
                 let resolved = cache.resolve(c, &record).await?;
                 let id = resolved.manifest.config.digest.clone();
@@ -196,17 +181,17 @@ pub async fn find(
                     .find(|e| e.id == id)
                     .ok_or_else(|| Error::ImageNotFound(name.clone()));
             }
-            match fallback_prefix {
+            match or_id_prefix {
                 Some(p) => by_prefix(c, cache, p).await,
                 None => Err(Error::ImageNotFound(name.clone())),
             }
         }
-        Lookup::Id(id) => list(c, cache)
+        ImageRef::Id(id) => list(c, cache)
             .await?
             .into_iter()
             .find(|e| &e.id == id)
             .ok_or_else(|| Error::ImageNotFound(id.clone())),
-        Lookup::IdPrefix(p) => by_prefix(c, cache, p).await,
+        ImageRef::IdPrefix(p) => by_prefix(c, cache, p).await,
     }
 }
 

@@ -32,7 +32,6 @@ pub mod diff;
 mod direct;
 pub mod error;
 pub mod failpoint;
-pub mod image;
 pub mod images;
 pub mod keyed;
 pub mod layer;
@@ -46,6 +45,7 @@ pub mod task;
 use std::time::Duration;
 
 pub use containerd_client;
+pub use docker_format::image;
 use tokio_util::sync::CancellationToken;
 pub use tonic;
 

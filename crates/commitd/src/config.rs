@@ -243,7 +243,7 @@ impl Config {
             return Err("limits: timeouts must be at least 1 second".into());
         }
         for r in &self.registry.insecure_registries {
-            commit_api::push::check_insecure_registry(r)
+            docker_format::registry::check_insecure_registry(r)
                 .map_err(|e| format!("registry.insecure_registries: {e}"))?;
         }
         if let Some(t) = &self.tcp {

@@ -7,20 +7,20 @@
 //! image's config stands in for it (a container started with a different
 //! command or environment keeps the image's in the commit, as nerdctl does).
 
-use commit_engine::image::RunConfig;
+use crate::image::RunConfig;
 
-use crate::changes::{ChangeError, apply_changes};
+use crate::changes::{ChangeError, Changes};
 
 /// The committed image's run config.
 pub fn commit_config(
     parent: Option<&RunConfig>,
     body: Option<RunConfig>,
-    changes: &[String],
+    changes: &Changes,
 ) -> Result<RunConfig, ChangeError> {
     let empty = RunConfig::default();
     let container = parent.unwrap_or(&empty);
     let user = body.unwrap_or_else(|| container.clone());
-    let changed = apply_changes(user, changes)?;
+    let changed = changes.apply(user)?;
     Ok(merge(changed, container))
 }
 
@@ -112,7 +112,7 @@ pub fn merge(mut user: RunConfig, image: &RunConfig) -> RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use commit_engine::image::{Empty, HealthConfig};
+    use crate::image::{Empty, HealthConfig};
 
     fn s(v: &[&str]) -> Option<Vec<String>> {
         Some(v.iter().map(|x| x.to_string()).collect())
@@ -141,9 +141,12 @@ mod tests {
 
     #[test]
     fn no_body_no_changes_is_the_parent() {
-        assert_eq!(commit_config(Some(&parent()), None, &[]).unwrap(), parent());
         assert_eq!(
-            commit_config(None, None, &[]).unwrap(),
+            commit_config(Some(&parent()), None, &Changes::default()).unwrap(),
+            parent()
+        );
+        assert_eq!(
+            commit_config(None, None, &Changes::default()).unwrap(),
             RunConfig::default()
         );
     }
@@ -160,7 +163,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let c = commit_config(Some(&parent()), Some(body), &[]).unwrap();
+        let c = commit_config(Some(&parent()), Some(body), &Changes::default()).unwrap();
         assert_eq!(c.env, s(&["A=body", "B=2", "PATH=/bin"]));
         assert_eq!(c.exposed_ports.unwrap().len(), 2);
         assert_eq!(c.labels.unwrap()["team"], "web");
@@ -182,23 +185,33 @@ mod tests {
             entrypoint: s(&["/other"]),
             ..Default::default()
         };
-        let c = commit_config(Some(&parent()), Some(body), &[]).unwrap();
+        let c = commit_config(Some(&parent()), Some(body), &Changes::default()).unwrap();
         assert_eq!((c.entrypoint, c.cmd), (s(&["/other"]), None));
         // An empty, non-null entrypoint resets it and takes the parent's CMD.
         let body = RunConfig {
             entrypoint: Some(vec![]),
             ..Default::default()
         };
-        let c = commit_config(Some(&parent()), Some(body), &[]).unwrap();
+        let c = commit_config(Some(&parent()), Some(body), &Changes::default()).unwrap();
         assert_eq!((c.entrypoint, c.cmd), (Some(vec![]), s(&["serve"])));
     }
 
     #[test]
     fn changes_apply_before_the_merge() {
-        let c = commit_config(Some(&parent()), None, &["ENTRYPOINT [\"/new\"]".into()]).unwrap();
+        let c = commit_config(
+            Some(&parent()),
+            None,
+            &Changes::new(vec!["ENTRYPOINT [\"/new\"]".into()]),
+        )
+        .unwrap();
         assert_eq!((c.entrypoint, c.cmd), (s(&["/new"]), None));
-        let c = commit_config(Some(&parent()), None, &["ENV A=changed".into()]).unwrap();
+        let c = commit_config(
+            Some(&parent()),
+            None,
+            &Changes::new(vec!["ENV A=changed".into()]),
+        )
+        .unwrap();
         assert_eq!(c.env, s(&["PATH=/bin", "A=changed"]));
-        assert!(commit_config(Some(&parent()), None, &["RUN x".into()]).is_err());
+        assert!(commit_config(Some(&parent()), None, &Changes::new(vec!["RUN x".into()])).is_err());
     }
 }

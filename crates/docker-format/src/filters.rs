@@ -4,26 +4,49 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::ApiError;
+use crate::ports::PortError;
+
+/// A filter Docker would refuse, with Docker's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    #[error("invalid filter: {0}")]
+    Json(String),
+    #[error("invalid filter: not a JSON object")]
+    NotAnObject,
+    #[error("invalid filter '{0}'")]
+    Unknown(String),
+    #[error("invalid filter: values of '{0}' must be strings")]
+    NotStrings(String),
+    #[error("invalid filter '{name}={value}'")]
+    Value { name: String, value: String },
+    #[error("invalid filter '{name}={value}': {reason}")]
+    ValueBecause {
+        name: String,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid filter '{0}': only one value")]
+    OnlyOne(String),
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Filters(BTreeMap<String, Vec<String>>);
 
 impl Filters {
     /// Parses the parameter (empty: no filters), accepting only `allowed` names.
-    pub fn parse(raw: &str, allowed: &[&str]) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str, allowed: &[&str]) -> Result<Self, FilterError> {
         if raw.trim().is_empty() {
             return Ok(Self::default());
         }
-        let value: serde_json::Value = serde_json::from_str(raw)
-            .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}")))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| ApiError::bad_request("invalid filter: not a JSON object"))?;
+        let value: serde_json::Value =
+            serde_json::from_str(raw).map_err(|e| FilterError::Json(e.to_string()))?;
+        let obj = value.as_object().ok_or(FilterError::NotAnObject)?;
         let mut out = BTreeMap::new();
         for (name, values) in obj {
             if !allowed.contains(&name.as_str()) {
-                return Err(ApiError::bad_request(format!("invalid filter '{name}'")));
+                return Err(FilterError::Unknown(name.clone()));
             }
             let list: Vec<String> = match values {
                 serde_json::Value::Array(a) => a
@@ -38,11 +61,7 @@ impl Filters {
                 ),
                 _ => None,
             }
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "invalid filter: values of '{name}' must be strings"
-                ))
-            })?;
+            .ok_or_else(|| FilterError::NotStrings(name.clone()))?;
             out.insert(name.clone(), list);
         }
         Ok(Self(out))
@@ -62,15 +81,15 @@ impl Filters {
     }
 
     /// A boolean filter (`dangling=true`): `None` when absent.
-    pub fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
+    pub fn bool(&self, name: &str) -> Result<Option<bool>, FilterError> {
         match self.get(name) {
             [] => Ok(None),
             [v] if v.eq_ignore_ascii_case("true") || v == "1" => Ok(Some(true)),
             [v] if v.eq_ignore_ascii_case("false") || v == "0" => Ok(Some(false)),
-            other => Err(ApiError::bad_request(format!(
-                "invalid filter '{name}={}'",
-                other.join(",")
-            ))),
+            other => Err(FilterError::Value {
+                name: name.to_string(),
+                value: other.join(","),
+            }),
         }
     }
 }
@@ -118,6 +137,43 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     go(&p, &t)
 }
 
+/// A `name` filter value of `docker ps`: Go's regexp (RE2 syntax, which
+/// the `regex` crate shares), matched unanchored against the name with and
+/// without its leading `/`. A pattern that does not compile matches only
+/// itself exactly, as in Docker (which ignores the match error).
+#[derive(Debug, Clone)]
+pub struct NamePattern {
+    text: String,
+    re: Option<regex::Regex>,
+}
+
+/// Compiled size a user's pattern may take (its program, not the names).
+const NAME_PATTERN_LIMIT: usize = 1 << 20;
+
+impl NamePattern {
+    pub fn new(pattern: &str) -> Self {
+        let re = regex::RegexBuilder::new(pattern)
+            .size_limit(NAME_PATTERN_LIMIT)
+            .build()
+            .ok();
+        Self {
+            text: pattern.to_string(),
+            re,
+        }
+    }
+
+    /// Whether a container named `name` (without `/`) matches.
+    pub fn matches(&self, name: &str) -> bool {
+        let slashed = format!("/{name}");
+        self.text == name
+            || self.text == slashed
+            || self
+                .re
+                .as_ref()
+                .is_some_and(|re| re.is_match(&slashed) || re.is_match(name))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,7 +205,7 @@ mod tests {
         assert_eq!(
             Filters::parse(r#"{"nope":["x"]}"#, &["label"])
                 .unwrap_err()
-                .message,
+                .to_string(),
             "invalid filter 'nope'"
         );
         assert!(Filters::parse("{", &["label"]).is_err());
@@ -167,5 +223,29 @@ mod tests {
         assert!(!glob_match("[^a-c]x", "bx"));
         assert!(glob_match("busybox", "busybox"));
         assert!(!glob_match("busy", "busybox"));
+    }
+
+    #[test]
+    fn names_match_like_go_regexps() {
+        let m = |p: &str, name: &str| NamePattern::new(p).matches(name);
+        assert!(m("web", "my-web-1"));
+        assert!(m("^/web$", "web"));
+        assert!(m("^web$", "web"));
+        assert!(!m("^web$", "webs"));
+        assert!(m("w.b", "wxb"));
+        assert!(m("^a[0-9]+$", "a123"));
+        assert!(!m("^a[^0-9]+$", "a123"));
+        assert!(m("^(web|api)-\\d{1,2}$", "api-12"));
+        assert!(!m("^(web|api)-\\d{1,2}$", "api-123"));
+        assert!(m("colou?r", "color"));
+        assert!(m("", "anything"));
+        // Flags, as Go's regexp has them.
+        assert!(m("(?i)web", "WEB"));
+        // Not a regexp: only the text itself.
+        assert!(!m("(", "x"));
+        assert!(m("(", "("));
+        // Linear time: no budget needed.
+        let long = format!("{}b", "a".repeat(64));
+        assert!(!m("^(a+)+$", &long));
     }
 }

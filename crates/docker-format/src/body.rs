@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use commit_engine::image::{Empty, HealthConfig, RunConfig};
+use crate::image::{Empty, HealthConfig, RunConfig};
 use serde::Deserialize;
 
 /// Docker's `container.Config` as a commit body: what Docker reads of it.
@@ -70,8 +70,16 @@ impl From<ContainerConfig> for RunConfig {
 
 /// Why a body was refused (Docker's texts).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BodyError(pub String);
+pub enum BodyError {
+    /// Not JSON, or JSON of the wrong shape: the decoder's words.
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    /// A JSON value other than an object.
+    #[error("invalid JSON: json: cannot unmarshal {0} into Go value of type container.Config")]
+    NotAnObject(&'static str),
+    #[error("unexpected content after JSON")]
+    TrailingContent,
+}
 
 /// Config fields whose presence makes a body "carry a config" (Docker's
 /// wrapper embeds `*container.Config`, which stays nil otherwise).
@@ -112,25 +120,22 @@ pub fn decode_body(bytes: &[u8]) -> Result<Option<ContainerConfig>, BodyError> {
     let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<serde_json::Value>();
     let value = match stream.next() {
         Some(Ok(v)) => v,
-        Some(Err(e)) if e.is_eof() => return Err(BodyError("invalid JSON: unexpected EOF".into())),
-        Some(Err(e)) => return Err(BodyError(format!("invalid JSON: {e}"))),
+        Some(Err(e)) if e.is_eof() => return Err(BodyError::InvalidJson("unexpected EOF".into())),
+        Some(Err(e)) => return Err(BodyError::InvalidJson(e.to_string())),
         None => {
-            return Err(BodyError(
-                "invalid JSON: got EOF while reading request body".into(),
+            return Err(BodyError::InvalidJson(
+                "got EOF while reading request body".into(),
             ));
         }
     };
     if stream.next().is_some() {
-        return Err(BodyError("unexpected content after JSON".into()));
+        return Err(BodyError::TrailingContent);
     }
     let obj = match value {
         serde_json::Value::Null => return Ok(None),
         serde_json::Value::Object(o) => o,
         other => {
-            return Err(BodyError(format!(
-                "invalid JSON: json: cannot unmarshal {} into Go value of type container.Config",
-                go_type(&other)
-            )));
+            return Err(BodyError::NotAnObject(go_type(&other)));
         }
     };
     if !obj.keys().any(|k| CONFIG_FIELDS.contains(&k.as_str())) {
@@ -138,7 +143,7 @@ pub fn decode_body(bytes: &[u8]) -> Result<Option<ContainerConfig>, BodyError> {
     }
     serde_json::from_value(serde_json::Value::Object(obj))
         .map(Some)
-        .map_err(|e| BodyError(format!("invalid JSON: {e}")))
+        .map_err(|e| BodyError::InvalidJson(e.to_string()))
 }
 
 fn go_type(v: &serde_json::Value) -> &'static str {
@@ -185,27 +190,27 @@ mod tests {
         assert!(
             decode_body(b"{nope")
                 .unwrap_err()
-                .0
+                .to_string()
                 .starts_with("invalid JSON: ")
         );
         assert_eq!(
-            decode_body(b"{} {}").unwrap_err().0,
+            decode_body(b"{} {}").unwrap_err().to_string(),
             "unexpected content after JSON"
         );
         assert_eq!(
-            decode_body(b"{\"Env\":[\"A\"]}x").unwrap_err().0,
+            decode_body(b"{\"Env\":[\"A\"]}x").unwrap_err().to_string(),
             "unexpected content after JSON"
         );
         assert!(
             decode_body(b"[1]")
                 .unwrap_err()
-                .0
+                .to_string()
                 .contains("cannot unmarshal array")
         );
         assert!(
             decode_body(br#"{"Env":"A=1"}"#)
                 .unwrap_err()
-                .0
+                .to_string()
                 .starts_with("invalid JSON: ")
         );
     }

@@ -12,6 +12,30 @@ const LEGACY_DEFAULT_DOMAIN: &str = "index.docker.io";
 const OFFICIAL_REPO_PREFIX: &str = "library/";
 const DEFAULT_TAG: &str = "latest";
 
+/// A reference Docker would refuse, with Docker's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("invalid repository name ({0}), cannot specify 64-byte hexadecimal strings")]
+    HexName(String),
+    #[error("invalid reference format: repository name ({0}) must be lowercase")]
+    Uppercase(String),
+    #[error("repository name must have at least one component")]
+    NameEmpty,
+    #[error("repository name must not be more than 255 characters")]
+    NameTooLong,
+    #[error("repository name must be lowercase")]
+    NameContainsUppercase,
+    #[error("invalid tag format")]
+    Tag,
+    #[error("invalid reference format")]
+    Format,
+    /// An image ID that is not one (`sha256:xyz`).
+    #[error("invalid reference format: {0}")]
+    FormatOf(String),
+    #[error("cannot import digest reference")]
+    DigestReference,
+}
+
 /// A normalized, named reference: `domain/path[:tag][@digest]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Named {
@@ -69,18 +93,14 @@ pub fn familiar_name(full: &str) -> &str {
 }
 
 /// `reference.ParseNormalizedNamed`.
-pub fn parse_normalized_named(s: &str) -> Result<Named, String> {
+pub fn parse_normalized_named(s: &str) -> Result<Named, ReferenceError> {
     if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Err(format!(
-            "invalid repository name ({s}), cannot specify 64-byte hexadecimal strings"
-        ));
+        return Err(ReferenceError::HexName(s.to_string()));
     }
     let (domain, remainder) = split_docker_domain(s);
     let remote = remainder.split(':').next().unwrap_or("");
     if remote.to_lowercase() != remote {
-        return Err(format!(
-            "invalid reference format: repository name ({remote}) must be lowercase"
-        ));
+        return Err(ReferenceError::Uppercase(remote.to_string()));
     }
     let joined = format!("{domain}/{remainder}");
     let r = Reference::from_str(&joined).map_err(|e| reference_error(&e))?;
@@ -101,7 +121,7 @@ pub fn parse_normalized_named(s: &str) -> Result<Named, String> {
     // oci_spec's tag grammar is `\w`, which in Rust takes any Unicode
     // letter; Go's (Docker's) is ASCII only.
     if tag.as_deref().is_some_and(|t| !valid_tag(t)) {
-        return Err("invalid reference format".into());
+        return Err(ReferenceError::Format);
     }
     // Domain and path as Docker splits them (an upper-case first component
     // is a registry: `Foo/bar` is `bar` on registry `Foo`), not as oci_spec
@@ -119,16 +139,16 @@ pub fn parse_normalized_named(s: &str) -> Result<Named, String> {
     })
 }
 
-fn reference_error(e: &ParseError) -> String {
+fn reference_error(e: &ParseError) -> ReferenceError {
     match e {
-        ParseError::NameEmpty => "repository name must have at least one component".into(),
-        ParseError::NameTooLong => "repository name must not be more than 255 characters".into(),
-        ParseError::NameContainsUppercase => "repository name must be lowercase".into(),
-        ParseError::TagInvalidFormat => "invalid tag format".into(),
+        ParseError::NameEmpty => ReferenceError::NameEmpty,
+        ParseError::NameTooLong => ReferenceError::NameTooLong,
+        ParseError::NameContainsUppercase => ReferenceError::NameContainsUppercase,
+        ParseError::TagInvalidFormat => ReferenceError::Tag,
         ParseError::DigestInvalidFormat
         | ParseError::DigestInvalidLength
-        | ParseError::DigestUnsupported => "invalid reference format".into(),
-        ParseError::ReferenceInvalidFormat => "invalid reference format".into(),
+        | ParseError::DigestUnsupported
+        | ParseError::ReferenceInvalidFormat => ReferenceError::Format,
     }
 }
 
@@ -175,17 +195,17 @@ pub fn valid_tag(tag: &str) -> bool {
 /// `httputils.RepoTagReference`: the image name a commit (or tag) request
 /// asks for. Empty `repo`: no name. Empty `tag`: the repo's own tag, or
 /// `latest`.
-pub fn repo_tag_reference(repo: &str, tag: &str) -> Result<Option<Named>, String> {
+pub fn repo_tag_reference(repo: &str, tag: &str) -> Result<Option<Named>, ReferenceError> {
     if repo.is_empty() {
         return Ok(None);
     }
     let mut named = parse_normalized_named(repo)?;
     if named.digest.is_some() {
-        return Err("cannot import digest reference".into());
+        return Err(ReferenceError::DigestReference);
     }
     if !tag.is_empty() {
         if !valid_tag(tag) {
-            return Err("invalid tag format".into());
+            return Err(ReferenceError::Tag);
         }
         named.tag = Some(tag.to_string());
     } else if named.tag.is_none() {
@@ -194,9 +214,109 @@ pub fn repo_tag_reference(repo: &str, tag: &str) -> Result<Option<Named>, String
     Ok(Some(named))
 }
 
+/// What a user typed in an image position (`docker image inspect X`,
+/// `docker rmi X`), read the way Docker reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRef {
+    /// A normalized record name (`docker.io/library/app:latest`). A short
+    /// hex ID is also a valid repository name: `or_id_prefix` is then that
+    /// ID, tried when no image has the name (Docker tries the name first).
+    Name {
+        name: String,
+        or_id_prefix: Option<String>,
+    },
+    /// A full image ID (`sha256:<64 hex>`).
+    Id(String),
+    /// The start of an image ID (`sha256:<hex>`).
+    IdPrefix(String),
+}
+
+impl ImageRef {
+    pub fn parse(input: &str) -> Result<Self, ReferenceError> {
+        if let Some(hex) = input.strip_prefix("sha256:") {
+            if hex.len() == 64 && is_hex(hex) {
+                return Ok(ImageRef::Id(input.to_string()));
+            }
+            if is_hex(hex) && !hex.is_empty() {
+                return Ok(ImageRef::IdPrefix(input.to_string()));
+            }
+            return Err(ReferenceError::FormatOf(input.to_string()));
+        }
+        if input.len() == 64 && is_hex(input) {
+            return Ok(ImageRef::Id(format!("sha256:{input}")));
+        }
+        let mut named = parse_normalized_named(input)?;
+        if named.tag.is_none() && named.digest.is_none() {
+            named.tag = Some(DEFAULT_TAG.into());
+        }
+        Ok(ImageRef::Name {
+            name: named.full(),
+            or_id_prefix: is_hex(input).then(|| input.to_string()),
+        })
+    }
+
+    /// Whether an image ID (`sha256:…`) is the one this names by ID or
+    /// ID prefix (a name never matches here; the image store knows names).
+    pub fn matches_id(&self, id: &str) -> bool {
+        let hex = id.trim_start_matches("sha256:");
+        match self {
+            ImageRef::Id(want) => want == id,
+            ImageRef::IdPrefix(p) => hex.starts_with(p.trim_start_matches("sha256:")),
+            ImageRef::Name { or_id_prefix, .. } => {
+                or_id_prefix.as_deref().is_some_and(|p| hex.starts_with(p))
+            }
+        }
+    }
+}
+
+fn is_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// The first 12 hex digits of an ID (`sha256:…` or bare), as Docker shows
+/// IDs in messages.
+pub fn short_id(id: &str) -> String {
+    id.trim_start_matches("sha256:").chars().take(12).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_refs_read_like_docker() {
+        let id = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(ImageRef::parse(&id).unwrap(), ImageRef::Id(id.clone()));
+        assert_eq!(ImageRef::parse(&"a".repeat(64)).unwrap(), ImageRef::Id(id));
+        assert_eq!(
+            ImageRef::parse("sha256:abc").unwrap(),
+            ImageRef::IdPrefix("sha256:abc".into())
+        );
+        assert_eq!(
+            ImageRef::parse("app").unwrap(),
+            ImageRef::Name {
+                name: "docker.io/library/app:latest".into(),
+                or_id_prefix: None
+            }
+        );
+        assert_eq!(
+            ImageRef::parse("abc123").unwrap(),
+            ImageRef::Name {
+                name: "docker.io/library/abc123:latest".into(),
+                or_id_prefix: Some("abc123".into())
+            }
+        );
+        assert_eq!(
+            ImageRef::parse("acc/one:v1").unwrap(),
+            ImageRef::Name {
+                name: "docker.io/acc/one:v1".into(),
+                or_id_prefix: None
+            }
+        );
+        assert!(ImageRef::parse("Bad").is_err());
+        assert!(ImageRef::parse("sha256:xyz").is_err());
+    }
 
     fn full(repo: &str, tag: &str) -> String {
         repo_tag_reference(repo, tag).unwrap().unwrap().full()
@@ -233,7 +353,7 @@ mod tests {
 
     #[test]
     fn rejects_like_docker() {
-        let err = |repo: &str, tag: &str| repo_tag_reference(repo, tag).unwrap_err();
+        let err = |repo: &str, tag: &str| repo_tag_reference(repo, tag).unwrap_err().to_string();
         assert_eq!(
             err("Foo", ""),
             "invalid reference format: repository name (library/Foo) must be lowercase"
