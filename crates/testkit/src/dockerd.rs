@@ -38,6 +38,12 @@ pub fn shared_dockerd() -> &'static Dockerd {
 /// networking of its own (`--bridge=none`, no iptables): containers need
 /// `--network none`. Storage driver overlay2 (native diff).
 ///
+/// dockerd 20.10 starts a containerd of its own (state and socket under the exec
+/// root) unless `/run/containerd/containerd.sock` answers: then it uses that one
+/// (namespace `moby`). Nothing on these machines runs a system containerd; if one
+/// does, this engine's containers live there. dockerd also makes the empty
+/// `/run/docker/plugins` (a fixed path).
+///
 /// Dropping it stops dockerd (which stops its containers and its own containerd),
 /// kills what is left, unmounts and removes the directory; a watchdog does the same
 /// if the test process dies (see the crate docs).
