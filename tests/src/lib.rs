@@ -34,20 +34,6 @@ impl World {
         }
     }
 
-    /// A world in a fixed namespace (e.g. Kubernetes' `k8s.io`): only one
-    /// test per test binary may use a given one.
-    pub fn in_namespace(ns: &str) -> World {
-        let containerd = shared();
-        let image = busybox_image(containerd, ns)
-            .unwrap_or_else(|e| panic!("importing the busybox image: {e}"));
-        World {
-            ctr: containerd.ctr(ns),
-            ns: ns.to_string(),
-            image,
-            socket: containerd.socket().to_path_buf(),
-        }
-    }
-
     pub fn engine(&self, fast_path: bool) -> Engine {
         let c = Containerd::lazy(&self.socket, &self.ns).expect("namespace");
         Engine::new(
