@@ -308,11 +308,17 @@ impl Outcome {
                     .chain(c.inspect["Config"].as_object())
                     .flat_map(|o| o.keys())
                     .collect();
-                // Docker 20.10 shows an empty `Labels` as `{}` and an empty `User` as
-                // `""`; current Docker leaves them out: the same value.
+                // Docker 20.10 (API 1.41) shows every field of a container config,
+                // empty ones too (`{}`, `""`, `false`); current Docker leaves out what
+                // an image config has not: absent and empty are the same value.
                 let norm = |f: &str, v: &Value| match (f, v) {
                     ("Labels", Value::Null) => json!({}),
-                    ("User", Value::Null) => json!(""),
+                    ("User" | "Domainname", Value::Null) => json!(""),
+                    (
+                        "AttachStdin" | "AttachStdout" | "AttachStderr" | "Tty" | "OpenStdin"
+                        | "StdinOnce",
+                        Value::Null,
+                    ) => json!(false),
                     _ => v.clone(),
                 };
                 for f in fields {
