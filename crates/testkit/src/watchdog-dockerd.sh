@@ -25,7 +25,14 @@ wait_gone() {
     gone "$1"
 }
 
-# 1. dockerd: SIGTERM (it stops its containers and its containerd), SIGKILL after 20 s.
+# 1. The containers first (SIGKILL through runc): a test's containers hold nothing
+#    worth a graceful stop, and dockerd would give each 10 s. Then dockerd: SIGTERM
+#    (it cleans up its containers and stops its containerd), SIGKILL after 20 s.
+for s in "$dir"/exec/runtime-runc/*/*/state.json; do
+    [ -f "$s" ] || continue
+    c=${s%/state.json}
+    runc --root "${c%/*}" kill --all "${c##*/}" KILL >/dev/null 2>&1
+done
 pid=$(cat "$dir/dockerd.pid" 2>/dev/null)
 if [ -n "$pid" ] && ! gone "$pid" && grep -qaF -- "$dir/" "/proc/$pid/cmdline" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null

@@ -100,3 +100,51 @@ fn pulled_layers_are_discarded_after_unpacking() -> Result {
     assert!(node.registry().has_blob(layer));
     Ok(())
 }
+
+/// Pids of live processes whose command line contains `needle`.
+fn pids_mentioning(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z'));
+        if pid != std::process::id()
+            && !zombie
+            && String::from_utf8_lossy(&cmdline).contains(needle)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn a_dropped_node_leaves_nothing() -> Result {
+    let node = commitd_testkit::CriNode::start()?;
+    let dir = node.containerd().dir().ok_or("private")?.to_path_buf();
+    let needle = format!("{}/", dir.display());
+    let pod = node.run_pod(KubePod::unique("team-a", "gone"))?;
+    let id =
+        pod.start(&KubeContainer::new("app", &node.base_image()?).command(&["sleep", "100000"]))?;
+    assert!(node.sh(&id, "echo ok")?.contains("ok"));
+    // containerd, its shims and the registry all name the directory.
+    assert!(
+        pids_mentioning(&needle).len() >= 3,
+        "{:?}",
+        pids_mentioning(&needle)
+    );
+    std::mem::forget(pod); // the node goes with the pod still running
+    drop(node);
+    assert!(!dir.exists(), "{} is left", dir.display());
+    assert_eq!(pids_mentioning(&needle), Vec::<u32>::new());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    assert!(!mounts.contains(&needle), "mounts left under {needle}");
+    Ok(())
+}
