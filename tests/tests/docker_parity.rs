@@ -402,3 +402,40 @@ fn layer_deleted_and_recreated_in_place() {
         "rm /etc/group && echo g > /etc/group && rm -r /usr && mkdir -p /usr/bin && echo x > /usr/bin/x",
     );
 }
+
+/// What a container of each new image sees, every path with type, mode, owner,
+/// size, link target and content hash: the whole image, not only the new layer.
+/// Docker's runtime files (its init layer's `/.dockerenv` and `/etc/mtab`, its
+/// bind-mounted `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`) are left out.
+#[test]
+fn the_committed_images_look_the_same_from_inside() {
+    let case = Case::new("parity-inside");
+    let o = case.commit(
+        &RunSpec::default(),
+        "mkdir -p /srv/a && echo x > /srv/a/f && chmod 600 /srv/a/f && ln -s a /srv/l \
+         && rm /etc/group && rm -r /var && mkdir /var && echo v > /var/v && ln /srv/a/f /srv/h",
+        "",
+        None,
+    );
+    assert_same(&o, &[]);
+    let (docker, commitd) = case.oracle.inside(&o, commitd_e2e::LIST_FS).unwrap();
+    let keep = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| {
+                ![
+                    "./.dockerenv ",
+                    "./etc/hosts ",
+                    "./etc/hostname ",
+                    "./etc/resolv.conf ",
+                    "./etc/mtab ",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    let (docker, commitd) = (keep(&docker), keep(&commitd));
+    assert!(docker.len() > 80, "{docker:?}");
+    assert_eq!(docker, commitd);
+}

@@ -606,6 +606,36 @@ impl<'a> Oracle<'a> {
         Ok((d, c))
     }
 
+    /// Runs `sh -c script` in a fresh container of each engine's new image (Docker:
+    /// `docker run --rm`; containerd: `ctr run --rm`) and returns both outputs: what
+    /// the committed images look like from inside, as a user of each would see them.
+    pub fn inside(&self, outcome: &Outcome, script: &str) -> Result<(String, String)> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let docker_id = outcome.docker.body["Id"]
+            .as_str()
+            .ok_or_else(|| Error::Other("Docker's commit made no image".into()))?;
+        let docker = self.docker.cli(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            docker_id,
+            "sh",
+            "-c",
+            script,
+        ])?;
+        let tag = outcome.commitd.inspect["RepoTags"][0]
+            .as_str()
+            .ok_or_else(|| Error::Other("commitd's image has no tag to run".into()))?;
+        let containerd = self.ctr.run_image(
+            &normalize(tag),
+            &format!("inside-{}-{n}", std::process::id()),
+            &["sh", "-c", script],
+        )?;
+        Ok((docker, containerd))
+    }
+
     /// Sends the same raw request to both (for error cases beyond `/commit`): status
     /// and body of each.
     pub fn both(
