@@ -403,6 +403,25 @@ fn layer_deleted_and_recreated_in_place() {
     );
 }
 
+#[test]
+fn changes_as_separate_parameters_as_the_docker_cli_sends_them() {
+    // `docker commit --change A --change B` sends `changes=A&changes=B`.
+    let case = Case::new("parity-cli-changes");
+    let query = [
+        "ENV A=1",
+        "LABEL l=v",
+        "CMD [\"/bin/sh\"]",
+        "EXPOSE 80/udp",
+        "VOLUME [\"/data\"]",
+    ]
+    .iter()
+    .map(|c| format!("changes={}", query_escape(c)))
+    .collect::<Vec<_>>()
+    .join("&");
+    let o = case.commit(&RunSpec::default(), "", &query, None);
+    assert_same(&o, &[]);
+}
+
 /// What a container of each new image sees, every path with type, mode, owner,
 /// size, link target and content hash: the whole image, not only the new layer.
 /// Docker's runtime files (its init layer's `/.dockerenv` and `/etc/mtab`, its

@@ -77,6 +77,8 @@ pub struct RunSpec {
     /// Bind mounts: host path, container path, read-only (`-v HOST:DEST[:ro]`,
     /// `ctr run --mount type=bind,…`).
     pub binds: Vec<(String, String, bool)>,
+    /// `-t`: a terminal for the container's process.
+    pub tty: bool,
     /// Wait for the container's process to exit before returning.
     pub run_to_completion: bool,
 }
@@ -492,6 +494,9 @@ impl<'a> Oracle<'a> {
         if let Some(w) = &spec.workdir {
             config["WorkingDir"] = json!(w);
         }
+        if spec.tty {
+            config["Tty"] = json!(true);
+        }
         if let Some(u) = &spec.user {
             config["User"] = json!(u);
         }
@@ -543,6 +548,9 @@ impl<'a> Oracle<'a> {
         if !spec.run_to_completion {
             c.arg("-d");
         }
+        if spec.tty {
+            c.arg("-t");
+        }
         for e in &spec.env {
             c.arg("--env").arg(e);
         }
@@ -564,6 +572,14 @@ impl<'a> Oracle<'a> {
         }
         c.arg("--label").arg(format!("nerdctl/name={name}"));
         c.arg(&self.base).arg(name).args(&argv);
+        if spec.tty {
+            // `ctr run -t` needs a terminal of its own: `script` gives it one.
+            let line = cmd::show(&c);
+            let mut s = Command::new("script");
+            s.args(["-qec", &line, "/dev/null"]);
+            cmd::run(&mut s, cmd::SLOW)?;
+            return Ok(pair);
+        }
         cmd::run(&mut c, cmd::SLOW)?;
         Ok(pair)
     }
