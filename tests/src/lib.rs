@@ -116,6 +116,7 @@ pub fn request(container: &str, name: Option<&str>) -> CommitRequest {
         pause: true,
         compression: Some(Compression::Gzip),
         config: None,
+        changes: Default::default(),
     }
 }
 

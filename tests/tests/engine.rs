@@ -3,10 +3,26 @@
 //! Each test has its own namespace of one private containerd per process.
 
 use commit_engine::failpoint::{self, step};
-use commit_engine::image::{ImageConfig, RunConfig, chain_id};
-use commit_engine::{CapturePath, Compression, content, images};
+use commit_engine::{CapturePath, Compression, Engine, Resolved};
 use commitd_e2e::{LIST_FS, World, commit, request};
+use commitd_testkit::grpc::Grpc;
 use commitd_testkit::{SNAPSHOTTER, TaskStatus};
+use docker_format::image::{ImageConfig, RunConfig, chain_id};
+use docker_format::reference::ImageRef;
+use sha2::{Digest, Sha256};
+
+/// An image as the engine reads it (manifest and config), by record name.
+async fn image(engine: &Engine, name: &str) -> std::sync::Arc<Resolved> {
+    engine
+        .images()
+        .find(&ImageRef::Name {
+            name: name.into(),
+            or_id_prefix: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("image {name}: {e}"))
+        .resolved
+}
 
 /// Every kind of change, committed by both capture paths: the new image
 /// runs at once and sees exactly the container's filesystem.
@@ -72,21 +88,12 @@ async fn every_kind_of_change(fast: bool) {
     w.assert_clean();
 
     // The config: parent's run config, a history entry, one more diff ID.
-    let c = engine.containerd();
-    let img = images::must_get(c, "docker.io/library/changed:latest")
-        .await
-        .unwrap();
-    let resolved = images::resolve(c, &img, &commit_engine::image::host_platform())
-        .await
-        .unwrap();
+    let resolved = image(&engine, "docker.io/library/changed:latest").await;
     assert_eq!(
         format!("{}", resolved.manifest.config.digest),
         done.image_id
     );
-    let parent = images::must_get(c, &w.image).await.unwrap();
-    let parent = images::resolve(c, &parent, &commit_engine::image::host_platform())
-        .await
-        .unwrap();
+    let parent = image(&engine, &w.image).await;
     assert_eq!(
         resolved.config.rootfs.diff_ids.len(),
         parent.config.rootfs.diff_ids.len() + 1
@@ -145,11 +152,7 @@ async fn every_kind_of_change_diff_service_path() {
 async fn chain_ids_match_containerd() {
     let w = World::new("chain-ids");
     let engine = w.engine(true);
-    let c = engine.containerd();
-    let img = images::must_get(c, &w.image).await.unwrap();
-    let resolved = images::resolve(c, &img, &commit_engine::image::host_platform())
-        .await
-        .unwrap();
+    let resolved = image(&engine, &w.image).await;
     let chain = resolved.chain_id().unwrap();
     let snaps = w.ctr.snapshots(SNAPSHOTTER).unwrap();
     assert!(
@@ -168,22 +171,11 @@ async fn empty_diff_adds_no_layer() {
             .await
             .expect("commit");
         assert!(done.layer.is_none(), "no layer for an untouched container");
-        let c = engine.containerd();
-        let img = images::must_get(c, "docker.io/library/same:latest")
+        let cfg = image(&engine, "docker.io/library/same:latest")
             .await
-            .unwrap();
-        let cfg = images::resolve(c, &img, &commit_engine::image::host_platform())
-            .await
-            .unwrap()
-            .config;
-        let base = images::resolve(
-            c,
-            &images::must_get(c, &w.image).await.unwrap(),
-            &commit_engine::image::host_platform(),
-        )
-        .await
-        .unwrap()
-        .config;
+            .config
+            .clone();
+        let base = image(&engine, &w.image).await.config.clone();
         assert_eq!(cfg.rootfs.diff_ids, base.rootfs.diff_ids);
         assert!(cfg.history.last().unwrap().empty_layer);
         assert_eq!(w.run("docker.io/library/same:latest", "echo ok"), "ok\n");
@@ -317,13 +309,13 @@ async fn failures_resume_and_leave_nothing() {
 /// filesystem and the image has no parent layers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn from_scratch() {
-    use commit_engine::containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
-    use commit_engine::containerd_client::services::v1::{
+    use commitd_testkit::grpc::api::services::v1::snapshots::PrepareSnapshotRequest;
+    use commitd_testkit::grpc::api::services::v1::{
         Container, CreateContainerRequest, container::Runtime,
     };
     let w = World::new("scratch");
     let engine = w.engine(true);
-    let c = engine.containerd();
+    let c = Grpc::lazy(&w.socket, &w.ns);
     let mounts = c
         .snapshots()
         .prepare(c.request(PrepareSnapshotRequest {
@@ -367,13 +359,10 @@ async fn from_scratch() {
     .await
     .expect("commit");
     assert!(done.layer.is_some());
-    let img = images::must_get(c, "docker.io/library/scratch:1")
+    let cfg: ImageConfig = image(&engine, "docker.io/library/scratch:1")
         .await
-        .unwrap();
-    let cfg: ImageConfig = images::resolve(c, &img, &commit_engine::image::host_platform())
-        .await
-        .unwrap()
-        .config;
+        .config
+        .clone();
     assert_eq!(
         cfg.rootfs.diff_ids.len(),
         1,
@@ -411,10 +400,11 @@ async fn compressions() {
         let done = commit(&engine, req).await.expect("commit");
         let layer = done.layer.unwrap();
         assert_eq!(layer.media_type, media);
-        let blob = content::read_range(engine.containerd(), &layer.digest, 0, 0)
-            .await
-            .unwrap();
-        assert_eq!(content::sha256_digest(&blob), layer.digest);
+        let blob = engine.blobs().read(&layer.digest).await.unwrap();
+        assert_eq!(
+            format!("sha256:{}", hex::encode(Sha256::digest(&blob))),
+            layer.digest
+        );
         if comp == Compression::None {
             assert_eq!(Some(layer.digest.clone()), done.diff_id);
         }

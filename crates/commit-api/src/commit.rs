@@ -13,7 +13,7 @@ use tracing::info;
 use crate::Api;
 use crate::error::{ApiError, json_response};
 use docker_format::changes::Changes;
-use docker_format::{body, merge, reference};
+use docker_format::{body, reference};
 
 /// Query parameters, repeated keys kept (`changes` repeats).
 pub(crate) struct Query(Vec<(String, String)>);
@@ -126,7 +126,6 @@ pub(crate) async fn commit(
             api.limits().max_changes
         )));
     }
-    let body_config = body_config.map(Into::into);
     let req = CommitRequest {
         container,
         image_name: name.as_ref().map(reference::Named::full),
@@ -134,9 +133,8 @@ pub(crate) async fn commit(
         comment: q.get("comment").to_string(),
         pause,
         compression,
-        config: Some(Box::new(move |parent| {
-            merge::commit_config(parent, body_config, &changes).map_err(|e| e.to_string())
-        })),
+        config: body_config.map(Into::into),
+        changes,
     };
 
     // The commit runs as its own task: a client hanging up does not stop it

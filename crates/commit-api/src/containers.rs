@@ -46,11 +46,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
-use commit_engine::catalog::{self, ImageEntry};
-use commit_engine::container::{self as ctrs, display_name};
-use commit_engine::containerd_client::services::v1::Container;
-use commit_engine::snapshot::Snapshots;
-use commit_engine::task::{self, TaskInfo, TaskState};
+use commit_engine::{ContainerRecord as Container, Image as ImageEntry, TaskInfo, TaskState};
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
@@ -175,10 +171,7 @@ fn command_line(args: &[String]) -> String {
 // The OCI runtime spec, read back.
 
 fn spec_of(ct: &Container) -> Value {
-    ct.spec
-        .as_ref()
-        .and_then(|s| serde_json::from_slice(&s.value).ok())
-        .unwrap_or(Value::Null)
+    ct.spec.clone()
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -440,7 +433,7 @@ fn host_config(spec: &Value, ct: &Container, binds: &[Value]) -> Value {
         "UTSMode": ns_mode(spec, "uts", ""),
         "UsernsMode": "",
         "ShmSize": shm,
-        "Runtime": ct.runtime.as_ref().map(|r| r.name.as_str()).unwrap_or(""),
+        "Runtime": ct.runtime,
         "Isolation": "",
     });
     // Docker's `Resources`, embedded in `HostConfig`.
@@ -544,8 +537,7 @@ struct Images {
 
 impl Images {
     async fn load(api: &Api) -> Result<Self, ApiError> {
-        let engine = api.engine();
-        let entries = catalog::list(engine.containerd(), engine.cache()).await?;
+        let entries = api.engine().images().list().await?;
         Ok(Self::new(entries))
     }
 
@@ -554,7 +546,7 @@ impl Images {
         let mut by_chain: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
             for r in &e.records {
-                let updated = r.updated_at.as_ref().map(|t| t.seconds).unwrap_or(0);
+                let updated = r.updated_at.unwrap_or(0);
                 by_name.insert(r.name.clone(), (i, updated));
             }
             if let Some(chain) = e.resolved.chain_id() {
@@ -575,7 +567,7 @@ impl Images {
     /// a moved name left behind); else none.
     fn of(&self, ct: &Container, parent: Option<&str>) -> ImageOf {
         let named = self.by_name.get(&ct.image).copied();
-        let created = ct.created_at.map(|t| t.seconds).unwrap_or(0);
+        let created = ct.created.map(|(s, _)| s).unwrap_or(0);
         let same_layers = |i: usize, p: &str| {
             self.entries[i]
                 .resolved
@@ -680,25 +672,6 @@ struct ImageOf {
     image: String,
 }
 
-/// The parent of the container's snapshot: the chain ID of its image's
-/// layers (none when it cannot be read).
-async fn snapshot_parent(api: &Api, ct: &Container) -> Option<String> {
-    if ct.snapshot_key.is_empty() {
-        return None;
-    }
-    let snapshotter = if ct.snapshotter.is_empty() {
-        "overlayfs"
-    } else {
-        &ct.snapshotter
-    };
-    Snapshots::new(api.engine().containerd(), snapshotter)
-        .stat(&ct.snapshot_key)
-        .await
-        .ok()
-        .map(|i| i.parent)
-        .filter(|p| !p.is_empty())
-}
-
 // ---------------------------------------------------------------------------
 // One container, as both routes see it.
 
@@ -725,7 +698,7 @@ impl Seen {
         labels.extend(ct.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         let (mounts, files) = mount_points(&spec);
         Self {
-            name: display_name(&ct),
+            name: ct.name.clone(),
             spec,
             task,
             image,
@@ -741,7 +714,7 @@ impl Seen {
     }
 
     fn created(&self) -> i64 {
-        self.ct.created_at.map(|t| t.seconds).unwrap_or(0)
+        self.ct.created.map(|(s, _)| s).unwrap_or(0)
     }
 
     fn state(&self) -> &'static str {
@@ -754,7 +727,7 @@ impl Seen {
         let mut d = e.resolved.manifest_descriptor.clone();
         if d.platform.is_none() {
             let cfg = e.config();
-            d.platform = Some(commit_engine::image::Platform {
+            d.platform = Some(docker_format::image::Platform {
                 architecture: cfg.architecture.clone(),
                 os: cfg.os.clone(),
                 os_version: None,
@@ -766,8 +739,8 @@ impl Seen {
 }
 
 async fn see(api: &Api, ct: Container, images: &Images) -> Result<Seen, ApiError> {
-    let c = api.engine().containerd();
-    let (task, parent) = tokio::join!(task::info(c, &ct.id), snapshot_parent(api, &ct));
+    let containers = api.engine().containers();
+    let (task, parent) = tokio::join!(containers.task(&ct.id), containers.snapshot_parent(&ct));
     let image = images.of(&ct, parent.as_deref());
     Ok(Seen::new(ct, task?, image, images))
 }
@@ -898,8 +871,8 @@ impl Selection {
             || id
                 .iter()
                 .any(|p| unique_prefix(ids, p) == Some(ct.id.as_str()));
-        let name = display_name(ct);
-        let name_ok = self.names.is_empty() || self.names.iter().any(|p| p.matches(&name));
+        let name = &ct.name;
+        let name_ok = self.names.is_empty() || self.names.iter().any(|p| p.matches(name));
         id_ok && name_ok
     }
 
@@ -971,7 +944,7 @@ fn position(sorted: &[Container], value: &str) -> Result<usize, ApiError> {
     sorted
         .iter()
         .position(|ct| ct.id == value)
-        .or_else(|| sorted.iter().position(|ct| display_name(ct) == wanted))
+        .or_else(|| sorted.iter().position(|ct| ct.name == wanted))
         .ok_or_else(|| ApiError::not_found(format!("No such container: {value}")))
 }
 
@@ -984,11 +957,10 @@ pub async fn list(
     let version = version_of(version);
     let q = Query::parse(raw.as_deref());
     let sel = Selection::parse(&q)?;
-    let c = api.engine().containerd();
-    let mut containers = ctrs::list(c, Vec::new()).await?;
+    let mut containers = api.engine().containers().list().await?;
     // Newest first, as Docker lists.
     containers.sort_by(|a, b| {
-        let at = |ct: &Container| ct.created_at.map(|t| (t.seconds, t.nanos));
+        let at = |ct: &Container| ct.created;
         at(b).cmp(&at(a)).then_with(|| a.id.cmp(&b.id))
     });
     // `before`: only older ones; `since`: only newer ones.
@@ -1095,7 +1067,7 @@ fn inspect_target(rest: &str) -> Option<&str> {
 }
 
 async fn inspect_one(api: &Api, version: &str, id: &str) -> Result<Response, ApiError> {
-    let ct = ctrs::resolve(api.engine().containerd(), id).await?;
+    let ct = api.engine().containers().resolve(id).await?;
     let images = Images::load(api).await?;
     let s = see(api, ct, &images).await?;
     let body = inspect_body(&s, &images, version, Utc::now().timestamp());
@@ -1111,8 +1083,8 @@ fn inspect_body(s: &Seen, images: &Images, version: &str, now: i64) -> Value {
     let state = s.state();
     let up = is_up(&s.task);
     let created =
-        s.ct.created_at
-            .map(|t| rfc3339_nano(t.seconds, t.nanos))
+        s.ct.created
+            .map(|(secs, nanos)| rfc3339_nano(secs, nanos))
             .unwrap_or_else(|| ZERO_TIME.into());
     let started = started_at(&s.task, s.created(), now)
         .map(|t| rfc3339_nano(t, 0))
@@ -1272,26 +1244,25 @@ mod tests {
         }
     }
 
+    /// A container named by nerdctl's label, if it has one (the engine
+    /// names containers; its own tests hold how).
     fn container(id: &str, labels: &[(&str, &str)], spec: Value) -> Container {
-        let mut ct = Container {
+        let labels: HashMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Container {
             id: id.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            name: labels
+                .get("nerdctl/name")
+                .cloned()
+                .unwrap_or_else(|| id.into()),
+            labels,
             snapshotter: "overlayfs".into(),
-            spec: Some(Default::default()),
-            runtime: Some(Default::default()),
+            runtime: "io.containerd.runc.v2".into(),
+            spec,
             ..Default::default()
-        };
-        if let Some(any) = ct.spec.as_mut() {
-            any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Spec".into();
-            any.value = serde_json::to_vec(&spec).unwrap();
         }
-        if let Some(rt) = ct.runtime.as_mut() {
-            rt.name = "io.containerd.runc.v2".into();
-        }
-        ct
     }
 
     fn seen(ct: Container, t: TaskInfo) -> Seen {
@@ -1350,30 +1321,6 @@ mod tests {
         );
         assert_eq!(command_line(&args(&["nginx"])), "nginx");
         assert_eq!(command_line(&[]), "");
-    }
-
-    #[test]
-    fn names_come_from_labels() {
-        let s = seen(
-            container("abc", &[("nerdctl/name", "web")], Value::Null),
-            task(TaskState::Running),
-        );
-        assert_eq!(s.name, "web");
-        let k = seen(
-            container(
-                "def",
-                &[
-                    ("io.kubernetes.pod.namespace", "team"),
-                    ("io.kubernetes.pod.name", "nb-0"),
-                    ("io.kubernetes.container.name", "app"),
-                ],
-                Value::Null,
-            ),
-            task(TaskState::Running),
-        );
-        assert_eq!(k.name, "team/nb-0/app");
-        let plain = seen(container("ghi", &[], Value::Null), task(TaskState::None));
-        assert_eq!(plain.name, "ghi");
     }
 
     fn selection(query: &str) -> Result<Selection, ApiError> {
@@ -1564,14 +1511,14 @@ mod tests {
     }
 
     fn entry(id: &str, diff_id: &str, records: &[(&str, i64)]) -> ImageEntry {
-        let manifest: commit_engine::image::Manifest = serde_json::from_value(json!({
+        let manifest: docker_format::image::Manifest = serde_json::from_value(json!({
             "schemaVersion": 2,
             "config": { "mediaType": "application/vnd.oci.image.config.v1+json",
                         "digest": id, "size": 2 },
             "layers": [],
         }))
         .unwrap();
-        let config: commit_engine::image::ImageConfig = serde_json::from_value(json!({
+        let config: docker_format::image::ImageConfig = serde_json::from_value(json!({
             "architecture": "amd64", "os": "linux",
             "config": { "Labels": { "from": "image", "team": "image" } },
             "rootfs": { "type": "layers", "diff_ids": [diff_id] },
@@ -1579,22 +1526,16 @@ mod tests {
         .unwrap();
         let records = records
             .iter()
-            .map(|(name, updated)| {
-                let mut r = commit_engine::containerd_client::services::v1::Image {
-                    name: name.to_string(),
-                    updated_at: Some(Default::default()),
-                    ..Default::default()
-                };
-                if let Some(t) = r.updated_at.as_mut() {
-                    t.seconds = *updated;
-                }
-                r
+            .map(|(name, updated)| commit_engine::ImageRecord {
+                name: name.to_string(),
+                updated_at: Some(*updated),
+                dangling: false,
             })
             .collect();
         ImageEntry {
             id: id.into(),
             records,
-            resolved: std::sync::Arc::new(commit_engine::images::Resolved {
+            resolved: std::sync::Arc::new(commit_engine::Resolved {
                 target: manifest.config.clone(),
                 manifest_descriptor: manifest.config.clone(),
                 manifest,
@@ -1605,10 +1546,7 @@ mod tests {
 
     fn made_at(mut ct: Container, image: &str, created: i64) -> Container {
         ct.image = image.into();
-        ct.created_at = Some(Default::default());
-        if let Some(t) = ct.created_at.as_mut() {
-            t.seconds = created;
-        }
+        ct.created = Some((created, 0));
         ct
     }
 

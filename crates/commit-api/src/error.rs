@@ -4,7 +4,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use commit_engine::Error as EngineError;
+use commit_engine::{Error as EngineError, Kind};
 use tracing::error;
 
 /// An error answered to the client.
@@ -34,7 +34,6 @@ impl ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        use commit_engine::tonic::Code;
         let status = match &e {
             EngineError::ContainerNotFound(id) => {
                 return Self::not_found(format!("No such container: {id}"));
@@ -47,27 +46,20 @@ impl From<EngineError> for ApiError {
                     "multiple IDs found with provided prefix: {prefix}"
                 ));
             }
-            EngineError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            EngineError::InvalidArgument(_) | EngineError::Changes(_) => StatusCode::BAD_REQUEST,
             EngineError::Conflict(_) => StatusCode::CONFLICT,
             EngineError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Cancelled(_) => StatusCode::SERVICE_UNAVAILABLE,
-            EngineError::Containerd { code, .. } => match code {
-                Code::NotFound => StatusCode::NOT_FOUND,
-                Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
-                Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => {
+            EngineError::Containerd { kind, .. } => match kind {
+                Kind::NotFound => StatusCode::NOT_FOUND,
+                Kind::InvalidArgument => StatusCode::BAD_REQUEST,
+                Kind::AlreadyExists | Kind::FailedPrecondition | Kind::Aborted => {
                     StatusCode::CONFLICT
                 }
-                Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                Code::PermissionDenied => StatusCode::FORBIDDEN,
-                Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-                Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-                Code::Ok
-                | Code::ResourceExhausted
-                | Code::Cancelled
-                | Code::Unknown
-                | Code::DeadlineExceeded
-                | Code::Internal
-                | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+                Kind::PermissionDenied => StatusCode::FORBIDDEN,
+                Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
+                Kind::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+                Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
             EngineError::Io { .. } | EngineError::Malformed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -7,11 +7,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use commit_engine::catalog::{self, ImageEntry};
-use commit_engine::containerd_client::services::v1::Container;
-use commit_engine::image::Descriptor;
-use commit_engine::images as records;
-use commit_engine::task::{self, TaskState};
+use commit_engine::{ContainerRecord, Image as ImageEntry, TaskState};
+use docker_format::image::Descriptor;
 use serde_json::{Value, json};
 
 use crate::Api;
@@ -24,8 +21,9 @@ use docker_format::time::unix_seconds as unix_of;
 /// The image a user named, or 404 `No such image: X`.
 pub async fn find(api: &Api, input: &str) -> Result<ImageEntry, ApiError> {
     let image = ImageRef::parse(input)?;
-    let engine = api.engine();
-    catalog::find(engine.containerd(), engine.cache(), &image)
+    api.engine()
+        .images()
+        .find(&image)
         .await
         .map_err(|e| match e {
             commit_engine::Error::ImageNotFound(_) => {
@@ -85,8 +83,7 @@ pub async fn list(State(api): State<Api>, RawQuery(raw): RawQuery) -> Result<Res
         q.get("filters"),
         &["reference", "dangling", "label", "before", "since"],
     )?;
-    let engine = api.engine();
-    let all = catalog::list(engine.containerd(), engine.cache()).await?;
+    let all = api.engine().images().list().await?;
     let dangling = filters.bool("dangling")?;
     let bound = |name: &str| -> Result<Option<i64>, ApiError> {
         match filters.get(name) {
@@ -277,17 +274,7 @@ pub async fn tag(api: &Api, name: &str, raw: Option<&str>) -> Result<Response, A
     let target = reference::repo_tag_reference(q.get("repo"), q.get("tag"))?
         .ok_or_else(|| ApiError::bad_request("repository name must have at least one component"))?;
     let e = find(api, name).await?;
-    let c = api.engine().containerd();
-    // Tagging writes a record only; it needs no lease (the image's content
-    // is already referenced by its other records).
-    {
-        let _turn = api
-            .engine()
-            .locks()
-            .lock(&format!("image:{}", target.full()))
-            .await;
-        records::name_image(c, "", &target.full(), e.target()).await?;
-    }
+    api.engine().images().tag(&e, &target.full()).await?;
     api.events().image("tag", &e.id, &target.familiar());
     Ok((StatusCode::CREATED, "").into_response())
 }
@@ -297,7 +284,7 @@ pub async fn delete(api: &Api, name: &str, raw: Option<&str>) -> Result<Response
     let q = Query::parse(raw);
     let force = bool_value(q.get("force"));
     let e = find(api, name).await?;
-    let c = api.engine().containerd();
+    let store = api.engine().images();
     let named = match ImageRef::parse(name)? {
         ImageRef::Name { name: n, .. } if e.records.iter().any(|r| r.name == n) => Some(n),
         _ => None,
@@ -306,7 +293,7 @@ pub async fn delete(api: &Api, name: &str, raw: Option<&str>) -> Result<Response
     // A name among others: untag it, the image stays.
     if let Some(n) = &named {
         if real.len() > 1 {
-            records::delete(c, n).await?;
+            store.untag(n).await?;
             api.events().image("untag", &e.id, familiar_name(n));
             return Ok(json_response(
                 StatusCode::OK,
@@ -316,10 +303,10 @@ pub async fn delete(api: &Api, name: &str, raw: Option<&str>) -> Result<Response
     }
     // The image itself.
     let short = short_id(&e.id);
-    let users: Vec<Container> = catalog::users(c, &e).await?;
+    let users: Vec<ContainerRecord> = store.users(&e).await?;
     for ct in &users {
-        let state = task::state(c, &ct.id).await?;
-        if matches!(state, TaskState::Running | TaskState::Paused) {
+        let state = api.engine().containers().task(&ct.id).await?.state;
+        if matches!(state, Some(TaskState::Running | TaskState::Paused)) {
             return Err(conflict(
                 &short,
                 true,
@@ -351,8 +338,8 @@ pub async fn delete(api: &Api, name: &str, raw: Option<&str>) -> Result<Response
     }
     let mut out = Vec::new();
     for r in &e.records {
-        records::delete(c, &r.name).await?;
-        if !records::is_dangling(r) {
+        store.untag(&r.name).await?;
+        if !r.dangling {
             api.events().image("untag", &e.id, familiar_name(&r.name));
             out.push(json!({ "Untagged": familiar_name(&r.name) }));
         }

@@ -82,7 +82,7 @@ impl Default for ServerInfo {
                 .unwrap_or("unknown")
                 .to_string(),
             os: std::env::consts::OS.to_string(),
-            arch: commit_engine::image::host_platform().architecture,
+            arch: docker_format::image::host_platform().architecture,
             kernel_version: kernel_version(),
         }
     }

@@ -22,9 +22,9 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use commit_engine::catalog::ImageEntry;
-use commit_engine::content;
-use commit_engine::image::Descriptor;
+use commit_engine::{Blobs, Image as ImageEntry};
+use docker_format::image::Descriptor;
+use futures::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
@@ -52,10 +52,6 @@ fn decode_auth(header: Option<&HeaderValue>) -> Result<RegistryAuth, ApiError> {
         },
     )
 }
-
-/// Bytes read from the content store per chunk pushed (also oci-client's
-/// largest PATCH).
-const CHUNK: i64 = 4 << 20;
 
 /// Where Docker Hub's registry API lives (`docker.io` is only its name).
 const DOCKER_HUB_REGISTRY: &str = "registry-1.docker.io";
@@ -293,9 +289,8 @@ pub async fn push(
             targets.push((t.clone(), entry));
         }
         None => {
-            let engine = api.engine();
             let prefix = format!("{}:", named.name());
-            for e in commit_engine::catalog::list(engine.containerd(), engine.cache()).await? {
+            for e in api.engine().images().list().await? {
                 for n in e.names() {
                     if let Some(t) = n.strip_prefix(&prefix).filter(|t| !t.contains('@')) {
                         targets.push((t.to_string(), e.clone()));
@@ -314,14 +309,14 @@ pub async fn push(
     let auth = decode_auth(headers.get("x-registry-auth"))?;
 
     // Everything must be here before anything is pushed.
-    let c = api.engine().containerd();
+    let blobs = api.engine().blobs();
     for (tag, e) in &targets {
         let r = &e.resolved;
         for d in std::iter::once(&r.manifest.config)
             .chain(&r.manifest.layers)
             .chain([&r.manifest_descriptor])
         {
-            if let Err(err) = content::info(c, &d.digest).await {
+            if let Err(err) = blobs.check(&d.digest).await {
                 return Err(match err.is_not_found() {
                     true => ApiError::internal(format!(
                         "cannot push {}:{tag}: its blob {} is not in the local content store (a base layer never pulled on this node?); nothing was pushed",
@@ -339,9 +334,8 @@ pub async fn push(
     // uploading again.
     let mut sources: HashMap<String, Vec<String>> = HashMap::new();
     {
-        let engine = api.engine();
         let prefix = format!("{}/", named.domain);
-        for e in commit_engine::catalog::list(engine.containerd(), engine.cache()).await? {
+        for e in api.engine().images().list().await? {
             for n in e.names() {
                 let Some(rest) = n.strip_prefix(&prefix) else {
                     continue;
@@ -380,7 +374,7 @@ pub async fn push(
     let job = Job {
         client,
         auth,
-        c: c.clone(),
+        blobs,
         named,
         sources,
         tx,
@@ -420,7 +414,7 @@ type Lines = mpsc::Sender<Result<Bytes, std::io::Error>>;
 struct Job {
     client: Client,
     auth: RegistryAuth,
-    c: commit_engine::Containerd,
+    blobs: Blobs,
     named: Named,
     /// Layer digest → other repositories of the registry that may hold it.
     sources: HashMap<String, Vec<String>>,
@@ -474,7 +468,9 @@ impl Job {
         self.push_blob(&reference, &r.manifest.config, false)
             .await?;
         let digest = &r.manifest_descriptor.digest;
-        let manifest = content::read_blob(&self.c, digest)
+        let manifest = self
+            .blobs
+            .read(digest)
             .await
             .map_err(|err| format!("reading manifest {digest}: {err}"))?;
         let media = HeaderValue::from_str(&r.manifest_descriptor.media_type)
@@ -534,37 +530,28 @@ impl Job {
                 return Ok(Sent::Mounted(repo.clone()));
             }
         }
-        let (c, digest, size) = (self.c.clone(), d.digest.clone(), d.size);
+        let (digest, size) = (d.digest.clone(), d.size);
         let tx = progress.then(|| self.tx.clone());
+        let data = Box::pin(self.blobs.chunks(&d.digest, d.size));
         // Each chunk is sent before the next is asked for: `offset` bytes
         // have reached the registry whenever the stream is polled.
-        let chunks = futures::stream::unfold(0i64, move |offset| {
-            let (c, digest, tx) = (c.clone(), digest.clone(), tx.clone());
+        let chunks = futures::stream::unfold((data, 0i64), move |(mut data, offset)| {
+            let (digest, tx) = (digest.clone(), tx.clone());
             async move {
                 if let (Some(tx), true) = (&tx, offset > 0) {
                     let msg = Message::pushing(&digest, offset, size);
                     if tx.send(Ok(msg.line())).await.is_err() {
-                        return Some((Err(generic("client went away".into())), size));
+                        return Some((Err(generic("client went away".into())), (data, offset)));
                     }
                 }
-                if offset >= size {
-                    return None;
-                }
-                let want = (size - offset).min(CHUNK);
-                match content::read_range(&c, &digest, offset, want).await {
-                    Ok(data) if !data.is_empty() => {
-                        let next = offset + data.len() as i64;
-                        Some((Ok(Bytes::from(data)), next))
+                match data.next().await? {
+                    Ok(bytes) => {
+                        let next = offset + bytes.len() as i64;
+                        Some((Ok(Bytes::from(bytes)), (data, next)))
                     }
-                    Ok(_) => Some((
-                        Err(generic(format!(
-                            "local blob {digest} ended at {offset} of {size} bytes"
-                        ))),
-                        size,
-                    )),
                     Err(e) => Some((
                         Err(generic(format!("reading local blob {digest}: {e}"))),
-                        size,
+                        (data, offset),
                     )),
                 }
             }

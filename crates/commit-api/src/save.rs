@@ -14,9 +14,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use commit_engine::catalog::ImageEntry;
-use commit_engine::content;
-use commit_engine::image::{Descriptor, media_type};
+use commit_engine::Image as ImageEntry;
+use docker_format::image::{Descriptor, media_type};
+use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -25,9 +25,6 @@ use crate::commit::Query;
 use crate::error::ApiError;
 use crate::images;
 use docker_format::reference::{ImageRef, familiar_name};
-
-/// Bytes read from the content store per request.
-const CHUNK: i64 = 4 << 20;
 
 /// `GET /images/get?names=a&names=b`.
 pub async fn save_many(
@@ -75,9 +72,9 @@ pub async fn save(api: &Api, names: Vec<String>) -> Result<Response, ApiError> {
             }
         }
     }
-    let c = api.engine().containerd();
+    let store = api.engine().blobs();
     for d in &blobs {
-        if let Err(e) = content::info(c, &d.digest).await {
+        if let Err(e) = store.check(&d.digest).await {
             let owner = exported
                 .iter()
                 .find(|x| {
@@ -101,7 +98,6 @@ pub async fn save(api: &Api, names: Vec<String>) -> Result<Response, ApiError> {
     let metadata = metadata(&exported)?;
 
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let c = c.clone();
     tokio::spawn(async move {
         let send = |b: Vec<u8>| {
             let tx = tx.clone();
@@ -130,24 +126,13 @@ pub async fn save(api: &Api, names: Vec<String>) -> Result<Response, ApiError> {
             {
                 return;
             }
-            let mut offset = 0i64;
-            while offset < d.size {
-                let want = (d.size - offset).min(CHUNK);
-                match content::read_range(&c, &d.digest, offset, want).await {
-                    Ok(data) if !data.is_empty() => {
-                        offset += data.len() as i64;
-                        if tx.send(Ok(Bytes::from(data))).await.is_err() {
+            let mut data = std::pin::pin!(store.chunks(&d.digest, d.size));
+            while let Some(chunk) = data.next().await {
+                match chunk {
+                    Ok(bytes) => {
+                        if tx.send(Ok(Bytes::from(bytes))).await.is_err() {
                             return; // the client hung up
                         }
-                    }
-                    Ok(_) => {
-                        let _ = tx
-                            .send(Err(std::io::Error::other(format!(
-                                "blob {} ended early",
-                                d.digest
-                            ))))
-                            .await;
-                        return;
                     }
                     Err(e) => {
                         let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;

@@ -217,7 +217,7 @@ fn record_activity(api: &Api) {
     let id = format!("sha256:{}", "a".repeat(64));
     let done = commit_engine::Committed {
         image_id: id.clone(),
-        manifest: commit_engine::image::Descriptor {
+        manifest: docker_format::image::Descriptor {
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             digest: format!("sha256:{}", "b".repeat(64)),
             size: 424,

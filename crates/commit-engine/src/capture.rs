@@ -103,6 +103,7 @@ pub fn is_opaque(xattrs: &[(OsString, Vec<u8>)]) -> bool {
 }
 
 /// Whether a stat describes an overlay whiteout: a 0/0 character device.
+#[cfg(test)]
 pub fn is_whiteout(st: &Stat) -> bool {
     FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
 }

@@ -11,30 +11,54 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use containerd_client::services::v1::{Container, Image as Record};
+use containerd_client::services::v1::Image as Record;
+use docker_format::image::{Descriptor, ImageConfig, Manifest, host_platform};
 use docker_format::reference::ImageRef;
 
 use crate::client::Containerd;
+use crate::container::ContainerRecord;
 use crate::error::{Error, Result};
-use crate::image::{Descriptor, ImageConfig, Manifest, host_platform};
 use crate::images::{self, Resolved};
+use crate::keyed::{Key, KeyedLocks};
 
 /// One image: a config digest and the records naming it.
 #[derive(Debug, Clone)]
-pub struct ImageEntry {
+pub struct Image {
     /// `sha256:…` of the config.
     pub id: String,
     /// The records pointing at it, names sorted; dangling ones included.
-    pub records: Vec<Record>,
+    pub records: Vec<ImageRecord>,
     pub resolved: Arc<Resolved>,
 }
 
-impl ImageEntry {
+/// One name of an image, as containerd keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRecord {
+    /// The normalized name (`docker.io/library/app:1`), or Docker's
+    /// `moby-dangling@<manifest digest>` for an untagged image.
+    pub name: String,
+    /// When the record last changed (unix seconds).
+    pub updated_at: Option<i64>,
+    /// A `moby-dangling@…` record: the image has no name of its own here.
+    pub dangling: bool,
+}
+
+impl ImageRecord {
+    fn of(r: &Record) -> Self {
+        Self {
+            name: r.name.clone(),
+            updated_at: r.updated_at.as_ref().map(|t| t.seconds),
+            dangling: images::is_dangling(r),
+        }
+    }
+}
+
+impl Image {
     /// The record names that are real names (not `moby-dangling@…`).
     pub fn names(&self) -> Vec<&str> {
         self.records
             .iter()
-            .filter(|r| !images::is_dangling(r))
+            .filter(|r| !r.dangling)
             .map(|r| r.name.as_str())
             .collect()
     }
@@ -65,16 +89,13 @@ impl ImageEntry {
 
     /// The newest update of any of its records, in seconds.
     pub fn last_tagged(&self) -> Option<i64> {
-        self.records
-            .iter()
-            .filter_map(|r| r.updated_at.as_ref().map(|t| t.seconds))
-            .max()
+        self.records.iter().filter_map(|r| r.updated_at).max()
     }
 }
 
 /// Resolved manifests and configs, by record target digest.
 #[derive(Default, Clone)]
-pub struct Cache {
+pub(crate) struct Cache {
     inner: Arc<Mutex<HashMap<String, Arc<Resolved>>>>,
 }
 
@@ -118,7 +139,7 @@ impl Cache {
 
 /// Every image of the namespace, oldest first. Records whose content is
 /// missing or foreign (another platform only, not an image) are left out.
-pub async fn list(c: &Containerd, cache: &Cache) -> Result<Vec<ImageEntry>> {
+async fn list(c: &Containerd, cache: &Cache) -> Result<Vec<Image>> {
     let records = images::list(c, Vec::new()).await?;
     // The whole store is in hand: forget what is no longer in it, so the
     // cache follows the store's size rather than every image ever seen.
@@ -131,8 +152,8 @@ pub async fn list(c: &Containerd, cache: &Cache) -> Result<Vec<ImageEntry>> {
     group(c, cache, records).await
 }
 
-async fn group(c: &Containerd, cache: &Cache, records: Vec<Record>) -> Result<Vec<ImageEntry>> {
-    let mut by_id: BTreeMap<String, ImageEntry> = BTreeMap::new();
+async fn group(c: &Containerd, cache: &Cache, records: Vec<Record>) -> Result<Vec<Image>> {
+    let mut by_id: BTreeMap<String, Image> = BTreeMap::new();
     for record in records {
         let resolved = match cache.resolve(c, &record).await {
             Ok(r) => r,
@@ -145,15 +166,15 @@ async fn group(c: &Containerd, cache: &Cache, records: Vec<Record>) -> Result<Ve
         let id = resolved.manifest.config.digest.clone();
         by_id
             .entry(id.clone())
-            .or_insert_with(|| ImageEntry {
+            .or_insert_with(|| Image {
                 id,
                 records: Vec::new(),
                 resolved,
             })
             .records
-            .push(record);
+            .push(ImageRecord::of(&record));
     }
-    let mut out: Vec<ImageEntry> = by_id.into_values().collect();
+    let mut out: Vec<Image> = by_id.into_values().collect();
     for e in &mut out {
         e.records.sort_by(|a, b| a.name.cmp(&b.name));
     }
@@ -168,7 +189,7 @@ async fn group(c: &Containerd, cache: &Cache, records: Vec<Record>) -> Result<Ve
 
 /// Finds one image as Docker does: a name (falling back to the short ID
 /// it may also be), a full ID, or a unique ID prefix.
-pub async fn find(c: &Containerd, cache: &Cache, image: &ImageRef) -> Result<ImageEntry> {
+async fn find(c: &Containerd, cache: &Cache, image: &ImageRef) -> Result<Image> {
     match image {
         ImageRef::Name { name, or_id_prefix } => {
             if let Some(record) = images::get(c, name).await? {
@@ -195,12 +216,12 @@ pub async fn find(c: &Containerd, cache: &Cache, image: &ImageRef) -> Result<Ima
     }
 }
 
-async fn by_prefix(c: &Containerd, cache: &Cache, prefix: &str) -> Result<ImageEntry> {
+async fn by_prefix(c: &Containerd, cache: &Cache, prefix: &str) -> Result<Image> {
     let hex = prefix.strip_prefix("sha256:").unwrap_or(prefix);
     if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Error::ImageNotFound(prefix.to_string()));
     }
-    let mut found: Vec<ImageEntry> = list(c, cache)
+    let mut found: Vec<Image> = list(c, cache)
         .await?
         .into_iter()
         .filter(|e| e.id.trim_start_matches("sha256:").starts_with(hex))
@@ -216,7 +237,7 @@ async fn by_prefix(c: &Containerd, cache: &Cache, prefix: &str) -> Result<ImageE
 
 /// The containers whose root filesystem is built on `image`: their image
 /// record names it, or their snapshot's parent is its top snapshot.
-pub async fn users(c: &Containerd, image: &ImageEntry) -> Result<Vec<Container>> {
+async fn users(c: &Containerd, image: &Image) -> Result<Vec<ContainerRecord>> {
     let chain = image.resolved.chain_id();
     let names: Vec<&str> = image.records.iter().map(|r| r.name.as_str()).collect();
     let mut out = Vec::new();
@@ -231,11 +252,7 @@ pub async fn users(c: &Containerd, image: &ImageEntry) -> Result<Vec<Container>>
                 (Some(chain), false) => {
                     let sn = crate::snapshot::Snapshots::new(
                         c,
-                        if ct.snapshotter.is_empty() {
-                            "overlayfs"
-                        } else {
-                            &ct.snapshotter
-                        },
+                        crate::container::snapshotter_of(&ct.snapshotter),
                     );
                     sn.stat(&ct.snapshot_key)
                         .await
@@ -245,8 +262,53 @@ pub async fn users(c: &Containerd, image: &ImageEntry) -> Result<Vec<Container>>
                 _ => false,
             };
         if by_name || by_snapshot {
-            out.push(ct);
+            out.push(ContainerRecord::of(ct));
         }
     }
     Ok(out)
+}
+
+/// The image store of the engine's namespace, as Docker users see it.
+/// Every change of a name takes that name's lock, the one commits take
+/// when they name their image: writers of one name take turns.
+pub struct ImageStore<'a> {
+    pub(crate) c: &'a Containerd,
+    pub(crate) cache: &'a Cache,
+    pub(crate) locks: &'a KeyedLocks,
+}
+
+impl ImageStore<'_> {
+    /// Every image, oldest first. Records whose content is missing or
+    /// foreign (another platform only, not an image) are left out.
+    pub async fn list(&self) -> Result<Vec<Image>> {
+        list(self.c, self.cache).await
+    }
+
+    /// The image a user named: by name (then the short ID it may also
+    /// be), full ID or unique ID prefix (ambiguous: `InvalidArgument`).
+    pub async fn find(&self, image: &ImageRef) -> Result<Image> {
+        find(self.c, self.cache, image).await
+    }
+
+    /// Points `name` at `image` (`docker tag`). Tagging writes a record
+    /// only; it needs no lease (the content is referenced by the image's
+    /// other records).
+    pub async fn tag(&self, image: &Image, name: &str) -> Result<()> {
+        let _turn = self.locks.lock(Key::Image(name)).await;
+        images::name_image(self.c, "", name, image.target()).await
+    }
+
+    /// Removes the record `name` (one name of an image, or its dangling
+    /// record); the content goes with the last reference.
+    pub async fn untag(&self, name: &str) -> Result<()> {
+        let _turn = self.locks.lock(Key::Image(name)).await;
+        images::delete(self.c, name).await
+    }
+
+    /// The containers whose root filesystem is built on `image`: their
+    /// image record names it, or their snapshot's parent is its top
+    /// snapshot.
+    pub async fn users(&self, image: &Image) -> Result<Vec<ContainerRecord>> {
+        users(self.c, image).await
+    }
 }

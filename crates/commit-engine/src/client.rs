@@ -89,7 +89,7 @@ impl Containerd {
     }
 
     /// A request in this namespace.
-    pub fn request<T>(&self, msg: T) -> Request<T> {
+    pub(crate) fn request<T>(&self, msg: T) -> Request<T> {
         let mut req = Request::new(msg);
         // Validated in the constructor: namespaces are ASCII.
         if let Ok(v) = MetadataValue::try_from(self.namespace.as_str()) {
@@ -100,7 +100,7 @@ impl Containerd {
 
     /// A request in this namespace whose new resources belong to `lease`
     /// (none when `lease` is empty).
-    pub fn leased<T>(&self, msg: T, lease: &str) -> Request<T> {
+    pub(crate) fn leased<T>(&self, msg: T, lease: &str) -> Request<T> {
         let mut req = self.request(msg);
         if lease.is_empty() {
             return req;
@@ -116,33 +116,33 @@ impl Containerd {
         Error::status(op, &self.socket, s)
     }
 
-    pub fn containers(&self) -> ContainersClient<Channel> {
+    pub(crate) fn containers(&self) -> ContainersClient<Channel> {
         ContainersClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
-    pub fn tasks(&self) -> TasksClient<Channel> {
+    pub(crate) fn tasks(&self) -> TasksClient<Channel> {
         TasksClient::new(self.channel.clone())
     }
-    pub fn snapshots(&self) -> SnapshotsClient<Channel> {
+    pub(crate) fn snapshots(&self) -> SnapshotsClient<Channel> {
         SnapshotsClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
-    pub fn diff(&self) -> DiffClient<Channel> {
+    pub(crate) fn diff(&self) -> DiffClient<Channel> {
         DiffClient::new(self.channel.clone())
     }
-    pub fn content(&self) -> ContentClient<Channel> {
+    pub(crate) fn content(&self) -> ContentClient<Channel> {
         ContentClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }
-    pub fn images(&self) -> ImagesClient<Channel> {
+    pub(crate) fn images(&self) -> ImagesClient<Channel> {
         ImagesClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
-    pub fn leases(&self) -> LeasesClient<Channel> {
+    pub(crate) fn leases(&self) -> LeasesClient<Channel> {
         LeasesClient::new(self.channel.clone())
     }
-    pub fn version(&self) -> VersionClient<Channel> {
+    pub(crate) fn version(&self) -> VersionClient<Channel> {
         VersionClient::new(self.channel.clone())
     }
-    pub fn introspection(&self) -> IntrospectionClient<Channel> {
+    pub(crate) fn introspection(&self) -> IntrospectionClient<Channel> {
         IntrospectionClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
 

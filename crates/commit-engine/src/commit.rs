@@ -5,6 +5,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::Container;
+use docker_format::changes::Changes;
+use docker_format::merge;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
@@ -14,8 +16,8 @@ use crate::container;
 use crate::content;
 use crate::diff::{self, Layer};
 use crate::error::{Error, Result};
-use crate::image::{self, Descriptor, History, ImageConfig, Manifest, RunConfig, media_type};
 use crate::images::{self, Resolved};
+use crate::keyed::Key;
 use crate::layer;
 use crate::lease::Lease;
 use crate::overlay;
@@ -23,13 +25,9 @@ use crate::snapshot::{self, Snapshots};
 use crate::tarball;
 use crate::task::{self, TaskState};
 use crate::{Compression, EngineConfig};
-
-/// Computes the child's run config from the parent's (`None` for an image
-/// built `FROM scratch`). The API layer supplies it: it knows Docker's
-/// rules for the request body and `changes`. An `Err` is the caller's
-/// mistake and aborts the commit before anything is paused or written.
-pub type ConfigFn =
-    Box<dyn FnOnce(Option<&RunConfig>) -> std::result::Result<RunConfig, String> + Send>;
+use docker_format::image::{
+    self, Descriptor, History, ImageConfig, Manifest, RunConfig, media_type,
+};
 
 /// What to commit and how.
 pub struct CommitRequest {
@@ -45,8 +43,13 @@ pub struct CommitRequest {
     pub pause: bool,
     /// `None`: the engine's configured default.
     pub compression: Option<Compression>,
-    /// `None`: the parent's config as it is.
-    pub config: Option<ConfigFn>,
+    /// The request body's config (Docker's `container.Config`); `None`:
+    /// the parent's.
+    pub config: Option<RunConfig>,
+    /// Dockerfile instructions applied to the config, then completed from
+    /// the parent's (Docker's `merge`). A change that cannot be applied
+    /// aborts the commit before anything is paused or written.
+    pub changes: Changes,
 }
 
 /// How the layer was captured.
@@ -184,23 +187,13 @@ impl Committer<'_> {
                 ct.id
             )));
         }
-        let sn = Snapshots::new(
-            c,
-            if ct.snapshotter.is_empty() {
-                "overlayfs"
-            } else {
-                &ct.snapshotter
-            },
-        );
+        let sn = Snapshots::new(c, container::snapshotter_of(&ct.snapshotter));
         let info = sn.stat(&ct.snapshot_key).await?;
         let parent = load_parent(c, &ct, &info.parent).await?;
 
         // The caller's config first: a bad one costs nothing.
         let parent_run = parent.as_ref().and_then(|p| p.config.config.as_ref());
-        let run_config = match req.config {
-            Some(f) => f(parent_run).map_err(Error::InvalidArgument)?,
-            None => parent_run.cloned().unwrap_or_default(),
-        };
+        let run_config = merge::commit_config(parent_run, req.config, &req.changes)?;
         let codec = self
             .cfg
             .codec(req.compression.unwrap_or(self.cfg.compression));
@@ -278,7 +271,7 @@ impl Committer<'_> {
         let captured = {
             // Two captures of one container at once would pause and resume
             // it under each other: they take turns.
-            let _turn = self.locks.lock(&format!("container:{}", src.ct.id)).await;
+            let _turn = self.locks.lock(Key::Container(&src.ct.id)).await;
             self.capture(lease, src, codec).await?
         };
         let mut phases = Phases {
@@ -331,11 +324,11 @@ impl Committer<'_> {
                 .clone()
                 .unwrap_or_else(|| images::dangling_name(&manifest.digest));
             {
-                let _turn = self.locks.lock(&format!("image:{name}")).await;
+                let _turn = self.locks.lock(Key::Image(&name)).await;
                 images::name_image(c, &lease.id(), &name, &manifest).await?;
             }
             phases.image = image_started.elapsed();
-            Ok((config_digest, manifest, name))
+            Ok::<_, Error>((config_digest, manifest, name))
         }
         .await;
         if result.is_err() {

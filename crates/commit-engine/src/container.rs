@@ -1,8 +1,9 @@
 //! Finding a container the way Docker users name one: full ID, name, or a
 //! unique ID prefix; and reading what a commit needs from its record.
 
+use std::collections::HashMap;
+
 use containerd_client::services::v1::{Container, GetContainerRequest, ListContainersRequest};
-use tonic::Code;
 
 use crate::client::Containerd;
 use crate::error::{Error, Result};
@@ -19,13 +20,13 @@ pub const K8S_POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 /// Resolves `query` as Docker does: an exact ID, then an exact name, then a
 /// unique ID prefix. Kubernetes containers also answer to
 /// `<pod>/<container>` and `<pod-namespace>/<pod>/<container>`.
-pub async fn resolve(c: &Containerd, query: &str) -> Result<Container> {
+pub(crate) async fn resolve(c: &Containerd, query: &str) -> Result<Container> {
     if query.is_empty() {
         return Err(Error::ContainerNotFound(String::new()));
     }
     match get(c, query).await {
         Ok(found) => return Ok(found),
-        Err(e) if e.code() == Some(Code::NotFound) => {}
+        Err(e) if e.kind() == Some(crate::error::Kind::NotFound) => {}
         Err(e) => return Err(e),
     }
     let all = list(c, Vec::new()).await?;
@@ -71,7 +72,7 @@ fn answers_to_name(ct: &Container, query: &str) -> bool {
 
 /// The name users know a container by: nerdctl's name label, Kubernetes'
 /// `namespace/pod/container`, or its ID.
-pub fn display_name(ct: &Container) -> String {
+pub(crate) fn display_name(ct: &Container) -> String {
     let label = |k: &str| ct.labels.get(k).map(String::as_str);
     if let Some(n) = label(NAME_LABEL) {
         return n.to_string();
@@ -85,7 +86,7 @@ pub fn display_name(ct: &Container) -> String {
     ct.id.clone()
 }
 
-pub async fn get(c: &Containerd, id: &str) -> Result<Container> {
+async fn get(c: &Containerd, id: &str) -> Result<Container> {
     let req = c.request(GetContainerRequest { id: id.to_string() });
     let resp = c
         .containers()
@@ -97,7 +98,7 @@ pub async fn get(c: &Containerd, id: &str) -> Result<Container> {
         .ok_or_else(|| Error::ContainerNotFound(id.to_string()))
 }
 
-pub async fn list(c: &Containerd, filters: Vec<String>) -> Result<Vec<Container>> {
+pub(crate) async fn list(c: &Containerd, filters: Vec<String>) -> Result<Vec<Container>> {
     let req = c.request(ListContainersRequest { filters });
     let resp = c
         .containers()
@@ -109,7 +110,7 @@ pub async fn list(c: &Containerd, filters: Vec<String>) -> Result<Vec<Container>
 
 /// The container's process arguments from its OCI runtime spec: what Docker
 /// records as the history entry's `created_by`.
-pub fn process_args(ct: &Container) -> Vec<String> {
+pub(crate) fn process_args(ct: &Container) -> Vec<String> {
     let Some(spec) = &ct.spec else {
         return Vec::new();
     };
@@ -124,6 +125,93 @@ pub fn process_args(ct: &Container) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A container as the engine shows it: containerd's record, in the
+/// engine's words.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerRecord {
+    pub id: String,
+    /// The name users know it by (see [`display_name`]).
+    pub name: String,
+    /// Its image record's name ("" for a container without one).
+    pub image: String,
+    pub labels: HashMap<String, String>,
+    /// Unix seconds and nanoseconds of its creation.
+    pub created: Option<(i64, i32)>,
+    pub snapshotter: String,
+    pub snapshot_key: String,
+    /// The runtime's name (`io.containerd.runc.v2`).
+    pub runtime: String,
+    /// Its OCI runtime spec as JSON (`Null` when it has none or it is not JSON).
+    pub spec: serde_json::Value,
+}
+
+impl ContainerRecord {
+    pub(crate) fn of(ct: Container) -> Self {
+        let spec = ct
+            .spec
+            .as_ref()
+            .and_then(|s| serde_json::from_slice(&s.value).ok())
+            .unwrap_or(serde_json::Value::Null);
+        Self {
+            name: display_name(&ct),
+            created: ct.created_at.map(|t| (t.seconds, t.nanos)),
+            runtime: ct.runtime.map(|r| r.name).unwrap_or_default(),
+            id: ct.id,
+            image: ct.image,
+            labels: ct.labels,
+            snapshotter: ct.snapshotter,
+            snapshot_key: ct.snapshot_key,
+            spec,
+        }
+    }
+}
+
+/// The containers of the engine's namespace, read only.
+pub struct Containers<'a> {
+    pub(crate) c: &'a Containerd,
+}
+
+impl Containers<'_> {
+    pub async fn list(&self) -> Result<Vec<ContainerRecord>> {
+        Ok(list(self.c, Vec::new())
+            .await?
+            .into_iter()
+            .map(ContainerRecord::of)
+            .collect())
+    }
+
+    /// The container a user named (see [`resolve`]).
+    pub async fn resolve(&self, query: &str) -> Result<ContainerRecord> {
+        resolve(self.c, query).await.map(ContainerRecord::of)
+    }
+
+    /// Its task (no task: `state` is [`TaskState::None`]).
+    ///
+    /// [`TaskState::None`]: crate::task::TaskState::None
+    pub async fn task(&self, id: &str) -> Result<crate::task::TaskInfo> {
+        crate::task::info(self.c, id).await
+    }
+
+    /// The parent of its snapshot: the chain ID of the layers it stands on
+    /// (none when it cannot be read).
+    pub async fn snapshot_parent(&self, ct: &ContainerRecord) -> Option<String> {
+        if ct.snapshot_key.is_empty() {
+            return None;
+        }
+        crate::snapshot::Snapshots::new(self.c, snapshotter_of(&ct.snapshotter))
+            .stat(&ct.snapshot_key)
+            .await
+            .ok()
+            .map(|i| i.parent)
+            .filter(|p| !p.is_empty())
+    }
+}
+
+/// A container's snapshotter: containerd's default when it names none.
+pub(crate) fn snapshotter_of(name: &str) -> &str {
+    if name.is_empty() { "overlayfs" } else { name }
 }
 
 #[cfg(test)]
@@ -160,6 +248,21 @@ mod tests {
         assert!(!answers_to_name(&k, "app"));
         let sandbox = ct("ghi", &[(K8S_POD_NAME_LABEL, "nb-0")]);
         assert!(!answers_to_name(&sandbox, "nb-0/app"));
+    }
+
+    #[test]
+    fn records_are_named_as_users_know_them() {
+        let named = |labels: &[(&str, &str)]| ContainerRecord::of(ct("abc", labels)).name;
+        assert_eq!(named(&[(NAME_LABEL, "web")]), "web");
+        assert_eq!(
+            named(&[
+                (K8S_POD_NAMESPACE_LABEL, "team"),
+                (K8S_POD_NAME_LABEL, "nb-0"),
+                (K8S_CONTAINER_NAME_LABEL, "app"),
+            ]),
+            "team/nb-0/app"
+        );
+        assert_eq!(named(&[]), "abc");
     }
 
     #[test]

@@ -16,18 +16,18 @@ use crate::error::{Error, Result};
 
 /// Manifests, indexes and configs larger than this are refused: they are
 /// JSON documents, and a bigger one is not something to hold in memory.
-pub const MAX_METADATA_BLOB: i64 = 8 << 20;
+pub(crate) const MAX_METADATA_BLOB: i64 = 8 << 20;
 
 /// Chunk size of content writes, well under gRPC's 16 MiB message limit.
-pub const WRITE_CHUNK: usize = 1 << 20;
+pub(crate) const WRITE_CHUNK: usize = 1 << 20;
 
 /// `sha256:<hex>` of some bytes.
-pub fn sha256_digest(bytes: &[u8]) -> String {
+pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// Reads a whole blob that is expected to be small metadata.
-pub async fn read_blob(c: &Containerd, digest: &str) -> Result<Vec<u8>> {
+pub(crate) async fn read_blob(c: &Containerd, digest: &str) -> Result<Vec<u8>> {
     let info = info(c, digest).await?;
     if info.size > MAX_METADATA_BLOB {
         return Err(Error::Malformed(format!(
@@ -39,7 +39,12 @@ pub async fn read_blob(c: &Containerd, digest: &str) -> Result<Vec<u8>> {
 }
 
 /// Reads `size` bytes at `offset` of a blob (`size` 0: to the end).
-pub async fn read_range(c: &Containerd, digest: &str, offset: i64, size: i64) -> Result<Vec<u8>> {
+pub(crate) async fn read_range(
+    c: &Containerd,
+    digest: &str,
+    offset: i64,
+    size: i64,
+) -> Result<Vec<u8>> {
     let req = c.request(ReadContentRequest {
         digest: digest.to_string(),
         offset,
@@ -59,7 +64,7 @@ pub async fn read_range(c: &Containerd, digest: &str, offset: i64, size: i64) ->
     Ok(out)
 }
 
-pub async fn info(c: &Containerd, digest: &str) -> Result<Info> {
+pub(crate) async fn info(c: &Containerd, digest: &str) -> Result<Info> {
     let req = c.request(InfoRequest {
         digest: digest.to_string(),
     });
@@ -75,7 +80,7 @@ pub async fn info(c: &Containerd, digest: &str) -> Result<Info> {
 
 /// Writes a blob held in memory under `lease`, with `labels`. A blob that is
 /// already in the store gets the labels added and is attached to the lease.
-pub async fn write_blob(
+pub(crate) async fn write_blob(
     c: &Containerd,
     lease: &str,
     reference: &str,
@@ -115,7 +120,7 @@ pub async fn write_blob(
 }
 
 /// Adds labels to a blob's existing ones.
-pub async fn add_labels(
+pub(crate) async fn add_labels(
     c: &Containerd,
     digest: &str,
     labels: HashMap<String, String>,
@@ -140,11 +145,67 @@ pub async fn add_labels(
 }
 
 /// Deletes a blob's record in this namespace; failures are logged.
-pub async fn delete(c: &Containerd, digest: &str) {
+pub(crate) async fn delete(c: &Containerd, digest: &str) {
     let req = c.request(DeleteContentRequest {
         digest: digest.to_string(),
     });
     if let Err(s) = c.content().delete(req).await {
         tracing::warn!(%digest, cause = %s.message(), "could not delete content record");
+    }
+}
+
+/// Bytes read per call when a blob is streamed.
+const READ_CHUNK: i64 = 4 << 20;
+
+/// Reading blobs of the content store (`docker push`, `docker save`).
+/// Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Blobs {
+    pub(crate) c: Containerd,
+}
+
+impl Blobs {
+    /// `Ok` when the blob is in the content store (`is_not_found` when not).
+    pub async fn check(&self, digest: &str) -> Result<()> {
+        info(&self.c, digest).await.map(|_| ())
+    }
+
+    /// A whole small blob (a manifest, an index, a config).
+    pub async fn read(&self, digest: &str) -> Result<Vec<u8>> {
+        read_blob(&self.c, digest).await
+    }
+
+    /// A blob of `size` bytes, in chunks of a few MiB, each read when the
+    /// previous one has been taken; a blob shorter than `size` ends with
+    /// an error.
+    pub fn chunks(
+        &self,
+        digest: &str,
+        size: i64,
+    ) -> impl futures::Stream<Item = Result<Vec<u8>>> + Send + 'static {
+        let (c, digest) = (self.c.clone(), digest.to_string());
+        futures::stream::unfold(Some(0i64), move |offset| {
+            let (c, digest) = (c.clone(), digest.clone());
+            async move {
+                let offset = offset?;
+                if offset >= size {
+                    return None;
+                }
+                let want = (size - offset).min(READ_CHUNK);
+                match read_range(&c, &digest, offset, want).await {
+                    Ok(data) if !data.is_empty() => {
+                        let next = offset + data.len() as i64;
+                        Some((Ok(data), Some(next)))
+                    }
+                    Ok(_) => Some((
+                        Err(Error::Malformed(format!(
+                            "blob {digest} ended at {offset} of {size} bytes"
+                        ))),
+                        None,
+                    )),
+                    Err(e) => Some((Err(e), None)),
+                }
+            }
+        })
     }
 }

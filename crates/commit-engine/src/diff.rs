@@ -12,8 +12,8 @@ use tracing::{debug, instrument};
 use crate::client::Containerd;
 use crate::content;
 use crate::error::{Error, Result};
-use crate::image::{Descriptor, media_type};
 use crate::snapshot::{Snapshots, UNPACK_PREFIX};
+use docker_format::image::Descriptor;
 
 /// The label containerd's differ puts on a layer blob: the digest of the
 /// uncompressed tar, i.e. the layer's diff ID.
@@ -186,13 +186,4 @@ pub async fn apply(
         sn.remove_quietly(&key).await;
     }
     result
-}
-
-/// The media type the diff service is asked for, for a compression.
-pub fn service_media_type(gzip: bool) -> &'static str {
-    if gzip {
-        media_type::OCI_LAYER_GZIP
-    } else {
-        media_type::OCI_LAYER_TAR
-    }
 }

@@ -43,9 +43,13 @@ pub enum Error {
     #[error("containerd {op}: {message}")]
     Containerd {
         op: &'static str,
-        code: Code,
+        kind: Kind,
         message: String,
     },
+
+    /// The caller's `changes` (or config) cannot be applied.
+    #[error(transparent)]
+    Changes(#[from] docker_format::changes::ChangeError),
 
     /// The commit was cancelled (daemon shutting down) and rolled back.
     #[error("commit cancelled: {0}")]
@@ -64,6 +68,48 @@ pub enum Error {
     Malformed(String),
 }
 
+/// What kind of failure containerd reported: its gRPC status code, in the
+/// engine's words (callers never see gRPC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    NotFound,
+    AlreadyExists,
+    /// The object is not in a state that allows the call.
+    FailedPrecondition,
+    /// The call raced another (a transaction was aborted).
+    Aborted,
+    /// containerd refused an argument (also: out of range).
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+    Unimplemented,
+    /// Anything else: containerd failed.
+    Internal,
+}
+
+impl From<Code> for Kind {
+    fn from(code: Code) -> Self {
+        match code {
+            Code::NotFound => Kind::NotFound,
+            Code::AlreadyExists => Kind::AlreadyExists,
+            Code::FailedPrecondition => Kind::FailedPrecondition,
+            Code::Aborted => Kind::Aborted,
+            Code::InvalidArgument | Code::OutOfRange => Kind::InvalidArgument,
+            Code::PermissionDenied => Kind::PermissionDenied,
+            Code::Unauthenticated => Kind::Unauthenticated,
+            Code::Unimplemented => Kind::Unimplemented,
+            Code::Ok
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Unavailable
+            | Code::Internal
+            | Code::DataLoss => Kind::Internal,
+        }
+    }
+}
+
 impl Error {
     /// Turns a gRPC status from containerd into an error, naming the call.
     pub(crate) fn status(op: &'static str, socket: &std::path::Path, s: tonic::Status) -> Self {
@@ -75,7 +121,7 @@ impl Error {
         }
         Error::Containerd {
             op,
-            code: s.code(),
+            kind: s.code().into(),
             message: s.message().to_string(),
         }
     }
@@ -87,25 +133,20 @@ impl Error {
         }
     }
 
-    /// The gRPC code behind a containerd error, when there is one.
-    pub fn code(&self) -> Option<Code> {
+    /// The kind of a containerd failure, when this is one.
+    pub(crate) fn kind(&self) -> Option<Kind> {
         match self {
-            Error::Containerd { code, .. } => Some(*code),
-            Error::Unavailable { .. } => Some(Code::Unavailable),
+            Error::Containerd { kind, .. } => Some(*kind),
             _ => None,
         }
     }
 
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::ContainerNotFound(_) | Error::ImageNotFound(_))
-            || self.code() == Some(Code::NotFound)
+            || self.kind() == Some(Kind::NotFound)
     }
 
-    pub fn is_already_exists(&self) -> bool {
-        self.code() == Some(Code::AlreadyExists)
-    }
-
-    pub fn is_unavailable(&self) -> bool {
+    pub(crate) fn is_unavailable(&self) -> bool {
         matches!(self, Error::Unavailable { .. })
     }
 }

@@ -16,7 +16,7 @@ use tracing::debug;
 
 use crate::client::Containerd;
 use crate::error::{Error, Result};
-use crate::image::Descriptor;
+use docker_format::image::Descriptor;
 
 const DANGLING_PREFIX: &str = "moby-dangling@";
 
@@ -214,27 +214,20 @@ async fn drop_dangling(c: &Containerd, digest: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Resolves an image record by name, or returns `ImageNotFound`.
-pub async fn must_get(c: &Containerd, name: &str) -> Result<Image> {
-    get(c, name)
-        .await?
-        .ok_or_else(|| Error::ImageNotFound(name.to_string()))
-}
-
 /// An image's manifest and config, as read from the content store.
 #[derive(Debug, Clone)]
 pub struct Resolved {
     /// The record's target (a manifest, or an index the manifest was picked from).
     pub target: Descriptor,
     pub manifest_descriptor: Descriptor,
-    pub manifest: crate::image::Manifest,
-    pub config: crate::image::ImageConfig,
+    pub manifest: docker_format::image::Manifest,
+    pub config: docker_format::image::ImageConfig,
 }
 
 impl Resolved {
     /// The chain ID of the image's layers: the name of its unpacked snapshot.
     pub fn chain_id(&self) -> Option<String> {
-        crate::image::chain_id(&self.config.rootfs.diff_ids)
+        docker_format::image::chain_id(&self.config.rootfs.diff_ids)
     }
 }
 
@@ -255,9 +248,9 @@ pub fn from_proto(d: &ProtoDescriptor) -> Descriptor {
 pub async fn resolve(
     c: &Containerd,
     img: &Image,
-    platform: &crate::image::Platform,
+    platform: &docker_format::image::Platform,
 ) -> Result<Resolved> {
-    use crate::image::{ImageConfig, Index, Manifest, media_type as mt};
+    use docker_format::image::{ImageConfig, Index, Manifest, media_type as mt};
     let target = img
         .target
         .as_ref()
@@ -284,7 +277,7 @@ pub async fn resolve(
                 .find(|m| {
                     m.platform
                         .as_ref()
-                        .is_some_and(|p| crate::image::platform_matches(p, platform))
+                        .is_some_and(|p| docker_format::image::platform_matches(p, platform))
                 })
                 .or_else(|| index.manifests.iter().find(|m| m.platform.is_none()))
                 .ok_or_else(|| {

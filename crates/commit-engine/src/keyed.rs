@@ -7,14 +7,34 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
+/// What a lock guards. Every writer of an image name (commits naming
+/// their image, tag, untag, delete) takes [`Key::Image`] of that name;
+/// every capture of a container takes [`Key::Container`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Key<'a> {
+    Container(&'a str),
+    Image(&'a str),
+}
+
+impl Key<'_> {
+    fn text(&self) -> String {
+        match self {
+            Key::Container(id) => format!("container:{id}"),
+            Key::Image(name) => format!("image:{name}"),
+        }
+    }
+}
+
 #[derive(Default, Clone)]
-pub struct KeyedLocks {
+pub(crate) struct KeyedLocks {
     map: Arc<Mutex<HashMap<String, Weak<AsyncMutex<()>>>>>,
 }
 
 impl KeyedLocks {
     /// Waits for the lock of `key`; released when the guard drops.
-    pub async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
+    pub(crate) async fn lock(&self, key: Key<'_>) -> OwnedMutexGuard<()> {
+        let key = key.text();
+        let key = key.as_str();
         let m = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
             // Forget locks nobody holds any more, so the map stays small.
@@ -39,14 +59,16 @@ mod tests {
     #[tokio::test]
     async fn same_key_waits_other_keys_do_not() {
         let locks = KeyedLocks::default();
-        let a = locks.lock("a").await;
-        let _b = locks.lock("b").await;
+        let a = locks.lock(Key::Image("a")).await;
+        let _b = locks.lock(Key::Image("b")).await;
         let waiting = tokio::spawn({
             let locks = locks.clone();
-            async move { locks.lock("a").await }
+            async move { locks.lock(Key::Image("a")).await }
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "second holder of `a` waits");
+        // A container and an image of the same name are different keys.
+        let _c = locks.lock(Key::Container("a")).await;
         drop(a);
         tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
             .await

@@ -39,7 +39,7 @@ use crate::client::Containerd;
 use crate::content::{self, WRITE_CHUNK};
 use crate::diff::{Layer, UNCOMPRESSED_LABEL};
 use crate::error::{Error, Result};
-use crate::image::{Descriptor, media_type};
+use docker_format::image::{Descriptor, media_type};
 
 /// Messages buffered between the producer and the gRPC stream.
 const IN_FLIGHT: usize = 4;
@@ -316,16 +316,13 @@ impl Write for TarSink {
 }
 
 /// What the pipeline made.
-pub struct Streamed<R> {
+pub struct Streamed {
     pub layer: Layer,
     pub uncompressed_size: u64,
-    /// What the producer returned.
-    pub produced: R,
 }
 
 /// Hashes and results of a finished pipeline.
-struct Finished<R> {
-    produced: R,
+struct Finished {
     diff_id: String,
     uncompressed: u64,
     digest: String,
@@ -338,15 +335,15 @@ fn run_pipeline<R>(
     codec: &Codec,
     out: Out,
     produce: impl FnOnce(&mut dyn Write) -> io::Result<R>,
-) -> io::Result<(Finished<R>, Out)> {
+) -> io::Result<(Finished, Out)> {
     let sink = TarSink {
         inner: Compressor::new(codec, out)?,
         diff_id: (codec.compression != Compression::None).then(Sha256::new),
         size: 0,
     };
     let mut buffered = BufWriter::with_capacity(256 << 10, sink);
-    let produced = match produce(&mut buffered).and_then(|p| buffered.flush().map(|()| p)) {
-        Ok(p) => p,
+    match produce(&mut buffered).and_then(|_| buffered.flush()) {
+        Ok(()) => {}
         Err(e) => {
             // Finish the compressor explicitly (its threads stop).
             let (sink, _) = buffered.into_parts();
@@ -367,7 +364,6 @@ fn run_pipeline<R>(
     let size = out.size();
     Ok((
         Finished {
-            produced,
             diff_id,
             uncompressed,
             digest,
@@ -387,7 +383,7 @@ pub async fn stream_layer<R, F>(
     codec: Codec,
     root: Option<&ContentRoot>,
     produce: F,
-) -> Result<Streamed<R>>
+) -> Result<Streamed>
 where
     R: Send + 'static,
     F: FnOnce(&mut dyn Write) -> io::Result<R> + Send + 'static,
@@ -410,7 +406,6 @@ where
             diff_id: f.diff_id,
         },
         uncompressed_size: f.uncompressed,
-        produced: f.produced,
     })
 }
 
@@ -423,7 +418,7 @@ async fn write_stream<R, F>(
     lease: &str,
     codec: Codec,
     produce: F,
-) -> Result<Finished<R>>
+) -> Result<Finished>
 where
     R: Send + 'static,
     F: FnOnce(&mut dyn Write) -> io::Result<R> + Send + 'static,
@@ -433,7 +428,7 @@ where
     let writer = spawn_writer(c, lease, rx);
     let producer = {
         let reference = reference.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<Finished<R>> {
+        tokio::task::spawn_blocking(move || -> io::Result<Finished> {
             let sink = Sink::Stream {
                 tx: tx.clone(),
                 reference: reference.clone(),
@@ -512,7 +507,7 @@ async fn write_local<R, F>(
     codec: Codec,
     root: &ContentRoot,
     produce: F,
-) -> Result<Finished<R>>
+) -> Result<Finished>
 where
     R: Send + 'static,
     F: FnOnce(&mut dyn Write) -> io::Result<R> + Send + 'static,
@@ -521,7 +516,7 @@ where
     let tmp = blobs.join(format!("{TEMP_PREFIX}{}", crate::unique()));
     let produced = {
         let tmp = tmp.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<Finished<R>> {
+        tokio::task::spawn_blocking(move || -> io::Result<Finished> {
             let sink = Sink::Local {
                 file: Some(crate::direct::Offload::new(
                     crate::direct::DirectFile::create_new(&tmp)?,
@@ -583,12 +578,12 @@ const PLACE_ATTEMPTS: usize = 5;
 /// it again and registration retried, so a collection costs a retry, never
 /// the data. Falls back to streaming the bytes when containerd will not
 /// take the file as shared content.
-async fn place_and_register<R>(
+async fn place_and_register(
     c: &Containerd,
     lease: &str,
     tmp: &Path,
     path: &Path,
-    f: &Finished<R>,
+    f: &Finished,
 ) -> Result<()> {
     for attempt in 1..=PLACE_ATTEMPTS {
         match std::fs::hard_link(tmp, path) {
@@ -609,7 +604,10 @@ async fn place_and_register<R>(
                     path.display()
                 )));
             }
-            Err(e) if e.code() == Some(Code::FailedPrecondition) && attempt < PLACE_ATTEMPTS => {
+            Err(e)
+                if e.kind() == Some(crate::error::Kind::FailedPrecondition)
+                    && attempt < PLACE_ATTEMPTS =>
+            {
                 debug!(digest = %f.digest, attempt, "blob collected before it was registered; linking it again");
             }
             Err(e) => {
@@ -625,7 +623,7 @@ async fn place_and_register<R>(
 
 /// Registers a blob already in the backing store: a write stream with the
 /// commit only.
-async fn register<R>(c: &Containerd, lease: &str, f: &Finished<R>) -> Result<()> {
+async fn register(c: &Containerd, lease: &str, f: &Finished) -> Result<()> {
     let commit = WriteContentRequest {
         action: WriteAction::Commit as i32,
         r#ref: format!("commitd-layer-{}", crate::unique()),
@@ -660,7 +658,7 @@ async fn register<R>(c: &Containerd, lease: &str, f: &Finished<R>) -> Result<()>
 
 /// Whether containerd reads back, at the end of the blob, the bytes of the
 /// file we wrote.
-async fn sees_our_file<R>(c: &Containerd, f: &Finished<R>, path: &Path) -> bool {
+async fn sees_our_file(c: &Containerd, f: &Finished, path: &Path) -> bool {
     let n = f.size.min(4096);
     let off = f.size - n;
     let Ok(theirs) = content::read_range(c, &f.digest, off, n).await else {
@@ -677,7 +675,7 @@ async fn sees_our_file<R>(c: &Containerd, f: &Finished<R>, path: &Path) -> bool 
 }
 
 /// Streams a file into the content store (fallback of the local path).
-async fn upload_file<R>(c: &Containerd, lease: &str, path: &Path, f: &Finished<R>) -> Result<()> {
+async fn upload_file(c: &Containerd, lease: &str, path: &Path, f: &Finished) -> Result<()> {
     let reference = format!("commitd-layer-{}", crate::unique());
     let (tx, rx) = mpsc::channel::<WriteContentRequest>(IN_FLIGHT);
     let writer = spawn_writer(c, lease, rx);

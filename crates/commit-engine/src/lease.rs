@@ -56,15 +56,6 @@ impl Lease {
         chain.ids.last().cloned().unwrap_or_default()
     }
 
-    /// How many leases the chain holds (1 unless the commit outlived a renewal).
-    pub fn generations(&self) -> usize {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .ids
-            .len()
-    }
-
     /// Deletes every lease of the chain. Whatever the commit made that is not
     /// referenced from an image becomes garbage.
     pub async fn release(mut self) {

@@ -21,37 +21,39 @@
 //! The engine knows nothing of HTTP or Docker's API; the caller supplies
 //! the new run config as a function of the parent's ([`ConfigFn`]).
 
-pub mod capture;
-pub mod catalog;
+mod capture;
+mod catalog;
 pub mod check;
-pub mod client;
-pub mod commit;
-pub mod container;
-pub mod content;
-pub mod diff;
+mod client;
+mod commit;
+mod container;
+mod content;
+mod diff;
 mod direct;
 pub mod error;
 pub mod failpoint;
-pub mod images;
-pub mod keyed;
-pub mod layer;
-pub mod lease;
-pub mod overlay;
-pub mod pgzip;
-pub mod snapshot;
-pub mod tarball;
-pub mod task;
+mod images;
+mod keyed;
+mod layer;
+mod lease;
+mod overlay;
+mod pgzip;
+mod snapshot;
+mod tarball;
+mod task;
 
 use std::time::Duration;
 
-pub use containerd_client;
-pub use docker_format::image;
 use tokio_util::sync::CancellationToken;
-pub use tonic;
 
+pub use crate::catalog::{Image, ImageRecord, ImageStore};
 pub use crate::client::Containerd;
-pub use crate::commit::{CapturePath, CommitRequest, Committed, ConfigFn, Phases};
-pub use crate::error::{Error, Result};
+pub use crate::commit::{CapturePath, CommitRequest, Committed, Phases};
+pub use crate::container::{ContainerRecord, Containers};
+pub use crate::content::Blobs;
+pub use crate::error::{Error, Kind, Result};
+pub use crate::images::Resolved;
+pub use crate::task::{PauseJournal, TaskInfo, TaskState};
 
 /// How a new layer is compressed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -95,7 +97,7 @@ pub struct EngineConfig {
     /// always uses containerd's diff service.
     pub fast_path: bool,
     /// Where paused containers are remembered across a crash.
-    pub journal: task::PauseJournal,
+    pub journal: PauseJournal,
     /// fsync layer blobs written directly into the content store before
     /// registering them (containerd's own durability). Off: as durable as
     /// `docker commit`, which syncs nothing.
@@ -111,7 +113,7 @@ impl Default for EngineConfig {
             zstd_level: 3,
             threads: 0,
             fast_path: true,
-            journal: task::PauseJournal::default(),
+            journal: PauseJournal::default(),
             sync_layers: true,
         }
     }
@@ -169,23 +171,29 @@ impl Engine {
         }
     }
 
+    /// The connection to containerd (its socket, namespace, version).
     pub fn containerd(&self) -> &Containerd {
         &self.c
     }
 
-    pub fn config(&self) -> &EngineConfig {
-        &self.cfg
+    /// The image store: list, find, tag, untag, users. Its writes take the
+    /// same per-name locks as commits naming their images.
+    pub fn images(&self) -> ImageStore<'_> {
+        ImageStore {
+            c: &self.c,
+            cache: &self.cache,
+            locks: &self.locks,
+        }
     }
 
-    /// Locks by key (see [`keyed`]); image routes that rename take the
-    /// same `image:<name>` locks as commits.
-    pub fn locks(&self) -> &keyed::KeyedLocks {
-        &self.locks
+    /// The containers, read only.
+    pub fn containers(&self) -> Containers<'_> {
+        Containers { c: &self.c }
     }
 
-    /// The cache of image metadata, for [`catalog`] calls.
-    pub fn cache(&self) -> &catalog::Cache {
-        &self.cache
+    /// Blobs of the content store, to stream out (push, save).
+    pub fn blobs(&self) -> Blobs {
+        Blobs { c: self.c.clone() }
     }
 
     /// Commits a container. Cancelling `cancel` makes the commit stop at

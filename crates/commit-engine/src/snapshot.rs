@@ -57,7 +57,7 @@ impl<'a> Snapshots<'a> {
     pub async fn exists(&self, key: &str) -> Result<bool> {
         match self.stat(key).await {
             Ok(_) => Ok(true),
-            Err(e) if e.code() == Some(Code::NotFound) => Ok(false),
+            Err(e) if e.kind() == Some(crate::error::Kind::NotFound) => Ok(false),
             Err(e) => Err(e),
         }
     }

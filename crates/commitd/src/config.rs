@@ -307,7 +307,7 @@ impl Config {
             threads: self.commit.compression_threads,
             fast_path: self.commit.fast_path,
             sync_layers: self.commit.sync_layers,
-            journal: commit_engine::task::PauseJournal::new(Some(self.state_dir())),
+            journal: commit_engine::PauseJournal::new(Some(self.state_dir())),
         }
     }
 }

@@ -107,6 +107,7 @@ mod cri;
 mod ctr;
 mod dockerd;
 mod error;
+pub mod grpc;
 mod http;
 mod image;
 mod layer;

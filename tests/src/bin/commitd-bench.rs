@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use commit_engine::Containerd as Grpc;
-use commit_engine::containerd_client::services::v1::snapshots::{
+use commitd_testkit::grpc::Grpc;
+use commitd_testkit::grpc::api::services::v1::snapshots::{
     PrepareSnapshotRequest, RemoveSnapshotRequest, ViewSnapshotRequest,
 };
-use commit_engine::containerd_client::services::v1::{ApplyRequest, DiffRequest};
+use commitd_testkit::grpc::api::services::v1::{ApplyRequest, DiffRequest};
 use commitd_testkit::{Containerd, Ctr, Dockerd, ImageBuilder, SNAPSHOTTER};
 
 const NS: &str = "bench";
@@ -309,7 +309,7 @@ fn main() {
         .build()
         .unwrap();
     let _runtime = rt.enter();
-    let grpc = Grpc::lazy(ctrd.socket(), NS).unwrap();
+    let grpc = Grpc::lazy(ctrd.socket(), NS);
 
     let peers = [
         "commitd gzip",
@@ -542,7 +542,7 @@ fn cleanup_ctr(ctr: &Ctr, id: &str, image: Option<&str>) {
 
 /// containerd's own diff (gzip, then plain tar) and apply, timed around the gRPC calls.
 async fn containerd_peer(c: &Grpc, id: &str) -> (f64, u64, f64, u64, f64) {
-    use commit_engine::containerd_client::services::v1::{CreateRequest, DeleteRequest};
+    use commitd_testkit::grpc::api::services::v1::{CreateRequest, DeleteRequest};
     // Everything under a lease, as a real client would (else the collector
     // may take the diff before it is applied).
     let lease = format!("bench-{id}");
@@ -556,7 +556,7 @@ async fn containerd_peer(c: &Grpc, id: &str) -> (f64, u64, f64, u64, f64) {
     let info = c
         .snapshots()
         .stat(c.request(
-            commit_engine::containerd_client::services::v1::snapshots::StatSnapshotRequest {
+            commitd_testkit::grpc::api::services::v1::snapshots::StatSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
                 key: id.into(),
             },
@@ -569,7 +569,7 @@ async fn containerd_peer(c: &Grpc, id: &str) -> (f64, u64, f64, u64, f64) {
     let upper = c
         .snapshots()
         .mounts(c.request(
-            commit_engine::containerd_client::services::v1::snapshots::MountsRequest {
+            commitd_testkit::grpc::api::services::v1::snapshots::MountsRequest {
                 snapshotter: SNAPSHOTTER.into(),
                 key: id.into(),
             },
@@ -670,7 +670,7 @@ async fn containerd_peer(c: &Grpc, id: &str) -> (f64, u64, f64, u64, f64) {
         let _ = c
             .content()
             .delete(c.request(
-                commit_engine::containerd_client::services::v1::DeleteContentRequest {
+                commitd_testkit::grpc::api::services::v1::DeleteContentRequest {
                     digest: d.digest.clone(),
                 },
             ))
