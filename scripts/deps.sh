@@ -26,3 +26,8 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "deps: cargo (Rust) is required" >&2; exit 1; }
+# The test command checks style and lints.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  command -v rustup >/dev/null || { echo "deps: rustfmt and clippy are required" >&2; exit 1; }
+  rustup component add rustfmt clippy
+fi

@@ -23,6 +23,14 @@ bash tests/lint/hadolint.sh
 bash tests/lint/systemd.sh
 bash tests/lint/kubernetes.sh
 
+# Style and lints hold before anything runs: rustfmt, and clippy with every
+# warning an error (the workspace's [workspace.lints] included), for the
+# workspace and for the fuzz crate (its own workspace).
+cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --manifest-path fuzz/Cargo.toml --locked -- -D warnings
+
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked --no-fail-fast "$@"
 

@@ -90,10 +90,10 @@ fuzz_target!(|data: &[u8]| {
         );
         check_merge(&user, &parent, &merged);
         common::assert_json_round_trip(&merged);
-        if !changes.is_empty() {
-            if let Ok(c) = commit_config(Some(&parent), Some(user.clone()), &changes) {
-                common::assert_json_round_trip(&c);
-            }
+        if !changes.is_empty()
+            && let Ok(c) = commit_config(Some(&parent), Some(user.clone()), &changes)
+        {
+            common::assert_json_round_trip(&c);
         }
     }
 });

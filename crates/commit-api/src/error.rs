@@ -1,111 +1,153 @@
 //! Docker's error responses: `{"message": "…"}` with the status code Docker
-//! gives the same failure. Every engine error is mapped in one exhaustive
-//! `match`, so a new variant forces a decision here.
+//! gives the same failure. [`ApiError`] names every failure a route can
+//! answer with; [`ApiError::status`] maps each — engine errors included —
+//! to a status in one exhaustive `match` (no `_` arm), so a new variant
+//! forces a decision here (bottlerocket's apiserver does the same).
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use commit_engine::{Error as EngineError, Kind};
+use docker_format::{body, changes, filters, ports, reference, registry, time};
 use tracing::error;
 
-/// An error answered to the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
+use crate::views;
+use crate::{API_VERSION, MIN_API_VERSION};
+
+/// An error answered to the client; `Display` is the message it reads.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is wrong in a way no format error below covers.
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error(transparent)]
+    Body(#[from] body::BodyError),
+    #[error(transparent)]
+    Changes(#[from] changes::ChangeError),
+    #[error(transparent)]
+    Filter(#[from] filters::FilterError),
+    #[error(transparent)]
+    Port(#[from] ports::PortError),
+    #[error(transparent)]
+    Reference(#[from] reference::ReferenceError),
+    #[error(transparent)]
+    RegistryAuth(#[from] registry::AuthError),
+    #[error(transparent)]
+    Timestamp(#[from] time::TimestampError),
+    #[error(
+        "client version {0} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
+    )]
+    VersionTooOld(String),
+    #[error("client version {0} is too new. Maximum supported API version is {API_VERSION}")]
+    VersionTooNew(String),
+    /// The request body did not arrive in time.
+    #[error("request body not received in time: {0}")]
+    BodyTimeout(String),
+    #[error("request body too large (limit {0} bytes)")]
+    BodyTooLarge(usize),
+    /// The body could not be read; the status is the extractor's.
+    #[error("request body unreadable: {message}")]
+    BodyUnreadable { status: StatusCode, message: String },
+    /// No route answers to the path or method.
+    #[error("page not found")]
+    PageNotFound,
+    /// No image answers to what the user typed (their words, not ours).
+    #[error("No such image: {0}")]
+    NoSuchImage(String),
+    #[error("No such container: {0}")]
+    NoSuchContainer(String),
+    /// `docker push` of a repository with no tag here.
+    #[error("An image does not exist locally with the tag: {0}")]
+    NoTaggedImage(String),
+    /// `docker rmi` refused: the image is used or has other names.
+    #[error("conflict: unable to delete {short} ({}) - {reason}", if *.forcible { "must be forced" } else { "cannot be forced" })]
+    DeleteConflict {
+        short: String,
+        forcible: bool,
+        reason: String,
+    },
+    /// Content an image refers to is not in the local store.
+    #[error("{0}")]
+    MissingContent(String),
+    #[error("{}", engine_message(.0))]
+    Engine(#[from] EngineError),
+    /// The daemon failed (a task died, a client could not be set up).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// An engine error in Docker's words where Docker has some.
+fn engine_message(e: &EngineError) -> String {
+    match e {
+        EngineError::ContainerNotFound(id) => format!("No such container: {id}"),
+        EngineError::ImageNotFound(name) => format!("No such image: {name}"),
+        EngineError::AmbiguousContainer { prefix, .. } => {
+            format!("multiple IDs found with provided prefix: {prefix}")
+        }
+        other => other.to_string(),
+    }
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
+    /// The status Docker answers the failure with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest(_)
+            | ApiError::Body(_)
+            | ApiError::Changes(_)
+            | ApiError::Filter(_)
+            | ApiError::Port(_)
+            | ApiError::Reference(_)
+            | ApiError::RegistryAuth(_)
+            | ApiError::Timestamp(_)
+            | ApiError::VersionTooOld(_)
+            | ApiError::VersionTooNew(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyUnreadable { status, .. } => *status,
+            ApiError::PageNotFound
+            | ApiError::NoSuchImage(_)
+            | ApiError::NoSuchContainer(_)
+            | ApiError::NoTaggedImage(_) => StatusCode::NOT_FOUND,
+            ApiError::DeleteConflict { .. } => StatusCode::CONFLICT,
+            ApiError::MissingContent(_) | ApiError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            ApiError::Engine(e) => engine_status(e),
         }
     }
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
-    }
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-    }
 }
 
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> Self {
-        let status = match &e {
-            EngineError::ContainerNotFound(id) => {
-                return Self::not_found(format!("No such container: {id}"));
-            }
-            EngineError::ImageNotFound(name) => {
-                return Self::not_found(format!("No such image: {name}"));
-            }
-            EngineError::AmbiguousContainer { prefix, .. } => {
-                return Self::bad_request(format!(
-                    "multiple IDs found with provided prefix: {prefix}"
-                ));
-            }
-            EngineError::InvalidArgument(_) | EngineError::Changes(_) => StatusCode::BAD_REQUEST,
-            EngineError::Conflict(_) => StatusCode::CONFLICT,
-            EngineError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            EngineError::Cancelled(_) => StatusCode::SERVICE_UNAVAILABLE,
-            EngineError::Containerd { kind, .. } => match kind {
-                Kind::NotFound => StatusCode::NOT_FOUND,
-                Kind::InvalidArgument => StatusCode::BAD_REQUEST,
-                Kind::AlreadyExists | Kind::FailedPrecondition | Kind::Aborted => {
-                    StatusCode::CONFLICT
-                }
-                Kind::PermissionDenied => StatusCode::FORBIDDEN,
-                Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
-                Kind::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-                Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            },
-            EngineError::Io { .. } | EngineError::Malformed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Self::new(status, e.to_string())
-    }
-}
-
-/// Docker's format errors are the client's: 400 with Docker's message.
-macro_rules! bad_request_from {
-    ($($t:ty),* $(,)?) => {$(
-        impl From<$t> for ApiError {
-            fn from(e: $t) -> Self {
-                Self::bad_request(e.to_string())
-            }
+fn engine_status(e: &EngineError) -> StatusCode {
+    match e {
+        EngineError::ContainerNotFound(_) | EngineError::ImageNotFound(_) => StatusCode::NOT_FOUND,
+        EngineError::AmbiguousContainer { .. }
+        | EngineError::InvalidArgument(_)
+        | EngineError::Changes(_) => StatusCode::BAD_REQUEST,
+        EngineError::Conflict(_) => StatusCode::CONFLICT,
+        EngineError::Unavailable { .. } | EngineError::Cancelled(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
         }
-    )*};
+        EngineError::Containerd { kind, .. } => match kind {
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::InvalidArgument => StatusCode::BAD_REQUEST,
+            Kind::AlreadyExists | Kind::FailedPrecondition | Kind::Aborted => StatusCode::CONFLICT,
+            Kind::PermissionDenied => StatusCode::FORBIDDEN,
+            Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Kind::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+        EngineError::Io { .. } | EngineError::Malformed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
-
-bad_request_from!(
-    docker_format::body::BodyError,
-    docker_format::changes::ChangeError,
-    docker_format::filters::FilterError,
-    docker_format::ports::PortError,
-    docker_format::reference::ReferenceError,
-    docker_format::registry::AuthError,
-    docker_format::time::TimestampError,
-);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            error!(status = self.status.as_u16(), message = %self.message, "request failed");
+        let status = self.status();
+        let message = self.to_string();
+        // Client errors are the client's: only the daemon's own are logged.
+        if status.is_server_error() {
+            error!(status = status.as_u16(), %message, "request failed");
         }
-        json_response(self.status, &serde_json::json!({ "message": self.message }))
+        views::json(status, &views::system::ErrorBody { message })
     }
-}
-
-/// A JSON response written the way Go's `json.Encoder` writes it (with a
-/// trailing newline), as Docker's API does.
-pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
-    let mut body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    body.push(b'\n');
-    let mut resp = (status, body).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
 }

@@ -8,25 +8,26 @@
 //! prefix is checked against [`MIN_API_VERSION`]..=[`API_VERSION`] and
 //! stripped before routing ([`version`]).
 
-mod commit;
-pub mod containers;
-pub mod error;
-pub mod images;
-pub mod observe;
-pub mod push;
-pub mod save;
-mod system;
-pub mod version;
+mod error;
+mod extract;
+mod observe;
+mod routes;
+mod version;
+mod views;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
 use commit_engine::Engine;
+use routes::{commit, containers, events, images, save, system};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::error::ApiError;
+pub use crate::observe::{Events, Metrics};
+/// `GET /metrics` alone, for a metrics listener of its own.
+pub use crate::routes::metrics::metrics;
 
 /// The highest Engine API version served (and the one assumed when a
 /// request has no version prefix).
@@ -108,8 +109,8 @@ struct Inner {
     commits: TaskTracker,
     /// Cancelled when the daemon gives up waiting for commits at shutdown.
     abort: CancellationToken,
-    metrics: Arc<observe::Metrics>,
-    events: observe::Events,
+    metrics: Arc<Metrics>,
+    events: Events,
     options: Options,
 }
 
@@ -126,7 +127,7 @@ impl Api {
                 commits: TaskTracker::new(),
                 abort: CancellationToken::new(),
                 metrics: Arc::default(),
-                events: observe::Events::default(),
+                events: Events::default(),
                 options,
             }),
         }
@@ -148,11 +149,11 @@ impl Api {
         &self.inner.options
     }
 
-    pub fn metrics(&self) -> &Arc<observe::Metrics> {
+    pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
     }
 
-    pub fn events(&self) -> &observe::Events {
+    pub fn events(&self) -> &Events {
         &self.inner.events
     }
 
@@ -166,6 +167,11 @@ impl Api {
         self.inner.abort.cancel();
     }
 
+    /// Cancelled when in-flight commits must roll back.
+    fn abort_token(&self) -> &CancellationToken {
+        &self.inner.abort
+    }
+
     /// The router, without the version prefix handling; see [`app`].
     pub fn router(&self) -> Router {
         Router::new()
@@ -176,14 +182,14 @@ impl Api {
             .route("/images/get", get(save::save_many))
             .route(
                 "/images/{*rest}",
-                get(images::get_route)
-                    .post(images::post_route)
-                    .delete(images::delete_route),
+                get(routes::images_get)
+                    .post(routes::images_post)
+                    .delete(images::delete),
             )
             .route("/containers/json", get(containers::list))
             .route("/containers/{*rest}", get(containers::get_route))
-            .route("/events", get(observe::events))
-            .route("/metrics", get(observe::metrics))
+            .route("/events", get(events::events))
+            .route("/metrics", get(metrics))
             .fallback(system::not_found)
             .method_not_allowed_fallback(system::not_found)
             .layer(axum::extract::DefaultBodyLimit::max(self.limits().max_body))

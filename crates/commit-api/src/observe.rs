@@ -1,15 +1,13 @@
-//! What operators watch: Prometheus metrics (`GET /metrics`) and Docker's
-//! event stream (`GET /events`, a `commit` event per commit, image `tag`,
-//! `untag` and `delete` events), so agents can follow along.
+//! What operators watch: the daemon's Prometheus metrics and Docker's
+//! event hub (a `commit` event per commit, image `tag`, `untag` and
+//! `delete` events), both state of the API; the routes that serve them
+//! are `routes::metrics` and `routes::events`.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::response::Response;
 use commit_engine::Committed;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -17,14 +15,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::Api;
-use crate::commit::Query;
-use crate::error::ApiError;
-use docker_format::filters::Filters;
-use docker_format::time::parse_timestamp as parse_time;
+use crate::views::events::{Actor, Message};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -242,24 +236,11 @@ pub async fn track(
     resp
 }
 
-/// `GET /metrics`.
-pub async fn metrics(State(api): State<Api>) -> Response {
-    let body = api
-        .metrics()
-        .render(api.engine().containerd().connections());
-    let mut resp = (StatusCode::OK, body).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    resp
-}
-
-/// One Docker event.
+/// One Docker event, as published.
 #[derive(Debug, Clone)]
-pub struct Event {
+pub(crate) struct Event {
     pub time_nano: i64,
-    pub json: Value,
+    pub message: Message,
 }
 
 /// Events kept for `since` replay.
@@ -280,17 +261,35 @@ impl Default for Events {
     }
 }
 
-fn now_nanos() -> i64 {
+pub(crate) fn now_nanos() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
 }
 
 impl Events {
-    fn publish(&self, mut json: Value) {
+    fn publish(
+        &self,
+        kind: &'static str,
+        action: &str,
+        id: &str,
+        from: Option<&str>,
+        attributes: BTreeMap<String, String>,
+    ) {
         let time_nano = now_nanos();
-        json["time"] = json!(time_nano / 1_000_000_000);
-        json["timeNano"] = json!(time_nano);
-        json["scope"] = json!("local");
-        let ev = Arc::new(Event { time_nano, json });
+        let message = Message {
+            status: action.to_string(),
+            id: id.to_string(),
+            from: from.map(str::to_string),
+            kind,
+            action: action.to_string(),
+            actor: Actor {
+                id: id.to_string(),
+                attributes,
+            },
+            scope: "local",
+            time: time_nano / 1_000_000_000,
+            time_nano,
+        };
+        let ev = Arc::new(Event { time_nano, message });
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() == KEPT {
             kept.pop_front();
@@ -300,164 +299,36 @@ impl Events {
     }
 
     /// Docker's container `commit` event.
-    pub fn commit(
-        &self,
-        done: &Committed,
-        container_name: &str,
-        container_image: &str,
-        comment: &str,
-        image_ref: &str,
-    ) {
-        self.publish(json!({
-            "status": "commit",
-            "id": done.container_id,
-            "from": container_image,
-            "Type": "container",
-            "Action": "commit",
-            "Actor": {
-                "ID": done.container_id,
-                "Attributes": {
-                    "comment": comment,
-                    "imageID": done.image_id,
-                    "imageRef": image_ref,
-                    "image": container_image,
-                    "name": container_name,
-                    "pausedMs": done.paused.as_millis().to_string(),
-                }
-            }
-        }));
+    pub fn commit(&self, done: &Committed, container_image: &str, comment: &str, image_ref: &str) {
+        let attributes = [
+            ("comment", comment),
+            ("imageID", done.image_id.as_str()),
+            ("imageRef", image_ref),
+            ("image", container_image),
+            ("name", done.container_name.as_str()),
+            ("pausedMs", &done.paused.as_millis().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        self.publish(
+            "container",
+            "commit",
+            &done.container_id,
+            Some(container_image),
+            attributes,
+        );
     }
 
     /// Docker's image events (`tag`, `untag`, `delete`).
     pub fn image(&self, action: &str, image_id: &str, name: &str) {
-        self.publish(json!({
-            "status": action,
-            "id": image_id,
-            "Type": "image",
-            "Action": action,
-            "Actor": { "ID": image_id, "Attributes": { "name": name } }
-        }));
+        let attributes = BTreeMap::from([("name".to_string(), name.to_string())]);
+        self.publish("image", action, image_id, None, attributes);
     }
 
     /// The kept events and a live subscription, without gap or repeat.
-    fn subscribe(&self) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>) {
+    pub(crate) fn subscribe(&self) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>) {
         let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         (kept.iter().cloned().collect(), self.tx.subscribe())
-    }
-}
-
-fn matches(f: &Filters, ev: &Value) -> bool {
-    let s = |p: &str| ev.pointer(p).and_then(Value::as_str).unwrap_or("");
-    let any = |name: &str, vals: &[&str]| {
-        f.get(name).is_empty() || f.get(name).iter().any(|want| vals.contains(&want.as_str()))
-    };
-    let attrs = ev.pointer("/Actor/Attributes").and_then(Value::as_object);
-    let labels: std::collections::BTreeMap<String, String> = attrs
-        .map(|a| {
-            a.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
-    any("type", &[s("/Type")])
-        && any("event", &[s("/Action")])
-        && (s("/Type") != "container"
-            || any("container", &[s("/Actor/ID"), s("/Actor/Attributes/name")]))
-        && any(
-            "image",
-            &[
-                s("/Actor/Attributes/image"),
-                s("/Actor/Attributes/imageRef"),
-                s("/Actor/Attributes/imageID"),
-                s("/Actor/ID"),
-            ],
-        )
-        && f.labels_match("label", &labels)
-}
-
-/// `GET /events?since=&until=&filters=` (`docker events`).
-pub async fn events(State(api): State<Api>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    let q = Query::parse(raw.as_deref());
-    let filters = Filters::parse(
-        q.get("filters"),
-        &["type", "event", "container", "image", "label", "scope"],
-    )?;
-    let since = parse_time(q.get("since"))?;
-    let until = parse_time(q.get("until"))?;
-    let now = now_nanos();
-    let (kept, mut live) = api.events().subscribe();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
-    tokio::spawn(async move {
-        let line = |ev: &Event| {
-            let mut b = serde_json::to_vec(&ev.json).unwrap_or_default();
-            b.push(b'\n');
-            bytes::Bytes::from(b)
-        };
-        let in_window = |ev: &Event| {
-            since.is_none_or(|s| ev.time_nano >= s) && until.is_none_or(|u| ev.time_nano <= u)
-        };
-        // Replay only when asked (`since`), as Docker does.
-        if since.is_some() {
-            for ev in kept
-                .iter()
-                .filter(|e| in_window(e) && matches(&filters, &e.json))
-            {
-                if tx.send(Ok(line(ev))).await.is_err() {
-                    return;
-                }
-            }
-        }
-        if until.is_some_and(|u| u <= now) {
-            return;
-        }
-        let deadline = until.map(|u| {
-            tokio::time::Instant::now() + Duration::from_nanos(u64::try_from(u - now).unwrap_or(0))
-        });
-        loop {
-            let next = async {
-                match deadline {
-                    Some(d) => tokio::time::timeout_at(d, live.recv()).await.ok(),
-                    None => Some(live.recv().await),
-                }
-            };
-            tokio::select! {
-                ev = next => match ev {
-                    None => return, // until reached
-                    Some(Ok(ev)) => {
-                        if in_window(&ev) && matches(&filters, &ev.json) && tx.send(Ok(line(&ev))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(Err(broadcast::error::RecvError::Lagged(_))) => continue,
-                    Some(Err(broadcast::error::RecvError::Closed)) => return,
-                },
-                () = tx.closed() => return,
-            }
-        }
-    });
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let mut resp = (StatusCode::OK, body).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(resp)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filters_select_events() {
-        let ev = json!({"Type":"container","Action":"commit","Actor":{"ID":"abc","Attributes":{"name":"web","imageRef":"app:1"}}});
-        let f =
-            |s: &str| Filters::parse(s, &["type", "event", "container", "image", "label"]).unwrap();
-        assert!(matches(&f(""), &ev));
-        assert!(matches(&f(r#"{"event":["commit"]}"#), &ev));
-        assert!(!matches(&f(r#"{"event":["tag"]}"#), &ev));
-        assert!(matches(&f(r#"{"container":["web"]}"#), &ev));
-        assert!(matches(&f(r#"{"image":["app:1"]}"#), &ev));
-        assert!(!matches(&f(r#"{"type":["image"]}"#), &ev));
     }
 }

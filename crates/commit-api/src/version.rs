@@ -11,11 +11,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
+use crate::extract::ApiVersion;
 use crate::{API_VERSION, MIN_API_VERSION};
-
-/// The API version a request asked for (or [`API_VERSION`] without prefix).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiVersion(pub String);
 
 /// Compares dotted versions numerically, as Docker's `versions.compare`.
 pub fn compare(a: &str, b: &str) -> Ordering {
@@ -64,22 +61,16 @@ pub async fn middleware(
             Ok(uri) => *req.uri_mut() = uri,
             Err(_) => {
                 return with_headers(
-                    ApiError::bad_request("invalid request URI").into_response(),
+                    ApiError::InvalidRequest("invalid request URI".into()).into_response(),
                     &server,
                 );
             }
         }
     }
     let resp = if compare(&version, MIN_API_VERSION) == Ordering::Less {
-        ApiError::bad_request(format!(
-            "client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
-        ))
-        .into_response()
+        ApiError::VersionTooOld(version).into_response()
     } else if compare(&version, API_VERSION) == Ordering::Greater {
-        ApiError::bad_request(format!(
-            "client version {version} is too new. Maximum supported API version is {API_VERSION}"
-        ))
-        .into_response()
+        ApiError::VersionTooNew(version).into_response()
     } else {
         req.extensions_mut().insert(ApiVersion(version));
         next.run(req).await

@@ -238,8 +238,7 @@ fn record_activity(api: &Api) {
         elapsed: std::time::Duration::from_millis(40),
     };
     api.metrics().commit_done(&done);
-    api.events()
-        .commit(&done, "demo", "busybox", "nightly", "acc/x:1");
+    api.events().commit(&done, "busybox", "nightly", "acc/x:1");
     api.events().image("tag", &id, "acc/y:2");
     api.events().image("untag", &id, "acc/y:2");
     api.events().image("delete", &id, "");

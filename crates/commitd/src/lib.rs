@@ -184,7 +184,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             .with_context(|| format!("binding the metrics address {}", cfg.metrics_address))?;
         info!(address = %cfg.metrics_address, "serving metrics");
         let app = axum::Router::new()
-            .route("/metrics", axum::routing::get(commit_api::observe::metrics))
+            .route("/metrics", axum::routing::get(commit_api::metrics))
             .with_state(daemon.api.clone());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {

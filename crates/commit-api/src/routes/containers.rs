@@ -41,8 +41,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use axum::Extension;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
@@ -51,9 +50,10 @@ use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
 use crate::Api;
-use crate::commit::{Query, bool_value};
-use crate::error::{ApiError, json_response};
-use crate::version::{ApiVersion, compare};
+use crate::error::ApiError;
+use crate::extract::{ApiVersion, Query, bool_value};
+use crate::version::compare;
+use crate::views;
 use docker_format::duration::human_duration;
 use docker_format::filters::{FilterError, Filters, NamePattern};
 use docker_format::ports::check_port_filter;
@@ -757,11 +757,6 @@ fn older_than_1_46(v: &str) -> bool {
     compare(v, "1.46").is_lt()
 }
 
-fn version_of(v: Option<Extension<ApiVersion>>) -> String {
-    v.map(|Extension(ApiVersion(v))| v)
-        .unwrap_or_else(|| crate::API_VERSION.to_string())
-}
-
 // ---------------------------------------------------------------------------
 // `GET /containers/json`.
 
@@ -786,7 +781,7 @@ impl Selection {
                 Ok(n) if n > 0 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
                 Ok(_) => None,
                 Err(_) => {
-                    return Err(ApiError::bad_request(format!(
+                    return Err(ApiError::InvalidRequest(format!(
                         "strconv.Atoi: parsing {l:?}: invalid syntax"
                     )));
                 }
@@ -945,17 +940,15 @@ fn position(sorted: &[Container], value: &str) -> Result<usize, ApiError> {
         .iter()
         .position(|ct| ct.id == value)
         .or_else(|| sorted.iter().position(|ct| ct.name == wanted))
-        .ok_or_else(|| ApiError::not_found(format!("No such container: {value}")))
+        .ok_or_else(|| ApiError::NoSuchContainer(value.to_string()))
 }
 
 /// `GET /containers/json` (`docker ps`).
-pub async fn list(
+pub(crate) async fn list(
     State(api): State<Api>,
-    version: Option<Extension<ApiVersion>>,
-    RawQuery(raw): RawQuery,
+    ApiVersion(version): ApiVersion,
+    q: Query,
 ) -> Result<Response, ApiError> {
-    let version = version_of(version);
-    let q = Query::parse(raw.as_deref());
     let sel = Selection::parse(&q)?;
     let mut containers = api.engine().containers().list().await?;
     // Newest first, as Docker lists.
@@ -999,7 +992,7 @@ pub async fn list(
             break;
         }
     }
-    Ok(json_response(StatusCode::OK, &out))
+    Ok(views::json(StatusCode::OK, &out))
 }
 
 /// Docker's `ContainerSummary`.
@@ -1037,27 +1030,18 @@ fn summary(s: &Seen, images: &Images, version: &str, now: i64) -> Value {
 // ---------------------------------------------------------------------------
 // `GET /containers/{id}/json`.
 
-/// `GET /containers/{id}/json` (`docker inspect`).
-pub async fn inspect(
-    State(api): State<Api>,
-    version: Option<Extension<ApiVersion>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    inspect_one(&api, &version_of(version), &id).await
-}
-
 /// `GET /containers/{*rest}`: `{name}/json` where the name may hold
 /// slashes — Kubernetes' `namespace/pod/container`, which the Docker CLI
 /// puts in the path unescaped — as Docker's `/containers/{name:.*}/json`
 /// route allows. (`/containers/json` stays its own route.)
-pub async fn get_route(
+pub(crate) async fn get_route(
     State(api): State<Api>,
-    version: Option<Extension<ApiVersion>>,
+    ApiVersion(version): ApiVersion,
     Path(rest): Path<String>,
 ) -> Result<Response, ApiError> {
     match inspect_target(&rest) {
-        Some(name) => inspect_one(&api, &version_of(version), name).await,
-        None => Err(ApiError::not_found("page not found")),
+        Some(name) => inspect_one(&api, &version, name).await,
+        None => Err(ApiError::PageNotFound),
     }
 }
 
@@ -1071,7 +1055,7 @@ async fn inspect_one(api: &Api, version: &str, id: &str) -> Result<Response, Api
     let images = Images::load(api).await?;
     let s = see(api, ct, &images).await?;
     let body = inspect_body(&s, &images, version, Utc::now().timestamp());
-    Ok(json_response(StatusCode::OK, &body))
+    Ok(views::json(StatusCode::OK, &body))
 }
 
 /// Docker's `ContainerInspectResponse`.
@@ -1339,13 +1323,13 @@ mod tests {
         assert_eq!(
             selection(&filters(r#"{"status":["bogus"]}"#))
                 .unwrap_err()
-                .message,
+                .to_string(),
             "invalid filter 'status=bogus': invalid value for state (bogus): must be one of created, running, paused, restarting, removing, exited, dead"
         );
         assert_eq!(
             selection(&filters(r#"{"nope":["x"]}"#))
                 .unwrap_err()
-                .message,
+                .to_string(),
             "invalid filter 'nope'"
         );
         assert!(selection(&filters(r#"{"exited":["x"]}"#)).is_err());
@@ -1354,7 +1338,7 @@ mod tests {
         assert!(selection(&filters(r#"{"publish":["80:80"]}"#)).is_err());
         assert!(selection(&filters(r#"{"expose":["8000-8080/udp"]}"#)).is_ok());
         assert_eq!(
-            selection("limit=x").unwrap_err().status,
+            selection("limit=x").unwrap_err().status(),
             StatusCode::BAD_REQUEST
         );
         // A status filter lists stopped containers too.

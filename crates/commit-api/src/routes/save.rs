@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -20,18 +20,15 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::find_image;
 use crate::Api;
-use crate::commit::Query;
 use crate::error::ApiError;
-use crate::images;
+use crate::extract::Query;
 use docker_format::reference::{ImageRef, familiar_name};
 
 /// `GET /images/get?names=a&names=b`.
-pub async fn save_many(
-    State(api): State<Api>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let names = Query::parse(raw.as_deref()).all("names");
+pub(crate) async fn save_many(State(api): State<Api>, q: Query) -> Result<Response, ApiError> {
+    let names = q.all("names");
     save(&api, names).await
 }
 
@@ -43,13 +40,13 @@ struct Exported {
 }
 
 /// Streams a tar of the named images.
-pub async fn save(api: &Api, names: Vec<String>) -> Result<Response, ApiError> {
+pub(crate) async fn save(api: &Api, names: Vec<String>) -> Result<Response, ApiError> {
     if names.is_empty() {
-        return Err(ApiError::bad_request("no image names given"));
+        return Err(ApiError::InvalidRequest("no image names given".into()));
     }
     let mut exported = Vec::new();
     for n in &names {
-        let entry = images::find(api, n).await?;
+        let entry = find_image(api, n).await?;
         let name = match ImageRef::parse(n)? {
             ImageRef::Name { name: full, .. } if entry.records.iter().any(|r| r.name == full) => {
                 Some(full)
@@ -86,7 +83,7 @@ pub async fn save(api: &Api, names: Vec<String>) -> Result<Response, ApiError> {
                 .map(|x| x.name.clone().unwrap_or_else(|| x.entry.id.clone()))
                 .unwrap_or_default();
             return Err(match e.is_not_found() {
-                true => ApiError::internal(format!(
+                true => ApiError::MissingContent(format!(
                     "blob {} of image {} is not in the content store (never pulled?): cannot save it",
                     d.digest,
                     familiar_name(&owner)
@@ -198,7 +195,7 @@ fn metadata(exported: &[Exported]) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
         }));
     }
     let ser = |v: &serde_json::Value| {
-        serde_json::to_vec(v).map_err(|e| ApiError::internal(e.to_string()))
+        serde_json::to_vec(v).map_err(|e| ApiError::Internal(e.to_string()))
     };
     let mut out = vec![
         (

@@ -29,16 +29,15 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
-use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::find_image;
 use crate::Api;
-use crate::commit::Query;
 use crate::error::ApiError;
-use crate::images;
+use crate::extract::Query;
+use crate::views::push::Message;
 use docker_format::reference::{Named, familiar_name, parse_normalized_named, valid_tag};
 use docker_format::registry::{self, is_insecure};
-use docker_format::size::human_size;
 
 /// Docker's `X-Registry-Auth`, as the registry client takes it.
 fn decode_auth(header: Option<&HeaderValue>) -> Result<RegistryAuth, ApiError> {
@@ -74,109 +73,6 @@ fn remote(named: &Named, tag: &str) -> Reference {
         named.path.clone(),
         tag.to_string(),
     )
-}
-
-/// Docker's `jsonmessage.JSONMessage`, fields in Go's order (so lines read
-/// as Docker's do).
-#[derive(Debug, Default, Serialize)]
-struct Message {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<String>,
-    #[serde(rename = "progressDetail", skip_serializing_if = "Option::is_none")]
-    progress_detail: Option<ProgressDetail>,
-    #[serde(rename = "progress", skip_serializing_if = "Option::is_none")]
-    progress: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<String>,
-    #[serde(rename = "errorDetail", skip_serializing_if = "Option::is_none")]
-    error_detail: Option<ErrorDetail>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    aux: Option<PushResult>,
-}
-
-#[derive(Debug, Default, Serialize)]
-struct ProgressDetail {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    current: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    total: Option<i64>,
-}
-
-#[derive(Debug, Serialize)]
-struct ErrorDetail {
-    message: String,
-}
-
-/// Docker's `types.PushResult`, the `aux` of a pushed tag.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct PushResult {
-    tag: String,
-    digest: String,
-    size: usize,
-}
-
-impl Message {
-    fn status(status: impl Into<String>) -> Self {
-        Self {
-            status: Some(status.into()),
-            ..Self::default()
-        }
-    }
-
-    /// A layer's state: `{"status":…,"progressDetail":{},"id":…}`.
-    fn layer(status: impl Into<String>, digest: &str) -> Self {
-        Self {
-            status: Some(status.into()),
-            progress_detail: Some(ProgressDetail::default()),
-            id: Some(short(digest)),
-            ..Self::default()
-        }
-    }
-
-    fn pushing(digest: &str, current: i64, total: i64) -> Self {
-        Self {
-            status: Some("Pushing".into()),
-            progress_detail: Some(ProgressDetail {
-                current: Some(current),
-                total: Some(total),
-            }),
-            progress: Some(progress_bar(current, total)),
-            id: Some(short(digest)),
-            ..Self::default()
-        }
-    }
-
-    fn failure(message: String) -> Self {
-        Self {
-            error_detail: Some(ErrorDetail {
-                message: message.clone(),
-            }),
-            error: Some(message),
-            ..Self::default()
-        }
-    }
-
-    fn result(tag: &str, digest: &str, size: usize) -> Self {
-        Self {
-            progress_detail: Some(ProgressDetail::default()),
-            aux: Some(PushResult {
-                tag: tag.to_string(),
-                digest: digest.to_string(),
-                size,
-            }),
-            ..Self::default()
-        }
-    }
-
-    /// One line of the stream.
-    fn line(&self) -> Bytes {
-        let mut b = serde_json::to_vec(self).unwrap_or_default();
-        b.push(b'\n');
-        Bytes::from(b)
-    }
 }
 
 /// An error with its causes ("error sending request: … Connection refused").
@@ -235,48 +131,23 @@ fn describe(what: &str, err: &OciDistributionError, registry: &str, auth: &Regis
     }
 }
 
-fn short(digest: &str) -> String {
-    digest
-        .trim_start_matches("sha256:")
-        .chars()
-        .take(12)
-        .collect()
-}
-
-/// Docker's progress text: `[=====>    ]  1.2MB/3.4MB`.
-fn progress_bar(current: i64, total: i64) -> String {
-    let pct = if total > 0 {
-        ((current as f64 / total as f64 * 100.0) as usize / 2).min(50)
-    } else {
-        0
-    };
-    format!(
-        "[{}>{}] {:>8}/{}",
-        "=".repeat(pct),
-        " ".repeat(50 - pct),
-        human_size(current),
-        human_size(total)
-    )
-}
-
 /// Pushes an image to its registry, streaming Docker's progress messages.
-pub async fn push(
+pub(crate) async fn push(
     api: &Api,
     name: &str,
-    raw: Option<&str>,
+    q: &Query,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let q = Query::parse(raw);
     let mut named = parse_normalized_named(name)?;
     if named.digest.is_some() {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::InvalidRequest(format!(
             "cannot push a digest reference: {name}"
         )));
     }
     let tag = q.get("tag");
     if !tag.is_empty() {
         if !valid_tag(tag) {
-            return Err(ApiError::bad_request("invalid tag format"));
+            return Err(docker_format::reference::ReferenceError::Tag.into());
         }
         named.tag = Some(tag.to_string());
     }
@@ -285,7 +156,7 @@ pub async fn push(
     let mut targets: Vec<(String, ImageEntry)> = Vec::new();
     match &named.tag {
         Some(t) => {
-            let entry = images::find(api, &named.familiar()).await?;
+            let entry = find_image(api, &named.familiar()).await?;
             targets.push((t.clone(), entry));
         }
         None => {
@@ -298,10 +169,9 @@ pub async fn push(
                 }
             }
             if targets.is_empty() {
-                return Err(ApiError::not_found(format!(
-                    "An image does not exist locally with the tag: {}",
-                    familiar_name(&named.name())
-                )));
+                return Err(ApiError::NoTaggedImage(
+                    familiar_name(&named.name()).to_string(),
+                ));
             }
             targets.sort_by(|a, b| a.0.cmp(&b.0));
         }
@@ -318,7 +188,7 @@ pub async fn push(
         {
             if let Err(err) = blobs.check(&d.digest).await {
                 return Err(match err.is_not_found() {
-                    true => ApiError::internal(format!(
+                    true => ApiError::MissingContent(format!(
                         "cannot push {}:{tag}: its blob {} is not in the local content store (a base layer never pulled on this node?); nothing was pushed",
                         familiar_name(&named.name()),
                         d.digest
@@ -369,7 +239,7 @@ pub async fn push(
         },
         ..Default::default()
     })
-    .map_err(|e| ApiError::internal(format!("setting up the registry client: {}", chain(&e))))?;
+    .map_err(|e| ApiError::Internal(format!("setting up the registry client: {}", chain(&e))))?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let job = Job {
         client,
@@ -585,37 +455,5 @@ mod tests {
         assert_eq!(r.repository(), "acc/app");
         let named = parse_normalized_named("127.0.0.1:5000/acc/app").unwrap();
         assert_eq!(remote(&named, "1").resolve_registry(), "127.0.0.1:5000");
-    }
-
-    #[test]
-    fn progress_reads_like_docker() {
-        assert_eq!(
-            progress_bar(1024, 2048),
-            format!("[{}>{}]  1.024kB/2.048kB", "=".repeat(25), " ".repeat(25))
-        );
-    }
-
-    #[test]
-    fn lines_read_like_docker() {
-        let text = |m: Message| String::from_utf8(m.line().to_vec()).unwrap();
-        assert_eq!(
-            text(Message::layer("Preparing", "sha256:0123456789abcdef")),
-            "{\"status\":\"Preparing\",\"progressDetail\":{},\"id\":\"0123456789ab\"}\n"
-        );
-        assert_eq!(
-            text(Message::pushing("sha256:0123456789abcdef", 1, 2)),
-            format!(
-                "{{\"status\":\"Pushing\",\"progressDetail\":{{\"current\":1,\"total\":2}},\"progress\":\"{}\",\"id\":\"0123456789ab\"}}\n",
-                progress_bar(1, 2)
-            )
-        );
-        assert_eq!(
-            text(Message::result("1", "sha256:aa", 5)),
-            "{\"progressDetail\":{},\"aux\":{\"Tag\":\"1\",\"Digest\":\"sha256:aa\",\"Size\":5}}\n"
-        );
-        assert_eq!(
-            text(Message::failure("x".into())),
-            "{\"errorDetail\":{\"message\":\"x\"},\"error\":\"x\"}\n"
-        );
     }
 }

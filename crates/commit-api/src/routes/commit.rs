@@ -1,0 +1,94 @@
+//! `POST /commit`: Docker's `ContainerCommit`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use commit_engine::{CommitRequest, Compression};
+use docker_format::changes::Changes;
+use docker_format::reference::{self, Named};
+use docker_format::{body, reference::familiar_name};
+use tracing::info;
+
+use crate::Api;
+use crate::error::ApiError;
+use crate::extract::{JsonBody, Query, bool_value};
+use crate::views::{self, commit::IdResponse};
+
+pub(crate) async fn commit(
+    State(api): State<Api>,
+    q: Query,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let body_config = body::decode_body(&body)?;
+    let name = reference::repo_tag_reference(q.get("repo"), q.get("tag"))?;
+    let container = q.get("container").to_string();
+    if container.is_empty() {
+        return Err(ApiError::InvalidRequest(
+            "invalid name or ID supplied: \"\"".into(),
+        ));
+    }
+    // Pause is on unless turned off explicitly (Docker, API ≥ 1.13).
+    let pause = q.get("pause").trim().is_empty() || bool_value(q.get("pause"));
+    let compression = match q.get("compression") {
+        "" => None,
+        c => Some(c.parse::<Compression>().map_err(ApiError::InvalidRequest)?),
+    };
+    let changes = Changes::new(q.all("changes"));
+    if changes.len() > api.limits().max_changes {
+        return Err(ApiError::InvalidRequest(format!(
+            "too many changes: {} (at most {})",
+            changes.len(),
+            api.limits().max_changes
+        )));
+    }
+    let req = CommitRequest {
+        container,
+        image_name: name.as_ref().map(Named::full),
+        author: q.get("author").to_string(),
+        comment: q.get("comment").to_string(),
+        pause,
+        compression,
+        config: body_config.map(Into::into),
+        changes,
+    };
+
+    // The commit runs as its own task: a client hanging up does not stop it
+    // half-way, shutdown can wait for it, and what a finished commit tells
+    // (metrics, the `commit` event) is told by the task, whoever waits.
+    let image_ref = name.as_ref().map(Named::familiar).unwrap_or_default();
+    let comment = req.comment.clone();
+    let task = api.commits().spawn(tracing::Instrument::instrument(
+        {
+            let api = api.clone();
+            async move {
+                let metrics = api.metrics();
+                let _in_flight = metrics.commit_started();
+                let result = api.engine().commit(req, api.abort_token()).await;
+                match &result {
+                    Ok(done) => {
+                        metrics.commit_done(done);
+                        api.events().commit(
+                            done,
+                            familiar_name(&done.container_image),
+                            &comment,
+                            &image_ref,
+                        );
+                    }
+                    Err(_) => metrics.commit_failed(),
+                }
+                result
+            }
+        },
+        tracing::Span::current(),
+    ));
+    let committed = task
+        .await
+        .map_err(|e| ApiError::Internal(format!("commit failed: {e}")))??;
+    info!(container = %committed.container_id, image = %committed.image_name, id = %committed.image_id, "commit request done");
+    Ok(views::json(
+        StatusCode::CREATED,
+        &IdResponse {
+            id: committed.image_id,
+        },
+    ))
+}

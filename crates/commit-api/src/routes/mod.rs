@@ -1,0 +1,67 @@
+//! The routes, one file per Docker area. Each handler reads its request
+//! with [`crate::extract`], asks the engine, and answers with a
+//! [`crate::views`] type or an [`ApiError`].
+//!
+//! Image and container names may hold slashes (`team/app:1`,
+//! `ns/pod/container`), so their routes are wildcards: the dispatch below
+//! splits off the action (`/json`, `/history`, …), as Docker's `{name:.*}`
+//! routes do.
+
+pub(crate) mod commit;
+pub(crate) mod containers;
+pub(crate) mod events;
+pub(crate) mod images;
+pub mod metrics;
+pub(crate) mod push;
+pub(crate) mod save;
+pub(crate) mod system;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use commit_engine::{Error as EngineError, Image};
+use docker_format::reference::ImageRef;
+
+use crate::Api;
+use crate::error::ApiError;
+use crate::extract::Query;
+
+/// The image a user named, or 404 `No such image: <what they typed>`.
+pub(crate) async fn find_image(api: &Api, input: &str) -> Result<Image, ApiError> {
+    let image = ImageRef::parse(input)?;
+    api.engine()
+        .images()
+        .find(&image)
+        .await
+        .map_err(|e| match e {
+            EngineError::ImageNotFound(_) => ApiError::NoSuchImage(input.to_string()),
+            other => other.into(),
+        })
+}
+
+/// `GET /images/{name}/json|history|get`.
+pub(crate) async fn images_get(
+    State(api): State<Api>,
+    Path(rest): Path<String>,
+) -> Result<Response, ApiError> {
+    match rest.rsplit_once('/') {
+        Some((name, "json")) => images::inspect(&api, name).await,
+        Some((name, "history")) => images::history(&api, name).await,
+        Some((name, "get")) => save::save(&api, vec![name.to_string()]).await,
+        _ => Err(ApiError::PageNotFound),
+    }
+}
+
+/// `POST /images/{name}/tag|push`.
+pub(crate) async fn images_post(
+    State(api): State<Api>,
+    Path(rest): Path<String>,
+    q: Query,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    match rest.rsplit_once('/') {
+        Some((name, "tag")) => images::tag(&api, name, &q).await,
+        Some((name, "push")) => push::push(&api, name, &q, &headers).await,
+        _ => Err(ApiError::PageNotFound),
+    }
+}

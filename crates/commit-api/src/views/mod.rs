@@ -1,0 +1,30 @@
+//! Docker's JSON, as `Serialize` types: one module per Docker area, each
+//! type named after Docker's own (`ImageSummary`, `HistoryResponseItem`, …)
+//! with its fields in Docker's order and Docker's spelling. Routes build
+//! these; only [`json`] writes them.
+//!
+//! Not yet here: the container routes still build their (large,
+//! version-dependent) inspect and summary objects as `serde_json::Value`
+//! in `routes::containers`.
+
+pub mod commit;
+pub mod events;
+pub mod images;
+pub mod push;
+pub mod system;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// A JSON response written the way Go's `json.Encoder` writes it (with a
+/// trailing newline), as Docker's API does.
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    let mut body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    body.push(b'\n');
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,97 @@
+#![allow(clippy::unwrap_used)]
+//! The crate boundaries ARCHITECTURE.md states, held by the manifests the
+//! compiler builds from: a crate cannot name what it does not depend on.
+
+use std::path::Path;
+
+/// The names under a manifest's `[dependencies]` table.
+fn dependencies(crate_dir: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("..")
+        .join(crate_dir)
+        .join("Cargo.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let mut names = Vec::new();
+    let mut inside = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line == "[dependencies]";
+            continue;
+        }
+        if inside && !line.is_empty() && !line.starts_with('#') {
+            let name = line.split(['=', '.', ' ']).next().unwrap_or("");
+            names.push(name.trim().to_string());
+        }
+    }
+    assert!(!names.is_empty(), "no [dependencies] in {path:?}");
+    names
+}
+
+fn refuses(crate_dir: &str, forbidden: &[&str], why: &str) {
+    let deps = dependencies(crate_dir);
+    let found: Vec<&String> = deps
+        .iter()
+        .filter(|d| forbidden.contains(&d.as_str()))
+        .collect();
+    assert!(found.is_empty(), "{crate_dir} depends on {found:?}: {why}");
+}
+
+#[test]
+fn commit_api_names_no_containerd_type() {
+    // The engine re-exports neither (see its lib.rs), so commit-api cannot
+    // reach containerd's gRPC types at all.
+    refuses(
+        "crates/commit-api",
+        &["containerd-client", "tonic", "prost", "prost-types"],
+        "only commit-engine speaks containerd's gRPC",
+    );
+    let engine = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../commit-engine/src/lib.rs"),
+    )
+    .unwrap();
+    for reexport in ["pub use containerd_client", "pub use tonic"] {
+        assert!(
+            !engine.contains(reexport),
+            "commit-engine re-exports gRPC: {reexport}"
+        );
+    }
+}
+
+#[test]
+fn docker_format_is_pure() {
+    refuses(
+        "crates/docker-format",
+        &[
+            "tokio",
+            "futures",
+            "tonic",
+            "containerd-client",
+            "axum",
+            "hyper",
+            "hyper-util",
+            "http",
+            "oci-client",
+            "commit-engine",
+            "commit-api",
+        ],
+        "docker-format does no I/O and knows no runtime, gRPC or HTTP",
+    );
+}
+
+#[test]
+fn the_engine_knows_no_http_api() {
+    refuses(
+        "crates/commit-engine",
+        &["axum", "tower-http", "commit-api", "http-body-util"],
+        "commit-engine knows nothing of Docker's HTTP API",
+    );
+}
+
+#[test]
+fn fuzzing_builds_only_the_formats() {
+    let deps = dependencies("fuzz");
+    let mut deps: Vec<&str> = deps.iter().map(String::as_str).collect();
+    deps.sort_unstable();
+    assert_eq!(deps, ["docker-format", "libfuzzer-sys", "serde_json"]);
+}
