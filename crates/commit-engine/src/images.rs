@@ -225,6 +225,13 @@ pub struct Resolved {
 }
 
 impl Resolved {
+    /// Every blob the image is made of: its manifest, config and layers.
+    pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        [&self.manifest_descriptor, &self.manifest.config]
+            .into_iter()
+            .chain(&self.manifest.layers)
+    }
+
     /// The chain ID of the image's layers: the name of its unpacked snapshot.
     pub fn chain_id(&self) -> Option<String> {
         docker_format::image::chain_id(&self.config.rootfs.diff_ids)

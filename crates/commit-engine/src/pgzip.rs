@@ -7,8 +7,10 @@
 //! detected on a sample and stored instead of deflated: deflate spends most
 //! of its time failing to find matches in such data, and gains nothing.
 //!
-//! Memory is bounded: at most `2 × threads` chunks wait for a worker and
-//! `4 × threads` compressed members wait to be written.
+//! Memory is bounded: at most `threads` chunks wait for a worker (the job
+//! queue), one is compressed per worker, and `2 × threads` compressed
+//! members wait for the writer (the done queue), which holds back only
+//! members that arrive before the one it must write next.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};

@@ -25,6 +25,19 @@ pub enum TaskState {
     Other,
 }
 
+impl TaskState {
+    /// containerd's process status, in the engine's words.
+    fn of(status: i32) -> Self {
+        match Status::try_from(status).unwrap_or(Status::Unknown) {
+            Status::Running => TaskState::Running,
+            Status::Paused | Status::Pausing => TaskState::Paused,
+            Status::Created => TaskState::Created,
+            Status::Stopped => TaskState::Stopped,
+            Status::Unknown => TaskState::Other,
+        }
+    }
+}
+
 pub async fn state(c: &Containerd, container: &str) -> Result<TaskState> {
     let req = c.request(GetRequest {
         container_id: container.to_string(),
@@ -37,13 +50,7 @@ pub async fn state(c: &Containerd, container: &str) -> Result<TaskState> {
                 .process
                 .map(|p| p.status)
                 .unwrap_or_default();
-            Ok(match Status::try_from(status).unwrap_or(Status::Unknown) {
-                Status::Running => TaskState::Running,
-                Status::Paused | Status::Pausing => TaskState::Paused,
-                Status::Created => TaskState::Created,
-                Status::Stopped => TaskState::Stopped,
-                Status::Unknown => TaskState::Other,
-            })
+            Ok(TaskState::of(status))
         }
         Err(s) if s.code() == Code::NotFound => Ok(TaskState::None),
         Err(s) => Err(c.err("task get", s)),
@@ -215,13 +222,7 @@ pub async fn info(c: &Containerd, container: &str) -> Result<TaskInfo> {
         }
         Err(s) => return Err(c.err("task get", s)),
     };
-    let state = match Status::try_from(p.status).unwrap_or(Status::Unknown) {
-        Status::Running => TaskState::Running,
-        Status::Paused | Status::Pausing => TaskState::Paused,
-        Status::Created => TaskState::Created,
-        Status::Stopped => TaskState::Stopped,
-        Status::Unknown => TaskState::Other,
-    };
+    let state = TaskState::of(p.status);
     let exited_at = p
         .exited_at
         .filter(|t| t.seconds > 0)

@@ -182,20 +182,12 @@ pub(crate) async fn push(
     let blobs = api.engine().blobs();
     for (tag, e) in &targets {
         let r = &e.resolved;
-        for d in std::iter::once(&r.manifest.config)
-            .chain(&r.manifest.layers)
-            .chain([&r.manifest_descriptor])
-        {
-            if let Err(err) = blobs.check(&d.digest).await {
-                return Err(match err.is_not_found() {
-                    true => ApiError::MissingContent(format!(
-                        "cannot push {}:{tag}: its blob {} is not in the local content store (a base layer never pulled on this node?); nothing was pushed",
-                        familiar_name(&named.name()),
-                        d.digest
-                    )),
-                    false => err.into(),
-                });
-            }
+        if let Some(d) = blobs.first_missing(r.blobs()).await? {
+            return Err(ApiError::MissingContent(format!(
+                "cannot push {}:{tag}: its blob {} is not in the local content store (a base layer never pulled on this node?); nothing was pushed",
+                familiar_name(&named.name()),
+                d.digest
+            )));
         }
     }
 

@@ -59,38 +59,24 @@ pub(crate) async fn save(api: &Api, names: Vec<String>) -> Result<Response, ApiE
     let mut blobs: Vec<Descriptor> = Vec::new();
     let mut seen = HashSet::new();
     for e in &exported {
-        let r = &e.entry.resolved;
-        for d in std::iter::once(&r.manifest_descriptor)
-            .chain([&r.manifest.config])
-            .chain(&r.manifest.layers)
-        {
+        for d in e.entry.resolved.blobs() {
             if seen.insert(d.digest.clone()) {
                 blobs.push(d.clone());
             }
         }
     }
     let store = api.engine().blobs();
-    for d in &blobs {
-        if let Err(e) = store.check(&d.digest).await {
-            let owner = exported
-                .iter()
-                .find(|x| {
-                    let r = &x.entry.resolved;
-                    r.manifest_descriptor.digest == d.digest
-                        || r.manifest.config.digest == d.digest
-                        || r.manifest.layers.iter().any(|l| l.digest == d.digest)
-                })
-                .map(|x| x.name.clone().unwrap_or_else(|| x.entry.id.clone()))
-                .unwrap_or_default();
-            return Err(match e.is_not_found() {
-                true => ApiError::MissingContent(format!(
-                    "blob {} of image {} is not in the content store (never pulled?): cannot save it",
-                    d.digest,
-                    familiar_name(&owner)
-                )),
-                false => e.into(),
-            });
-        }
+    if let Some(missing) = store.first_missing(&blobs).await? {
+        let digest = &missing.digest;
+        let owner = exported
+            .iter()
+            .find(|x| x.entry.resolved.blobs().any(|b| &b.digest == digest))
+            .map(|x| x.name.clone().unwrap_or_else(|| x.entry.id.clone()))
+            .unwrap_or_default();
+        return Err(ApiError::MissingContent(format!(
+            "blob {digest} of image {} is not in the content store (never pulled?): cannot save it",
+            familiar_name(&owner)
+        )));
     }
     let metadata = metadata(&exported)?;
 
