@@ -136,7 +136,9 @@ fn engine_status(e: &EngineError) -> StatusCode {
             Kind::Unimplemented => StatusCode::NOT_IMPLEMENTED,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         },
-        EngineError::Io { .. } | EngineError::Malformed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        EngineError::Io { .. } | EngineError::Malformed(_) | EngineError::Registry(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     }
 }
 

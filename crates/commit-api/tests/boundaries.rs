@@ -43,8 +43,14 @@ fn commit_api_names_no_containerd_type() {
     // reach containerd's gRPC types at all.
     refuses(
         "crates/commit-api",
-        &["containerd-client", "tonic", "prost", "prost-types"],
-        "only commit-engine speaks containerd's gRPC",
+        &[
+            "containerd-client",
+            "tonic",
+            "prost",
+            "prost-types",
+            "oci-client",
+        ],
+        "only commit-engine speaks containerd's gRPC and registries",
     );
     let engine = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../commit-engine/src/lib.rs"),

@@ -66,6 +66,10 @@ pub enum Error {
     /// Data from containerd did not have the expected shape.
     #[error("{0}")]
     Malformed(String),
+
+    /// A registry could not be reached or set up for a push.
+    #[error("{0}")]
+    Registry(String),
 }
 
 /// What kind of failure containerd reported: its gRPC status code, in the

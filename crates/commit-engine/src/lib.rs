@@ -38,6 +38,7 @@ mod layer;
 mod lease;
 mod overlay;
 mod pgzip;
+mod push;
 mod snapshot;
 mod tarball;
 mod task;
@@ -53,6 +54,7 @@ pub use crate::container::{ContainerRecord, Containers};
 pub use crate::content::Blobs;
 pub use crate::error::{Error, Kind, Result};
 pub use crate::images::Resolved;
+pub use crate::push::{PushEvent, PushRequest, Sent};
 pub use crate::task::{PauseJournal, TaskInfo, TaskState};
 
 /// How a new layer is compressed.
@@ -189,6 +191,16 @@ impl Engine {
     /// The containers, read only.
     pub fn containers(&self) -> Containers<'_> {
         Containers { c: &self.c }
+    }
+
+    /// Pushes tags of a repository to its registry (`docker push`); what
+    /// happens arrives as events on the returned channel. Stops when the
+    /// receiver is dropped. Every blob should have been checked present
+    /// ([`Blobs::first_missing`]) first: a push never pushes half an image
+    /// knowingly.
+    pub async fn push(&self, req: PushRequest) -> Result<tokio::sync::mpsc::Receiver<PushEvent>> {
+        let images = self.images().list().await?;
+        push::start(req, images, self.blobs()).await
     }
 
     /// Blobs of the content store, to stream out (push, save).

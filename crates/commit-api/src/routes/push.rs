@@ -1,135 +1,24 @@
 //! `docker push`: `POST /images/{name}/push?tag=` with `X-Registry-Auth`.
 //!
-//! The image's blobs are streamed from containerd's content store to the
-//! registry with `oci-client` (blobs the registry has are skipped, blobs
-//! another local repository of the same registry holds are mounted), then
-//! the manifest is pushed byte for byte as stored, so the registry's digest
-//! is the local one. When the image's record names an index, the manifest
-//! of the host's platform (the one `docker image inspect` describes) is
-//! pushed under the tag, not the index. Progress goes out as Docker's JSON
-//! lines. Every blob is checked locally first: an image whose base layers
-//! were never pulled (common on Kubernetes nodes) fails before anything is
-//! pushed. A push never deletes anything locally.
-//!
-//! Limits, compared with Docker: layers go one at a time (Docker uploads
-//! five at once); an insecure registry is spoken to over plain HTTP only
-//! (Docker first tries HTTPS without verifying the certificate); insecure
-//! CIDR entries match IP literals only (Docker also resolves host names).
-
-use std::collections::HashMap;
+//! Which tags, whose credentials, and whether every blob is here are read
+//! and checked here (an image whose base layers were never pulled, common
+//! on Kubernetes nodes, fails before anything is pushed); the push itself
+//! is the engine's ([`commit_engine::Engine::push`]), its events written
+//! out as Docker's JSON progress lines.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use commit_engine::{Blobs, Image as ImageEntry};
-use docker_format::image::Descriptor;
+use commit_engine::{Image as ImageEntry, PushRequest};
+use docker_format::reference::{familiar_name, parse_normalized_named, valid_tag};
+use docker_format::registry;
 use futures::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
-use tokio::sync::mpsc;
 
 use super::find_image;
 use crate::Api;
 use crate::error::ApiError;
 use crate::extract::Query;
-use crate::views::push::Message;
-use docker_format::reference::{Named, familiar_name, parse_normalized_named, valid_tag};
-use docker_format::registry::{self, is_insecure};
-
-/// Docker's `X-Registry-Auth`, as the registry client takes it.
-fn decode_auth(header: Option<&HeaderValue>) -> Result<RegistryAuth, ApiError> {
-    Ok(
-        match registry::decode_auth(header.and_then(|h| h.to_str().ok()))? {
-            registry::RegistryAuth::Anonymous => RegistryAuth::Anonymous,
-            registry::RegistryAuth::Basic { username, password } => {
-                RegistryAuth::Basic(username, password)
-            }
-            registry::RegistryAuth::Bearer(token) => RegistryAuth::Bearer(token),
-        },
-    )
-}
-
-/// Where Docker Hub's registry API lives (`docker.io` is only its name).
-const DOCKER_HUB_REGISTRY: &str = "registry-1.docker.io";
-
-/// Other repositories tried for a cross-repository mount of one blob.
-const MOUNT_TRIES: usize = 3;
-
-/// The registry host the API is spoken to: Docker Hub's names live on
-/// `registry-1.docker.io`.
-fn registry_host(domain: &str) -> &str {
-    match domain {
-        "docker.io" => DOCKER_HUB_REGISTRY,
-        other => other,
-    }
-}
-
-fn remote(named: &Named, tag: &str) -> Reference {
-    Reference::with_tag(
-        registry_host(&named.domain).to_string(),
-        named.path.clone(),
-        tag.to_string(),
-    )
-}
-
-/// An error with its causes ("error sending request: … Connection refused").
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = e.source();
-    }
-    out
-}
-
-/// The HTTP status behind a registry error, when there is one.
-fn status_of(err: &OciDistributionError) -> Option<u16> {
-    match err {
-        OciDistributionError::RequestError(e) => e.status().map(|s| s.as_u16()),
-        OciDistributionError::ServerError { code, .. } => Some(*code),
-        OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => Some(401),
-        OciDistributionError::RegistryError { envelope, .. } => {
-            envelope.errors.iter().find_map(|e| match e.code {
-                OciErrorCode::Unauthorized => Some(401),
-                OciErrorCode::Denied => Some(403),
-                _ => None,
-            })
-        }
-        _ => None,
-    }
-}
-
-/// What the user reads when a registry call fails: Docker's words for
-/// refused credentials and denied access, then the details.
-fn describe(what: &str, err: &OciDistributionError, registry: &str, auth: &RegistryAuth) -> String {
-    let detail = chain(err);
-    match status_of(err) {
-        Some(401) => match auth {
-            RegistryAuth::Anonymous => format!(
-                "unauthorized: authentication required: {registry} needs credentials (docker login {registry}) ({what}: {detail})"
-            ),
-            RegistryAuth::Basic(user, _) => format!(
-                "unauthorized: authentication required: {registry} refused the credentials of {user} ({what}: {detail})"
-            ),
-            RegistryAuth::Bearer(_) => format!(
-                "unauthorized: authentication required: {registry} refused the registry token ({what}: {detail})"
-            ),
-        },
-        Some(403) => {
-            format!("denied: requested access to the resource is denied ({what}: {detail})")
-        }
-        _ => format!("{what}: {detail}"),
-    }
-}
+use crate::views::push::lines;
 
 /// Pushes an image to its registry, streaming Docker's progress messages.
 pub(crate) async fn push(
@@ -176,13 +65,12 @@ pub(crate) async fn push(
             targets.sort_by(|a, b| a.0.cmp(&b.0));
         }
     }
-    let auth = decode_auth(headers.get("x-registry-auth"))?;
+    let auth = registry::decode_auth(headers.get("x-registry-auth").and_then(|h| h.to_str().ok()))?;
 
     // Everything must be here before anything is pushed.
     let blobs = api.engine().blobs();
     for (tag, e) in &targets {
-        let r = &e.resolved;
-        if let Some(d) = blobs.first_missing(r.blobs()).await? {
+        if let Some(d) = blobs.first_missing(e.resolved.blobs()).await? {
             return Err(ApiError::MissingContent(format!(
                 "cannot push {}:{tag}: its blob {} is not in the local content store (a base layer never pulled on this node?); nothing was pushed",
                 familiar_name(&named.name()),
@@ -191,261 +79,21 @@ pub(crate) async fn push(
         }
     }
 
-    // Where else on this registry our layers may already be (other local
-    // repositories of the same domain): Docker mounts from those instead of
-    // uploading again.
-    let mut sources: HashMap<String, Vec<String>> = HashMap::new();
-    {
-        let prefix = format!("{}/", named.domain);
-        for e in api.engine().images().list().await? {
-            for n in e.names() {
-                let Some(rest) = n.strip_prefix(&prefix) else {
-                    continue;
-                };
-                let repo = rest.split([':', '@']).next().unwrap_or(rest);
-                if repo == named.path {
-                    continue;
-                }
-                for l in &e.resolved.manifest.layers {
-                    let v = sources.entry(l.digest.clone()).or_default();
-                    if !v.iter().any(|r| r == repo) {
-                        v.push(repo.to_string());
-                    }
-                }
-            }
-        }
-    }
-    let host = registry_host(&named.domain).to_string();
-    let insecure = is_insecure(&named.domain, &api.options().insecure_registries);
-    // reqwest is built without a TLS provider of its own and panics
-    // without one: the daemon installs ring at start; an embedding that
-    // did not gets ring here.
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    let client = Client::try_from(ClientConfig {
-        protocol: if insecure {
-            ClientProtocol::HttpsExcept(vec![host.clone()])
-        } else {
-            ClientProtocol::Https
-        },
-        ..Default::default()
-    })
-    .map_err(|e| ApiError::Internal(format!("setting up the registry client: {}", chain(&e))))?;
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    let job = Job {
-        client,
-        auth,
-        blobs,
-        named,
-        sources,
-        tx,
-    };
-    tokio::spawn(async move {
-        let repo = familiar_name(&job.named.name()).to_string();
-        let _ = job
-            .tx
-            .send(Ok(Message::status(format!(
-                "The push refers to repository [{repo}]"
-            ))
-            .line()))
-            .await;
-        for (tag, e) in targets {
-            if let Err(msg) = job.push_one(&tag, &e).await {
-                tracing::warn!(repository = %repo, %tag, cause = %msg, "push failed");
-                let _ = job.tx.send(Ok(Message::failure(msg).line())).await;
-                return;
-            }
-        }
-    });
-    let mut resp = (
-        StatusCode::OK,
-        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
-    )
-        .into_response();
+    let events = api
+        .engine()
+        .push(PushRequest {
+            repository: named,
+            tags: targets,
+            auth,
+            insecure_registries: api.options().insecure_registries.clone(),
+        })
+        .await?;
+    let body = tokio_stream::wrappers::ReceiverStream::new(events)
+        .flat_map(|e| futures::stream::iter(lines(&e).into_iter().map(Ok::<_, std::io::Error>)));
+    let mut resp = (StatusCode::OK, Body::from_stream(body)).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     Ok(resp)
-}
-
-type Lines = mpsc::Sender<Result<Bytes, std::io::Error>>;
-
-/// One push: the registry client, the repository and where progress goes.
-struct Job {
-    client: Client,
-    auth: RegistryAuth,
-    blobs: Blobs,
-    named: Named,
-    /// Layer digest → other repositories of the registry that may hold it.
-    sources: HashMap<String, Vec<String>>,
-    tx: Lines,
-}
-
-/// What became of a blob.
-enum Sent {
-    Existed,
-    Mounted(String),
-    Pushed,
-}
-
-impl Job {
-    async fn send(&self, m: Message) -> Result<(), String> {
-        self.tx
-            .send(Ok(m.line()))
-            .await
-            .map_err(|_| "client went away".to_string())
-    }
-
-    fn fail(&self, what: &str, err: &OciDistributionError, reference: &Reference) -> String {
-        describe(what, err, reference.registry(), &self.auth)
-    }
-
-    async fn push_one(&self, tag: &str, e: &ImageEntry) -> Result<(), String> {
-        let reference = remote(&self.named, tag);
-        self.client
-            .auth(&reference, &self.auth, RegistryOperation::Push)
-            .await
-            .map_err(|err| {
-                self.fail(
-                    &format!("authenticating to {}", reference.registry()),
-                    &err,
-                    &reference,
-                )
-            })?;
-        let r = &e.resolved;
-        for l in r.manifest.layers.iter().rev() {
-            self.send(Message::layer("Preparing", &l.digest)).await?;
-        }
-        for l in r.manifest.layers.iter().rev() {
-            let status = match self.push_blob(&reference, l, true).await? {
-                Sent::Existed => "Layer already exists".to_string(),
-                // The repository's path on the registry, as Docker says it.
-                Sent::Mounted(repo) => format!("Mounted from {repo}"),
-                Sent::Pushed => "Pushed".to_string(),
-            };
-            self.send(Message::layer(status, &l.digest)).await?;
-        }
-        self.push_blob(&reference, &r.manifest.config, false)
-            .await?;
-        let digest = &r.manifest_descriptor.digest;
-        let manifest = self
-            .blobs
-            .read(digest)
-            .await
-            .map_err(|err| format!("reading manifest {digest}: {err}"))?;
-        let media = HeaderValue::from_str(&r.manifest_descriptor.media_type)
-            .map_err(|err| format!("manifest media type: {err}"))?;
-        let size = manifest.len();
-        self.client
-            .push_manifest_raw(&reference, manifest, media)
-            .await
-            .map_err(|err| self.fail("pushing the manifest", &err, &reference))?;
-        tracing::info!(
-            repository = %familiar_name(&self.named.name()),
-            %tag,
-            %digest,
-            "pushed"
-        );
-        self.send(Message::status(format!(
-            "{tag}: digest: {digest} size: {size}"
-        )))
-        .await?;
-        self.send(Message::result(tag, digest, size)).await
-    }
-
-    /// Pushes one blob unless the registry has it in this repository, or
-    /// can mount it from another repository of the registry. `progress`:
-    /// report bytes sent as Docker's `Pushing` lines.
-    async fn push_blob(
-        &self,
-        reference: &Reference,
-        d: &Descriptor,
-        progress: bool,
-    ) -> Result<Sent, String> {
-        if self
-            .client
-            .blob_exists(reference, &d.digest)
-            .await
-            .map_err(|err| self.fail(&format!("checking blob {}", d.digest), &err, reference))?
-        {
-            return Ok(Sent::Existed);
-        }
-        let from = self
-            .sources
-            .get(&d.digest)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        for repo in from.iter().take(MOUNT_TRIES) {
-            let src = Reference::with_tag(
-                reference.registry().to_string(),
-                repo.clone(),
-                "latest".into(),
-            );
-            if self
-                .client
-                .mount_blob(reference, &src, &d.digest)
-                .await
-                .is_ok()
-            {
-                return Ok(Sent::Mounted(repo.clone()));
-            }
-        }
-        let (digest, size) = (d.digest.clone(), d.size);
-        let tx = progress.then(|| self.tx.clone());
-        let data = Box::pin(self.blobs.chunks(&d.digest, d.size));
-        // Each chunk is sent before the next is asked for: `offset` bytes
-        // have reached the registry whenever the stream is polled.
-        let chunks = futures::stream::unfold((data, 0i64), move |(mut data, offset)| {
-            let (digest, tx) = (digest.clone(), tx.clone());
-            async move {
-                if let (Some(tx), true) = (&tx, offset > 0) {
-                    let msg = Message::pushing(&digest, offset, size);
-                    if tx.send(Ok(msg.line())).await.is_err() {
-                        return Some((Err(generic("client went away".into())), (data, offset)));
-                    }
-                }
-                match data.next().await? {
-                    Ok(bytes) => {
-                        let next = offset + bytes.len() as i64;
-                        Some((Ok(Bytes::from(bytes)), (data, next)))
-                    }
-                    Err(e) => Some((
-                        Err(generic(format!("reading local blob {digest}: {e}"))),
-                        (data, offset),
-                    )),
-                }
-            }
-        });
-        self.client
-            .push_blob_stream(
-                reference,
-                chunks,
-                &d.digest,
-                Some(u64::try_from(d.size).unwrap_or(0)),
-            )
-            .await
-            .map_err(|err| self.fail(&format!("pushing blob {}", d.digest), &err, reference))?;
-        Ok(Sent::Pushed)
-    }
-}
-
-fn generic(msg: String) -> OciDistributionError {
-    OciDistributionError::GenericError(Some(msg))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn docker_hub_is_pushed_to_registry_1() {
-        let named = parse_normalized_named("acc/app").unwrap();
-        let r = remote(&named, "1");
-        assert_eq!(r.resolve_registry(), "registry-1.docker.io");
-        assert_eq!(r.repository(), "acc/app");
-        let named = parse_normalized_named("127.0.0.1:5000/acc/app").unwrap();
-        assert_eq!(remote(&named, "1").resolve_registry(), "127.0.0.1:5000");
-    }
 }

@@ -1,13 +1,43 @@
 //! `docker push`'s progress: Docker's `jsonmessage.JSONMessage` lines.
 
 use bytes::Bytes;
+use commit_engine::{PushEvent, Sent};
 use docker_format::size::human_size;
 use serde::Serialize;
+
+/// The lines Docker writes for one push event.
+pub fn lines(e: &PushEvent) -> Vec<Bytes> {
+    match e {
+        PushEvent::Repository(repo) => {
+            vec![Message::status(format!("The push refers to repository [{repo}]")).line()]
+        }
+        PushEvent::Preparing { layer } => vec![Message::layer("Preparing", layer).line()],
+        PushEvent::Progress {
+            layer,
+            current,
+            total,
+        } => vec![Message::pushing(layer, *current, *total).line()],
+        PushEvent::Layer { layer, sent } => {
+            let status = match sent {
+                Sent::Existed => "Layer already exists".to_string(),
+                // The repository's path on the registry, as Docker says it.
+                Sent::Mounted(repo) => format!("Mounted from {repo}"),
+                Sent::Pushed => "Pushed".to_string(),
+            };
+            vec![Message::layer(status, layer).line()]
+        }
+        PushEvent::Pushed { tag, digest, size } => vec![
+            Message::status(format!("{tag}: digest: {digest} size: {size}")).line(),
+            Message::result(tag, digest, *size).line(),
+        ],
+        PushEvent::Failed(message) => vec![Message::failure(message.clone()).line()],
+    }
+}
 
 /// Docker's `jsonmessage.JSONMessage`, fields in Go's order (so lines read
 /// as Docker's do).
 #[derive(Debug, Default, Serialize)]
-pub struct Message {
+struct Message {
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<String>,
     #[serde(rename = "progressDetail", skip_serializing_if = "Option::is_none")]
@@ -47,7 +77,7 @@ struct PushResult {
 }
 
 impl Message {
-    pub fn status(status: impl Into<String>) -> Self {
+    fn status(status: impl Into<String>) -> Self {
         Self {
             status: Some(status.into()),
             ..Self::default()
@@ -55,7 +85,7 @@ impl Message {
     }
 
     /// A layer's state: `{"status":…,"progressDetail":{},"id":…}`.
-    pub fn layer(status: impl Into<String>, digest: &str) -> Self {
+    fn layer(status: impl Into<String>, digest: &str) -> Self {
         Self {
             status: Some(status.into()),
             progress_detail: Some(ProgressDetail::default()),
@@ -64,7 +94,7 @@ impl Message {
         }
     }
 
-    pub fn pushing(digest: &str, current: i64, total: i64) -> Self {
+    fn pushing(digest: &str, current: i64, total: i64) -> Self {
         Self {
             status: Some("Pushing".into()),
             progress_detail: Some(ProgressDetail {
@@ -77,7 +107,7 @@ impl Message {
         }
     }
 
-    pub fn failure(message: String) -> Self {
+    fn failure(message: String) -> Self {
         Self {
             error_detail: Some(ErrorDetail {
                 message: message.clone(),
@@ -87,7 +117,7 @@ impl Message {
         }
     }
 
-    pub fn result(tag: &str, digest: &str, size: usize) -> Self {
+    fn result(tag: &str, digest: &str, size: usize) -> Self {
         Self {
             progress_detail: Some(ProgressDetail::default()),
             aux: Some(PushResult {
@@ -100,7 +130,7 @@ impl Message {
     }
 
     /// One line of the stream.
-    pub fn line(&self) -> Bytes {
+    fn line(&self) -> Bytes {
         let mut b = serde_json::to_vec(self).unwrap_or_default();
         b.push(b'\n');
         Bytes::from(b)
