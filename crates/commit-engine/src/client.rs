@@ -65,15 +65,6 @@ impl Containerd {
         })
     }
 
-    /// The same connection, another namespace.
-    pub fn with_namespace(&self, namespace: &str) -> Result<Self> {
-        validate_namespace(namespace)?;
-        Ok(Self {
-            namespace: namespace.to_string(),
-            ..self.clone()
-        })
-    }
-
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
