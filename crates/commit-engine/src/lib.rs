@@ -31,6 +31,7 @@ mod content;
 mod diff;
 mod direct;
 pub mod error;
+mod export;
 pub mod failpoint;
 mod images;
 mod keyed;
@@ -53,6 +54,7 @@ pub use crate::commit::{CapturePath, CommitRequest, Committed, Phases};
 pub use crate::container::{ContainerRecord, Containers};
 pub use crate::content::Blobs;
 pub use crate::error::{Error, Kind, Result};
+pub use crate::export::Exported;
 pub use crate::images::Resolved;
 pub use crate::push::{PushEvent, PushRequest, Sent};
 pub use crate::task::{PauseJournal, TaskInfo, TaskState};
@@ -201,6 +203,18 @@ impl Engine {
     pub async fn push(&self, req: PushRequest) -> Result<tokio::sync::mpsc::Receiver<PushEvent>> {
         let images = self.images().list().await?;
         push::start(req, images, self.blobs()).await
+    }
+
+    /// A tar of images (`docker save`): an OCI layout with Docker's
+    /// `manifest.json`, produced as it is read; dropping the stream stops
+    /// it. Every blob should have been checked present
+    /// ([`Blobs::first_missing`]) first.
+    pub fn export(
+        &self,
+        images: &[Exported],
+    ) -> Result<impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static> {
+        let rx = export::start(images, self.blobs())?;
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 
     /// Blobs of the content store, to stream out (push, save).

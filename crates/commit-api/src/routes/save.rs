@@ -1,42 +1,24 @@
 //! `docker save`: `GET /images/{name}/get` and `GET /images/get?names=…`.
-//!
-//! The archive is what Docker 25+ writes: an OCI image layout (`oci-layout`,
-//! `index.json`, `blobs/sha256/…`) and Docker's `manifest.json` in the same
-//! tar, so `docker load`, skopeo (`docker-archive:` and `oci-archive:`) and
-//! umoci all read it. It is streamed: metadata first, then each blob (once,
-//! however many images share it) read from containerd's content store in
-//! chunks. A client that hangs up stops the work.
-
-use std::collections::{BTreeMap, HashSet};
+//! Which images, under which names, and whether all their blobs are here
+//! are read and checked here; the archive is the engine's
+//! ([`commit_engine::Engine::export`]), streamed as it is made.
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use commit_engine::Image as ImageEntry;
-use docker_format::image::{Descriptor, media_type};
-use futures::StreamExt;
-use serde_json::json;
-use tokio::sync::mpsc;
+use commit_engine::Exported;
+use docker_format::reference::{ImageRef, familiar_name};
 
 use super::find_image;
 use crate::Api;
 use crate::error::ApiError;
 use crate::extract::Query;
-use docker_format::reference::{ImageRef, familiar_name};
 
 /// `GET /images/get?names=a&names=b`.
 pub(crate) async fn save_many(State(api): State<Api>, q: Query) -> Result<Response, ApiError> {
     let names = q.all("names");
     save(&api, names).await
-}
-
-/// One image of the archive: what `manifest.json` and `index.json` say of it.
-struct Exported {
-    entry: ImageEntry,
-    /// The normalized name asked for, when it was a name (not an ID).
-    name: Option<String>,
 }
 
 /// Streams a tar of the named images.
@@ -46,210 +28,32 @@ pub(crate) async fn save(api: &Api, names: Vec<String>) -> Result<Response, ApiE
     }
     let mut exported = Vec::new();
     for n in &names {
-        let entry = find_image(api, n).await?;
+        let image = find_image(api, n).await?;
         let name = match ImageRef::parse(n)? {
-            ImageRef::Name { name: full, .. } if entry.records.iter().any(|r| r.name == full) => {
+            ImageRef::Name { name: full, .. } if image.records.iter().any(|r| r.name == full) => {
                 Some(full)
             }
             _ => None,
         };
-        exported.push(Exported { entry, name });
+        exported.push(Exported { image, name });
     }
-    // Every blob, once, in a stable order; all must be here before a byte goes out.
-    let mut blobs: Vec<Descriptor> = Vec::new();
-    let mut seen = HashSet::new();
-    for e in &exported {
-        for d in e.entry.resolved.blobs() {
-            if seen.insert(d.digest.clone()) {
-                blobs.push(d.clone());
-            }
-        }
-    }
+    // Every blob must be here before a byte goes out.
     let store = api.engine().blobs();
-    if let Some(missing) = store.first_missing(&blobs).await? {
-        let digest = &missing.digest;
-        let owner = exported
-            .iter()
-            .find(|x| x.entry.resolved.blobs().any(|b| &b.digest == digest))
-            .map(|x| x.name.clone().unwrap_or_else(|| x.entry.id.clone()))
-            .unwrap_or_default();
-        return Err(ApiError::MissingContent(format!(
-            "blob {digest} of image {} is not in the content store (never pulled?): cannot save it",
-            familiar_name(&owner)
-        )));
+    for e in &exported {
+        if let Some(missing) = store.first_missing(e.image.resolved.blobs()).await? {
+            let owner = e.name.clone().unwrap_or_else(|| e.image.id.clone());
+            return Err(ApiError::MissingContent(format!(
+                "blob {} of image {} is not in the content store (never pulled?): cannot save it",
+                missing.digest,
+                familiar_name(&owner)
+            )));
+        }
     }
-    let metadata = metadata(&exported)?;
-
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    tokio::spawn(async move {
-        let send = |b: Vec<u8>| {
-            let tx = tx.clone();
-            async move { tx.send(Ok(Bytes::from(b))).await.is_ok() }
-        };
-        for (path, data) in &metadata {
-            if !send(entry(path, data.len() as u64, 0o644)).await
-                || !send(padded(data.clone())).await
-            {
-                return;
-            }
-        }
-        for dir in ["blobs/", "blobs/sha256/"] {
-            if !send(dir_entry(dir)).await {
-                return;
-            }
-        }
-        for d in blobs {
-            let size = u64::try_from(d.size).unwrap_or(0);
-            if !send(entry(
-                &format!("blobs/sha256/{}", d.digest.trim_start_matches("sha256:")),
-                size,
-                0o444,
-            ))
-            .await
-            {
-                return;
-            }
-            let mut data = std::pin::pin!(store.chunks(&d.digest, d.size));
-            while let Some(chunk) = data.next().await {
-                match chunk {
-                    Ok(bytes) => {
-                        if tx.send(Ok(Bytes::from(bytes))).await.is_err() {
-                            return; // the client hung up
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                        return;
-                    }
-                }
-            }
-            let pad = (512 - (size % 512)) % 512;
-            if pad > 0 && !send(vec![0; pad as usize]).await {
-                return;
-            }
-        }
-        let _ = send(vec![0; 1024]).await;
-    });
-    let mut resp = (
-        StatusCode::OK,
-        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
-    )
-        .into_response();
+    let tar = api.engine().export(&exported)?;
+    let mut resp = (StatusCode::OK, Body::from_stream(tar)).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-tar"),
     );
     Ok(resp)
-}
-
-/// `oci-layout`, `index.json`, `manifest.json` (and `repositories`).
-fn metadata(exported: &[Exported]) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
-    let mut index = Vec::new();
-    let mut manifest_json = Vec::new();
-    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for e in exported {
-        let r = &e.entry.resolved;
-        let mut annotations = BTreeMap::new();
-        let mut repo_tags = Vec::new();
-        if let Some(full) = &e.name {
-            annotations.insert("io.containerd.image.name".to_string(), full.clone());
-            let familiar = familiar_name(full).to_string();
-            if let Some((repo, tag)) = familiar.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
-                annotations.insert(
-                    "org.opencontainers.image.ref.name".to_string(),
-                    tag.to_string(),
-                );
-                repositories.entry(repo.to_string()).or_default().insert(
-                    tag.to_string(),
-                    e.entry.id.trim_start_matches("sha256:").to_string(),
-                );
-            }
-            repo_tags.push(familiar);
-        }
-        index.push(json!({
-            "mediaType": if r.manifest_descriptor.media_type.is_empty() { media_type::OCI_MANIFEST } else { r.manifest_descriptor.media_type.as_str() },
-            "digest": r.manifest_descriptor.digest,
-            "size": r.manifest_descriptor.size,
-            "annotations": annotations,
-        }));
-        let blob =
-            |d: &Descriptor| format!("blobs/sha256/{}", d.digest.trim_start_matches("sha256:"));
-        manifest_json.push(json!({
-            "Config": blob(&r.manifest.config),
-            "RepoTags": repo_tags,
-            "Layers": r.manifest.layers.iter().map(blob).collect::<Vec<_>>(),
-        }));
-    }
-    let ser = |v: &serde_json::Value| {
-        serde_json::to_vec(v).map_err(|e| ApiError::Internal(e.to_string()))
-    };
-    let mut out = vec![
-        (
-            "oci-layout".to_string(),
-            ser(&json!({"imageLayoutVersion": "1.0.0"}))?,
-        ),
-        (
-            "index.json".to_string(),
-            ser(
-                &json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": index}),
-            )?,
-        ),
-        ("manifest.json".to_string(), ser(&json!(manifest_json))?),
-    ];
-    if !repositories.is_empty() {
-        out.push(("repositories".to_string(), ser(&json!(repositories))?));
-    }
-    Ok(out)
-}
-
-/// A regular file's tar header.
-fn entry(path: &str, size: u64, mode: u32) -> Vec<u8> {
-    let mut h = tar::Header::new_ustar();
-    let _ = h.set_path(path);
-    h.set_size(size);
-    h.set_mode(mode);
-    h.set_mtime(0);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_cksum();
-    h.as_bytes().to_vec()
-}
-
-fn dir_entry(path: &str) -> Vec<u8> {
-    let mut h = tar::Header::new_ustar();
-    let _ = h.set_path(path);
-    h.set_size(0);
-    h.set_mode(0o755);
-    h.set_mtime(0);
-    h.set_entry_type(tar::EntryType::Directory);
-    h.set_cksum();
-    h.as_bytes().to_vec()
-}
-
-/// Data followed by the zeros that round it up to a 512-byte block.
-fn padded(mut data: Vec<u8>) -> Vec<u8> {
-    let pad = (512 - data.len() % 512) % 512;
-    data.resize(data.len() + pad, 0);
-    data
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn headers_and_padding_make_a_tar() {
-        let mut tarball = entry("oci-layout", 5, 0o644);
-        tarball.extend(padded(b"hello".to_vec()));
-        tarball.extend(dir_entry("blobs/"));
-        tarball.extend(vec![0; 1024]);
-        let mut a = tar::Archive::new(&tarball[..]);
-        let names: Vec<String> = a
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().display().to_string())
-            .collect();
-        assert_eq!(names, ["oci-layout", "blobs/"]);
-    }
 }
