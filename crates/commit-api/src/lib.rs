@@ -1,12 +1,15 @@
 //! Docker's Engine API for commits, served over [`commit_engine`].
 //!
-//! This is the only crate that knows Docker's wire format: routes, query
-//! parameters, JSON bodies, the Dockerfile syntax of `changes`, and the
-//! mapping from engine errors to HTTP status codes.
+//! This crate is HTTP only: routes (`routes/`, one file per Docker area),
+//! what handlers read from a request (`extract`), Docker's JSON answers
+//! (`views/`), and the one mapping of failures to status codes (`error`).
+//! Docker's formats themselves (bodies, `changes`, references, filters)
+//! are `docker_format`'s; the work is `commit_engine`'s. It names no
+//! containerd type: it cannot (see `tests/boundaries.rs`).
 //!
 //! Every route answers with and without a `/v{major}.{minor}` prefix; the
 //! prefix is checked against [`MIN_API_VERSION`]..=[`API_VERSION`] and
-//! stripped before routing ([`version`]).
+//! stripped before routing (`version`).
 
 mod error;
 mod extract;

@@ -71,7 +71,8 @@ pub struct Committed {
     /// The image record's name (`moby-dangling@…` when untagged).
     pub image_name: String,
     pub container_id: String,
-    /// The container's name as users know it (see [`container::display_name`]).
+    /// The container's name as users know it: nerdctl's name label,
+    /// Kubernetes' `namespace/pod/container`, or its ID.
     pub container_name: String,
     /// The container's image record name ("" for `FROM scratch`).
     pub container_image: String,

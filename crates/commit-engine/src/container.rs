@@ -132,7 +132,8 @@ pub(crate) fn process_args(ct: &Container) -> Vec<String> {
 #[derive(Debug, Clone, Default)]
 pub struct ContainerRecord {
     pub id: String,
-    /// The name users know it by (see [`display_name`]).
+    /// The name users know it by: nerdctl's name label, Kubernetes'
+    /// `namespace/pod/container`, or its ID.
     pub name: String,
     /// Its image record's name ("" for a container without one).
     pub image: String,
@@ -182,7 +183,9 @@ impl Containers<'_> {
             .collect())
     }
 
-    /// The container a user named (see [`resolve`]).
+    /// The container a user named: an exact ID, then an exact name (also
+    /// `pod/container` and `namespace/pod/container`), then a unique ID
+    /// prefix.
     pub async fn resolve(&self, query: &str) -> Result<ContainerRecord> {
         resolve(self.c, query).await.map(ContainerRecord::of)
     }

@@ -17,9 +17,16 @@
 //!    point the image record at the manifest: the commit becomes visible in
 //!    that last step only.
 //!
+//! # The façade
+//! [`Engine`] is the whole surface: commits, the image store (list, find,
+//! tag, untag, users), containers (read only), blobs to stream out, push
+//! and export. Its types are its own or `docker_format`'s; containerd's
+//! gRPC types and `tonic` stay inside (they are not re-exported).
+//!
 //! # Limits
-//! The engine knows nothing of HTTP or Docker's API; the caller supplies
-//! the new run config as a function of the parent's ([`ConfigFn`]).
+//! The engine knows nothing of HTTP or Docker's Engine API. It applies
+//! Docker's config rules (`docker_format::merge`) to the request's config
+//! and `changes`, as Docker's daemon does.
 
 mod capture;
 mod catalog;

@@ -10,12 +10,12 @@
 //! ranges, and Docker's error texts.
 //!
 //! One stage per file, in the order the text goes through them:
-//! - [`lines`]: logical lines (continuations, comments), the instruction
+//! - `lines`: logical lines (continuations, comments), the instruction
 //!   word and its `--flags`;
-//! - [`instruction`]: one line parsed into an [`instruction::Instruction`]
+//! - `instruction`: one line parsed into an `Instruction`
 //!   (JSON or shell form, `name=value` pairs, HEALTHCHECK's flags);
 //! - [`words`]: shell-word splitting and `$VAR` expansion (buildkit's lexer);
-//! - [`dispatch`]: the instructions applied to a [`RunConfig`].
+//! - `dispatch`: the instructions applied to a [`RunConfig`].
 
 mod dispatch;
 mod instruction;
