@@ -122,7 +122,8 @@ fn engine_status(e: &EngineError) -> StatusCode {
         EngineError::ContainerNotFound(_) | EngineError::ImageNotFound(_) => StatusCode::NOT_FOUND,
         EngineError::AmbiguousContainer { .. }
         | EngineError::InvalidArgument(_)
-        | EngineError::Changes(_) => StatusCode::BAD_REQUEST,
+        | EngineError::Changes(_)
+        | EngineError::Unrepresentable(_) => StatusCode::BAD_REQUEST,
         EngineError::Conflict(_) => StatusCode::CONFLICT,
         EngineError::Unavailable { .. } | EngineError::Cancelled(_) => {
             StatusCode::SERVICE_UNAVAILABLE

@@ -3,469 +3,364 @@
 //!
 //! The copy is both the capture and the apply. It is the only thing done
 //! while the container is paused; it is what the new image's snapshot is
-//! made of (containerd's own overlay applier writes into an upper directory
-//! the same way); and the layer tar is written afterwards from the copy,
-//! which nothing else touches, while the container runs again.
+//! made of; and the layer tar is written afterwards from the copy, which
+//! nothing else touches, while the container runs again.
 //!
-//! Everything an upper directory means is kept: file types, overlay
-//! whiteouts (0/0 character devices) and opaque markers
-//! (`trusted.overlay.opaque`), owners, modes, nanosecond times, xattrs,
-//! hard links and holes. An upper directory that needs more than its
-//! entries to be read right — `redirect_dir`, `metacopy`, xattr whiteouts —
-//! is refused with [`CopyError::Unsupported`], and the caller falls back to
-//! the diff service.
+//! **The copy is what containerd's applier would make of the layer**, entry
+//! for entry and attribute for attribute, so that the image on this node is
+//! the image another node pulls. What [`crate::walk`] reports is written the
+//! way containerd 1.6's `archive.Apply` writes a layer into an overlay
+//! snapshot: owner first, then xattrs (a `chown` clears file
+//! capabilities), then the mode (a `chown` clears set-id bits), then times
+//! bounded as the applier bounds them ([`Time::applied`]) with the access
+//! time equal to the modification time; whiteouts as fresh 0/0 character
+//! devices (mode 0, the whiteout's owner, no times); opaque directories
+//! with overlay's `opaque=y` in the new snapshot's namespace; hard links as
+//! links, of every type. Holes are kept (the applier writes zeros: the same
+//! bytes). A time the applier bounds is remembered with its true value
+//! ([`Copied::true_times`]) so that the layer still records it.
 //!
 //! The source belongs to a container and may change under us when the
 //! container is not paused, so it is walked with directory file
-//! descriptors and `O_NOFOLLOW`: a directory swapped for a symlink
-//! mid-walk fails the open instead of leading outside the upper directory.
+//! descriptors and `O_NOFOLLOW` (see [`crate::walk`]).
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
-use std::fs::File;
+use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
 
-use rustix::fs::{
-    self as rfs, AtFlags, FileType, Mode, OFlags, SeekFrom, Stat, Timespec, Timestamps,
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, SeekFrom, Timestamps};
+
+pub use crate::walk::WalkError as CopyError;
+use crate::walk::{
+    self, DirStack, Entry, Everything, Kind, Layout, Policy, Time, Visit, Walk, WalkError,
+    display_path,
 };
 
 /// What a copy saw.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Copied {
     /// Entries below the root (files, directories, links, whiteouts …).
     pub entries: u64,
     /// Bytes of file data copied.
     pub bytes: u64,
+    /// Entries whose time the snapshot holds bounded (see [`Time::applied`]),
+    /// by their inode in the copy: the time the layer records.
+    pub true_times: HashMap<(u64, u64), Time>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CopyError {
-    /// The upper directory uses an overlay feature the fast path does not read.
-    #[error("{0}")]
-    Unsupported(String),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn ioerr(context: impl FnOnce() -> String) -> impl FnOnce(rustix::io::Errno) -> CopyError {
-    move |e| CopyError::Io {
-        context: context(),
-        source: e.into(),
-    }
-}
-
-/// Overlay's private xattrs (`trusted.overlay.*`, or `user.overlay.*` with
-/// `userxattr`): which to keep, which to drop, which make the copy wrong.
-enum OverlayXattr {
-    NotOverlay,
-    /// `opaque`: the directory hides its lower counterparts.
-    Opaque,
-    /// Bookkeeping (origin, impure, nlink, uuid …) that means nothing in
-    /// another upper directory.
-    Drop,
-    /// Changes what an entry means (redirect, metacopy, xattr whiteouts).
-    Unsupported,
-}
-
-fn classify(name: &OsStr) -> OverlayXattr {
-    let n = name.as_bytes();
-    let Some(rest) = n
-        .strip_prefix(b"trusted.overlay.")
-        .or_else(|| n.strip_prefix(b"user.overlay."))
-    else {
-        return OverlayXattr::NotOverlay;
-    };
-    match rest {
-        b"opaque" => OverlayXattr::Opaque,
-        b"redirect" | b"metacopy" | b"whiteout" | b"whiteouts" => OverlayXattr::Unsupported,
-        _ => OverlayXattr::Drop,
-    }
-}
-
-/// Whether an xattr is carried into the layer: not overlay's, and not the
-/// SELinux label, which belongs to the host that wrote it.
-pub fn portable_xattr(name: &OsStr) -> bool {
-    matches!(classify(name), OverlayXattr::NotOverlay) && name.as_bytes() != b"security.selinux"
-}
-
-/// Whether a directory's xattrs mark it opaque.
-pub fn is_opaque(xattrs: &[(OsString, Vec<u8>)]) -> bool {
-    xattrs
-        .iter()
-        .any(|(k, v)| matches!(classify(k), OverlayXattr::Opaque) && v.as_slice() == b"y")
-}
-
-/// Whether a stat describes an overlay whiteout: a 0/0 character device.
-#[cfg(test)]
-pub fn is_whiteout(st: &Stat) -> bool {
-    FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
-}
-
-struct Copier {
-    dst_root: OwnedFd,
-    /// First destination path (relative to the root) of each multiply
-    /// linked source inode.
-    links: HashMap<(u64, u64), PathBuf>,
-    stats: Copied,
-    buf: Vec<u8>,
+/// How to copy an upper directory.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyOptions {
+    /// The container's upper directory.
+    pub from: Layout,
+    /// The new snapshot's upper directory.
+    pub to: Layout,
+    /// The longest path a layer may hold (see [`walk::applier_path_room`]).
+    pub max_path: Option<usize>,
 }
 
 /// Copies the tree under `src` into the empty directory `dst`. The roots
 /// themselves are left as they are (their attributes come from the
 /// snapshotter, as with an applied layer).
-pub fn copy_upper(src: &Path, dst: &Path) -> Result<Copied, CopyError> {
-    let open_dir = |p: &Path| {
-        rfs::open(
-            p,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(ioerr(|| format!("opening {}", p.display())))
-    };
-    let src_fd = open_dir(src)?;
-    let dst_fd = open_dir(dst)?;
+pub fn copy_upper(src: &Path, dst: &Path, opts: CopyOptions) -> Result<Copied, CopyError> {
+    copy_upper_with(src, dst, opts, &Everything)
+}
+
+/// [`copy_upper`] with a [`Policy`] deciding what is left out and which
+/// times are recorded.
+pub fn copy_upper_with(
+    src: &Path,
+    dst: &Path,
+    opts: CopyOptions,
+    policy: &dyn Policy,
+) -> Result<Copied, CopyError> {
+    let dst_root = walk::open_dir_path(dst)?;
+    let root_stat = rfs::fstat(&dst_root).map_err(|e| WalkError::io("stat of the copy", e))?;
+    let mut dirs = DirStack::default();
+    dirs.push(
+        dst_root
+            .try_clone()
+            .map_err(|e| WalkError::io("dup of the copy's root", e))?,
+        &root_stat,
+    );
     let mut c = Copier {
-        dst_root: dst_fd.try_clone().map_err(|e| CopyError::Io {
-            context: "dup".into(),
-            source: e,
-        })?,
-        links: HashMap::new(),
-        stats: Copied::default(),
+        root: dst_root,
+        dirs,
+        to: opts.to,
+        copied: Copied::default(),
         buf: Vec::new(),
     };
-    c.copy_dir(&src_fd, &dst_fd, Path::new(""))?;
-    Ok(c.stats)
+    let walked = Walk {
+        layout: opts.from,
+        max_path: opts.max_path,
+        tolerate_vanished: false,
+        policy,
+    }
+    .run(src, &mut c)?;
+    c.copied.entries = walked.entries;
+    Ok(c.copied)
 }
 
-/// Reads the data of every regular file under `src` into the page cache
-/// (readahead), so the copy made while the container is paused runs at
-/// memory speed instead of waiting on the disk. Done before pausing; a
-/// file changed afterwards is simply read again by the copy. Errors are
-/// ignored: this only makes the pause shorter. Returns the bytes read.
-pub fn prewarm(src: &Path) -> u64 {
-    fn walk(dir: &OwnedFd, total: &mut u64) {
-        let Ok(names) = list_dir(dir) else { return };
-        for name in names {
-            let Ok(st) = rfs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) else {
-                continue;
-            };
-            match FileType::from_raw_mode(st.st_mode) {
-                FileType::Directory => {
-                    let flags =
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                    if let Ok(d) = rfs::openat(dir, &name, flags, Mode::empty()) {
-                        walk(&d, total);
+/// Reads the data of every regular file under `src` into the page cache,
+/// so the copy made while the container is paused runs at memory speed
+/// instead of waiting on the disk. Done before pausing; a file changed
+/// afterwards is simply read again by the copy. Returns the bytes read.
+///
+/// I/O errors only end the read-ahead early; but what the copy would
+/// refuse or not read ([`CopyError::Unrepresentable`],
+/// [`CopyError::Unsupported`]) is returned, so a commit can answer before
+/// it pauses anything.
+pub fn prewarm(src: &Path, opts: CopyOptions) -> Result<u64, CopyError> {
+    struct Warm {
+        total: u64,
+        buf: Vec<u8>,
+    }
+    impl Visit for Warm {
+        fn entry(
+            &mut self,
+            e: &Entry<'_>,
+            _: &OwnedFd,
+            data: Option<&OwnedFd>,
+        ) -> Result<(), WalkError> {
+            if let (Kind::File, Some(f)) = (e.kind, data) {
+                // Read it (readahead(2) only starts the I/O).
+                self.buf.resize(1 << 20, 0);
+                let mut off = 0u64;
+                while let Ok(n) = rustix::io::pread(f, &mut self.buf, off) {
+                    if n == 0 {
+                        break;
                     }
+                    off += n as u64;
                 }
-                FileType::RegularFile if st.st_size > 0 => {
-                    let flags =
-                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOATIME;
-                    let f = rfs::openat(dir, &name, flags, Mode::empty()).or_else(|_| {
-                        rfs::openat(
-                            dir,
-                            &name,
-                            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                            Mode::empty(),
-                        )
-                    });
-                    if let Ok(f) = f {
-                        // Read it (readahead(2) only starts the I/O).
-                        let mut buf = vec![0u8; 1 << 20];
-                        let mut off = 0u64;
-                        while let Ok(n) = rustix::io::pread(&f, &mut buf, off) {
-                            if n == 0 {
-                                break;
-                            }
-                            off += n as u64;
-                        }
-                        *total += off;
-                    }
-                }
-                _ => {}
+                self.total += off;
+            }
+            Ok(())
+        }
+    }
+    let mut w = Warm {
+        total: 0,
+        buf: Vec::new(),
+    };
+    match (Walk {
+        layout: opts.from,
+        max_path: opts.max_path,
+        tolerate_vanished: true,
+        policy: &Everything,
+    })
+    .run(src, &mut w)
+    {
+        Ok(_) | Err(WalkError::Io { .. }) => Ok(w.total),
+        Err(e) => Err(e),
+    }
+}
+
+struct Copier {
+    /// The copy's root, for hard links to earlier paths.
+    root: OwnedFd,
+    /// The copy's directories from the root to where the walk is.
+    dirs: DirStack,
+    /// The copy's layout (which namespace overlay's xattrs use there).
+    to: Layout,
+    copied: Copied,
+    buf: Vec<u8>,
+}
+
+impl Visit for Copier {
+    fn entry(
+        &mut self,
+        e: &Entry<'_>,
+        _src_dir: &OwnedFd,
+        data: Option<&OwnedFd>,
+    ) -> Result<(), WalkError> {
+        let ctx = |what: &str| format!("{what} {}", display_path(e.path));
+        let dst = self.dirs.top();
+        if let Some(first) = e.link {
+            return link_at(&self.root, first, dst, e.name)
+                .map_err(|err| WalkError::io(ctx("linking"), err));
+        }
+        let name = e.name;
+        match e.kind {
+            Kind::Dir => {
+                rfs::mkdirat(dst, name, Mode::from_raw_mode(0o700))
+                    .map_err(|err| WalkError::io(ctx("mkdir"), err))?;
+                let d = rfs::openat(
+                    dst,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|err| WalkError::io(ctx("opening the copy of"), err))?;
+                let st = rfs::fstat(&d).map_err(|err| WalkError::io(ctx("stat"), err))?;
+                self.dirs.push(d, &st);
+                // Attributes when its contents are done (leave).
+            }
+            Kind::File => {
+                let src =
+                    data.ok_or_else(|| WalkError::io(ctx("no data for"), io::ErrorKind::NotFound))?;
+                let d = rfs::openat(
+                    dst,
+                    name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|err| WalkError::io(ctx("creating the copy of"), err))?;
+                self.copied.bytes += copy_data(src, &d, e.stat.st_size as u64, &mut self.buf)
+                    .map_err(|err| WalkError::io(ctx("copying"), err))?;
+                self.finish_fd(&d, e, false)?;
+            }
+            Kind::Symlink => {
+                rfs::symlinkat(e.target, dst, name)
+                    .map_err(|err| WalkError::io(ctx("symlink"), err))?;
+                self.finish_at(e)?;
+            }
+            Kind::CharDevice | Kind::BlockDevice | Kind::Fifo => {
+                let ft = match e.kind {
+                    Kind::CharDevice => FileType::CharacterDevice,
+                    Kind::BlockDevice => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                rfs::mknodat(dst, name, ft, Mode::from_raw_mode(e.mode()), e.stat.st_rdev)
+                    .map_err(|err| WalkError::io(ctx("mknod"), err))?;
+                self.finish_at(e)?;
+            }
+            Kind::Whiteout => {
+                // As containerd's OverlayConvertWhiteout makes one.
+                rfs::mknodat(dst, name, FileType::CharacterDevice, Mode::empty(), 0)
+                    .map_err(|err| WalkError::io(ctx("mknod"), err))?;
+                rfs::chownat(
+                    dst,
+                    name,
+                    Some(rfs::Uid::from_raw(e.stat.st_uid)),
+                    Some(rfs::Gid::from_raw(e.stat.st_gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|err| WalkError::io(ctx("chown"), err))?;
             }
         }
+        Ok(())
     }
-    let mut total = 0;
-    if let Ok(root) = rfs::open(
-        src,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        walk(&root, &mut total);
-    }
-    total
-}
 
-/// Lists a directory's entries (without `.` and `..`), sorted by name.
-pub fn list_dir(fd: &OwnedFd) -> io::Result<Vec<OsString>> {
-    let mut dir = rfs::Dir::read_from(fd)?;
-    let mut names = Vec::new();
-    while let Some(entry) = dir.read() {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            names.push(OsStr::from_bytes(name).to_os_string());
-        }
+    fn leave(&mut self, e: &Entry<'_>, _src: &OwnedFd) -> Result<(), WalkError> {
+        let d = self.dirs.pop();
+        // Attributes last: the contents must not bump the times, and a
+        // read-only mode must not stop their copy.
+        self.finish_fd(&d, e, e.opaque)?;
+        self.dirs.reopen_top(&d)
     }
-    names.sort();
-    Ok(names)
 }
 
 impl Copier {
-    fn copy_dir(&mut self, src: &OwnedFd, dst: &OwnedFd, rel: &Path) -> Result<(), CopyError> {
-        let names = list_dir(src).map_err(|e| CopyError::Io {
-            context: format!("reading {}", rel.display()),
-            source: e,
-        })?;
-        for name in names {
-            let path = rel.join(&name);
-            let st = rfs::statat(src, &name, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(ioerr(|| format!("stat {}", path.display())))?;
-            self.stats.entries += 1;
-            match FileType::from_raw_mode(st.st_mode) {
-                FileType::Directory => {
-                    rfs::mkdirat(dst, &name, Mode::from_raw_mode(0o700))
-                        .map_err(ioerr(|| format!("mkdir {}", path.display())))?;
-                    let flags =
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                    let s = rfs::openat(src, &name, flags, Mode::empty())
-                        .map_err(ioerr(|| format!("opening {}", path.display())))?;
-                    let d = rfs::openat(dst, &name, flags, Mode::empty())
-                        .map_err(ioerr(|| format!("opening copy of {}", path.display())))?;
-                    same_inode(&s, &st, &path)?;
-                    self.copy_dir(&s, &d, &path)?;
-                    // Attributes last: children must not bump the times, and
-                    // a read-only mode must not stop the children's copy.
-                    let xattrs = fd_xattrs(&s, &path)?;
-                    set_fd_attrs(&d, &st, &xattrs, &path)?;
-                }
-                FileType::RegularFile => {
-                    let key = (st.st_dev, st.st_ino);
-                    if st.st_nlink > 1 {
-                        if let Some(first) = self.links.get(&key) {
-                            rfs::linkat(&self.dst_root, first, dst, &name, AtFlags::empty())
-                                .map_err(ioerr(|| format!("linking {}", path.display())))?;
-                            continue;
-                        }
-                        self.links.insert(key, path.clone());
-                    }
-                    let s = rfs::openat(
-                        src,
-                        &name,
-                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(ioerr(|| format!("opening {}", path.display())))?;
-                    same_inode(&s, &st, &path)?;
-                    let d = rfs::openat(
-                        dst,
-                        &name,
-                        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-                        Mode::from_raw_mode(0o600),
-                    )
-                    .map_err(ioerr(|| format!("creating copy of {}", path.display())))?;
-                    self.stats.bytes += copy_data(&s, &d, st.st_size as u64, &mut self.buf)
-                        .map_err(|e| CopyError::Io {
-                            context: format!("copying {}", path.display()),
-                            source: e,
-                        })?;
-                    let xattrs = fd_xattrs(&s, &path)?;
-                    set_fd_attrs(&d, &st, &xattrs, &path)?;
-                }
-                FileType::Symlink => {
-                    let target = rfs::readlinkat(src, &name, Vec::new())
-                        .map_err(ioerr(|| format!("readlink {}", path.display())))?;
-                    rfs::symlinkat(target.as_c_str(), dst, &name)
-                        .map_err(ioerr(|| format!("symlink {}", path.display())))?;
-                    self.finish_special(src, dst, &name, &st, &path)?;
-                }
-                FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
-                    let kind = FileType::from_raw_mode(st.st_mode);
-                    rfs::mknodat(
-                        dst,
-                        &name,
-                        kind,
-                        Mode::from_raw_mode(st.st_mode & 0o7777),
-                        st.st_rdev,
-                    )
-                    .map_err(ioerr(|| format!("mknod {}", path.display())))?;
-                    self.finish_special(src, dst, &name, &st, &path)?;
-                }
-                // Sockets cannot be put in a layer; Docker skips them too.
-                FileType::Socket | FileType::Unknown => self.stats.entries -= 1,
-            }
-        }
-        Ok(())
-    }
-
-    /// Owner, xattrs, mode and times of an entry that cannot be opened
-    /// (symlink, device, fifo), by name relative to its directory.
-    fn finish_special(
-        &self,
-        src: &OwnedFd,
-        dst: &OwnedFd,
-        name: &OsStr,
-        st: &Stat,
-        path: &Path,
-    ) -> Result<(), CopyError> {
-        let proc_src = proc_path(src, name);
-        let proc_dst = proc_path(dst, name);
-        let xattrs = list_xattrs(
-            || xattr::list(&proc_src),
-            |n| xattr::get(&proc_src, n),
-            path,
-        )?;
-        rfs::chownat(
-            dst,
-            name,
-            Some(uid(st)),
-            Some(gid(st)),
-            AtFlags::SYMLINK_NOFOLLOW,
+    /// Owner, xattrs, mode and times of an open copy (file or directory).
+    fn finish_fd(&mut self, fd: &OwnedFd, e: &Entry<'_>, opaque: bool) -> Result<(), WalkError> {
+        let ctx = |what: &str| format!("{what} {}", display_path(e.path));
+        rfs::fchown(
+            fd,
+            Some(rfs::Uid::from_raw(e.stat.st_uid)),
+            Some(rfs::Gid::from_raw(e.stat.st_gid)),
         )
-        .map_err(ioerr(|| format!("chown {}", path.display())))?;
-        for (k, v) in &xattrs {
-            xattr::set(&proc_dst, k, v).map_err(|e| CopyError::Io {
-                context: format!("setxattr {} {:?}", path.display(), k),
-                source: e,
+        .map_err(|err| WalkError::io(ctx("chown"), err))?;
+        for (k, v) in self.stored(e, opaque) {
+            rfs::fsetxattr(fd, k.as_slice(), &v, rfs::XattrFlags::empty()).map_err(|err| {
+                WalkError::io(ctx(&format!("setxattr {}", display_path(&k))), err)
             })?;
         }
-        let is_link = FileType::from_raw_mode(st.st_mode) == FileType::Symlink;
-        if !is_link {
-            // chown cleared set-id bits; put the mode back.
-            rfs::chmodat(
-                dst,
-                name,
-                Mode::from_raw_mode(st.st_mode & 0o7777),
-                AtFlags::empty(),
-            )
-            .map_err(ioerr(|| format!("chmod {}", path.display())))?;
+        rfs::fchmod(fd, Mode::from_raw_mode(e.mode()))
+            .map_err(|err| WalkError::io(ctx("chmod"), err))?;
+        let t = self.time(e, fd)?;
+        rfs::futimens(fd, &t).map_err(|err| WalkError::io(ctx("utimes"), err))
+    }
+
+    /// Owner, xattrs, mode and times of what cannot be opened (symlink,
+    /// device, fifo), by name in the current directory.
+    fn finish_at(&mut self, e: &Entry<'_>) -> Result<(), WalkError> {
+        let ctx = |what: &str| format!("{what} {}", display_path(e.path));
+        let dst = self.dirs.top();
+        rfs::chownat(
+            dst,
+            e.name,
+            Some(rfs::Uid::from_raw(e.stat.st_uid)),
+            Some(rfs::Gid::from_raw(e.stat.st_gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|err| WalkError::io(ctx("chown"), err))?;
+        let proc = walk::proc_path(dst, e.name);
+        for (k, v) in self.stored(e, false) {
+            rfs::lsetxattr(proc.as_c_str(), k.as_slice(), &v, rfs::XattrFlags::empty()).map_err(
+                |err| WalkError::io(ctx(&format!("setxattr {}", display_path(&k))), err),
+            )?;
         }
-        rfs::utimensat(dst, name, &times(st), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(ioerr(|| format!("utimes {}", path.display())))?;
-        Ok(())
-    }
-}
-
-/// Refuses an entry replaced between its stat and its open.
-fn same_inode(fd: &OwnedFd, st: &Stat, path: &Path) -> Result<(), CopyError> {
-    let now = rfs::fstat(fd).map_err(ioerr(|| format!("fstat {}", path.display())))?;
-    if now.st_ino != st.st_ino || now.st_dev != st.st_dev {
-        return Err(CopyError::Io {
-            context: format!("{} changed while being copied", path.display()),
-            source: io::Error::from(io::ErrorKind::Interrupted),
-        });
-    }
-    Ok(())
-}
-
-fn proc_path(dir: &OwnedFd, name: &OsStr) -> PathBuf {
-    let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-    p.push(name);
-    p
-}
-
-fn uid(st: &Stat) -> rfs::Uid {
-    rfs::Uid::from_raw(st.st_uid)
-}
-fn gid(st: &Stat) -> rfs::Gid {
-    rfs::Gid::from_raw(st.st_gid)
-}
-
-fn times(st: &Stat) -> Timestamps {
-    Timestamps {
-        last_access: Timespec {
-            tv_sec: st.st_atime as _,
-            tv_nsec: st.st_atime_nsec as _,
-        },
-        last_modification: Timespec {
-            tv_sec: st.st_mtime as _,
-            tv_nsec: st.st_mtime_nsec as _,
-        },
-    }
-}
-
-/// The xattrs of an open file worth copying into another upper directory
-/// (opaque markers included).
-fn fd_xattrs(fd: &OwnedFd, path: &Path) -> Result<Vec<(OsString, Vec<u8>)>, CopyError> {
-    use xattr::FileExt;
-    let file = File::from(fd.try_clone().map_err(|e| CopyError::Io {
-        context: "dup".into(),
-        source: e,
-    })?);
-    list_xattrs(|| file.list_xattr(), |n| file.get_xattr(n), path)
-}
-
-fn list_xattrs<L, I, G>(list: L, get: G, path: &Path) -> Result<Vec<(OsString, Vec<u8>)>, CopyError>
-where
-    L: FnOnce() -> io::Result<I>,
-    I: Iterator<Item = OsString>,
-    G: Fn(&OsStr) -> io::Result<Option<Vec<u8>>>,
-{
-    let names = match list() {
-        Ok(names) => names,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(CopyError::Io {
-                context: format!("listxattr {}", path.display()),
-                source: e,
-            });
+        if e.kind != Kind::Symlink {
+            rfs::chmodat(dst, e.name, Mode::from_raw_mode(e.mode()), AtFlags::empty())
+                .map_err(|err| WalkError::io(ctx("chmod"), err))?;
         }
-    };
-    let mut out = Vec::new();
-    for name in names {
-        match classify(&name) {
-            OverlayXattr::Drop => continue,
-            OverlayXattr::Unsupported => {
-                return Err(CopyError::Unsupported(format!(
-                    "{} carries {:?}: the upper directory is not self-contained",
-                    path.display(),
-                    name
-                )));
+        let st = rfs::statat(dst, e.name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|err| WalkError::io(ctx("stat"), err))?;
+        let t = self.time_for(e, &st);
+        let dst = self.dirs.top();
+        rfs::utimensat(dst, e.name, &t, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|err| WalkError::io(ctx("utimes"), err))
+    }
+
+    /// The xattrs as stored in the copy: names in overlay's namespace
+    /// escaped, and overlay's opaque marker.
+    fn stored(&self, e: &Entry<'_>, opaque: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out: Vec<_> = e
+            .xattrs
+            .iter()
+            .map(|(k, v)| (self.to.stored_name(k), v.clone()))
+            .collect();
+        if opaque {
+            if let Some(p) = self.to.private_prefix() {
+                out.push(([p, b"opaque"].concat(), b"y".to_vec()));
             }
-            OverlayXattr::NotOverlay if name.as_bytes() == b"security.selinux" => continue,
-            OverlayXattr::NotOverlay | OverlayXattr::Opaque => {}
         }
-        if let Some(v) = get(&name).map_err(|e| CopyError::Io {
-            context: format!("getxattr {} {name:?}", path.display()),
-            source: e,
-        })? {
-            out.push((name, v));
+        out
+    }
+
+    fn time(&mut self, e: &Entry<'_>, fd: &OwnedFd) -> Result<Timestamps, WalkError> {
+        let st = rfs::fstat(fd).map_err(|err| WalkError::io("stat of a copy", err))?;
+        Ok(self.time_for(e, &st))
+    }
+
+    /// The copy's times: what the applier sets ([`Time::applied`], access
+    /// time = modification time); a bounded time is remembered by the
+    /// copy's inode.
+    fn time_for(&mut self, e: &Entry<'_>, copy: &rfs::Stat) -> Timestamps {
+        let t = e.mtime.applied();
+        if t != e.mtime {
+            self.copied
+                .true_times
+                .insert((copy.st_dev, copy.st_ino), e.mtime);
+        }
+        Timestamps {
+            last_access: t.timespec(),
+            last_modification: t.timespec(),
         }
     }
-    Ok(out)
 }
 
-/// Owner, xattrs, mode and times of an open copy.
-fn set_fd_attrs(
-    fd: &OwnedFd,
-    st: &Stat,
-    xattrs: &[(OsString, Vec<u8>)],
-    path: &Path,
-) -> Result<(), CopyError> {
-    use xattr::FileExt;
-    rfs::fchown(fd, Some(uid(st)), Some(gid(st)))
-        .map_err(ioerr(|| format!("chown {}", path.display())))?;
-    let file = File::from(fd.try_clone().map_err(|e| CopyError::Io {
-        context: "dup".into(),
-        source: e,
-    })?);
-    for (k, v) in xattrs {
-        file.set_xattr(k, v).map_err(|e| CopyError::Io {
-            context: format!("setxattr {} {k:?}", path.display()),
-            source: e,
-        })?;
+/// Hard-links `first` (a path below `root`) as `name` in `dir`. A path too
+/// long for one system call is resolved a directory at a time.
+fn link_at(root: &OwnedFd, first: &[u8], dir: &OwnedFd, name: &CStr) -> io::Result<()> {
+    if first.len() < walk::PATH_MAX - 1 {
+        return Ok(rfs::linkat(root, first, dir, name, AtFlags::empty())?);
     }
-    rfs::fchmod(fd, Mode::from_raw_mode(st.st_mode & 0o7777))
-        .map_err(ioerr(|| format!("chmod {}", path.display())))?;
-    rfs::futimens(fd, &times(st)).map_err(ioerr(|| format!("utimes {}", path.display())))?;
-    Ok(())
+    let (parent, base) = match first.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&first[..i], &first[i + 1..]),
+        None => (&b""[..], first),
+    };
+    let mut fd = root.try_clone()?;
+    for part in parent.split(|&b| b == b'/') {
+        fd = rfs::openat(
+            &fd,
+            part,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+    }
+    Ok(rfs::linkat(&fd, base, dir, name, AtFlags::empty())?)
 }
 
 /// Copies a file's data, keeping holes: only the data extents are copied
@@ -560,41 +455,32 @@ fn copy_range_rw(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
-    #[test]
-    fn overlay_xattrs_are_classified() {
-        assert!(matches!(
-            classify(OsStr::new("trusted.overlay.opaque")),
-            OverlayXattr::Opaque
-        ));
-        assert!(matches!(
-            classify(OsStr::new("user.overlay.opaque")),
-            OverlayXattr::Opaque
-        ));
-        assert!(matches!(
-            classify(OsStr::new("trusted.overlay.redirect")),
-            OverlayXattr::Unsupported
-        ));
-        assert!(matches!(
-            classify(OsStr::new("trusted.overlay.metacopy")),
-            OverlayXattr::Unsupported
-        ));
-        assert!(matches!(
-            classify(OsStr::new("trusted.overlay.origin")),
-            OverlayXattr::Drop
-        ));
-        assert!(matches!(
-            classify(OsStr::new("user.mime")),
-            OverlayXattr::NotOverlay
-        ));
-        assert!(portable_xattr(OsStr::new("security.capability")));
-        assert!(!portable_xattr(OsStr::new("security.selinux")));
-        assert!(!portable_xattr(OsStr::new("trusted.overlay.opaque")));
+    const OVERLAY: CopyOptions = CopyOptions {
+        from: Layout::Overlay,
+        to: Layout::Overlay,
+        max_path: None,
+    };
+
+    fn set_mtime(p: &Path, sec: i64, nsec: u32) {
+        let t = Time { sec, nsec }.timespec();
+        rfs::utimensat(
+            rfs::CWD,
+            p,
+            &Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
     }
 
-    /// A plain directory tree (no overlay involved) copies with its
-    /// metadata, links and holes intact.
+    /// A tree copies with its metadata, links and holes intact, the way
+    /// containerd's applier would write it.
     #[test]
     fn copies_a_tree_faithfully() {
         let src = tempfile::tempdir().unwrap();
@@ -605,45 +491,77 @@ mod tests {
         std::fs::set_permissions(s.join("a/b/f"), std::fs::Permissions::from_mode(0o4751)).unwrap();
         std::fs::hard_link(s.join("a/b/f"), s.join("a/g")).unwrap();
         symlink("b/f", s.join("a/l")).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
+        std::fs::hard_link(s.join("a/l"), s.join("a/l2")).unwrap();
+        rfs::mknodat(
+            rfs::CWD,
+            s.join("fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o640),
+            0,
+        )
+        .unwrap();
+        std::fs::hard_link(s.join("fifo"), s.join("fifo2")).unwrap();
+        rfs::mknodat(
+            rfs::CWD,
             s.join("wh"),
             FileType::CharacterDevice,
             Mode::empty(),
             0,
         )
         .unwrap();
+        std::fs::hard_link(s.join("wh"), s.join("wh2")).unwrap(); // overlay shares whiteouts
         xattr::set(s.join("a"), "trusted.overlay.opaque", b"y").unwrap();
+        xattr::set(s.join("a"), "trusted.overlay.origin", b"o").unwrap();
+        xattr::set(s.join("a"), "trusted.mine", b"t").unwrap();
         xattr::set(s.join("a/b/f"), "user.note", b"kept").unwrap();
+        xattr::set(
+            s.join("a/b/f"),
+            std::ffi::OsStr::from_bytes(b"user.bad\xffname"),
+            b"raw",
+        )
+        .unwrap();
         // A sparse file: 1 MiB hole, 4 bytes, 1 MiB hole.
         let f = File::create(s.join("sparse")).unwrap();
         rustix::io::pwrite(&f, b"data", 1 << 20).unwrap();
         f.set_len(2 << 20).unwrap();
         std::fs::set_permissions(s.join("a/b"), std::fs::Permissions::from_mode(0o555)).unwrap();
+        set_mtime(&s.join("sparse"), 1_700_000_000, 123_456_789);
+        set_mtime(&s.join("a/l"), -5, 0);
+        set_mtime(&s.join("a"), 1_600_000_000, 5);
 
-        let stats = copy_upper(s, dst.path()).unwrap();
+        let copied = copy_upper(s, dst.path(), OVERLAY).unwrap();
         let d = dst.path();
-        assert_eq!(stats.entries, 7);
+        assert_eq!(copied.entries, 11);
         assert_eq!(std::fs::read(d.join("a/b/f")).unwrap(), b"hello");
         let m = std::fs::metadata(d.join("a/b/f")).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o4751);
-        assert_eq!(
-            m.ino(),
-            std::fs::metadata(d.join("a/g")).unwrap().ino(),
-            "hard link kept"
-        );
+        let ino = |p: &str| std::fs::symlink_metadata(d.join(p)).unwrap().ino();
+        assert_eq!(ino("a/b/f"), ino("a/g"), "hard link kept");
+        assert_eq!(ino("a/l"), ino("a/l2"), "hard-linked symlink kept");
+        assert_eq!(ino("fifo"), ino("fifo2"), "hard-linked fifo kept");
+        assert_ne!(ino("wh"), ino("wh2"), "whiteouts are made one by one");
         assert_eq!(std::fs::read_link(d.join("a/l")).unwrap(), Path::new("b/f"));
         let wh = rfs::stat(d.join("wh")).unwrap();
-        assert!(is_whiteout(&wh));
         assert_eq!(
-            xattr::get(d.join("a"), "trusted.overlay.opaque")
-                .unwrap()
-                .as_deref(),
-            Some(&b"y"[..])
+            wh.st_mode,
+            libc::S_IFCHR,
+            "a whiteout as the applier makes it"
         );
+        assert_eq!(wh.st_rdev, 0);
+        let names = xattr::list(d.join("a")).unwrap().collect::<Vec<_>>();
+        assert_eq!(names, ["trusted.overlay.opaque"], "only the opaque marker");
         assert_eq!(
             xattr::get(d.join("a/b/f"), "user.note").unwrap().as_deref(),
             Some(&b"kept"[..])
+        );
+        assert_eq!(
+            xattr::get(
+                d.join("a/b/f"),
+                std::ffi::OsStr::from_bytes(b"user.bad\xffname")
+            )
+            .unwrap()
+            .as_deref(),
+            Some(&b"raw"[..])
         );
         let sp = std::fs::metadata(d.join("sparse")).unwrap();
         assert_eq!(sp.len(), 2 << 20);
@@ -652,19 +570,54 @@ mod tests {
             "holes kept ({} blocks)",
             sp.blocks()
         );
+        assert_eq!((sp.mtime(), sp.mtime_nsec()), (1_700_000_000, 123_456_789));
+        assert_eq!(
+            (sp.atime(), sp.atime_nsec()),
+            (1_700_000_000, 123_456_789),
+            "atime = mtime"
+        );
         assert_eq!(
             std::fs::metadata(d.join("a/b")).unwrap().mode() & 0o777,
             0o555
         );
-        let (sm, dm) = (
-            std::fs::symlink_metadata(s.join("a")).unwrap(),
-            std::fs::symlink_metadata(d.join("a")).unwrap(),
-        );
+        let dm = std::fs::symlink_metadata(d.join("a")).unwrap();
         assert_eq!(
-            (sm.mtime(), sm.mtime_nsec()),
             (dm.mtime(), dm.mtime_nsec()),
+            (1_600_000_000, 5),
             "dir times kept"
         );
+        // A time before the epoch is the epoch, as the applier sets it;
+        // its true value is kept for the layer.
+        let lm = std::fs::symlink_metadata(d.join("a/l")).unwrap();
+        assert_eq!((lm.mtime(), lm.mtime_nsec()), (0, 0));
+        assert_eq!(
+            copied.true_times.get(&(lm.dev(), lm.ino())),
+            Some(&Time { sec: -5, nsec: 0 })
+        );
+        assert_eq!(copied.true_times.len(), 1);
+    }
+
+    #[test]
+    fn user_xattrs_in_overlays_namespace_are_escaped_in_the_copy() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        std::fs::create_dir(src.path().join("d")).unwrap();
+        xattr::set(src.path().join("d"), "user.overlay.opaque", b"y").unwrap();
+        // Source without userxattr (the user's), copy with it.
+        copy_upper(
+            src.path(),
+            dst.path(),
+            CopyOptions {
+                from: Layout::Overlay,
+                to: Layout::OverlayUserXattr,
+                max_path: None,
+            },
+        )
+        .unwrap();
+        let names = xattr::list(dst.path().join("d"))
+            .unwrap()
+            .collect::<Vec<_>>();
+        assert_eq!(names, ["user.overlay.overlay.opaque"]);
     }
 
     #[test]
@@ -679,8 +632,64 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            copy_upper(src.path(), dst.path()),
+            copy_upper(src.path(), dst.path(), OVERLAY),
             Err(CopyError::Unsupported(_))
         ));
+        assert!(matches!(
+            prewarm(src.path(), OVERLAY),
+            Err(CopyError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn unrepresentable_names_are_found_before_the_pause() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir(src.path().join("d")).unwrap();
+        std::fs::write(src.path().join("d/.wh.x"), b"").unwrap();
+        match prewarm(src.path(), OVERLAY) {
+            Err(e @ CopyError::Unrepresentable { .. }) => {
+                assert!(e.to_string().starts_with("/d/.wh.x: "), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Hard links whose first path is longer than a system call takes.
+    #[test]
+    fn links_to_paths_beyond_path_max() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let name = "n".repeat(200);
+        let mut fd = walk::open_dir_path(src.path()).unwrap();
+        for _ in 0..25 {
+            rfs::mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+            fd = rfs::openat(
+                &fd,
+                name.as_str(),
+                OFlags::RDONLY | OFlags::DIRECTORY,
+                Mode::empty(),
+            )
+            .unwrap();
+        }
+        let f = rfs::openat(
+            &fd,
+            "f",
+            OFlags::WRONLY | OFlags::CREATE,
+            Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        drop(f);
+        // "nnn…" sorts before "zlink": the deep file is the first path.
+        rfs::linkat(
+            &fd,
+            "f",
+            walk::open_dir_path(src.path()).unwrap(),
+            "zlink",
+            AtFlags::empty(),
+        )
+        .unwrap();
+        copy_upper(src.path(), dst.path(), OVERLAY).unwrap();
+        let st = rfs::stat(dst.path().join("zlink")).unwrap();
+        assert_eq!(st.st_nlink, 2, "linked to the deep copy");
     }
 }

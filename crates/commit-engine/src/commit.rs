@@ -525,27 +525,30 @@ impl Committer<'_> {
                 )));
             }
             self.check_cancel("before capture")?;
+            let opts = capture::CopyOptions {
+                from: from.layout,
+                to: to.layout,
+                max_path: Some(crate::walk::applier_path_room(&to.upper)),
+            };
             // Warm the page cache before pausing: the pause then lasts as
-            // long as a memory-speed copy, not a disk read.
+            // long as a memory-speed copy, not a disk read. What no layer
+            // can carry is found here, before anything is paused.
             let warm = from.upper.clone();
-            let warmed = tokio::task::spawn_blocking(move || capture::prewarm(&warm))
+            let warmed = tokio::task::spawn_blocking(move || capture::prewarm(&warm, opts))
                 .await
-                .unwrap_or(0);
+                .map_err(|e| Error::Malformed(format!("read-ahead task failed: {e}")))?
+                .map_err(copy_failed)?;
             debug!(bytes = warmed, "upper directory read ahead");
             let (source, target) = (from.upper.clone(), to.upper.clone());
             let (copied, paused) = self
                 .while_paused(src, async {
-                    tokio::task::spawn_blocking(move || capture::copy_upper(&source, &target)).await
+                    tokio::task::spawn_blocking(move || capture::copy_upper(&source, &target, opts))
+                        .await
                 })
                 .await?;
-            let copied =
-                match copied.map_err(|e| Error::Malformed(format!("capture task failed: {e}")))? {
-                    Ok(c) => c,
-                    Err(CopyError::Unsupported(why)) => return Err(FastPath::Unsupported(why)),
-                    Err(CopyError::Io { context, source }) => {
-                        return Err(FastPath::Failed(Error::io(context, source)));
-                    }
-                };
+            let copied = copied
+                .map_err(|e| Error::Malformed(format!("capture task failed: {e}")))?
+                .map_err(copy_failed)?;
             debug!(
                 entries = copied.entries,
                 bytes = copied.bytes,
@@ -564,12 +567,12 @@ impl Committer<'_> {
                 });
             }
             self.check_cancel("before writing the layer")?;
-            let root = to.upper.clone();
+            let (root, layout, true_times) = (to.upper.clone(), to.layout, copied.true_times);
             let layer_started = Instant::now();
             let _slot = self.layer_slot().await?;
             let streamed =
                 layer::stream_layer(self.c, &lease.id(), codec, self.content_root, move |w| {
-                    tarball::write_layer(&root, w)
+                    tarball::write_layer(&root, layout, &true_times, w)
                 })
                 .await?;
             Ok(Captured {
@@ -665,6 +668,17 @@ impl Committer<'_> {
             paused,
             fill: Fill::Apply(uncompressed),
         })
+    }
+}
+
+/// What a failed copy means for the commit.
+fn copy_failed(e: CopyError) -> FastPath {
+    match e {
+        CopyError::Unsupported(why) => FastPath::Unsupported(why),
+        e @ CopyError::Unrepresentable { .. } => {
+            FastPath::Failed(Error::Unrepresentable(e.to_string()))
+        }
+        CopyError::Io { context, source } => FastPath::Failed(Error::io(context, source)),
     }
 }
 

@@ -63,6 +63,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The container holds something no layer can carry as it is (a name
+    /// unpackers read as a whiteout, a path too long for containerd's
+    /// applier, …); the message names the path.
+    #[error("the container's changes cannot be put in a layer: {0}")]
+    Unrepresentable(String),
+
     /// Data from containerd did not have the expected shape.
     #[error("{0}")]
     Malformed(String),

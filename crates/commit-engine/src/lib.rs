@@ -50,6 +50,7 @@ mod push;
 mod snapshot;
 mod tarball;
 mod task;
+mod walk;
 
 use std::time::Duration;
 

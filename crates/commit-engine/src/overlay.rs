@@ -1,11 +1,16 @@
 //! When the fast path applies: the container's snapshot is an overlay (or
 //! parentless bind) mount whose upper directory this process can read, with
 //! no overlay feature that makes an upper directory mean more than its
-//! entries (`redirect_dir`, `metacopy`).
+//! entries (`redirect_dir`, `metacopy`). The mount also says which xattr
+//! namespace is overlay's own ([`Layout`]): `trusted.overlay.*`, or
+//! `user.overlay.*` when mounted with `userxattr`; in the other one, and in
+//! a bind-mounted directory, every xattr is the user's.
 
 use std::path::{Path, PathBuf};
 
 use containerd_client::types::Mount;
+
+use crate::walk::Layout;
 
 /// The directories of an overlay snapshot as containerd mounts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +19,8 @@ pub struct OverlayDirs {
     pub upper: PathBuf,
     /// Lower layers, top first; empty for a parentless snapshot.
     pub lower: Vec<PathBuf>,
+    /// How the upper directory is to be read.
+    pub layout: Layout,
 }
 
 /// Reads the upper (and lower) directories from a snapshot's mounts: one
@@ -27,7 +34,11 @@ pub fn dirs(mounts: &[Mount]) -> Result<OverlayDirs, String> {
         "overlay" => {
             let mut upper = None;
             let mut lower = Vec::new();
+            let mut layout = Layout::Overlay;
             for opt in &m.options {
+                if opt == "userxattr" {
+                    layout = Layout::OverlayUserXattr;
+                }
                 match opt.split_once('=') {
                     Some(("upperdir", v)) => upper = Some(PathBuf::from(v)),
                     Some(("lowerdir", v)) => lower = v.split(':').map(PathBuf::from).collect(),
@@ -48,11 +59,16 @@ pub fn dirs(mounts: &[Mount]) -> Result<OverlayDirs, String> {
                     ));
                 }
             }
-            Ok(OverlayDirs { upper, lower })
+            Ok(OverlayDirs {
+                upper,
+                lower,
+                layout,
+            })
         }
         "bind" | "rbind" if !m.options.iter().any(|o| o == "ro") => Ok(OverlayDirs {
             upper: PathBuf::from(&m.source),
             lower: Vec::new(),
+            layout: Layout::Plain,
         }),
         other => Err(format!("snapshot mounts as {other:?}")),
     }
@@ -91,6 +107,7 @@ mod tests {
             ],
         );
         let d = dirs(&[m]).unwrap();
+        assert_eq!(d.layout, Layout::Overlay);
         assert_eq!(d.upper, Path::new("/s/snapshots/5/fs"));
         assert_eq!(
             d.lower,
@@ -106,6 +123,18 @@ mod tests {
         let d = dirs(&[mount("bind", "/s/snapshots/7/fs", &["rbind", "rw"])]).unwrap();
         assert_eq!(d.upper, Path::new("/s/snapshots/7/fs"));
         assert!(d.lower.is_empty());
+        assert_eq!(d.layout, Layout::Plain, "nothing in it is overlay's");
+    }
+
+    #[test]
+    fn userxattr_moves_overlays_namespace() {
+        let d = dirs(&[mount(
+            "overlay",
+            "overlay",
+            &["userxattr", "upperdir=/u", "workdir=/w", "lowerdir=/l"],
+        )])
+        .unwrap();
+        assert_eq!(d.layout, Layout::OverlayUserXattr);
     }
 
     #[test]

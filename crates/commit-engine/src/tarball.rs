@@ -1,220 +1,414 @@
 //! Writes a layer tar from an overlay upper directory: what Docker's
-//! overlay2 driver does for `docker commit`, in OCI's words.
+//! overlay2 driver does for `docker commit`, in OCI's words, byte-exact.
 //!
-//! Entries come in lexical order, each directory before its contents.
-//! Overlay whiteouts (0/0 character devices) become `.wh.<name>` empty
-//! files (mode 0600); an opaque directory (`trusted.overlay.opaque=y`) gets
-//! a `.wh..wh..opq` entry right after its own. Hard links within the
-//! directory become link entries to the first path. xattrs travel as PAX
-//! `SCHILY.xattr.*` records, except overlay's own and the SELinux label.
-//! Sockets are skipped, as Docker and containerd skip them.
+//! The tree is read by [`crate::walk`] (the same walk the capture's copy
+//! uses), so the tar and the snapshot hold the same entries. Entries come in
+//! byte order of their names, each directory before its contents. Overlay
+//! whiteouts become `.wh.<name>` empty files (mode 0600, as Docker writes
+//! them); an opaque directory gets a `.wh..wh..opq` entry right after its
+//! own. Hard links of every type but directories become link entries to the
+//! first path, carrying the inode's metadata and xattrs again (containerd's
+//! applier `chown`s the link, which clears file capabilities, and then sets
+//! the entry's xattrs).
+//!
+//! The format is ustar with PAX extended headers written here: the `tar`
+//! crate takes PAX keys only as UTF-8 strings, and names and xattr names
+//! are bytes. PAX records carry whatever the ustar fields cannot: paths and
+//! link targets longer than 100 bytes or not ASCII, sizes of 8 GiB and
+//! more, uids and gids above 2,097,151, times with nanoseconds, before the
+//! epoch or after 2242, and every xattr the walk keeps
+//! (`SCHILY.xattr.<name>`, as Go's `archive/tar` reads them). Readers that
+//! know PAX (Go's, GNU tar, the `tar` crate) read every record back as it
+//! was written; a time is recorded as the container had it even where an
+//! applier bounds it (see [`crate::walk::Time::applied`]).
 
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::fs::{File, Metadata};
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use tar::{EntryType, Header};
 
-use crate::capture::{is_opaque, portable_xattr};
+use crate::walk::{
+    self, Entry, Kind, Layout, OPAQUE_MARKER, Policy, Time, Visit, Walk, WalkError, Xattr,
+};
 
-pub const WHITEOUT_PREFIX: &str = ".wh.";
-pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
 /// What the tar holds.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
+    /// Entries (PAX extended headers not counted).
     pub entries: u64,
 }
 
+/// The largest value of an 11-digit octal field (size, mtime).
+const OCTAL_11: u64 = 0o777_7777_7777;
+/// The largest value of a 7-digit octal field (uid, gid, device numbers).
+const OCTAL_7: u64 = 0o777_7777;
+
 /// Writes the tar of everything below `root` into `out` (which should be
-/// buffered), ending with the end-of-archive marker.
-pub fn write_layer(root: &Path, out: impl Write) -> io::Result<Written> {
-    let mut w = Walker {
-        tar: tar::Builder::new(out),
-        links: HashMap::new(),
+/// buffered), ending with the end-of-archive marker. `layout` says which
+/// xattrs are overlay's in `root`; `true_times` the times to record instead
+/// of the ones found, by inode (see [`crate::capture::Copied::true_times`]).
+pub fn write_layer(
+    root: &Path,
+    layout: Layout,
+    true_times: &HashMap<(u64, u64), Time>,
+    out: impl Write,
+) -> io::Result<Written> {
+    struct TrueTimes<'a>(&'a HashMap<(u64, u64), Time>);
+    impl Policy for TrueTimes<'_> {
+        fn mtime(&self, _: &[u8], st: &rustix::fs::Stat, t: Time) -> Time {
+            self.0.get(&(st.st_dev, st.st_ino)).copied().unwrap_or(t)
+        }
+    }
+    let mut w = TarWriter {
+        out,
+        buf: Vec::new(),
+        pax: Vec::new(),
         written: Written::default(),
     };
-    w.tar.mode(tar::HeaderMode::Complete);
-    w.tar.follow_symlinks(false);
-    w.dir(root, "")?;
-    w.tar.into_inner()?.flush()?;
+    Walk {
+        layout,
+        max_path: None,
+        tolerate_vanished: false,
+        policy: &TrueTimes(true_times),
+    }
+    .run(root, &mut w)
+    .map_err(io::Error::from)?;
+    w.out.write_all(&[0u8; 1024])?;
+    w.out.flush()?;
     Ok(w.written)
 }
 
-struct Walker<W: Write> {
-    tar: tar::Builder<W>,
-    /// First tar path of each multiply linked inode.
-    links: HashMap<(u64, u64), String>,
+/// One header, before encoding.
+struct Meta<'a> {
+    name: &'a [u8],
+    kind: EntryType,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: Time,
+    link: &'a [u8],
+    device: Option<(u32, u32)>,
+    xattrs: &'a [Xattr],
+}
+
+struct TarWriter<W: Write> {
+    out: W,
+    buf: Vec<u8>,
+    /// PAX records of the entry being written.
+    pax: Vec<u8>,
     written: Written,
 }
 
-impl<W: Write> Walker<W> {
-    fn dir(&mut self, dir: &Path, prefix: &str) -> io::Result<()> {
-        let mut names: Vec<OsString> = std::fs::read_dir(dir)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()?;
-        names.sort();
-        for name in names {
-            let path = dir.join(&name);
-            let name = String::from_utf8_lossy(name.as_bytes()).into_owned();
-            let rel = format!("{prefix}{name}");
-            let meta = std::fs::symlink_metadata(&path)?;
-            let ft = meta.file_type();
-            if ft.is_socket() {
-                continue;
+impl<W: Write> Visit for TarWriter<W> {
+    fn entry(
+        &mut self,
+        e: &Entry<'_>,
+        _dir: &OwnedFd,
+        data: Option<&OwnedFd>,
+    ) -> Result<(), WalkError> {
+        self.write(e, data).map_err(|err| {
+            WalkError::io(
+                format!("writing {} into the layer", walk::display_path(e.path)),
+                err,
+            )
+        })
+    }
+}
+
+impl<W: Write> TarWriter<W> {
+    fn write(&mut self, e: &Entry<'_>, data: Option<&OwnedFd>) -> io::Result<()> {
+        let st = e.stat;
+        let mut m = Meta {
+            name: e.path,
+            kind: EntryType::Regular,
+            mode: e.mode(),
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: 0,
+            mtime: e.mtime,
+            link: b"",
+            device: None,
+            xattrs: e.xattrs,
+        };
+        if let Some(first) = e.link {
+            m.kind = EntryType::Link;
+            m.link = first;
+            return self.header(&m);
+        }
+        match e.kind {
+            Kind::Whiteout => {
+                let dir_len = e.path.len() - e.name.to_bytes().len();
+                let name = [&e.path[..dir_len], walk::WHITEOUT_PREFIX, e.name.to_bytes()].concat();
+                m.name = &name;
+                m.mode = 0o600;
+                self.header(&m)
             }
-            if ft.is_char_device() && meta.rdev() == 0 {
-                let mut h = header(&meta, EntryType::Regular);
-                h.set_mode(0o600);
-                h.set_size(0);
-                self.append(
-                    &mut h,
-                    &format!("{prefix}{WHITEOUT_PREFIX}{name}"),
-                    io::empty(),
-                )?;
-                continue;
-            }
-            let xattrs = read_xattrs(&path)?;
-            let pax = xattrs
-                .iter()
-                .filter(|(k, _)| portable_xattr(k))
-                .map(|(k, v)| (format!("SCHILY.xattr.{}", k.to_string_lossy()), v.clone()))
-                .collect::<Vec<_>>();
-            // A hard link's xattrs are its first path's; it gets none.
-            let repeat_link = ft.is_file()
-                && meta.nlink() > 1
-                && self.links.contains_key(&(meta.dev(), meta.ino()));
-            if !pax.is_empty() && !repeat_link {
-                self.tar
-                    .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
-            }
-            if ft.is_dir() {
-                let mut h = header(&meta, EntryType::Directory);
-                h.set_size(0);
-                let dir_name = format!("{rel}/");
-                self.append(&mut h, &dir_name, io::empty())?;
-                if is_opaque(&xattrs) {
-                    let mut o = header(&meta, EntryType::Regular);
-                    o.set_mode(meta.mode() & 0o777);
-                    o.set_size(0);
-                    self.append(&mut o, &format!("{dir_name}{OPAQUE_MARKER}"), io::empty())?;
+            Kind::Dir => {
+                let name = [e.path, b"/"].concat();
+                m.name = &name;
+                m.kind = EntryType::Directory;
+                self.header(&m)?;
+                if e.opaque {
+                    let marker = [e.path, b"/", OPAQUE_MARKER].concat();
+                    m.name = &marker;
+                    m.kind = EntryType::Regular;
+                    m.mode = e.mode() & 0o777;
+                    m.xattrs = &[];
+                    self.header(&m)?;
                 }
-                self.dir(&path, &dir_name)?;
-            } else if ft.is_file() {
-                let key = (meta.dev(), meta.ino());
-                if meta.nlink() > 1 {
-                    if let Some(first) = self.links.get(&key).cloned() {
-                        let mut h = header(&meta, EntryType::Link);
-                        h.set_size(0);
-                        self.written.entries += 1;
-                        self.tar.append_link(&mut h, &rel, &first)?;
-                        continue;
-                    }
-                    self.links.insert(key, rel.clone());
-                }
-                let mut h = header(&meta, EntryType::Regular);
-                h.set_size(meta.len());
-                self.append(&mut h, &rel, File::open(&path)?)?;
-            } else if ft.is_symlink() {
-                let target = std::fs::read_link(&path)?;
-                let mut h = header(&meta, EntryType::Symlink);
-                h.set_size(0);
-                self.written.entries += 1;
-                self.tar.append_link(&mut h, &rel, &target)?;
-            } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
-                let kind = if ft.is_char_device() {
+                Ok(())
+            }
+            Kind::File => {
+                m.size = st.st_size as u64;
+                self.header(&m)?;
+                let fd = data.ok_or_else(|| io::Error::other("no open file"))?;
+                self.data(fd, m.size)
+            }
+            Kind::Symlink => {
+                m.kind = EntryType::Symlink;
+                m.link = e.target;
+                self.header(&m)
+            }
+            Kind::CharDevice | Kind::BlockDevice => {
+                m.kind = if e.kind == Kind::CharDevice {
                     EntryType::Char
-                } else if ft.is_block_device() {
-                    EntryType::Block
                 } else {
-                    EntryType::Fifo
+                    EntryType::Block
                 };
-                let mut h = header(&meta, kind);
-                h.set_size(0);
-                if kind != EntryType::Fifo {
-                    let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
-                    h.set_device_major(major)?;
-                    h.set_device_minor(minor)?;
-                }
-                self.append(&mut h, &rel, io::empty())?;
+                let rdev = st.st_rdev;
+                m.device = Some((libc::major(rdev), libc::minor(rdev)));
+                self.header(&m)
+            }
+            Kind::Fifo => {
+                m.kind = EntryType::Fifo;
+                self.header(&m)
             }
         }
+    }
+
+    /// Writes a header block, preceded by a PAX extended header when a
+    /// field needs one.
+    fn header(&mut self, m: &Meta<'_>) -> io::Result<()> {
+        self.pax.clear();
+        let mut h = Header::new_ustar();
+        h.set_entry_type(m.kind);
+        h.set_mode(m.mode);
+
+        let fits = |s: &[u8]| s.len() <= 100 && s.iter().all(|&b| b != 0 && b.is_ascii());
+        if fits(m.name) {
+            h.as_old_mut().name[..m.name.len()].copy_from_slice(m.name);
+        } else {
+            pax_record(&mut self.pax, b"path", m.name);
+            let ascii: Vec<u8> = m
+                .name
+                .iter()
+                .copied()
+                .filter(u8::is_ascii)
+                .take(100)
+                .collect();
+            h.as_old_mut().name[..ascii.len()].copy_from_slice(&ascii);
+        }
+        if !m.link.is_empty() {
+            if fits(m.link) {
+                h.as_old_mut().linkname[..m.link.len()].copy_from_slice(m.link);
+            } else {
+                pax_record(&mut self.pax, b"linkpath", m.link);
+            }
+        }
+        if m.size <= OCTAL_11 {
+            h.set_size(m.size);
+        } else {
+            pax_record(&mut self.pax, b"size", m.size.to_string().as_bytes());
+            h.set_size(0);
+        }
+        for (key, id, set) in [
+            (&b"uid"[..], m.uid, Header::set_uid as fn(&mut Header, u64)),
+            (b"gid", m.gid, Header::set_gid),
+        ] {
+            if u64::from(id) <= OCTAL_7 {
+                set(&mut h, id.into());
+            } else {
+                pax_record(&mut self.pax, key, id.to_string().as_bytes());
+                set(&mut h, 0);
+            }
+        }
+        let t = m.mtime;
+        if t.nsec != 0 || t.sec < 0 || t.sec as u64 > OCTAL_11 {
+            pax_record(&mut self.pax, b"mtime", pax_time(t).as_bytes());
+        }
+        h.set_mtime(t.sec.clamp(0, OCTAL_11 as i64) as u64);
+        if let Some((major, minor)) = m.device {
+            h.set_device_major(major)?;
+            h.set_device_minor(minor)?;
+        }
+        for (k, v) in m.xattrs {
+            pax_record(&mut self.pax, &[&b"SCHILY.xattr."[..], k].concat(), v);
+        }
+        h.set_cksum();
+
+        if !self.pax.is_empty() {
+            let mut x = Header::new_ustar();
+            x.set_entry_type(EntryType::XHeader);
+            x.as_old_mut().name[..14].copy_from_slice(b"././@PaxHeader");
+            x.set_mode(0o644);
+            x.set_size(self.pax.len() as u64);
+            x.set_mtime(0);
+            x.set_cksum();
+            self.out.write_all(x.as_bytes())?;
+            self.out.write_all(&self.pax)?;
+            pad(&mut self.out, self.pax.len() as u64)?;
+        }
+        self.out.write_all(h.as_bytes())?;
+        self.written.entries += 1;
         Ok(())
     }
 
-    fn append(&mut self, h: &mut Header, path: &str, data: impl io::Read) -> io::Result<()> {
-        self.written.entries += 1;
-        self.tar.append_data(h, path, data)
-    }
-}
-
-fn header(meta: &Metadata, kind: EntryType) -> Header {
-    let mut h = Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(meta.mode() & 0o7777);
-    h.set_uid(u64::from(meta.uid()));
-    h.set_gid(u64::from(meta.gid()));
-    h.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
-    h
-}
-
-fn read_xattrs(path: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
-    let names = match xattr::list(path) {
-        Ok(n) => n,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut out = Vec::new();
-    for name in names {
-        if let Some(v) = xattr::get(path, &name)? {
-            out.push((name, v));
+    /// Exactly `size` bytes of `fd`, padded to a block. Holes are not
+    /// read: their zeros are written as they are.
+    fn data(&mut self, fd: &OwnedFd, size: u64) -> io::Result<()> {
+        use rustix::fs::{SeekFrom, seek};
+        use rustix::io::Errno;
+        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+        self.buf.resize(1 << 20, 0);
+        let mut off = 0u64;
+        while off < size {
+            let data = match seek(fd, SeekFrom::Data(off)) {
+                Ok(p) => p.min(size),
+                Err(Errno::NXIO) => size, // only a hole is left
+                Err(_) => off,            // no SEEK_DATA: read it all
+            };
+            while off < data {
+                let n = (data - off).min(ZEROS.len() as u64) as usize;
+                self.out.write_all(&ZEROS[..n])?;
+                off += n as u64;
+            }
+            if off == size {
+                break;
+            }
+            let end = match seek(fd, SeekFrom::Hole(off)) {
+                Ok(p) => p.clamp(off + 1, size),
+                Err(_) => size,
+            };
+            while off < end {
+                let want = usize::try_from(end - off)
+                    .unwrap_or(usize::MAX)
+                    .min(self.buf.len());
+                let n = rustix::io::pread(fd, &mut self.buf[..want], off)?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file shrank while being written",
+                    ));
+                }
+                self.out.write_all(&self.buf[..n])?;
+                off += n as u64;
+            }
         }
+        pad(&mut self.out, size)
     }
-    Ok(out)
+}
+
+fn pad(out: &mut impl Write, len: u64) -> io::Result<()> {
+    let rest = (512 - len % 512) % 512;
+    out.write_all(&[0u8; 512][..rest as usize])
+}
+
+/// Appends one PAX record, `"<length> <key>=<value>\n"`, whose length
+/// counts itself.
+fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(key);
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+/// A time as Go's `archive/tar` writes (and reads) a PAX time: seconds,
+/// and a fraction without trailing zeros; before the epoch, `-` and the
+/// magnitude (-1.5 s is `-1.5`).
+fn pax_time(t: Time) -> String {
+    if t.nsec == 0 {
+        return t.sec.to_string();
+    }
+    let (sign, sec, nsec) = if t.sec < 0 {
+        ("-", -(t.sec + 1), 1_000_000_000 - t.nsec)
+    } else {
+        ("", t.sec, t.nsec)
+    };
+    format!("{sign}{sec}.{nsec:09}")
+        .trim_end_matches('0')
+        .to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::symlink;
 
-    fn entries(tar_bytes: &[u8]) -> Vec<(String, EntryType, u64, String)> {
+    /// An entry as read back by the `tar` crate: path, type, size, link
+    /// target, PAX records (raw keys and values).
+    #[derive(Debug)]
+    struct Read {
+        path: Vec<u8>,
+        kind: EntryType,
+        size: u64,
+        link: Vec<u8>,
+        mtime: u64,
+        uid: u64,
+        pax: Vec<(Vec<u8>, Vec<u8>)>,
+        data: Vec<u8>,
+    }
+
+    fn read(tar_bytes: &[u8]) -> Vec<Read> {
+        use std::io::Read as _;
         let mut a = tar::Archive::new(tar_bytes);
         a.entries()
             .unwrap()
             .map(|e| {
                 let mut e = e.unwrap();
-                let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-                let kind = e.header().entry_type();
-                let link = e
-                    .link_name()
-                    .unwrap()
-                    .map(|l| l.display().to_string())
-                    .unwrap_or_default();
-                let size = e.header().size().unwrap();
-                let pax: Vec<String> = e
+                let pax: Vec<(Vec<u8>, Vec<u8>)> = e
                     .pax_extensions()
                     .unwrap()
                     .map(|exts| {
-                        exts.map(|p| p.unwrap().key().unwrap().to_string())
-                            .collect::<Vec<_>>()
+                        exts.map(|p| {
+                            let p = p.unwrap();
+                            (p.key_bytes().to_vec(), p.value_bytes().to_vec())
+                        })
+                        .collect()
                     })
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|k| k.starts_with("SCHILY"))
-                    .collect();
-                (
-                    path,
-                    kind,
-                    size,
-                    if pax.is_empty() { link } else { pax.join(",") },
-                )
+                    .unwrap_or_default();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                Read {
+                    path: e.path_bytes().to_vec(),
+                    kind: e.header().entry_type(),
+                    size: e.size(),
+                    link: e.link_name_bytes().map(|l| l.to_vec()).unwrap_or_default(),
+                    mtime: e.header().mtime().unwrap(),
+                    uid: e.header().uid().unwrap(),
+                    pax,
+                    data,
+                }
             })
             .collect()
+    }
+
+    fn layer(root: &Path) -> (Vec<u8>, Written) {
+        let mut out = Vec::new();
+        let w = write_layer(root, Layout::Overlay, &HashMap::new(), &mut out).unwrap();
+        (out, w)
     }
 
     #[test]
@@ -236,42 +430,104 @@ mod tests {
         std::fs::hard_link(r.join("etc/f"), r.join("etc/h")).unwrap();
         symlink("f", r.join("etc/s")).unwrap();
         xattr::set(r.join("etc/f"), "user.k", b"v").unwrap();
-        let mut out = Vec::new();
-        let w = write_layer(r, &mut out).unwrap();
-        let got = entries(&out);
-        let names: Vec<&str> = got.iter().map(|e| e.0.as_str()).collect();
+        let (out, w) = layer(r);
+        let got = read(&out);
+        let names: Vec<&[u8]> = got.iter().map(|e| e.path.as_slice()).collect();
         // Sorted by the names in the upper directory.
         assert_eq!(
             names,
             [
-                "etc/",
-                "etc/f",
-                "etc/.wh.gone",
-                "etc/h",
-                "etc/opq/",
-                "etc/opq/.wh..wh..opq",
-                "etc/opq/new",
-                "etc/s"
+                &b"etc/"[..],
+                b"etc/f",
+                b"etc/.wh.gone",
+                b"etc/h",
+                b"etc/opq/",
+                b"etc/opq/.wh..wh..opq",
+                b"etc/opq/new",
+                b"etc/s"
             ]
         );
         assert_eq!(w.entries, 8);
-        assert_eq!(got[2].1, EntryType::Regular);
-        assert_eq!(got[2].2, 0);
-        assert_eq!(got[1].2, 5);
-        assert_eq!(got[1].3, "SCHILY.xattr.user.k");
-        assert_eq!(got[3].1, EntryType::Link);
-        assert_eq!(got[3].3, "etc/f");
-        assert_eq!(got[4].3, "", "opaque xattr not carried");
-        assert_eq!(got[7].1, EntryType::Symlink);
-        assert_eq!(got[7].3, "f");
+        assert_eq!((got[2].kind, got[2].size), (EntryType::Regular, 0));
+        assert_eq!(got[1].data, b"hello");
+        let xattrs = |e: &Read| -> Vec<(Vec<u8>, Vec<u8>)> {
+            e.pax
+                .iter()
+                .filter(|(k, _)| k.starts_with(b"SCHILY."))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(
+            xattrs(&got[1]),
+            [(b"SCHILY.xattr.user.k".to_vec(), b"v".to_vec())]
+        );
+        assert_eq!(
+            (got[3].kind, got[3].link.as_slice()),
+            (EntryType::Link, &b"etc/f"[..])
+        );
+        assert_eq!(
+            xattrs(&got[3]),
+            [(b"SCHILY.xattr.user.k".to_vec(), b"v".to_vec())],
+            "a link entry carries the inode's xattrs again"
+        );
+        assert_eq!(got[3].pax, got[1].pax, "and the inode's time");
+        assert!(xattrs(&got[4]).is_empty(), "opaque xattr not carried");
+        assert_eq!(
+            (got[7].kind, got[7].link.as_slice()),
+            (EntryType::Symlink, &b"f"[..])
+        );
     }
 
     #[test]
     fn empty_directory_gives_an_empty_tar() {
         let d = tempfile::tempdir().unwrap();
-        let mut out = Vec::new();
-        assert_eq!(write_layer(d.path(), &mut out).unwrap().entries, 0);
+        let (out, w) = layer(d.path());
+        assert_eq!(w.entries, 0);
         assert_eq!(out, vec![0u8; 1024]);
+    }
+
+    #[test]
+    fn names_and_xattr_names_are_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for n in [&b"x\xff"[..], b"x\xfe", b"new\nline", b"caf\xc3\xa9"] {
+            std::fs::write(r.join(OsStr::from_bytes(n)), n).unwrap();
+        }
+        xattr::set(
+            r.join(OsStr::from_bytes(b"x\xff")),
+            OsStr::from_bytes(b"user.bad\xffname"),
+            b"\0bin",
+        )
+        .unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            r.join(OsStr::from_bytes(b"gone\xff")),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        let (out, _) = layer(r);
+        let got = read(&out);
+        let names: Vec<&[u8]> = got.iter().map(|e| e.path.as_slice()).collect();
+        assert_eq!(
+            names,
+            // In the order of the names in the directory ("gone\xff").
+            [
+                &b"caf\xc3\xa9"[..],
+                b".wh.gone\xff",
+                b"new\nline",
+                b"x\xfe",
+                b"x\xff"
+            ]
+        );
+        assert_eq!(got[4].data, b"x\xff");
+        assert!(
+            got[4]
+                .pax
+                .contains(&(b"SCHILY.xattr.user.bad\xffname".to_vec(), b"\0bin".to_vec()))
+        );
+        assert!(got[4].pax.contains(&(b"path".to_vec(), b"x\xff".to_vec())));
     }
 
     #[test]
@@ -281,11 +537,145 @@ mod tests {
         std::fs::create_dir(d.path().join(&long)).unwrap();
         std::fs::write(d.path().join(&long).join(&long), b"1").unwrap();
         symlink(format!("/{long}/{long}/{long}"), d.path().join("l")).unwrap();
+        let (out, _) = layer(d.path());
+        let got = read(&out);
+        assert_eq!(got[0].path, b"l");
+        assert_eq!(got[0].link, format!("/{long}/{long}/{long}").as_bytes());
+        assert_eq!(got[2].path, format!("{long}/{long}").as_bytes());
+    }
+
+    #[test]
+    fn times_big_ids_and_sizes_go_into_pax_records() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::write(r.join("f"), b"x").unwrap();
+        rustix::fs::chown(
+            r.join("f"),
+            Some(rustix::fs::Uid::from_raw(3_000_000)),
+            Some(rustix::fs::Gid::from_raw(7)),
+        )
+        .unwrap();
+        let f = std::fs::File::create(r.join("big")).unwrap();
+        f.set_len(OCTAL_11 + 2).unwrap(); // a hole of 8 GiB
+        drop(f);
+        let t = |sec, nsec| Time { sec, nsec }.timespec();
+        for (name, ts) in [
+            ("f", t(1_700_000_000, 120_000_000)),
+            ("big", t(-2, 500_000_000)),
+        ] {
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                r.join(name),
+                &rustix::fs::Timestamps {
+                    last_access: ts,
+                    last_modification: ts,
+                },
+                rustix::fs::AtFlags::empty(),
+            )
+            .unwrap();
+        }
         let mut out = Vec::new();
-        write_layer(d.path(), &mut out).unwrap();
-        let got = entries(&out);
-        assert_eq!(got[0].0, "l");
-        assert_eq!(got[0].3, format!("/{long}/{long}/{long}"));
-        assert_eq!(got[2].0, format!("{long}/{long}"));
+        // Only the headers matter: drop the 8 GiB of zeros as they come
+        // (in chunks of 64 KiB: blocks stay aligned).
+        struct Headers<'a>(&'a mut Vec<u8>, u64);
+        impl Write for Headers<'_> {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                if b.len() == 1 << 16 {
+                    self.1 += b.len() as u64;
+                } else {
+                    self.0.extend_from_slice(b);
+                }
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut headers = Headers(&mut out, 0);
+        write_layer(r, Layout::Overlay, &HashMap::new(), &mut headers).unwrap();
+        assert_eq!(
+            headers.1,
+            OCTAL_11 + 1 - (OCTAL_11 + 1) % (1 << 16),
+            "the hole, unread"
+        );
+        let text = String::from_utf8_lossy(&out);
+        for record in [
+            "size=8589934593\n",
+            "mtime=-1.5\n",
+            "uid=3000000\n",
+            "mtime=1700000000.12\n",
+        ] {
+            assert!(text.contains(record), "{record:?} missing");
+        }
+        assert!(!text.contains("gid="), "a small gid fits the header");
+        let f = out
+            .chunks(512)
+            .map(Header::from_byte_slice)
+            .find(|h| h.as_old().name.starts_with(b"f\0"))
+            .unwrap();
+        assert_eq!(
+            (f.uid().unwrap(), f.gid().unwrap(), f.mtime().unwrap()),
+            (0, 7, 1_700_000_000)
+        );
+        let big = out
+            .chunks(512)
+            .map(Header::from_byte_slice)
+            .find(|h| h.as_old().name.starts_with(b"big\0"))
+            .unwrap();
+        assert_eq!(
+            (big.size().unwrap(), big.mtime().unwrap()),
+            (0, 0),
+            "in the PAX records"
+        );
+    }
+
+    #[test]
+    fn pax_records_count_their_own_length() {
+        let mut out = Vec::new();
+        pax_record(&mut out, b"path", b"abc");
+        assert_eq!(out, b"12 path=abc\n");
+        out.clear();
+        pax_record(&mut out, b"k", &[b'v'; 95]); // 99 bytes without its length: 101 with it
+        let text = String::from_utf8(out.clone()).unwrap();
+        let (len, _) = text.split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), out.len());
+        for n in 0..300 {
+            out.clear();
+            pax_record(&mut out, b"key", &vec![b'x'; n]);
+            let len: usize = String::from_utf8_lossy(&out)
+                .split_once(' ')
+                .unwrap()
+                .0
+                .parse()
+                .unwrap();
+            assert_eq!(len, out.len(), "value of {n} bytes");
+        }
+    }
+
+    #[test]
+    fn pax_times_are_gos() {
+        let t = |sec, nsec| pax_time(Time { sec, nsec });
+        assert_eq!(t(5, 0), "5");
+        assert_eq!(t(-5, 0), "-5");
+        assert_eq!(t(1, 500_000_000), "1.5");
+        assert_eq!(t(-2, 500_000_000), "-1.5");
+        assert_eq!(t(-1, 750_000_000), "-0.25");
+        assert_eq!(t(0, 1), "0.000000001");
+    }
+
+    #[test]
+    fn the_read_back_of_the_records_is_what_was_written() {
+        let d = tempfile::tempdir().unwrap();
+        let deep = format!("{}/{}", "d".repeat(150), "e".repeat(150));
+        std::fs::create_dir_all(d.path().join(&deep)).unwrap();
+        std::fs::write(d.path().join(&deep).join("f"), b"data").unwrap();
+        let (out, _) = layer(d.path());
+        let got = read(&out);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[2].path, format!("{deep}/f").as_bytes());
+        assert_eq!(
+            (got[2].data.as_slice(), got[2].mtime > 0, got[2].uid),
+            (&b"data"[..], true, 0)
+        );
     }
 }
