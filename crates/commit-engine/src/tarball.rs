@@ -166,7 +166,9 @@ impl<W: Write> TarWriter<W> {
                 m.size = st.st_size as u64;
                 self.header(&m)?;
                 let fd = data.ok_or_else(|| io::Error::other("no open file"))?;
-                self.data(fd, m.size)
+                // Fewer blocks than bytes: there are holes to skip.
+                let sparse = (st.st_blocks as u64).saturating_mul(512) < m.size;
+                self.data(fd, m.size, sparse)
             }
             Kind::Symlink => {
                 m.kind = EntryType::Symlink;
@@ -267,13 +269,17 @@ impl<W: Write> TarWriter<W> {
         Ok(())
     }
 
-    /// Exactly `size` bytes of `fd`, padded to a block. Holes are not
-    /// read: their zeros are written as they are.
-    fn data(&mut self, fd: &OwnedFd, size: u64) -> io::Result<()> {
+    /// Exactly `size` bytes of `fd`, padded to a block. Holes of a
+    /// `sparse` file are not read: their zeros are written as they are.
+    fn data(&mut self, fd: &OwnedFd, size: u64, sparse: bool) -> io::Result<()> {
         use rustix::fs::{SeekFrom, seek};
         use rustix::io::Errno;
         static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
         self.buf.resize(1 << 20, 0);
+        if !sparse {
+            self.read_range(fd, 0, size)?;
+            return pad(&mut self.out, size);
+        }
         let mut off = 0u64;
         while off < size {
             let data = match seek(fd, SeekFrom::Data(off)) {
@@ -293,22 +299,28 @@ impl<W: Write> TarWriter<W> {
                 Ok(p) => p.clamp(off + 1, size),
                 Err(_) => size,
             };
-            while off < end {
-                let want = usize::try_from(end - off)
-                    .unwrap_or(usize::MAX)
-                    .min(self.buf.len());
-                let n = rustix::io::pread(fd, &mut self.buf[..want], off)?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the file shrank while being written",
-                    ));
-                }
-                self.out.write_all(&self.buf[..n])?;
-                off += n as u64;
-            }
+            off = self.read_range(fd, off, end)?;
         }
         pad(&mut self.out, size)
+    }
+
+    /// Copies the bytes `off..end` of `fd` out; returns `end`.
+    fn read_range(&mut self, fd: &OwnedFd, mut off: u64, end: u64) -> io::Result<u64> {
+        while off < end {
+            let want = usize::try_from(end - off)
+                .unwrap_or(usize::MAX)
+                .min(self.buf.len());
+            let n = rustix::io::pread(fd, &mut self.buf[..want], off)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file shrank while being written",
+                ));
+            }
+            self.out.write_all(&self.buf[..n])?;
+            off += n as u64;
+        }
+        Ok(end)
     }
 }
 
@@ -650,6 +662,37 @@ mod tests {
                 .unwrap();
             assert_eq!(len, out.len(), "value of {n} bytes");
         }
+    }
+
+    /// PAX records read by their length, as Go's `archive/tar` reads them
+    /// (the `tar` crate splits them at newlines: composefs/tar-rs#452).
+    fn records(mut rec: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !rec.is_empty() {
+            let sp = rec.iter().position(|&b| b == b' ').unwrap();
+            let len: usize = std::str::from_utf8(&rec[..sp]).unwrap().parse().unwrap();
+            assert_eq!(rec[len - 1], b'\n');
+            let body = &rec[sp + 1..len - 1];
+            let eq = body.iter().position(|&b| b == b'=').unwrap();
+            out.push((body[..eq].to_vec(), body[eq + 1..].to_vec()));
+            rec = &rec[len..];
+        }
+        out
+    }
+
+    #[test]
+    fn values_with_newlines_are_whole_records() {
+        let d = tempfile::tempdir().unwrap();
+        let target = b"../a\n22 linkpath=/etc/evil\n\xff";
+        symlink(OsStr::from_bytes(target), d.path().join("l")).unwrap();
+        let (out, _) = layer(d.path());
+        let h = Header::from_byte_slice(&out[..512]);
+        assert_eq!(h.entry_type(), EntryType::XHeader);
+        let len = h.size().unwrap() as usize;
+        let got = records(&out[512..512 + len]);
+        let linkpath: Vec<_> = got.iter().filter(|(k, _)| k == b"linkpath").collect();
+        assert_eq!(linkpath.len(), 1, "{got:?}");
+        assert_eq!(linkpath[0].1, target);
     }
 
     #[test]

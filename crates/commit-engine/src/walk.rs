@@ -544,8 +544,8 @@ impl Walk<'_> {
                 return Err(WalkError::Unrepresentable {
                     path: path.to_vec(),
                     why: format!(
-                        "the xattr name {:?} holds \"=\", which a PAX record key cannot",
-                        display_path(&name).trim_start_matches('/')
+                        "the xattr name \"{}\" holds \"=\", which a PAX record key cannot",
+                        &display_path(&name)[1..]
                     ),
                 });
             }
