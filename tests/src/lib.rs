@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+pub mod fidelity;
+
 use commit_engine::{CommitRequest, Committed, Compression, Containerd, Engine, EngineConfig};
 use commitd_testkit::{Ctr, SNAPSHOTTER, busybox_image, shared, unique_namespace};
 use tokio_util::sync::CancellationToken;

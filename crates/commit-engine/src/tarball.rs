@@ -33,7 +33,6 @@ use crate::walk::{
     self, Entry, Kind, Layout, OPAQUE_MARKER, Policy, Time, Visit, Walk, WalkError, Xattr,
 };
 
-
 /// What the tar holds.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
