@@ -668,23 +668,29 @@ impl DirStack {
     }
 }
 
+/// Directories are read without touching their access times where
+/// allowed (listing them is no access of the container's).
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
 pub(crate) fn open_dir_path(p: &Path) -> Result<OwnedFd, WalkError> {
-    rfs::open(
-        p,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(errno(|| format!("opening {}", p.display())))
+    rfs::open(p, DIR_FLAGS | OFlags::NOATIME, Mode::empty())
+        .or_else(|e| match e {
+            Errno::PERM => rfs::open(p, DIR_FLAGS, Mode::empty()),
+            e => Err(e),
+        })
+        .map_err(errno(|| format!("opening {}", p.display())))
 }
 
 fn open_dir_at(dir: &OwnedFd, name: &CStr, st: &Stat, path: &[u8]) -> Result<OwnedFd, WalkError> {
-    let fd = rfs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(errno(|| format!("opening {}", display_path(path))))?;
+    let fd = rfs::openat(dir, name, DIR_FLAGS | OFlags::NOATIME, Mode::empty())
+        .or_else(|e| match e {
+            Errno::PERM => rfs::openat(dir, name, DIR_FLAGS, Mode::empty()),
+            e => Err(e),
+        })
+        .map_err(errno(|| format!("opening {}", display_path(path))))?;
     same_inode(&fd, st, path)?;
     Ok(fd)
 }
