@@ -321,6 +321,9 @@ async fn from_scratch() {
         .prepare(c.request(PrepareSnapshotRequest {
             snapshotter: SNAPSHOTTER.into(),
             key: "scratch-rootfs".into(),
+            // A root until the container references it: a collection run
+            // by another test's lease meanwhile would take it.
+            labels: [("containerd.io/gc.root".to_string(), "test".to_string())].into(),
             ..Default::default()
         }))
         .await
