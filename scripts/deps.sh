@@ -9,7 +9,7 @@ set -euo pipefail
 
 want=(containerd runc protobuf-compiler busybox-static ca-certificates)
 if [[ "${1:-}" == "--test" ]]; then
-  want+=(skopeo umoci docker-registry python3-venv jq socat apache2-utils openssl docker.io curl)
+  want+=(skopeo umoci docker-registry python3-venv jq apache2-utils openssl docker.io curl)
 fi
 if [[ "${1:-}" == "--bench" ]]; then
   want+=(docker.io zstd pigz python3-venv)

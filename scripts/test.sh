@@ -8,11 +8,16 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh --test
 [[ $(id -u) == 0 ]] || { echo "test: needs root (containerd, runc, overlay mounts)" >&2; exit 1; }
 
-# docker-py and schemathesis, in a venv of their own.
+# docker-py and schemathesis, in a venv of their own, at the pinned versions
+# (tests/python/requirements.txt); re-made when the pins change.
 venv=target/pyenv
-if [[ ! -x $venv/bin/python ]] || ! $venv/bin/python -c 'import docker, pytest, schemathesis' 2>/dev/null; then
+pins=tests/python/requirements.txt
+if [[ ! -x $venv/bin/python ]] || ! cmp -s "$pins" "$venv/pins.txt" \
+  || ! $venv/bin/python -c 'import docker, pytest, schemathesis' 2>/dev/null; then
+  rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q 'docker>=7,<8' 'pytest>=8,<9' 'schemathesis>=4,<5'
+  "$venv/bin/pip" install -q -r "$pins"
+  cp "$pins" "$venv/pins.txt"
 fi
 export COMMITD_TEST_PYTHON=$PWD/$venv/bin/python
 export COMMITD_TEST_SCHEMATHESIS=$PWD/$venv/bin/schemathesis

@@ -3,14 +3,18 @@
 //! spec describes; every answer must match the spec (status, content type,
 //! headers, body schema) and none may be a 5xx.
 //!
-//! The daemon's socket is bridged to a loopback port with socat, as
+//! The daemon's socket is bridged to a loopback port by [`bridge`], as
 //! schemathesis speaks TCP only. `/events` (a stream that only ends at
 //! `until`) and push (which would dial registries named by generated
 //! input) are left out; their own tests cover them.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
 
 use commitd_e2e::{World, daemon};
 
@@ -18,13 +22,46 @@ use commitd_e2e::{World, daemon};
 /// (`scripts/test.sh` installs it in the test venv).
 const SCHEMATHESIS: &str = "COMMITD_TEST_SCHEMATHESIS";
 
-struct Bridge(Child);
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Relays loopback TCP connections to the daemon's unix socket, each way
+/// on its own thread. When the daemon answers without reading a request's
+/// body (an error before the body matters) and closes, the answer is still
+/// relayed whole and the rest of the body is read and dropped, as a client
+/// on the unix socket would see it. (socat gave up on the connection at the
+/// first write the daemon no longer read — "Broken pipe" — and the answer
+/// was lost: schemathesis saw "Connection aborted".)
+fn bridge(socket: &Path) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let socket = socket.to_path_buf();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { continue };
+            let Ok(unix) = UnixStream::connect(&socket) else {
+                continue;
+            };
+            let (mut tcp_in, mut unix_out) = (tcp.try_clone().unwrap(), unix.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64 * 1024];
+                let mut delivering = true;
+                loop {
+                    match tcp_in.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) if delivering => {
+                            delivering = unix_out.write_all(&buf[..n]).is_ok();
+                        }
+                        Ok(_) => {}
+                    }
+                }
+                let _ = unix_out.shutdown(Shutdown::Write);
+            });
+            let (mut unix_in, mut tcp_out) = (unix, tcp);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut unix_in, &mut tcp_out);
+                let _ = tcp_out.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    port
 }
 
 #[test]
@@ -35,24 +72,7 @@ fn every_generated_request_gets_an_answer_the_spec_describes() {
     let w = World::new("schema");
     w.running("c1", "echo x > /x");
     let d = daemon!(w);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _bridge = Bridge(
-        Command::new("socat")
-            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"))
-            .arg(format!("UNIX-CONNECT:{}", d.socket.display()))
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("socat (scripts/deps.sh --test installs it)"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "socat did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let port = bridge(&d.socket);
     let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../api/openapi.yaml");
     let examples = std::env::var("COMMITD_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "40".into());
     let started = Instant::now();
@@ -73,8 +93,15 @@ fn every_generated_request_gets_an_answer_the_spec_describes() {
             "1",
             "--request-timeout",
             "30",
+            // One worker: with two, both threads' first cases have
+            // Hypothesis describe a lambda by `ast.parse` of a module at
+            // once, and the AST conversion of CPython 3.11 as installed
+            // here keeps its recursion depth in state the threads share
+            // (python/cpython#106905): "AST constructor recursion depth
+            // mismatch", a Runtime Error in 2 runs of 3, before any
+            // request is sent.
             "--workers",
-            "2",
+            "1",
             "--no-color",
         ])
         .env("SCHEMATHESIS_TELEMETRY", "false")
