@@ -13,8 +13,11 @@
 
 pub mod body;
 pub mod changes;
+pub mod container;
 pub mod duration;
 pub mod filters;
+pub mod go;
+mod go_json;
 pub mod image;
 pub mod merge;
 pub mod ports;

@@ -3,28 +3,30 @@
 //! applies `changes`, then fills what is still missing from the
 //! container's config (moby's `daemon/commit.go` `merge`).
 //!
-//! containerd containers have no Docker "container config"; the parent
-//! image's config stands in for it (a container started with a different
-//! command or environment keeps the image's in the commit, as nerdctl does).
+//! The container's config is what [`crate::container::container_config`]
+//! rebuilds from a containerd container (Docker's behaviour), or the
+//! parent image's config as it is (nerdctl's); the caller chooses.
 
 use crate::image::RunConfig;
 
 use crate::changes::{ChangeError, Changes};
 
-/// The committed image's run config.
+/// The committed image's run config, from the container's config
+/// (`None` for a container without one).
 pub fn commit_config(
-    parent: Option<&RunConfig>,
+    container: Option<&RunConfig>,
     body: Option<RunConfig>,
     changes: &Changes,
 ) -> Result<RunConfig, ChangeError> {
     let empty = RunConfig::default();
-    let container = parent.unwrap_or(&empty);
+    let container = container.unwrap_or(&empty);
     let user = body.unwrap_or_else(|| container.clone());
     let changed = changes.apply(user)?;
     Ok(merge(changed, container))
 }
 
-/// moby's `merge(userConf, imageConf)`: `user` completed from `image`.
+/// moby's `merge(userConf, imageConf)`: `user` completed from `image`
+/// (never its `OnBuild`, `Shell` or `ArgsEscaped`).
 pub fn merge(mut user: RunConfig, image: &RunConfig) -> RunConfig {
     if user.user.as_deref().unwrap_or("").is_empty() {
         user.user = image.user.clone();
@@ -60,7 +62,6 @@ pub fn merge(mut user: RunConfig, image: &RunConfig) -> RunConfig {
     if user.entrypoint.as_ref().is_none_or(|e| e.is_empty()) {
         if user.cmd.as_ref().is_none_or(|c| c.is_empty()) {
             user.cmd = image.cmd.clone();
-            user.args_escaped = image.args_escaped;
         }
         if user.entrypoint.is_none() {
             user.entrypoint = image.entrypoint.clone();

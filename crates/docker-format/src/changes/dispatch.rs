@@ -1,5 +1,7 @@
-//! Stage four: the parsed instructions applied, in order, to a
-//! [`RunConfig`] with the semantics of Docker's builder.
+//! Stage four: the instructions applied, in order, to a [`RunConfig`] as
+//! moby's builder dispatches them for a commit: each instruction's words
+//! expanded against the `Env` as it was before that instruction (so
+//! `ENV A=1 B=$A` leaves B empty unless A was set earlier), then applied.
 
 use std::collections::BTreeMap;
 
@@ -8,20 +10,22 @@ use crate::ports::parse_port_spec;
 use crate::signal::parse_signal;
 
 use super::ChangeError;
-use super::instruction::Instruction;
-use super::words::{process_word, process_words};
+use super::instruction::{Command, Kv};
+use super::words::{Env, Lex};
 
 /// The builder's state while dispatching changes.
 pub(super) struct State {
     config: RunConfig,
+    lex: Lex,
     /// CMD was set by these changes (ENTRYPOINT then keeps it).
     cmd_set: bool,
 }
 
 impl State {
-    pub(super) fn new(config: RunConfig) -> Self {
+    pub(super) fn new(config: RunConfig, escape: char) -> Self {
         Self {
             config,
+            lex: Lex::new(escape),
             cmd_set: false,
         }
     }
@@ -30,118 +34,113 @@ impl State {
         self.config
     }
 
-    fn env(&self) -> Vec<String> {
-        self.config.env.clone().unwrap_or_default()
-    }
-
-    fn expand(&self, word: &str) -> Result<String, ChangeError> {
-        Ok(process_word(word, &self.env())?)
-    }
-
-    pub(super) fn dispatch(&mut self, i: Instruction) -> Result<(), ChangeError> {
-        match i {
-            Instruction::Env(pairs) => {
-                for (k, v) in pairs {
-                    let (k, v) = (self.expand(&k)?, self.expand(&v)?);
+    pub(super) fn dispatch(&mut self, c: Command) -> Result<(), ChangeError> {
+        let env = Env::from_slice(self.config.env.as_deref().unwrap_or_default());
+        let word = |w: &str| -> Result<String, ChangeError> { Ok(self.lex.process_word(w, &env)?) };
+        let pairs = |kvs: Vec<Kv>| -> Result<Vec<(String, String)>, ChangeError> {
+            kvs.into_iter()
+                .map(|kv| Ok((word(&kv.key)?, word(&kv.value)?)))
+                .collect()
+        };
+        match c {
+            Command::Env(kvs) => {
+                for (k, v) in pairs(kvs)? {
                     let entry = format!("{k}={v}");
-                    let env = self.config.env.get_or_insert_with(Vec::new);
-                    match env
+                    let list = self.config.env.get_or_insert_with(Vec::new);
+                    match list
                         .iter_mut()
-                        .find(|e| e.split('=').next() == Some(k.as_str()))
+                        .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == k)
                     {
                         Some(e) => *e = entry,
-                        None => env.push(entry),
+                        None => list.push(entry),
                     }
                 }
             }
-            Instruction::Label(pairs) => {
+            Command::Label(kvs) => {
+                let pairs = pairs(kvs)?;
+                let labels = self.config.labels.get_or_insert_with(BTreeMap::new);
                 for (k, v) in pairs {
-                    let (k, v) = (self.expand(&k)?, self.expand(&v)?);
-                    self.config
-                        .labels
-                        .get_or_insert_with(BTreeMap::new)
-                        .insert(k, v);
+                    labels.insert(k, v);
                 }
             }
-            Instruction::Expose(ports) => {
-                let mut expanded = Vec::new();
-                for p in ports {
-                    expanded.extend(process_words(&p, &self.env())?);
-                }
-                let set = self.config.exposed_ports.get_or_insert_with(BTreeMap::new);
-                for p in expanded {
-                    for port in parse_port_spec(&p)? {
-                        set.insert(port, Empty {});
-                    }
-                }
-            }
-            Instruction::User(u) => self.config.user = Some(self.expand(&u)?),
-            Instruction::Volume(vols) => {
-                let mut out = Vec::new();
-                for v in vols {
-                    let v = self.expand(&v)?;
-                    if v.is_empty() {
-                        return Err(ChangeError::EmptyVolume);
-                    }
-                    out.push(v);
-                }
-                let set = self.config.volumes.get_or_insert_with(BTreeMap::new);
-                for v in out {
-                    set.insert(v, Empty {});
-                }
-            }
-            Instruction::StopSignal(s) => {
-                let s = self.expand(&s)?;
-                parse_signal(&s)?;
-                self.config.stop_signal = Some(s);
-            }
-            Instruction::Workdir(p) => {
-                let p = self.expand(&p)?;
+            Command::Workdir(p) => {
+                let p = word(&p)?;
                 if p.is_empty() {
                     return Err(ChangeError::EmptyWorkdir);
                 }
                 let current = self.config.working_dir.clone().unwrap_or_default();
                 self.config.working_dir = Some(normalize_workdir(&current, &p));
             }
-            Instruction::Cmd { args, shell } => {
-                let set = !args.is_empty();
-                self.config.cmd = Some(self.with_shell(args, shell));
+            Command::User(u) => self.config.user = Some(word(&u)?),
+            Command::Volume(vols) => {
+                let vols = vols
+                    .iter()
+                    .map(|v| word(v))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let set = self.config.volumes.get_or_insert_with(BTreeMap::new);
+                for v in vols {
+                    if v.is_empty() {
+                        return Err(ChangeError::EmptyVolume);
+                    }
+                    set.insert(v, Empty {});
+                }
+            }
+            Command::StopSignal(s) => {
+                let s = word(&s)?;
+                parse_signal(&s)?;
+                self.config.stop_signal = Some(s);
+            }
+            Command::Expose(ports) => {
+                let mut expanded = Vec::new();
+                for p in ports {
+                    expanded.extend(self.lex.process_words(&p, &env)?);
+                }
+                let mut specs = Vec::new();
+                for p in &expanded {
+                    specs.extend(parse_port_spec(p)?);
+                }
+                let set = self.config.exposed_ports.get_or_insert_with(BTreeMap::new);
+                for p in specs {
+                    set.insert(p, Empty {});
+                }
+            }
+            Command::Cmd { line, shell } => {
+                let set = !line.is_empty();
+                self.config.cmd = Some(self.with_shell(line, shell));
                 self.config.args_escaped = None;
                 if set {
                     self.cmd_set = true;
                 }
             }
-            Instruction::Entrypoint { args, shell } => {
-                self.config.entrypoint = args.map(|a| self.with_shell(a, shell));
+            Command::Entrypoint { line, shell } => {
+                self.config.entrypoint = line.map(|l| self.with_shell(l, shell));
                 self.config.args_escaped = None;
                 if !self.cmd_set {
                     self.config.cmd = None;
                 }
             }
-            Instruction::Healthcheck(h) => self.config.healthcheck = Some(h),
-            Instruction::Onbuild(expr) => {
-                self.config.on_build.get_or_insert_with(Vec::new).push(expr)
-            }
+            Command::Healthcheck(h) => self.config.healthcheck = Some(h),
+            Command::Onbuild(expr) => self.config.on_build.get_or_insert_with(Vec::new).push(expr),
         }
         Ok(())
     }
 
     /// Shell form runs under the config's `Shell`, or `/bin/sh -c`.
-    fn with_shell(&self, args: Vec<String>, shell: bool) -> Vec<String> {
+    fn with_shell(&self, line: Vec<String>, shell: bool) -> Vec<String> {
         if !shell {
-            return args;
+            return line;
         }
         let mut out = match &self.config.shell {
             Some(s) if !s.is_empty() => s.clone(),
             _ => vec!["/bin/sh".into(), "-c".into()],
         };
-        out.extend(args);
+        out.extend(line);
         out
     }
 }
 
-/// `filepath.Join("/", current, requested)` for a relative path, `Clean`
-/// for an absolute one.
+/// moby's `normalizeWorkdir`: `filepath.Join("/", current, requested)` for
+/// a relative path, `filepath.Clean` for an absolute one.
 fn normalize_workdir(current: &str, requested: &str) -> String {
     let joined = if requested.starts_with('/') {
         requested.to_string()

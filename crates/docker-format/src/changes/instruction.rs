@@ -1,14 +1,16 @@
-//! Stage two: one logical line parsed into an [`Instruction`], checked as
-//! Docker checks it before anything is applied.
+//! Stage two: each parsed instruction checked and typed as buildkit's
+//! `instructions.ParseCommand` does (argument counts, flags, HEALTHCHECK's
+//! options), after Docker checked it is one `docker commit --change` takes.
 
 use crate::duration::parse_duration;
+use crate::go;
 use crate::image::HealthConfig;
 
 use super::ChangeError;
-use super::lines::{Flags, Line, is_ws};
-use super::words::parse_words;
+use super::parser::Node;
 
-/// The instructions `docker commit --change` accepts.
+/// The instructions `docker commit --change` accepts (moby's
+/// `validCommitCommands`).
 const VALID: &[&str] = &[
     "cmd",
     "entrypoint",
@@ -23,250 +25,233 @@ const VALID: &[&str] = &[
     "workdir",
 ];
 
-/// One parsed instruction, its words not yet expanded.
-pub(super) enum Instruction {
-    Env(Vec<(String, String)>),
-    Label(Vec<(String, String)>),
+/// `name=value` (or `name value`) of ENV and LABEL, not yet expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Kv {
+    pub key: String,
+    pub value: String,
+}
+
+/// A checked instruction, its words not yet expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Command {
+    Env(Vec<Kv>),
+    Label(Vec<Kv>),
     Expose(Vec<String>),
     User(String),
     Volume(Vec<String>),
     StopSignal(String),
     Workdir(String),
+    /// The command line (`None`: ENTRYPOINT without arguments), and whether
+    /// it is shell form (the shell goes in front).
     Cmd {
-        args: Vec<String>,
+        line: Vec<String>,
         shell: bool,
     },
     Entrypoint {
-        args: Option<Vec<String>>,
+        line: Option<Vec<String>>,
         shell: bool,
     },
     Healthcheck(HealthConfig),
     Onbuild(String),
 }
 
-/// Parses one logical line: an instruction `docker commit --change`
-/// accepts, with its arguments.
-pub(super) fn parse_line(line: &str) -> Result<Instruction, ChangeError> {
-    let Line {
-        cmd,
-        flags,
-        rest,
-        original,
-    } = Line::split(line);
-    let name = cmd.to_lowercase();
+/// Checks `node` is a commit instruction and parses it.
+pub(super) fn parse_command(node: &Node) -> Result<Command, ChangeError> {
+    let name = node.cmd.to_lowercase();
     if !VALID.contains(&name.as_str()) {
-        return Err(ChangeError::NotAChangeCommand(cmd.to_string()));
+        return Err(ChangeError::NotAChangeCommand(node.cmd.clone()));
     }
-    if name != "healthcheck" {
-        flags.take(&[])?;
-    }
+    let args = &node.args;
+    let mut flags = Flags::new(&node.flags);
     Ok(match name.as_str() {
-        "env" => Instruction::Env(parse_name_val(rest, "ENV")?),
-        "label" => Instruction::Label(parse_name_val(rest, "LABEL")?),
+        "env" => {
+            flags.parse()?;
+            Command::Env(kvps(args, "ENV")?)
+        }
+        "label" => {
+            flags.parse()?;
+            Command::Label(kvps(args, "LABEL")?)
+        }
+        "onbuild" => {
+            if args.is_empty() {
+                return Err(ChangeError::NoArgument("ONBUILD"));
+            }
+            flags.parse()?;
+            let trigger = args[0].trim().to_uppercase();
+            match trigger.as_str() {
+                "ONBUILD" => return Err(ChangeError::OnbuildChained),
+                "MAINTAINER" | "FROM" => return Err(ChangeError::OnbuildTrigger(trigger)),
+                _ => {}
+            }
+            let mut expression = strip_onbuild(&node.original).to_string();
+            for (name, content) in &node.heredocs {
+                expression.push('\n');
+                expression.push_str(content);
+                expression.push_str(name);
+            }
+            Command::Onbuild(expression)
+        }
+        "workdir" => {
+            let path = one_arg(args, "WORKDIR")?;
+            flags.parse()?;
+            Command::Workdir(path)
+        }
+        "cmd" => {
+            flags.parse()?;
+            Command::Cmd {
+                line: json_args(args, node.json),
+                shell: !node.json,
+            }
+        }
+        "entrypoint" => {
+            flags.parse()?;
+            let line = json_args(args, node.json);
+            Command::Entrypoint {
+                line: (!line.is_empty()).then_some(line),
+                shell: !node.json,
+            }
+        }
+        "healthcheck" => Command::Healthcheck(healthcheck(node, &mut flags)?),
         "expose" => {
-            let mut ports: Vec<String> = rest
-                .split(is_ws)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect();
-            if ports.is_empty() {
+            if args.is_empty() {
                 return Err(ChangeError::NoArgument("EXPOSE"));
             }
+            flags.parse()?;
+            let mut ports = args.clone();
             ports.sort();
-            Instruction::Expose(ports)
+            Command::Expose(ports)
         }
-        "user" => Instruction::User(one_arg(rest, "USER")?),
-        "stopsignal" => Instruction::StopSignal(one_arg(rest, "STOPSIGNAL")?),
-        "workdir" => Instruction::Workdir(one_arg(rest, "WORKDIR")?),
+        "user" => {
+            let user = one_arg(args, "USER")?;
+            flags.parse()?;
+            Command::User(user)
+        }
         "volume" => {
-            let vols = match parse_json(rest) {
-                Json::Array(a) => a,
-                Json::NotStrings => return Err(ChangeError::NotStringArray),
-                Json::No => rest
-                    .split(is_ws)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-            };
-            if vols.is_empty() {
+            if args.is_empty() {
                 return Err(ChangeError::NoArgument("VOLUME"));
             }
-            let mut out = Vec::new();
-            for v in vols {
-                let v = v.trim().to_string();
+            flags.parse()?;
+            let mut vols = Vec::new();
+            for v in args {
+                let v = v.trim();
                 if v.is_empty() {
                     return Err(ChangeError::EmptyVolume);
                 }
-                out.push(v);
+                vols.push(v.to_string());
             }
-            Instruction::Volume(out)
+            Command::Volume(vols)
         }
-        "cmd" => {
-            let (args, json) = maybe_json(rest)?;
-            Instruction::Cmd { args, shell: !json }
-        }
-        "entrypoint" => {
-            let (args, json) = maybe_json(rest)?;
-            Instruction::Entrypoint {
-                args: if args.is_empty() { None } else { Some(args) },
-                shell: !json,
-            }
-        }
-        "healthcheck" => Instruction::Healthcheck(parse_healthcheck(rest, &flags)?),
-        "onbuild" => {
-            let trigger = rest.split(is_ws).next().unwrap_or("").trim().to_uppercase();
-            if trigger.is_empty() {
-                return Err(ChangeError::NoArgument("ONBUILD"));
-            }
-            match trigger.as_str() {
-                "ONBUILD" => return Err(ChangeError::OnbuildChained),
-                "MAINTAINER" | "FROM" => {
-                    return Err(ChangeError::OnbuildTrigger(trigger));
-                }
-                _ => {}
-            }
-            // The original text after `ONBUILD`, as written.
-            let trimmed = original.trim_start();
-            let after = trimmed[trimmed.find(is_ws).unwrap_or(trimmed.len())..]
-                .trim_start_matches(char::is_whitespace);
-            Instruction::Onbuild(after.to_string())
-        }
-        _ => return Err(ChangeError::NotAChangeCommand(cmd.to_string())),
+        // STOPSIGNAL's flags are not looked at.
+        "stopsignal" => Command::StopSignal(one_arg(args, "STOPSIGNAL")?),
+        _ => return Err(ChangeError::NotAChangeCommand(node.cmd.clone())),
     })
 }
 
-fn one_arg(rest: &str, name: &'static str) -> Result<String, ChangeError> {
-    if rest.is_empty() {
-        return Err(ChangeError::NotOneArgument(name));
-    }
-    Ok(rest.to_string())
-}
-
-enum Json {
-    Array(Vec<String>),
-    NotStrings,
-    No,
-}
-
-/// A JSON array of strings (exec form), or not JSON at all.
-fn parse_json(rest: &str) -> Json {
-    let t = rest.trim_start();
-    if !t.starts_with('[') {
-        return Json::No;
-    }
-    match serde_json::from_str::<Vec<serde_json::Value>>(t) {
-        Ok(values) => {
-            let strings: Option<Vec<String>> = values
-                .into_iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect();
-            strings.map_or(Json::NotStrings, Json::Array)
+/// The expression after `ONBUILD` (buildkit's `(?i)^\s*ONBUILD\s*`).
+fn strip_onbuild(original: &str) -> &str {
+    let t = original.trim_start_matches([' ', '\t', '\n', '\x0c', '\r']);
+    match t.get(..7) {
+        Some(w) if w.eq_ignore_ascii_case("onbuild") => {
+            t[7..].trim_start_matches([' ', '\t', '\n', '\x0c', '\r'])
         }
-        Err(_) => Json::No,
+        _ => original,
     }
 }
 
-/// CMD/ENTRYPOINT arguments: `(args, exec form)`. Shell form is the whole
-/// rest as one argument.
-fn maybe_json(rest: &str) -> Result<(Vec<String>, bool), ChangeError> {
-    if rest.is_empty() {
-        return Ok((Vec::new(), false));
-    }
-    match parse_json(rest) {
-        Json::Array(a) => Ok((a, true)),
-        Json::NotStrings => Err(ChangeError::NotStringArray),
-        Json::No => Ok((vec![rest.to_string()], false)),
+fn one_arg(args: &[String], name: &'static str) -> Result<String, ChangeError> {
+    match args {
+        [one] => Ok(one.clone()),
+        _ => Err(ChangeError::NotOneArgument(name)),
     }
 }
 
-/// ENV/LABEL pairs: `k=v k2="v 2"`, or the legacy `KEY name value…`.
-fn parse_name_val(rest: &str, key: &'static str) -> Result<Vec<(String, String)>, ChangeError> {
-    let words = parse_words(rest);
-    if words.is_empty() {
-        return Err(ChangeError::NoArgument(key));
+/// `parseKvps`: `[name, value, separator]` triples.
+fn kvps(args: &[String], name: &'static str) -> Result<Vec<Kv>, ChangeError> {
+    if args.is_empty() {
+        return Err(ChangeError::NoArgument(name));
     }
-    if !words[0].contains('=') {
-        let mut parts = rest.splitn(2, is_ws);
-        let (name, value) = (
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or("").trim_start_matches(is_ws),
-        );
-        if value.is_empty() && !rest.contains(is_ws) {
-            return Err(ChangeError::NotTwoArguments(key));
-        }
-        if name.is_empty() {
-            return Err(ChangeError::BlankName(key));
-        }
-        return Ok(vec![(name.to_string(), value.to_string())]);
+    if args.len() % 3 != 0 {
+        return Err(ChangeError::TooManyArguments(name));
     }
     let mut out = Vec::new();
-    for w in words {
-        let Some((k, v)) = w.split_once('=') else {
-            return Err(ChangeError::NoEquals(w));
-        };
-        if k.is_empty() {
-            return Err(ChangeError::BlankName(key));
+    for t in args.chunks(3) {
+        if t[0].is_empty() {
+            return Err(ChangeError::BlankName(name));
         }
-        out.push((k.to_string(), v.to_string()));
+        out.push(Kv {
+            key: t[0].clone(),
+            value: t[1].clone(),
+        });
     }
     Ok(out)
 }
 
-fn parse_healthcheck(rest: &str, flags: &Flags) -> Result<HealthConfig, ChangeError> {
-    let (typ, after) = match rest.find(char::is_whitespace) {
-        Some(i) => (&rest[..i], rest[i..].trim_start()),
-        None => (rest, ""),
-    };
-    if typ.is_empty() {
+/// `handleJSONArgs`: exec form as it is, shell form as one string.
+fn json_args(args: &[String], json: bool) -> Vec<String> {
+    if args.is_empty() {
+        return Vec::new();
+    }
+    if json {
+        return args.to_vec();
+    }
+    vec![args.join(" ")]
+}
+
+fn healthcheck(node: &Node, flags: &mut Flags<'_>) -> Result<HealthConfig, ChangeError> {
+    let args = &node.args;
+    if args.is_empty() {
         return Err(ChangeError::NoArgument("HEALTHCHECK"));
     }
-    let typ = typ.to_uppercase();
+    let typ = args[0].to_uppercase();
+    let rest = &args[1..];
     if typ == "NONE" {
-        if !after.is_empty() {
+        // Flags are not looked at.
+        if !rest.is_empty() {
             return Err(ChangeError::HealthcheckNoneArguments);
         }
-        flags.take(&[])?;
         return Ok(HealthConfig {
-            test: Some(vec!["NONE".into()]),
+            test: Some(vec![typ]),
             ..Default::default()
         });
     }
-    let f = flags.take(&[
+    flags.define(&[
         "interval",
         "timeout",
         "start-period",
         "start-interval",
         "retries",
-    ])?;
+    ]);
+    flags.parse()?;
     if typ != "CMD" {
-        return Err(ChangeError::HealthcheckType(typ));
+        return Err(ChangeError::HealthcheckType(go::quote(&typ)));
     }
-    let (args, json) = maybe_json(after)?;
-    if args.is_empty() {
+    let line = json_args(rest, node.json);
+    if line.is_empty() {
         return Err(ChangeError::HealthcheckCommand);
     }
-    let mut test = vec![if json { "CMD" } else { "CMD-SHELL" }.to_string()];
-    test.extend(args);
+    let kind = if node.json { "CMD" } else { "CMD-SHELL" };
+    let mut test = vec![kind.to_string()];
+    test.extend(line);
     let interval = |name: &str| -> Result<i64, ChangeError> {
-        let Some(v) = f.get(name).filter(|v| !v.is_empty()) else {
+        let v = flags.value(name);
+        if v.is_empty() {
             return Ok(0);
-        };
+        }
         let d = parse_duration(v)?;
         if d == 0 {
             return Ok(0);
         }
         if d < 1_000_000 {
-            return Err(ChangeError::IntervalTooShort(name.to_string()));
+            return Err(ChangeError::IntervalTooShort(go::quote(name)));
         }
         Ok(d)
     };
-    let retries = match f.get("retries").filter(|v| !v.is_empty()) {
-        None => 0,
-        Some(v) => {
-            let n: i64 = v
-                .parse::<i32>()
-                .map_err(|_| ChangeError::Retries(v.clone()))?
-                .into();
+    let retries = match flags.value("retries") {
+        "" => 0,
+        v => {
+            let n = go::parse_int(v, 32)
+                .map_err(|e| ChangeError::Retries(go::parse_int_error(v, e)))?;
             if n < 0 {
                 return Err(ChangeError::NegativeRetries(n));
             }
@@ -281,4 +266,171 @@ fn parse_healthcheck(rest: &str, flags: &Flags) -> Result<HealthConfig, ChangeEr
         start_interval: interval("start-interval")?,
         retries,
     })
+}
+
+/// buildkit's `BFlags`: string flags an instruction defines, read from its
+/// `--name=value` words.
+struct Flags<'a> {
+    args: &'a [String],
+    defined: Vec<&'static str>,
+    values: Vec<(&'static str, String)>,
+}
+
+impl<'a> Flags<'a> {
+    fn new(args: &'a [String]) -> Self {
+        Flags {
+            args,
+            defined: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    fn define(&mut self, names: &[&'static str]) {
+        self.defined.extend_from_slice(names);
+    }
+
+    fn value(&self, name: &str) -> &str {
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    fn parse(&mut self) -> Result<(), ChangeError> {
+        for a in self.args {
+            if a == "--" {
+                return Ok(());
+            }
+            let Some(body) = a.strip_prefix("--") else {
+                return Err(ChangeError::FlagNotAFlag(a.clone()));
+            };
+            let (name, value) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (body, None),
+            };
+            let flag_name = format!("--{name}");
+            let Some(defined) = self.defined.iter().copied().find(|d| *d == name) else {
+                return Err(ChangeError::UnknownFlag {
+                    flag: flag_name,
+                    suggestion: suggest(name, &self.defined),
+                });
+            };
+            if self.values.iter().any(|(n, _)| *n == defined) {
+                return Err(ChangeError::DuplicateFlag(flag_name));
+            }
+            let Some(value) = value else {
+                return Err(ChangeError::FlagWithoutValue(flag_name));
+            };
+            self.values.push((defined, value.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// buildkit's `suggest.Search`: the closest option within two edits.
+fn suggest(value: &str, options: &[&str]) -> Option<String> {
+    let mut best = None;
+    let mut min = 3;
+    for o in options {
+        if *o == value {
+            return None;
+        }
+        let d = levenshtein(value, o);
+        if d < min {
+            min = d;
+            best = Some(o.to_string());
+        }
+    }
+    best
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changes::parser;
+
+    fn cmd(text: &str) -> Result<Command, String> {
+        let p = parser::parse(text).map_err(|e| e.to_string())?;
+        parse_command(&p.nodes[0]).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn only_commit_instructions_keep_their_case_in_the_message() {
+        assert_eq!(
+            cmd("FROM x").unwrap_err(),
+            "FROM is not a valid change command"
+        );
+        assert_eq!(
+            cmd("run echo").unwrap_err(),
+            "run is not a valid change command"
+        );
+    }
+
+    #[test]
+    fn flags_in_buildkits_words() {
+        assert_eq!(cmd("USER --bad app").unwrap_err(), "unknown flag: --bad");
+        assert_eq!(
+            cmd("HEALTHCHECK --intervl=1s CMD x").unwrap_err(),
+            "unknown flag: --intervl (did you mean interval?)"
+        );
+        assert_eq!(
+            cmd("HEALTHCHECK --interval CMD x").unwrap_err(),
+            "missing a value on flag: --interval"
+        );
+        assert_eq!(
+            cmd("HEALTHCHECK --retries=1 --retries=2 CMD x").unwrap_err(),
+            "duplicate flag specified: --retries"
+        );
+        assert_eq!(
+            cmd("HEALTHCHECK --interval=5s NONE").unwrap(),
+            Command::Healthcheck(HealthConfig {
+                test: Some(vec!["NONE".into()]),
+                ..Default::default()
+            })
+        );
+        assert_eq!(
+            cmd("STOPSIGNAL --x=1 TERM").unwrap(),
+            Command::StopSignal("TERM".into())
+        );
+        assert_eq!(
+            cmd("HEALTHCHECK --retries=x CMD a").unwrap_err(),
+            r#"strconv.ParseInt: parsing "x": invalid syntax"#
+        );
+    }
+
+    #[test]
+    fn cmd_and_entrypoint_lines() {
+        assert_eq!(
+            cmd("CMD").unwrap(),
+            Command::Cmd {
+                line: vec![],
+                shell: true
+            }
+        );
+        assert_eq!(
+            cmd("ENTRYPOINT []").unwrap(),
+            Command::Entrypoint {
+                line: None,
+                shell: false
+            }
+        );
+        assert_eq!(
+            cmd("ONBUILD  RUN echo  hi").unwrap(),
+            Command::Onbuild("RUN echo  hi".into())
+        );
+    }
 }

@@ -1,25 +1,26 @@
 //! `changes`: Dockerfile instructions applied to a committed image's config
-//! (`docker commit -c …`), as Docker's `BuildFromConfig` applies them.
+//! (`docker commit -c …`), as current Docker's `BuildFromConfig` applies
+//! them (moby master's `builder/dockerfile` with buildkit's parser).
 //!
-//! The changes are joined with newlines and read as a Dockerfile (line
-//! continuations, comments, JSON and shell forms, quotes), each instruction
-//! must be one Docker accepts for commit, and each is applied in order with
-//! the semantics of Docker's builder: variable expansion against the
-//! config's `Env` where the builder expands, ENTRYPOINT clearing CMD unless
-//! CMD was set earlier in the same changes, relative WORKDIRs, EXPOSE port
-//! ranges, and Docker's error texts.
+//! The changes are joined with newlines and read as a Dockerfile, then
+//! every instruction is checked and parsed, then each is applied in order:
+//! - `parser`: parser directives (`# escape=`), continuations, comments,
+//!   heredocs, each line's instruction word, `--flags` and arguments (JSON
+//!   and shell forms, `name=value` pairs); errors here come first;
+//! - `instruction`: each instruction checked (`X is not a valid change
+//!   command`, argument counts, flags, HEALTHCHECK's options);
+//! - [`words`]: buildkit's shell lexer (quotes, escapes, `$VAR`
+//!   expansion);
+//! - `dispatch`: the instructions applied to a [`RunConfig`], each
+//!   expanded against the `Env` as it was before it.
 //!
-//! One stage per file, in the order the text goes through them:
-//! - `lines`: logical lines (continuations, comments), the instruction
-//!   word and its `--flags`;
-//! - `instruction`: one line parsed into an `Instruction`
-//!   (JSON or shell form, `name=value` pairs, HEALTHCHECK's flags);
-//! - [`words`]: shell-word splitting and `$VAR` expansion (buildkit's lexer);
-//! - `dispatch`: the instructions applied to a [`RunConfig`].
+//! Where Docker Engine 20.10 says it otherwise, current Docker's words
+//! are used (the instruction keeps its case in "not a valid change
+//! command", flags are `unknown flag: --x`, signals `invalid signal: X`).
 
 mod dispatch;
 mod instruction;
-mod lines;
+mod parser;
 pub mod words;
 
 use crate::duration::DurationError;
@@ -27,31 +28,49 @@ use crate::image::RunConfig;
 use crate::ports::PortError;
 use crate::signal::SignalError;
 
-pub use self::words::WordError;
+pub use self::words::{ProcessError, WordError};
 
 /// A change Docker would refuse; each variant displays Docker's message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChangeError {
     #[error("file with no instructions")]
     NoInstructions,
+    #[error("dockerfile line greater than max allowed size of {0}")]
+    LineTooLong(usize),
+    #[error("invalid escape token '{0}' does not match ` or \\")]
+    InvalidEscape(String),
+    #[error("only one {0} parser directive can be used")]
+    DuplicateDirective(String),
+    #[error("unterminated heredoc")]
+    UnterminatedHeredoc,
+    #[error("when using JSON array syntax, arrays must be comprised of strings only")]
+    NotStringArray,
+    #[error("{0} must have two arguments")]
+    NotTwoArguments(&'static str),
+    /// The word as Go's `%q` prints it.
+    #[error("Syntax error - can't find = in {}. Must be of the form: name=value", crate::go::quote(.0))]
+    NoEquals(String),
     #[error("{0} is not a valid change command")]
     NotAChangeCommand(String),
-    #[error("Unknown flag: {0}")]
-    UnknownFlag(String),
-    #[error("Missing a value on flag: {0}")]
+    #[error("unknown flag: {flag}{}", .suggestion.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default())]
+    UnknownFlag {
+        flag: String,
+        suggestion: Option<String>,
+    },
+    #[error("arg should start with -- : {0}")]
+    FlagNotAFlag(String),
+    #[error("duplicate flag specified: {0}")]
+    DuplicateFlag(String),
+    #[error("missing a value on flag: {0}")]
     FlagWithoutValue(String),
     #[error("{0} requires at least one argument")]
     NoArgument(&'static str),
     #[error("{0} requires exactly one argument")]
     NotOneArgument(&'static str),
-    #[error("{0} must have two arguments")]
-    NotTwoArguments(&'static str),
+    #[error("Bad input to {0}, too many arguments")]
+    TooManyArguments(&'static str),
     #[error("{0} names can not be blank")]
     BlankName(&'static str),
-    #[error("Syntax error - can't find = in {0:?}. Must be of the form: name=value")]
-    NoEquals(String),
-    #[error("only string arrays are supported")]
-    NotStringArray,
     #[error("VOLUME specified can not be an empty string")]
     EmptyVolume,
     #[error("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")]
@@ -60,13 +79,16 @@ pub enum ChangeError {
     OnbuildTrigger(String),
     #[error("HEALTHCHECK NONE takes no arguments")]
     HealthcheckNoneArguments,
-    #[error("Unknown type {0:?} in HEALTHCHECK (try CMD)")]
+    /// The type as Go's `%#v` prints it.
+    #[error("Unknown type {0} in HEALTHCHECK (try CMD)")]
     HealthcheckType(String),
     #[error("Missing command after HEALTHCHECK CMD")]
     HealthcheckCommand,
-    #[error("Interval {0:?} cannot be less than 1ms")]
+    /// The flag's name as Go's `%#v` prints it.
+    #[error("Interval {0} cannot be less than 1ms")]
     IntervalTooShort(String),
-    #[error("strconv.ParseInt: parsing {0:?}: invalid syntax")]
+    /// Go's `strconv.ParseInt` error text.
+    #[error("{0}")]
     Retries(String),
     #[error("--retries cannot be negative ({0})")]
     NegativeRetries(i64),
@@ -79,7 +101,7 @@ pub enum ChangeError {
     #[error(transparent)]
     Signal(#[from] SignalError),
     #[error(transparent)]
-    Word(#[from] WordError),
+    Word(#[from] ProcessError),
 }
 
 /// A commit's `changes`: the lines as the client sent them (one per
@@ -102,22 +124,21 @@ impl Changes {
     }
 
     /// Applies the changes to `config`. No changes: the config as it is.
-    /// Docker checks and parses every instruction before applying any.
+    /// Docker parses the whole text, then checks every instruction, before
+    /// applying any.
     pub fn apply(&self, config: RunConfig) -> Result<RunConfig, ChangeError> {
         if self.0.is_empty() {
             return Ok(config);
         }
-        let lines = lines::logical_lines(&self.0.join("\n"));
-        if lines.is_empty() {
-            return Err(ChangeError::NoInstructions);
-        }
-        let parsed = lines
+        let parsed = parser::parse(&self.0.join("\n"))?;
+        let commands = parsed
+            .nodes
             .iter()
-            .map(|line| instruction::parse_line(line))
+            .map(instruction::parse_command)
             .collect::<Result<Vec<_>, _>>()?;
-        let mut state = dispatch::State::new(config);
-        for i in parsed {
-            state.dispatch(i)?;
+        let mut state = dispatch::State::new(config, parsed.escape);
+        for c in commands {
+            state.dispatch(c)?;
         }
         Ok(state.into_config())
     }
@@ -126,6 +147,7 @@ impl Changes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::HealthConfig;
 
     fn base() -> RunConfig {
         RunConfig {
@@ -221,7 +243,54 @@ mod tests {
         );
         assert_eq!(
             apply(&["ENV X=${UNSET:?required}"]).unwrap_err(),
-            "UNSET: required"
+            "failed to process \"${UNSET:?required}\": UNSET: required"
+        );
+    }
+
+    #[test]
+    fn env_expands_against_the_env_before_the_instruction() {
+        let c = apply(&["ENV A=1 B=$A"]).unwrap();
+        assert_eq!(&c.env.unwrap()[2..], ["A=1", "B="]);
+        let c = apply(&["ENV A=1", "ENV B=$A HOME=/home C=$HOME"]).unwrap();
+        assert_eq!(
+            c.env.unwrap(),
+            ["PATH=/usr/bin:/bin", "HOME=/home", "A=1", "B=1", "C=/root"]
+        );
+        let c = apply(&["LABEL a=$HOME", "ENV X=y", "LABEL b=$X"]).unwrap();
+        let l = c.labels.unwrap();
+        assert_eq!((l["a"].as_str(), l["b"].as_str()), ("/root", "y"));
+    }
+
+    #[test]
+    fn escape_directive_on_the_first_line() {
+        let c = apply(&["# escape=`", "ENV A=x`", "y B=c:\\dir"]).unwrap();
+        assert_eq!(&c.env.unwrap()[2..], ["A=xy", "B=c:\\dir"]);
+        assert_eq!(
+            apply(&["# escape=x", "ENV A=1"]).unwrap_err(),
+            "invalid escape token 'x' does not match ` or \\"
+        );
+        // Not a directive after the first instruction: a comment.
+        let c = apply(&["ENV A=1", "# escape=`", "ENV B=2"]).unwrap();
+        assert_eq!(&c.env.unwrap()[2..], ["A=1", "B=2"]);
+    }
+
+    #[test]
+    fn parse_errors_come_before_instruction_errors() {
+        assert_eq!(
+            apply(&["RUN x", "CMD [1]"]).unwrap_err(),
+            "when using JSON array syntax, arrays must be comprised of strings only"
+        );
+        assert_eq!(
+            apply(&["USER", "RUN x"]).unwrap_err(),
+            "USER requires exactly one argument"
+        );
+        assert_eq!(
+            apply(&["ENV A=${", "RUN x"]).unwrap_err(),
+            "RUN is not a valid change command"
+        );
+        assert_eq!(
+            apply(&["ENV A=${"]).unwrap_err(),
+            "failed to process \"${\": syntax error: missing '}'"
         );
     }
 
@@ -264,7 +333,7 @@ mod tests {
         assert_eq!(c.cmd, strs(&["/bin/bash", "-lc", "make"]));
         assert_eq!(
             apply(&["CMD [1, 2]"]).unwrap_err(),
-            "only string arrays are supported"
+            "when using JSON array syntax, arrays must be comprised of strings only"
         );
         let c = apply(&["CMD [not json"]).unwrap();
         assert_eq!(c.cmd, strs(&["/bin/sh", "-c", "[not json"]));
@@ -324,9 +393,9 @@ mod tests {
         }
         assert_eq!(
             apply(&["STOPSIGNAL SIGNOPE"]).unwrap_err(),
-            "Invalid signal: SIGNOPE"
+            "invalid signal: SIGNOPE"
         );
-        assert_eq!(apply(&["STOPSIGNAL 0"]).unwrap_err(), "Invalid signal: 0");
+        assert_eq!(apply(&["STOPSIGNAL 0"]).unwrap_err(), "invalid signal: 0");
         assert_eq!(
             apply(&["USER"]).unwrap_err(),
             "USER requires exactly one argument"
@@ -353,13 +422,22 @@ mod tests {
         );
         let c = apply(&["HEALTHCHECK NONE"]).unwrap();
         assert_eq!(c.healthcheck.unwrap().test, strs(&["NONE"]));
+        // NONE's flags are not looked at.
+        let c = apply(&["HEALTHCHECK --interval=5s NONE"]).unwrap();
+        assert_eq!(
+            c.healthcheck.unwrap(),
+            HealthConfig {
+                test: strs(&["NONE"]),
+                ..Default::default()
+            }
+        );
         assert_eq!(
             apply(&["HEALTHCHECK NONE x"]).unwrap_err(),
             "HEALTHCHECK NONE takes no arguments"
         );
         assert_eq!(
             apply(&["HEALTHCHECK --bogus=1 CMD x"]).unwrap_err(),
-            "Unknown flag: bogus"
+            "unknown flag: --bogus"
         );
         assert_eq!(
             apply(&["HEALTHCHECK --retries=-1 CMD x"]).unwrap_err(),
@@ -408,6 +486,9 @@ mod tests {
         assert_eq!(&c.env.unwrap()[2..], ["A=1", "B=2"]);
         assert_eq!(c.labels.unwrap()["x"], "y");
         assert_eq!(c.cmd, strs(&["a", "b"]));
-        assert_eq!(apply(&["USER --bad app"]).unwrap_err(), "Unknown flag: bad");
+        assert_eq!(
+            apply(&["USER --bad app"]).unwrap_err(),
+            "unknown flag: --bad"
+        );
     }
 }
