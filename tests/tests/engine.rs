@@ -87,7 +87,7 @@ async fn every_kind_of_change(fast: bool) {
     assert_eq!(etc, "only\nadded\ngone\n", "opaque /etc, whiteout of hosts");
     w.assert_clean();
 
-    // The config: parent's run config, a history entry, one more diff ID.
+    // The config: the container's run config, a history entry, one more diff ID.
     let resolved = image(&engine, "docker.io/library/changed:latest").await;
     assert_eq!(
         format!("{}", resolved.manifest.config.digest),
@@ -98,7 +98,10 @@ async fn every_kind_of_change(fast: bool) {
         resolved.config.rootfs.diff_ids.len(),
         parent.config.rootfs.diff_ids.len() + 1
     );
-    assert_eq!(resolved.config.config, parent.config.config);
+    // The container's config (Docker's behaviour): its command, over the parent's.
+    let mut expected = parent.config.config.clone().unwrap();
+    expected.cmd = Some(vec!["sh".into(), "-c".into(), "sleep 100000".into()]);
+    assert_eq!(resolved.config.config, Some(expected));
     let last = resolved.config.history.last().unwrap();
     assert_eq!(last.created_by.as_deref(), Some("sh -c sleep 100000"));
     assert!(!last.empty_layer);
@@ -371,7 +374,14 @@ async fn from_scratch() {
         1,
         "one layer: the whole filesystem"
     );
-    assert_eq!(cfg.config, Some(RunConfig::default()));
+    // The container's command is the image's.
+    assert_eq!(
+        cfg.config,
+        Some(RunConfig {
+            cmd: Some(vec!["/bin/sh".into()]),
+            ..RunConfig::default()
+        })
+    );
     assert_eq!(
         w.run("docker.io/library/scratch:1", "/bin/busybox cat /hello"),
         "from scratch\n"

@@ -24,7 +24,7 @@ use crate::overlay;
 use crate::snapshot::{self, Snapshots};
 use crate::tarball;
 use crate::task::{self, TaskState};
-use crate::{Compression, EngineConfig};
+use crate::{Compression, ConfigSource, EngineConfig};
 use docker_format::image::{
     self, Descriptor, History, ImageConfig, Manifest, RunConfig, media_type,
 };
@@ -192,9 +192,22 @@ impl Committer<'_> {
         let info = sn.stat(&ct.snapshot_key).await?;
         let parent = load_parent(c, &ct, &info.parent).await?;
 
-        // The caller's config first: a bad one costs nothing.
+        // The caller's config first: a bad one costs nothing. Docker
+        // starts from the container's config; containerd keeps its
+        // run-time part in the OCI spec and labels.
         let parent_run = parent.as_ref().and_then(|p| p.config.config.as_ref());
-        let run_config = merge::commit_config(parent_run, req.config, &req.changes)?;
+        let container_run = docker_format::container::container_config(
+            parent_run,
+            container::runtime(&ct).as_ref(),
+            &ct.labels,
+        );
+        let base = match self.cfg.config_source {
+            ConfigSource::Container => Some(&container_run),
+            ConfigSource::Image => parent_run,
+        };
+        let run_config = merge::commit_config(base, req.config, &req.changes)?;
+        // Docker's history line: the container's Cmd, without its entrypoint.
+        let created_by = container_run.cmd.unwrap_or_default().join(" ");
         let codec = self
             .cfg
             .codec(req.compression.unwrap_or(self.cfg.compression));
@@ -217,6 +230,7 @@ impl Committer<'_> {
                 &src,
                 parent,
                 run_config,
+                &created_by,
                 &req.image_name,
                 &req.author,
                 &req.comment,
@@ -260,6 +274,7 @@ impl Committer<'_> {
         src: &Source<'_>,
         parent: Option<Resolved>,
         run_config: RunConfig,
+        created_by: &str,
         image_name: &Option<String>,
         author: &str,
         comment: &str,
@@ -292,7 +307,7 @@ impl Committer<'_> {
                 layer,
                 author,
                 comment,
-                &container::process_args(src.ct),
+                created_by,
                 &now,
             );
 
@@ -701,7 +716,7 @@ pub(crate) fn child_config(
     layer: Option<&Layer>,
     author: &str,
     comment: &str,
-    process_args: &[String],
+    created_by: &str,
     now: &str,
 ) -> ImageConfig {
     let host = image::host_platform();
@@ -726,7 +741,7 @@ pub(crate) fn child_config(
     let mut history = parent.map(|p| p.history.clone()).unwrap_or_default();
     history.push(History {
         created: Some(now.to_string()),
-        created_by: non_empty(&process_args.join(" ")),
+        created_by: non_empty(created_by),
         author: non_empty(&author),
         comment: non_empty(comment),
         empty_layer: layer.is_none(),

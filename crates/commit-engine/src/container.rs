@@ -108,23 +108,11 @@ pub(crate) async fn list(c: &Containerd, filters: Vec<String>) -> Result<Vec<Con
     Ok(resp.into_inner().containers)
 }
 
-/// The container's process arguments from its OCI runtime spec: what Docker
-/// records as the history entry's `created_by`.
-pub(crate) fn process_args(ct: &Container) -> Vec<String> {
-    let Some(spec) = &ct.spec else {
-        return Vec::new();
-    };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&spec.value) else {
-        return Vec::new();
-    };
-    v.pointer("/process/args")
-        .and_then(|a| a.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+/// What the container's OCI runtime spec says of how it runs (process
+/// args, env, cwd, user): with its labels, the stuff Docker's container
+/// config is rebuilt from. `None` without a readable spec.
+pub(crate) fn runtime(ct: &Container) -> Option<docker_format::container::Runtime> {
+    docker_format::container::Runtime::from_spec(&ct.spec.as_ref()?.value)
 }
 
 /// A container as the engine shows it: containerd's record, in the
@@ -269,13 +257,14 @@ mod tests {
     }
 
     #[test]
-    fn process_args_read_from_spec() {
+    fn runtime_read_from_spec() {
         let mut c = ct("x", &[]);
         c.spec = Some(prost_types::Any {
             type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
-            value: br#"{"process":{"args":["sh","-c","echo hi"]}}"#.to_vec(),
+            value: br#"{"process":{"args":["sh","-c","echo hi"],"cwd":"/"}}"#.to_vec(),
         });
-        assert_eq!(process_args(&c), ["sh", "-c", "echo hi"]);
-        assert!(process_args(&ct("y", &[])).is_empty());
+        let rt = runtime(&c).unwrap();
+        assert_eq!(rt.args.unwrap(), ["sh", "-c", "echo hi"]);
+        assert!(runtime(&ct("y", &[])).is_none());
     }
 }

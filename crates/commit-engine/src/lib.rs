@@ -67,6 +67,23 @@ pub use crate::images::Resolved;
 pub use crate::push::{PushEvent, PushRequest, Sent};
 pub use crate::task::{PauseJournal, TaskInfo, TaskState};
 
+/// Which config a commit starts from (before the request's body and
+/// `changes`), and so what fills in what the request leaves out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigSource {
+    /// Docker's: the container's own config — its command, environment,
+    /// working directory, user and labels as it runs, rebuilt from its OCI
+    /// runtime spec and labels over the image's config (see
+    /// `docker_format::container`). The image's `OnBuild`, `Shell` and
+    /// `ArgsEscaped` are not inherited, as in Docker.
+    #[default]
+    Container,
+    /// nerdctl's: the parent image's config as it is; how the container
+    /// was run leaves no trace in the image.
+    Image,
+}
+
 /// How a new layer is compressed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -114,6 +131,8 @@ pub struct EngineConfig {
     /// registering them (containerd's own durability). Off: as durable as
     /// `docker commit`, which syncs nothing.
     pub sync_layers: bool,
+    /// Which config a commit starts from.
+    pub config_source: ConfigSource,
 }
 
 impl Default for EngineConfig {
@@ -127,6 +146,7 @@ impl Default for EngineConfig {
             fast_path: true,
             journal: PauseJournal::default(),
             sync_layers: true,
+            config_source: ConfigSource::Container,
         }
     }
 }

@@ -77,6 +77,7 @@ pub struct CommitConfig {
     pub fast_path: bool,
     pub sync_layers: bool,
     pub lease_expiry_secs: u64,
+    pub config_source: commit_engine::ConfigSource,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -115,6 +116,7 @@ struct PartialCommit {
     fast_path: Option<bool>,
     sync_layers: Option<bool>,
     lease_expiry_secs: Option<u64>,
+    config_source: Option<commit_engine::ConfigSource>,
 }
 
 /// commitd: Docker's commit API for containerd containers, on a unix socket.
@@ -224,6 +226,7 @@ impl Config {
                 self.commit.fast_path => c.fast_path,
                 self.commit.sync_layers => c.sync_layers,
                 self.commit.lease_expiry_secs => c.lease_expiry_secs,
+                self.commit.config_source => c.config_source,
             );
         }
         Ok(())
@@ -307,6 +310,7 @@ impl Config {
             threads: self.commit.compression_threads,
             fast_path: self.commit.fast_path,
             sync_layers: self.commit.sync_layers,
+            config_source: self.commit.config_source,
             journal: commit_engine::PauseJournal::new(Some(self.state_dir())),
         }
     }
@@ -350,7 +354,8 @@ mod tests {
                 f.zstd_level,
                 f.threads,
                 f.fast_path,
-                f.sync_layers
+                f.sync_layers,
+                f.config_source
             ),
             (
                 e.lease_expiry,
@@ -359,9 +364,31 @@ mod tests {
                 e.zstd_level,
                 e.threads,
                 e.fast_path,
-                e.sync_layers
+                e.sync_layers,
+                e.config_source
             )
         );
+        assert_eq!(
+            c.commit.config_source,
+            commit_engine::ConfigSource::Container
+        );
+    }
+
+    #[test]
+    fn the_kubernetes_deployment_commits_from_the_image_config() {
+        let yaml = include_str!("../../../deploy/kubernetes/configmap.yaml");
+        let body = yaml.split("commitd.toml: |\n").nth(1).unwrap();
+        let toml: String = body
+            .lines()
+            .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, toml).unwrap();
+        let c = Config::load(&cli(&["--config", f.to_str().unwrap()])).unwrap();
+        assert_eq!(c.namespace, "k8s.io");
+        assert_eq!(c.commit.config_source, commit_engine::ConfigSource::Image);
+        assert_eq!(c.engine().config_source, commit_engine::ConfigSource::Image);
     }
 
     #[test]
