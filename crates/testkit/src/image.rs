@@ -1,6 +1,6 @@
 //! Base images built here, from busybox-static: no registry, no network.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -120,6 +120,8 @@ pub struct ImageBuilder {
     layers: Vec<Vec<Entry>>,
     cmd: Vec<String>,
     env: Vec<String>,
+    /// Further fields of the config's `config` (`Entrypoint`, `OnBuild`, …).
+    config: BTreeMap<String, serde_json::Value>,
     /// Every directory declared so far, in any layer.
     dirs: BTreeSet<String>,
 }
@@ -185,6 +187,7 @@ impl ImageBuilder {
             layers: Vec::new(),
             cmd: vec!["sh".into()],
             env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            config: BTreeMap::new(),
             dirs: BTreeSet::from([String::new()]),
         }
     }
@@ -299,6 +302,13 @@ impl ImageBuilder {
         self
     }
 
+    /// Sets another field of the config's `config` (`Entrypoint`, `OnBuild`,
+    /// `Shell`, `Labels`, `User`, `WorkingDir`, …), overriding the defaults above.
+    pub fn config(mut self, field: &str, value: serde_json::Value) -> ImageBuilder {
+        self.config.insert(field.to_owned(), value);
+        self
+    }
+
     fn entry(mut self, entry: Entry) -> ImageBuilder {
         let path = match &entry {
             Entry::Dir { path, .. }
@@ -369,6 +379,9 @@ impl ImageBuilder {
         });
         if let Some(v) = variant {
             config["variant"] = v.into();
+        }
+        for (k, v) in &self.config {
+            config["config"][k] = v.clone();
         }
         let config =
             serde_json::to_vec(&config).map_err(|e| Error::Other(format!("config JSON: {e}")))?;

@@ -469,13 +469,26 @@ impl<'a> Oracle<'a> {
     /// Makes container `name` of the base in both engines as `spec` says, started
     /// (and run to completion if `spec.run_to_completion`).
     pub fn run(&self, name: &str, spec: &RunSpec) -> Result<Pair<'_, 'a>> {
+        self.run_from(name, self.docker_base(), &self.base, spec)
+    }
+
+    /// Like [`run`](Self::run), of another image present in both engines: Docker's
+    /// `docker_image` (a name or ID) and containerd's `containerd_image` (a full
+    /// name), e.g. the images an earlier commit made.
+    pub fn run_from(
+        &self,
+        name: &str,
+        docker_image: &str,
+        containerd_image: &str,
+        spec: &RunSpec,
+    ) -> Result<Pair<'_, 'a>> {
         let pair = Pair {
             oracle: self,
             name: name.to_owned(),
         };
         // Docker: through the API, so that a whole entrypoint list can be given.
         let mut config = json!({
-            "Image": self.docker_base(),
+            "Image": docker_image,
             "Env": spec.env,
             "Labels": spec.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
             "HostConfig": {
@@ -522,7 +535,7 @@ impl<'a> Oracle<'a> {
         }
 
         // containerd: `ctr run` with the process args Docker would run.
-        let image_config = self.ctr.image_config(&self.base)?;
+        let image_config = self.ctr.image_config(containerd_image)?;
         let image = &image_config["config"];
         let strings = |v: &Value| -> Vec<String> {
             v.as_array()
@@ -571,7 +584,7 @@ impl<'a> Oracle<'a> {
                 .arg(format!("type=bind,src={h},dst={d},options={options}"));
         }
         c.arg("--label").arg(format!("nerdctl/name={name}"));
-        c.arg(&self.base).arg(name).args(&argv);
+        c.arg(containerd_image).arg(name).args(&argv);
         if spec.tty {
             // `ctr run -t` needs a terminal of its own: `script` gives it one.
             let line = cmd::show(&c);
