@@ -23,7 +23,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 use commit_engine::Engine;
-use routes::{commit, containers, events, images, save, system};
+use routes::{commit, containers, df, events, images, info, save, system};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -180,6 +180,8 @@ impl Api {
         Router::new()
             .route("/_ping", get(system::ping).head(system::ping))
             .route("/version", get(system::version))
+            .route("/info", get(info::info))
+            .route("/system/df", get(df::disk_usage))
             .route("/commit", post(commit::commit))
             .route("/images/json", get(images::list))
             .route("/images/get", get(save::save_many))
@@ -216,6 +218,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/_ping"),
     ("HEAD", "/_ping"),
     ("GET", "/version"),
+    ("GET", "/info"),
+    ("GET", "/system/df"),
     ("POST", "/commit"),
     ("GET", "/images/json"),
     ("GET", "/images/get"),
@@ -223,6 +227,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/images/{name}/history"),
     ("POST", "/images/{name}/tag"),
     ("POST", "/images/{name}/push"),
+    ("POST", "/images/load"),
     ("GET", "/images/{name}/get"),
     ("DELETE", "/images/{name}"),
     ("GET", "/containers/json"),

@@ -326,6 +326,11 @@ impl Events {
         self.publish("image", action, image_id, None, attributes);
     }
 
+    /// Clients following `/events` now (`docker info`'s `NEventsListener`).
+    pub fn listeners(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     /// The kept events and a live subscription, without gap or repeat.
     pub(crate) fn subscribe(&self) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>) {
         let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());

@@ -679,6 +679,56 @@ async fn router_answers_are_described() {
             "/v{version}/containers/{name}/json",
             S::BAD_REQUEST,
         ),
+        // System information and disk usage.
+        case(M::GET, "/info", "/info", S::SERVICE_UNAVAILABLE),
+        case(
+            M::GET,
+            "/v1.41/info",
+            "/v{version}/info",
+            S::SERVICE_UNAVAILABLE,
+        ),
+        case(M::GET, "/v1.0/info", "/v{version}/info", S::BAD_REQUEST),
+        case(M::GET, "/system/df", "/system/df", S::SERVICE_UNAVAILABLE),
+        case(
+            M::GET,
+            "/system/df?type=image&type=container&verbose=1",
+            "/system/df",
+            S::SERVICE_UNAVAILABLE,
+        ),
+        case(
+            M::GET,
+            "/system/df?type=bogus",
+            "/system/df",
+            S::BAD_REQUEST,
+        ),
+        case(
+            M::GET,
+            "/v1.52/system/df?type=volume&type=build-cache",
+            "/v{version}/system/df",
+            S::OK,
+        ),
+        case(
+            M::GET,
+            "/v1.41/system/df?type=bogus",
+            "/v{version}/system/df",
+            S::SERVICE_UNAVAILABLE,
+        ),
+        // A load answers with a stream; without containerd it ends with an error line.
+        with_body(
+            case(M::POST, "/images/load", "/images/load", S::OK),
+            "application/x-tar",
+            vec![0u8; 1024],
+        ),
+        with_body(
+            case(
+                M::POST,
+                "/v1.50/images/load?quiet=0",
+                "/v{version}/images/load",
+                S::OK,
+            ),
+            "application/x-tar",
+            vec![0u8; 1024],
+        ),
         // Events (kept ones replayed, then the stream ends at `until`) and
         // metrics answer without containerd.
         case(
@@ -853,8 +903,9 @@ async fn router_answers_are_described() {
             panic!("{what}: body {value} does not match the spec: {e}");
         }
     }
-    // The three replays: the 4 recorded events, the 3 image ones, the 4 again.
-    assert_eq!(streamed, 4 + 3 + 4, "event lines checked");
+    // The three replays: the 4 recorded events, the 3 image ones, the 4
+    // again; and the error line of each of the 2 loads.
+    assert_eq!(streamed, 4 + 3 + 4 + 2, "event lines checked");
 }
 
 /// A small part of JSON Schema, enough for the spec's response shapes:

@@ -145,7 +145,6 @@ fn read_prefix(mut r: impl Read, buf: &mut [u8]) -> usize {
 /// diff service: prepare under a unique `extract-` key, apply, commit. An
 /// existing snapshot of that name is success. The prepared snapshot is
 /// removed on failure.
-#[instrument(skip_all, fields(phase = "apply", chain_id = %chain_id))]
 pub async fn apply(
     c: &Containerd,
     lease: &str,
@@ -153,6 +152,21 @@ pub async fn apply(
     chain_id: &str,
     parent: &str,
     layer: &Descriptor,
+) -> Result<()> {
+    apply_checked(c, lease, sn, chain_id, parent, layer, None).await
+}
+
+/// [`apply`], refusing (before the snapshot is committed) a layer whose
+/// tar is not `diff_id` — what its image's config says it is.
+#[instrument(skip_all, fields(phase = "apply", chain_id = %chain_id))]
+pub async fn apply_checked(
+    c: &Containerd,
+    lease: &str,
+    sn: &Snapshots<'_>,
+    chain_id: &str,
+    parent: &str,
+    layer: &Descriptor,
+    diff_id: Option<&str>,
 ) -> Result<()> {
     if sn.exists(chain_id).await? {
         return Ok(());
@@ -174,10 +188,21 @@ pub async fn apply(
             },
             lease,
         );
-        c.diff()
+        let applied = c
+            .diff()
             .apply(req)
             .await
-            .map_err(|s| c.err("diff apply", s))?;
+            .map_err(|s| c.err("diff apply", s))?
+            .into_inner()
+            .applied
+            .map(|d| d.digest)
+            .unwrap_or_default();
+        if let Some(want) = diff_id.filter(|want| *want != applied) {
+            return Err(Error::InvalidArgument(format!(
+                "wrong diff id calculated on extraction of {}: {applied}, the image says {want}",
+                layer.digest
+            )));
+        }
         sn.commit(lease, chain_id, &key).await?;
         Ok(())
     }

@@ -41,15 +41,19 @@ pub mod error;
 mod export;
 pub mod failpoint;
 mod images;
+mod ingest;
 mod keyed;
 mod layer;
 mod lease;
+mod load;
 mod overlay;
 mod pgzip;
 mod push;
 mod snapshot;
+mod system;
 mod tarball;
 mod task;
+mod usage;
 mod walk;
 
 use std::time::Duration;
@@ -64,8 +68,11 @@ pub use crate::content::Blobs;
 pub use crate::error::{Error, Kind, Result};
 pub use crate::export::Exported;
 pub use crate::images::Resolved;
+pub use crate::load::{LoadProgress, Loaded};
 pub use crate::push::{PushEvent, PushRequest, Sent};
+pub use crate::system::{DEFAULT_SNAPSHOTTER, SystemInfo};
 pub use crate::task::{PauseJournal, TaskInfo, TaskState};
+pub use crate::usage::{ContainerSize, ImageUsage, ImagesUsage};
 
 /// Which config a commit starts from (before the request's body and
 /// `changes`), and so what fills in what the request leaves out.
@@ -268,6 +275,33 @@ impl Engine {
         }
         .commit(req)
         .await
+    }
+
+    /// Loads an image archive (`docker load`): Docker's or OCI's, plain,
+    /// gzip or zstd, read as it comes. Every image is unpacked, then named;
+    /// on any failure nothing is left (see [`load`]). `progress` hears how
+    /// far each file of the archive has come.
+    pub async fn load<R>(
+        &self,
+        archive: R,
+        progress: Option<tokio::sync::mpsc::Sender<LoadProgress>>,
+    ) -> Result<Vec<Loaded>>
+    where
+        R: tokio::io::AsyncRead + Send + Unpin + 'static,
+    {
+        load::Loader {
+            c: &self.c,
+            locks: &self.locks,
+            lease_expiry: self.cfg.lease_expiry,
+            snapshotter: DEFAULT_SNAPSHOTTER,
+        }
+        .load(archive, progress)
+        .await
+    }
+
+    /// containerd's version, root and snapshotter (`docker info`).
+    pub async fn system(&self) -> Result<SystemInfo> {
+        system::info(&self.c).await
     }
 
     /// Resumes containers a previous run of the daemon paused and did not

@@ -26,8 +26,8 @@
 //! - No ports, no networks (`NetworkSettings.Networks` is empty): CNI state
 //!   is not containerd's. `network`, `publish` and `expose` filters are
 //!   validated and then match nothing, as in Docker for such containers.
-//! - `size` is accepted and ignored (`SizeRw`/`SizeRootFs` are omitted):
-//!   the engine has no snapshot-usage call yet.
+//! - `size=1` fills `SizeRw`/`SizeRootFs` from the snapshotter's usage
+//!   (see `routes::df`).
 //! - `StartedAt` is the task process's start time as this host's `/proc`
 //!   shows it; a start time before the container's creation (another pid
 //!   namespace) is replaced by the creation time.
@@ -943,13 +943,30 @@ fn position(sorted: &[Container], value: &str) -> Result<usize, ApiError> {
         .ok_or_else(|| ApiError::NoSuchContainer(value.to_string()))
 }
 
-/// `GET /containers/json` (`docker ps`).
+/// `GET /containers/json` (`docker ps`; `size=1`: `docker ps -s`).
 pub(crate) async fn list(
     State(api): State<Api>,
     ApiVersion(version): ApiVersion,
     q: Query,
 ) -> Result<Response, ApiError> {
     let sel = Selection::parse(&q)?;
+    let out = summaries(&api, &version, &sel, bool_value(q.get("size"))).await?;
+    Ok(views::json(StatusCode::OK, &out))
+}
+
+/// Every container's summary with its sizes, as `docker ps -a -s` lists
+/// them (`docker system df`).
+pub(crate) async fn all_with_sizes(api: &Api, version: &str) -> Result<Vec<Value>, ApiError> {
+    let sel = Selection::parse(&Query::parse(Some("all=1")))?;
+    summaries(api, version, &sel, true).await
+}
+
+async fn summaries(
+    api: &Api,
+    version: &str,
+    sel: &Selection,
+    size: bool,
+) -> Result<Vec<Value>, ApiError> {
     let mut containers = api.engine().containers().list().await?;
     // Newest first, as Docker lists.
     containers.sort_by(|a, b| {
@@ -972,11 +989,11 @@ pub(crate) async fn list(
         .filter(|(i, ct)| range.contains(i) && sel.keeps_record(ct, &id_refs))
         .map(|(_, ct)| ct)
         .collect();
-    let images = Images::load(&api).await?;
+    let images = Images::load(api).await?;
     let ancestors = (!sel.filters.get("ancestor").is_empty())
         .then(|| images.ancestors(sel.filters.get("ancestor")));
     let seen: Vec<Result<Seen, ApiError>> = futures::stream::iter(candidates)
-        .map(|ct| see(&api, ct, &images))
+        .map(|ct| see(api, ct, &images))
         .buffered(PARALLEL)
         .collect()
         .await;
@@ -987,12 +1004,16 @@ pub(crate) async fn list(
         if !sel.keeps(&s, ancestors.as_ref()) {
             continue;
         }
-        out.push(summary(&s, &images, &version, now));
+        let mut v = summary(&s, &images, version, now);
+        if size {
+            super::df::add_sizes(api, &s.ct, &mut v, false).await;
+        }
+        out.push(v);
         if sel.limit.is_some_and(|l| out.len() >= l) {
             break;
         }
     }
-    Ok(views::json(StatusCode::OK, &out))
+    Ok(out)
 }
 
 /// Docker's `ContainerSummary`.
@@ -1038,11 +1059,12 @@ pub(crate) async fn get_route(
     State(api): State<Api>,
     ApiVersion(version): ApiVersion,
     Path(rest): Path<String>,
+    q: Query,
 ) -> Result<Response, ApiError> {
-    match inspect_target(&rest) {
-        Some(name) => inspect_one(&api, &version, name).await,
-        None => Err(ApiError::PageNotFound),
+    if let Some(name) = inspect_target(&rest) {
+        return inspect_one(&api, &version, name, bool_value(q.get("size"))).await;
     }
+    Err(ApiError::PageNotFound)
 }
 
 /// The container name of a `{name}/json` path tail.
@@ -1050,11 +1072,14 @@ fn inspect_target(rest: &str) -> Option<&str> {
     rest.strip_suffix("/json").filter(|n| !n.is_empty())
 }
 
-async fn inspect_one(api: &Api, version: &str, id: &str) -> Result<Response, ApiError> {
+async fn inspect_one(api: &Api, version: &str, id: &str, size: bool) -> Result<Response, ApiError> {
     let ct = api.engine().containers().resolve(id).await?;
     let images = Images::load(api).await?;
     let s = see(api, ct, &images).await?;
-    let body = inspect_body(&s, &images, version, Utc::now().timestamp());
+    let mut body = inspect_body(&s, &images, version, Utc::now().timestamp());
+    if size {
+        super::df::add_sizes(api, &s.ct, &mut body, true).await;
+    }
     Ok(views::json(StatusCode::OK, &body))
 }
 

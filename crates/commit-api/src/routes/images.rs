@@ -18,7 +18,7 @@ use crate::extract::{Query, bool_value};
 use crate::views::{self, images as v};
 use crate::{Api, Events};
 
-fn repo_tags(e: &Image) -> Vec<String> {
+pub(crate) fn repo_tags(e: &Image) -> Vec<String> {
     e.names()
         .into_iter()
         .filter(|n| !n.contains('@'))
@@ -27,7 +27,7 @@ fn repo_tags(e: &Image) -> Vec<String> {
 }
 
 /// `repo@digest` for each named repository of the image.
-fn repo_digests(e: &Image) -> Vec<String> {
+pub(crate) fn repo_digests(e: &Image) -> Vec<String> {
     let mut out: Vec<String> = e
         .names()
         .into_iter()
@@ -45,7 +45,7 @@ fn repo_digests(e: &Image) -> Vec<String> {
     out
 }
 
-fn labels(e: &Image) -> BTreeMap<String, String> {
+pub(crate) fn labels(e: &Image) -> BTreeMap<String, String> {
     e.config()
         .config
         .as_ref()

@@ -9,8 +9,11 @@
 
 pub(crate) mod commit;
 pub(crate) mod containers;
+pub(crate) mod df;
 pub(crate) mod events;
 pub(crate) mod images;
+pub(crate) mod info;
+pub(crate) mod load;
 pub mod metrics;
 pub(crate) mod push;
 pub(crate) mod save;
@@ -52,13 +55,18 @@ pub(crate) async fn images_get(
     }
 }
 
-/// `POST /images/{name}/tag|push`.
+/// `POST /images/{name}/tag|push`, and `POST /images/load` (which
+/// Docker's router matches before `{name}`).
 pub(crate) async fn images_post(
     State(api): State<Api>,
     Path(rest): Path<String>,
     q: Query,
     headers: HeaderMap,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
+    if rest == "load" {
+        return load::load(&api, &q, body).await;
+    }
     match rest.rsplit_once('/') {
         Some((name, "tag")) => images::tag(&api, name, &q).await,
         Some((name, "push")) => push::push(&api, name, &q, &headers).await,

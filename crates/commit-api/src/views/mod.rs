@@ -8,8 +8,10 @@
 //! in `routes::containers`.
 
 pub mod commit;
+pub mod df;
 pub mod events;
 pub mod images;
+pub mod info;
 pub mod push;
 pub mod system;
 

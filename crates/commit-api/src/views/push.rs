@@ -1,4 +1,5 @@
-//! `docker push`'s progress: Docker's `jsonmessage.JSONMessage` lines.
+//! Progress streams — `docker push`, and the `Message` lines of
+//! `docker load` and `docker import`: Docker's `jsonmessage.JSONMessage`.
 
 use bytes::Bytes;
 use commit_engine::{PushEvent, Sent};
@@ -37,7 +38,9 @@ pub fn lines(e: &PushEvent) -> Vec<Bytes> {
 /// Docker's `jsonmessage.JSONMessage`, fields in Go's order (so lines read
 /// as Docker's do).
 #[derive(Debug, Default, Serialize)]
-struct Message {
+pub struct Message {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<String>,
     #[serde(rename = "progressDetail", skip_serializing_if = "Option::is_none")]
@@ -94,9 +97,23 @@ impl Message {
         }
     }
 
-    fn pushing(digest: &str, current: i64, total: i64) -> Self {
+    /// A line of text: `{"stream":"Loaded image: app:1\n"}`.
+    pub fn stream(text: impl Into<String>) -> Self {
         Self {
-            status: Some("Pushing".into()),
+            stream: Some(text.into()),
+            ..Self::default()
+        }
+    }
+
+    fn pushing(digest: &str, current: i64, total: i64) -> Self {
+        Self::progress("Pushing", digest, current, total)
+    }
+
+    /// A progress bar: `{"status":"Loading layer","progressDetail":{…},
+    /// "progress":"[==>  ] …","id":"0123456789ab"}`.
+    pub fn progress(status: &str, digest: &str, current: i64, total: i64) -> Self {
+        Self {
+            status: Some(status.into()),
             progress_detail: Some(ProgressDetail {
                 current: Some(current),
                 total: Some(total),
@@ -107,7 +124,7 @@ impl Message {
         }
     }
 
-    fn failure(message: String) -> Self {
+    pub fn failure(message: String) -> Self {
         Self {
             error_detail: Some(ErrorDetail {
                 message: message.clone(),
@@ -130,7 +147,7 @@ impl Message {
     }
 
     /// One line of the stream.
-    fn line(&self) -> Bytes {
+    pub fn line(&self) -> Bytes {
         let mut b = serde_json::to_vec(self).unwrap_or_default();
         b.push(b'\n');
         Bytes::from(b)
