@@ -112,12 +112,40 @@ pub(crate) async fn write_blob(
     match result {
         Ok(()) => Ok(digest),
         Err(s) if s.code() == Code::AlreadyExists => {
-            add_labels(c, &digest, labels).await?;
-            crate::lease::add_content(c, lease, &digest).await?;
+            adopt(c, lease, &digest, labels).await?;
             Ok(digest)
         }
         Err(s) => Err(c.err("content write", s)),
     }
+}
+
+/// Takes a blob that a write found already in the store (`AlreadyExists`):
+/// attaches it to `lease` first, then adds `labels`. In that order, because
+/// an unreferenced blob can be collected at any moment until a lease holds
+/// it; adding labels is also the check that it survived until then (a blob
+/// collected in between answers NotFound, reported as an error naming the
+/// race rather than as an image with a missing blob).
+pub(crate) async fn adopt(
+    c: &Containerd,
+    lease: &str,
+    digest: &str,
+    labels: HashMap<String, String>,
+) -> Result<()> {
+    crate::lease::add_content(c, lease, digest).await?;
+    let labels_or_check = if labels.is_empty() {
+        info(c, digest).await.map(|_| ())
+    } else {
+        add_labels(c, digest, labels).await
+    };
+    labels_or_check.map_err(|e| {
+        if e.kind() == Some(crate::error::Kind::NotFound) {
+            Error::Malformed(format!(
+                "blob {digest} was garbage-collected while this commit adopted it; try again"
+            ))
+        } else {
+            e
+        }
+    })
 }
 
 /// Adds labels to a blob's existing ones.

@@ -468,8 +468,7 @@ where
         (Ok(f), Ok(())) => Ok(f),
         (Ok(f), Err(s)) if s.code() == Code::AlreadyExists => {
             // The same blob is in the store already (an identical layer).
-            content::add_labels(c, &f.digest, labels(&f.diff_id)).await?;
-            crate::lease::add_content(c, lease, &f.digest).await?;
+            content::adopt(c, lease, &f.digest, labels(&f.diff_id)).await?;
             Ok(f)
         }
         (_, Err(s)) => {
@@ -649,8 +648,7 @@ async fn register(c: &Containerd, lease: &str, f: &Finished) -> Result<()> {
     match result {
         Ok(()) => Ok(()),
         Err(s) if s.code() == Code::AlreadyExists => {
-            content::add_labels(c, &f.digest, labels(&f.diff_id)).await?;
-            crate::lease::add_content(c, lease, &f.digest).await
+            content::adopt(c, lease, &f.digest, labels(&f.diff_id)).await
         }
         Err(s) => Err(c.err("content register", s)),
     }
@@ -726,7 +724,7 @@ async fn upload_file(c: &Containerd, lease: &str, path: &Path, f: &Finished) -> 
         .map_err(|e| Error::Malformed(format!("layer upload failed: {e}")))?;
     match (sent, written) {
         (_, Err(s)) if s.code() == Code::AlreadyExists => {
-            crate::lease::add_content(c, lease, &f.digest).await
+            content::adopt(c, lease, &f.digest, labels(&f.diff_id)).await
         }
         (Ok(()), Ok(())) => Ok(()),
         (_, Err(s)) => {
