@@ -185,3 +185,179 @@ fn commit_through_the_http_api_keeps_kubelet_containers_running() {
     drop(pod);
     assert_clean(node);
 }
+
+/// The busybox binary and its applets, and nothing else: no `/etc`, `/dev`, `/proc`,
+/// `/sys`, `/run`, `/var` — every mount point the runtime needs is missing.
+fn bare_image() -> commitd_testkit::ImageBuilder {
+    let mut b = commitd_testkit::ImageBuilder::scratch()
+        .layer()
+        .dir("/bin", 0o755)
+        .host_file("/bin/busybox", commitd_testkit::HOST_BUSYBOX, 0o755);
+    for applet in commitd_testkit::APPLETS {
+        b = b.symlink(&format!("/bin/{applet}"), "busybox");
+    }
+    b
+}
+
+/// The daemon with the fast path off: every commit goes through containerd's diff
+/// service.
+fn daemon_diff_service(node: &CriNode, dir: &std::path::Path) -> Daemon {
+    let config = dir.join("commitd.toml");
+    std::fs::write(&config, "[commit]\nfast_path = false\n").unwrap();
+    Daemon::start(
+        env!("CARGO_BIN_EXE_commitd-under-test"),
+        node.socket(),
+        CRI_NAMESPACE,
+        &["--config", config.to_str().unwrap()],
+    )
+}
+
+fn layer_paths(node: &CriNode, image: &str) -> Vec<String> {
+    let mut paths: Vec<String> = node
+        .ctr()
+        .top_layer_entries(image)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path.trim_end_matches('/').to_owned())
+        .collect();
+    paths.sort();
+    paths
+}
+
+#[test]
+fn runtime_mount_stubs_are_not_committed_and_the_images_files_survive() {
+    let _serial = serial();
+    let node = shared_cri();
+    let base = node.base_image().unwrap();
+    let bare = node.publish(&bare_image(), "library/bare:1").unwrap();
+    let pod = node.run_pod(KubePod::unique("team-a", "stubs")).unwrap();
+    let name = pod.spec.name.clone();
+    // kubelet's mounts (/etc/hosts, /dev/termination-log, the service-account token),
+    // the CRI plugin's (/etc/hostname, /etc/resolv.conf, /dev/shm), and a volume.
+    let on_base = pod
+        .start(&sleeper("on-base", &base).empty_dir("/data/scratch"))
+        .unwrap();
+    let on_bare = pod
+        .start(&sleeper("on-bare", &bare).empty_dir("/data/scratch"))
+        .unwrap();
+    for id in [&on_base, &on_bare] {
+        node.sh(id, "echo trained > /model && echo v > /data/scratch/v")
+            .unwrap();
+    }
+    node.sh(&on_base, "echo hi > /etc/motd").unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let fast = daemon(node);
+    let diff = daemon_diff_service(node, tmp.path());
+    let repo = "registry.local/team-a/stubs";
+    for (d, path) in [(&fast, "fast"), (&diff, "diff")] {
+        for c in ["on-base", "on-bare"] {
+            d.docker_ok(&[
+                "commit",
+                &format!("team-a/{name}/{c}"),
+                &format!("{repo}:{c}-{path}"),
+            ]);
+        }
+    }
+
+    // On the base, which has /etc/hosts, /etc/hostname and /etc/resolv.conf: the
+    // runtime mounted over them; the layer holds what the user wrote, and the volume's
+    // mount point (as Docker keeps it), never what is in the volume.
+    let want_base = [
+        "data",
+        "data/scratch",
+        "etc",
+        "etc/motd",
+        "model",
+        "var",
+        "var/run",
+        "var/run/secrets",
+        "var/run/secrets/kubernetes.io",
+        "var/run/secrets/kubernetes.io/serviceaccount",
+    ];
+    // On the bare image, runc made /etc and its three files, /dev, /proc and /sys as
+    // mount targets: none of them is committed.
+    let want_bare = [
+        "data",
+        "data/scratch",
+        "model",
+        "var",
+        "var/run",
+        "var/run/secrets",
+        "var/run/secrets/kubernetes.io",
+        "var/run/secrets/kubernetes.io/serviceaccount",
+    ];
+    for path in ["fast", "diff"] {
+        assert_eq!(
+            layer_paths(node, &format!("{repo}:on-base-{path}")),
+            want_base,
+            "{path}"
+        );
+        assert_eq!(
+            layer_paths(node, &format!("{repo}:on-bare-{path}")),
+            want_bare,
+            "{path}"
+        );
+    }
+
+    // The image's own files survive the commit unchanged, in the new image's snapshot
+    // (read by a container that mounts nothing over them).
+    let ctr = node.ctr();
+    for path in ["fast", "diff"] {
+        let image = format!("{repo}:on-base-{path}");
+        let out = ctr
+            .run_image(
+                &image,
+                &format!("stubs-base-{path}"),
+                &[
+                    "sh",
+                    "-c",
+                    "cat /etc/hosts /etc/hostname /etc/resolv.conf /etc/motd /model",
+                ],
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\ncommitd-test\nhi\ntrained\n",
+            "{path}"
+        );
+        let image = format!("{repo}:on-bare-{path}");
+        let out = ctr
+            .run_image(
+                &image,
+                &format!("stubs-bare-{path}"),
+                &[
+                    "sh",
+                    "-c",
+                    "ls -d /etc /etc/hosts 2>&1; cat /model; ls -a /data/scratch",
+                ],
+            )
+            .unwrap();
+        assert!(
+            !out.contains("/etc/hosts\n") && out.contains("trained\n"),
+            "{path}: {out}"
+        );
+        assert!(
+            out.ends_with(".\n..\n"),
+            "the volume's content is not committed: {out}"
+        );
+    }
+
+    // And the bare image's commit runs as a new CRI container: the runtime makes its
+    // mount targets again.
+    let restored = node
+        .run_pod(KubePod::unique("team-a", "stubs-restored"))
+        .unwrap();
+    let again = restored
+        .start(&sleeper("on-bare", &format!("{repo}:on-bare-fast")))
+        .unwrap();
+    assert_eq!(node.sh(&again, "cat /model").unwrap(), "trained\n");
+    assert!(
+        node.sh(&again, "cat /etc/hosts")
+            .unwrap()
+            .contains("localhost")
+    );
+    drop(restored);
+    drop(pod);
+    assert_clean(node);
+}

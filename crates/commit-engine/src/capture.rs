@@ -64,6 +64,7 @@ pub struct CopyOptions {
 /// Copies the tree under `src` into the empty directory `dst`. The roots
 /// themselves are left as they are (their attributes come from the
 /// snapshotter, as with an applied layer).
+#[cfg(test)]
 pub fn copy_upper(src: &Path, dst: &Path, opts: CopyOptions) -> Result<Copied, CopyError> {
     copy_upper_with(src, dst, opts, &Everything)
 }

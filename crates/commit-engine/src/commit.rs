@@ -22,6 +22,7 @@ use crate::layer;
 use crate::lease::Lease;
 use crate::overlay;
 use crate::snapshot::{self, Snapshots};
+use crate::stubs;
 use crate::tarball;
 use crate::task::{self, TaskState};
 use crate::{Compression, ConfigSource, EngineConfig};
@@ -555,19 +556,26 @@ impl Committer<'_> {
                 .map_err(copy_failed)?;
             debug!(bytes = warmed, "upper directory read ahead");
             let (source, target) = (from.upper.clone(), to.upper.clone());
+            let (spec, lower, layout) = (spec_of(src.ct), from.lower.clone(), from.layout);
             let (copied, paused) = self
                 .while_paused(src, async {
-                    tokio::task::spawn_blocking(move || capture::copy_upper(&source, &target, opts))
-                        .await
+                    tokio::task::spawn_blocking(move || {
+                        // Read while paused: what the rule sees is what is copied.
+                        let stubs = stubs::in_upper(&spec, &source, &lower, layout);
+                        capture::copy_upper_with(&source, &target, opts, &stubs)
+                            .map(|copied| (copied, stubs))
+                    })
+                    .await
                 })
                 .await?;
-            let copied = copied
+            let (copied, stubs) = copied
                 .map_err(|e| Error::Malformed(format!("capture task failed: {e}")))?
                 .map_err(copy_failed)?;
             debug!(
                 entries = copied.entries,
                 bytes = copied.bytes,
                 paused_ms = paused.as_millis() as u64,
+                mount_stubs = ?stubs.paths(),
                 "upper directory captured"
             );
             if copied.entries == 0 {
@@ -637,7 +645,7 @@ impl Committer<'_> {
                 ),
             )
             .await?;
-        let tar = tar?;
+        let tar = self.without_stubs(lease, src, tar?).await?;
         if diff::has_no_entries(c, &tar.descriptor).await? {
             return Ok(Captured {
                 layer: None,
@@ -684,6 +692,64 @@ impl Committer<'_> {
             fill: Fill::Apply(uncompressed),
         })
     }
+}
+
+impl Committer<'_> {
+    /// The diff service's tar without the runtime's mount stubs
+    /// ([`stubs::mount_stubs`]), read against a view of the parent; the tar
+    /// itself when it holds none.
+    async fn without_stubs(&self, lease: &Lease, src: &Source<'_>, tar: Layer) -> Result<Layer> {
+        let c = self.c;
+        let mounts = stubs::spec_mounts(&spec_of(src.ct));
+        if mounts.is_empty() {
+            return Ok(tar);
+        }
+        let reader = layer::BlobReader::new(
+            c.clone(),
+            tar.descriptor.digest.clone(),
+            tar.descriptor.size,
+        );
+        let mut changes =
+            tokio::task::spawn_blocking(move || stubs::TarChanges::read(reader, None))
+                .await
+                .map_err(|e| Error::Malformed(format!("layer read task failed: {e}")))?
+                .map_err(|e| Error::io("reading the diff service's layer", e))?;
+        if !changes.touches(&mounts) {
+            return Ok(tar);
+        }
+        changes.lower = if src.diff_parent.is_empty() {
+            Some(Vec::new())
+        } else {
+            let view = format!("{}-stubs-view-{}", src.diff_parent, crate::unique());
+            let m = src.sn.view(&lease.id(), &view, &src.diff_parent).await;
+            src.sn.remove_quietly(&view).await;
+            overlay::view_lowers(&m?)
+        };
+        let stubs = stubs::mount_stubs(&mounts, &changes);
+        if stubs.is_empty() {
+            return Ok(tar);
+        }
+        debug!(mount_stubs = ?stubs.paths(), "leaving the runtime's mount stubs out");
+        let reader = layer::BlobReader::new(
+            c.clone(),
+            tar.descriptor.digest.clone(),
+            tar.descriptor.size,
+        );
+        let plain = self.cfg.codec(Compression::None);
+        let streamed = layer::stream_layer(c, &lease.id(), plain, self.content_root, move |w| {
+            stubs::filter_tar(reader, w, &stubs)
+        })
+        .await?;
+        Ok(streamed.layer)
+    }
+}
+
+/// The container's OCI runtime spec (JSON; empty without one).
+fn spec_of(ct: &Container) -> Vec<u8> {
+    ct.spec
+        .as_ref()
+        .map(|s| s.value.clone())
+        .unwrap_or_default()
 }
 
 /// What a failed copy means for the commit.

@@ -50,6 +50,7 @@ mod overlay;
 mod pgzip;
 mod push;
 mod snapshot;
+pub(crate) mod stubs;
 mod system;
 mod tarball;
 mod task;

@@ -74,6 +74,23 @@ pub fn dirs(mounts: &[Mount]) -> Result<OverlayDirs, String> {
     }
 }
 
+/// The directories of a read-only view's mounts, top first: an `overlay`
+/// mount's `lowerdir`, or the source of a `bind` mount (a one-layer view).
+/// `None` for any other shape.
+pub fn view_lowers(mounts: &[Mount]) -> Option<Vec<PathBuf>> {
+    let [m] = mounts else {
+        return None;
+    };
+    match m.r#type.as_str() {
+        "overlay" => m.options.iter().find_map(|o| {
+            o.strip_prefix("lowerdir=")
+                .map(|v| v.split(':').map(PathBuf::from).collect())
+        }),
+        "bind" | "rbind" => Some(vec![PathBuf::from(&m.source)]),
+        _ => None,
+    }
+}
+
 /// Whether the overlay module enables a feature by default on this host.
 fn kernel_default_on(param: &str) -> bool {
     std::fs::read_to_string(Path::new("/sys/module/overlay/parameters").join(param))
