@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 
 use containerd_client::services::v1::{Container, GetContainerRequest, ListContainersRequest};
+use oci_spec::runtime::Spec;
+use serde_json::{Map, Value};
 
 use crate::client::Containerd;
 use crate::error::{Error, Result};
@@ -132,17 +134,14 @@ pub struct ContainerRecord {
     pub snapshot_key: String,
     /// The runtime's name (`io.containerd.runc.v2`).
     pub runtime: String,
-    /// Its OCI runtime spec as JSON (`Null` when it has none or it is not JSON).
-    pub spec: serde_json::Value,
+    /// Its OCI runtime spec (`None` when it has none or it does not read;
+    /// see [`read_spec`]).
+    pub spec: Option<Spec>,
 }
 
 impl ContainerRecord {
     pub(crate) fn of(ct: Container) -> Self {
-        let spec = ct
-            .spec
-            .as_ref()
-            .and_then(|s| serde_json::from_slice(&s.value).ok())
-            .unwrap_or(serde_json::Value::Null);
+        let spec = ct.spec.as_ref().and_then(|s| read_spec(&s.value));
         Self {
             name: display_name(&ct),
             created: ct.created_at.map(|t| (t.seconds, t.nanos)),
@@ -155,6 +154,98 @@ impl ContainerRecord {
             spec,
         }
     }
+}
+
+/// Reads a container's OCI runtime spec (JSON).
+///
+/// oci-spec's vocabularies are closed (capabilities, rlimit types, seccomp
+/// actions and architectures, …) and a few fields are required (the
+/// process's `user` and `cwd`); a spec from a newer runtime, or one a client
+/// wrote by hand, may not read whole. Rather than lose the whole spec over
+/// one such word, it is read again with only the parts a container's view
+/// is made of — the process's basics, root, hostname, mounts, annotations,
+/// namespaces, resource limits, masked and read-only paths, sysctls, mount
+/// label — and a missing `user`/`cwd` as root and "". `None` when not even
+/// those read (or it is not JSON).
+pub(crate) fn read_spec(json: &[u8]) -> Option<Spec> {
+    if let Ok(spec) = serde_json::from_slice(json) {
+        return Some(spec);
+    }
+    let whole: Value = serde_json::from_slice(json).ok()?;
+    let mut spec = pick(
+        &whole,
+        &[
+            "ociVersion",
+            "hostname",
+            "domainname",
+            "root",
+            "mounts",
+            "annotations",
+        ],
+    );
+    if whole.get("process").is_some_and(Value::is_object) {
+        let mut process = pick(
+            &whole["process"],
+            &[
+                "terminal",
+                "consoleSize",
+                "args",
+                "env",
+                "cwd",
+                "oomScoreAdj",
+                "apparmorProfile",
+                "selinuxLabel",
+            ],
+        );
+        process.insert(
+            "user".into(),
+            Value::Object(pick(&whole["process"]["user"], &["uid", "gid"])),
+        );
+        process.entry("cwd").or_insert_with(|| Value::from(""));
+        spec.insert("process".into(), Value::Object(process));
+    }
+    if whole.get("linux").is_some_and(Value::is_object) {
+        let linux = &whole["linux"];
+        let mut out = pick(
+            linux,
+            &[
+                "namespaces",
+                "maskedPaths",
+                "readonlyPaths",
+                "sysctl",
+                "mountLabel",
+            ],
+        );
+        if linux.get("resources").is_some_and(Value::is_object) {
+            let res = &linux["resources"];
+            let mut r = pick(res, &["memory", "cpu", "pids"]);
+            if res.get("blockIO").is_some_and(Value::is_object) {
+                r.insert(
+                    "blockIO".into(),
+                    Value::Object(pick(&res["blockIO"], &["weight"])),
+                );
+            }
+            out.insert("resources".into(), Value::Object(r));
+        }
+        spec.insert("linux".into(), Value::Object(out));
+    }
+    match serde_json::from_value(Value::Object(spec)) {
+        Ok(spec) => {
+            tracing::debug!("runtime spec read without the parts oci-spec does not know");
+            Some(spec)
+        }
+        Err(e) => {
+            tracing::debug!(cause = %e, "runtime spec does not read");
+            None
+        }
+    }
+}
+
+/// The `keys` of a JSON object that it has.
+fn pick(v: &Value, keys: &[&str]) -> Map<String, Value> {
+    keys.iter()
+        .filter_map(|k| Some((k.to_string(), v.get(*k)?.clone())))
+        .collect()
 }
 
 /// The containers of the engine's namespace, read only.
@@ -266,5 +357,35 @@ mod tests {
         let rt = runtime(&c).unwrap();
         assert_eq!(rt.args.unwrap(), ["sh", "-c", "echo hi"]);
         assert!(runtime(&ct("y", &[])).is_none());
+    }
+
+    #[test]
+    fn specs_read_typed_even_with_words_oci_spec_does_not_know() {
+        let spec = read_spec(
+            br#"{"ociVersion":"1.0.2","hostname":"box",
+                "process":{"args":["sh"],"cwd":"/w","user":{"uid":1000,"gid":0},
+                           "capabilities":{"bounding":["CAP_FROM_THE_FUTURE"]}},
+                "linux":{"namespaces":[{"type":"network"}],
+                         "seccomp":{"defaultAction":"SCMP_ACT_NEW"},
+                         "resources":{"memory":{"limit":1024},
+                                      "blockIO":{"weight":10,"weightDevice":[{"bogus":1}]}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.hostname().as_deref(), Some("box"));
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(process.user().uid(), 1000);
+        assert_eq!(process.cwd().to_str(), Some("/w"));
+        assert!(process.capabilities().is_none());
+        let linux = spec.linux().as_ref().unwrap();
+        assert_eq!(linux.namespaces().as_ref().unwrap().len(), 1);
+        assert!(linux.seccomp().is_none());
+        let res = linux.resources().as_ref().unwrap();
+        assert_eq!(res.memory().as_ref().unwrap().limit(), Some(1024));
+        assert_eq!(res.block_io().as_ref().unwrap().weight(), Some(10));
+        // A process with no user or cwd: root, "".
+        let bare = read_spec(br#"{"process":{"args":["sh"]}}"#).unwrap();
+        assert_eq!(bare.process().as_ref().unwrap().user().uid(), 0);
+        assert!(read_spec(b"not json").is_none());
+        assert!(read_spec(br#"{"linux":{"namespaces":[{"type":"nope"}]}}"#).is_none());
     }
 }

@@ -46,14 +46,17 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
 use commit_engine::{ContainerRecord as Container, Image as ImageEntry, TaskInfo, TaskState};
+use docker_format::image::{Descriptor, Empty};
 use futures::StreamExt;
-use serde_json::{Map, Value, json};
+use oci_spec::runtime::{
+    Linux, LinuxNamespaceType as NsKind, LinuxResources, Mount, Process, Spec,
+};
 
 use crate::Api;
 use crate::error::ApiError;
 use crate::extract::{ApiVersion, Query, bool_value};
 use crate::version::compare;
-use crate::views;
+use crate::views::{self, containers as v};
 use docker_format::duration::human_duration;
 use docker_format::filters::{FilterError, Filters, NamePattern};
 use docker_format::ports::check_port_filter;
@@ -170,28 +173,6 @@ fn command_line(args: &[String]) -> String {
 // ---------------------------------------------------------------------------
 // The OCI runtime spec, read back.
 
-fn spec_of(ct: &Container) -> Value {
-    ct.spec.clone()
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A string array as Go marshals a `[]string`: `null` when absent.
-fn strings_or_null(v: &Value) -> Value {
-    match v.as_array() {
-        Some(_) => Value::from(strings(v)),
-        None => Value::Null,
-    }
-}
-
 /// The CRI plugin's annotations on a container's spec.
 const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
@@ -199,6 +180,37 @@ const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 const NERDCTL_NETWORKS: &str = "nerdctl/networks";
 /// containerd's restart monitor's policy label.
 const RESTART_POLICY: &str = "containerd.io/restart.policy";
+
+fn process(spec: Option<&Spec>) -> Option<&Process> {
+    spec.and_then(|s| s.process().as_ref())
+}
+
+fn linux(spec: Option<&Spec>) -> Option<&Linux> {
+    spec.and_then(|s| s.linux().as_ref())
+}
+
+fn resources(spec: Option<&Spec>) -> Option<&LinuxResources> {
+    linux(spec).and_then(|l| l.resources().as_ref())
+}
+
+fn mounts(spec: Option<&Spec>) -> &[Mount] {
+    spec.and_then(|s| s.mounts().as_deref()).unwrap_or_default()
+}
+
+fn path_text(p: &std::path::Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// A spec's unsigned count as Docker's `int64`.
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A string map in a stable order; `None` when empty.
+fn sorted(m: Option<&HashMap<String, String>>) -> Option<BTreeMap<String, String>> {
+    let m: BTreeMap<String, String> = m?.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    (!m.is_empty()).then_some(m)
+}
 
 /// How the spec sets up one kind of namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,28 +225,27 @@ enum Ns {
     Unknown,
 }
 
-fn namespace(spec: &Value, kind: &str) -> Ns {
-    let Some(list) = spec["linux"]["namespaces"].as_array() else {
-        return if spec["linux"].is_object() {
-            Ns::Host
-        } else {
-            Ns::Unknown
-        };
+fn namespace(spec: Option<&Spec>, kind: NsKind) -> Ns {
+    let Some(linux) = linux(spec) else {
+        return Ns::Unknown;
     };
-    match list.iter().find(|n| n["type"] == kind) {
+    let Some(list) = linux.namespaces() else {
+        return Ns::Host;
+    };
+    match list.iter().find(|n| n.typ() == kind) {
         None => Ns::Host,
-        Some(n) => match n["path"].as_str() {
-            Some(p) if !p.is_empty() => Ns::Joined(p.to_string()),
+        Some(n) => match n.path() {
+            Some(p) if !p.as_os_str().is_empty() => Ns::Joined(path_text(p)),
             _ => Ns::New,
         },
     }
 }
 
 /// The CRI sandbox a Kubernetes app container shares namespaces with.
-fn cri_sandbox(spec: &Value) -> Option<&str> {
-    let ann = &spec["annotations"];
-    (ann[CRI_CONTAINER_TYPE] == "container")
-        .then(|| ann[CRI_SANDBOX_ID].as_str())
+fn cri_sandbox(spec: Option<&Spec>) -> Option<&str> {
+    let ann = spec?.annotations().as_ref()?;
+    (ann.get(CRI_CONTAINER_TYPE).map(String::as_str) == Some("container"))
+        .then(|| ann.get(CRI_SANDBOX_ID).map(String::as_str))
         .flatten()
         .filter(|s| !s.is_empty())
 }
@@ -243,8 +254,8 @@ fn cri_sandbox(spec: &Value) -> Option<&str> {
 /// `container:<sandbox>` for a Kubernetes app container, nerdctl's first
 /// network, else `none` (a fresh namespace with only loopback, as `ctr run`
 /// makes) or `default` (a namespace set up by someone else, e.g. CNI).
-fn network_mode(spec: &Value, labels: &HashMap<String, String>) -> String {
-    let ns = namespace(spec, "network");
+fn network_mode(spec: Option<&Spec>, labels: &HashMap<String, String>) -> String {
+    let ns = namespace(spec, NsKind::Network);
     if ns == Ns::Host {
         return "host".into();
     }
@@ -270,7 +281,7 @@ fn network_mode(spec: &Value, labels: &HashMap<String, String>) -> String {
 /// Docker's modes for the other namespaces (`IpcMode`, `PidMode`, …):
 /// `host` when not unshared, `container:<sandbox>` when joined from a
 /// Kubernetes sandbox, else the mode Docker shows for a private one.
-fn ns_mode(spec: &Value, kind: &str, private: &str) -> String {
+fn ns_mode(spec: Option<&Spec>, kind: NsKind, private: &str) -> String {
     match namespace(spec, kind) {
         Ns::Host => "host".into(),
         Ns::Joined(_) => cri_sandbox(spec)
@@ -289,21 +300,26 @@ struct MountedFiles {
     hosts: String,
 }
 
+fn options(m: &Mount) -> &[String] {
+    m.options().as_deref().unwrap_or_default()
+}
+
 /// The spec's bind mounts as Docker's `MountPoint`s, without the files
 /// Docker lists on their own (`/etc/resolv.conf`, `/etc/hostname`,
 /// `/etc/hosts`) and the pod's `/dev/shm`.
-fn mount_points(spec: &Value) -> (Vec<Value>, MountedFiles) {
+fn mount_points(spec: Option<&Spec>) -> (Vec<v::MountPoint>, MountedFiles) {
     let mut files = MountedFiles::default();
     let mut out = Vec::new();
-    for m in spec["mounts"].as_array().into_iter().flatten() {
-        let options = strings(&m["options"]);
-        let is_bind = m["type"] == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+    for m in mounts(spec) {
+        let options = options(m);
+        let is_bind = m.typ().as_deref() == Some("bind")
+            || options.iter().any(|o| o == "bind" || o == "rbind");
         if !is_bind {
             continue;
         }
-        let source = m["source"].as_str().unwrap_or("").to_string();
-        let destination = m["destination"].as_str().unwrap_or("");
-        match destination {
+        let source = m.source().as_deref().map(path_text).unwrap_or_default();
+        let destination = path_text(m.destination());
+        match destination.as_str() {
             "/etc/resolv.conf" => files.resolv_conf = source,
             "/etc/hostname" => files.hostname = source,
             "/etc/hosts" => files.hosts = source,
@@ -320,14 +336,14 @@ fn mount_points(spec: &Value) -> (Vec<Value>, MountedFiles) {
                     })
                     .cloned()
                     .unwrap_or_else(|| "rprivate".into());
-                out.push(json!({
-                    "Type": "bind",
-                    "Source": source,
-                    "Destination": destination,
-                    "Mode": if ro { "ro" } else { "" },
-                    "RW": !ro,
-                    "Propagation": propagation,
-                }));
+                out.push(v::MountPoint {
+                    kind: "bind",
+                    source,
+                    destination,
+                    mode: if ro { "ro" } else { "" },
+                    rw: !ro,
+                    propagation,
+                });
             }
         }
     }
@@ -349,35 +365,50 @@ fn tmpfs_size(options: &[String]) -> Option<i64> {
     n.checked_mul(mult)
 }
 
-fn int(v: &Value) -> i64 {
-    v.as_i64()
-        .or_else(|| v.as_u64().map(|u| i64::try_from(u).unwrap_or(i64::MAX)))
-        .unwrap_or(0)
+/// Docker's `Resources`, from the spec's `linux.resources` (its devices
+/// aside).
+fn resources_of(spec: Option<&Spec>) -> v::Resources {
+    let res = resources(spec);
+    let memory = res.and_then(|r| r.memory().as_ref());
+    let cpu = res.and_then(|r| r.cpu().as_ref());
+    v::Resources {
+        cpu_shares: cpu.and_then(|c| c.shares()).map(int).unwrap_or(0),
+        memory: memory.and_then(|m| m.limit()).unwrap_or(0),
+        blkio_weight: res
+            .and_then(|r| r.block_io().as_ref())
+            .and_then(|b| b.weight())
+            .map(i64::from)
+            .unwrap_or(0),
+        cpu_period: cpu.and_then(|c| c.period()).map(int).unwrap_or(0),
+        cpu_quota: cpu.and_then(|c| c.quota()).unwrap_or(0),
+        cpu_realtime_period: cpu.and_then(|c| c.realtime_period()).map(int).unwrap_or(0),
+        cpu_realtime_runtime: cpu.and_then(|c| c.realtime_runtime()).unwrap_or(0),
+        cpuset_cpus: cpu.and_then(|c| c.cpus().clone()).unwrap_or_default(),
+        cpuset_mems: cpu.and_then(|c| c.mems().clone()).unwrap_or_default(),
+        memory_reservation: memory.and_then(|m| m.reservation()).unwrap_or(0),
+        memory_swap: memory.and_then(|m| m.swap()).unwrap_or(0),
+        memory_swappiness: memory
+            .and_then(|m| m.swappiness())
+            .and_then(|s| i64::try_from(s).ok()),
+        oom_kill_disable: memory.and_then(|m| m.disable_oom_killer()),
+        pids_limit: res
+            .and_then(|r| r.pids().as_ref())
+            .map(|p| p.limit())
+            .filter(|&l| l > 0),
+        ..Default::default()
+    }
 }
 
-fn string_map(v: &Value) -> Option<BTreeMap<String, String>> {
-    let m: BTreeMap<String, String> = v
-        .as_object()?
+/// Docker's `HostConfig`: from the spec where it says, Docker's zero
+/// values where it cannot.
+fn host_config(ct: &Container, binds: &[v::MountPoint], version: &str) -> v::HostConfig {
+    let spec = ct.spec.as_ref();
+    let shm = mounts(spec)
         .iter()
-        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-        .collect();
-    (!m.is_empty()).then_some(m)
-}
-
-/// `linux.resources.devices`-free `Resources` and the rest of Docker's
-/// `HostConfig`, from the spec where it says, Docker's zero values where
-/// it cannot.
-fn host_config(spec: &Value, ct: &Container, binds: &[Value]) -> Value {
-    let linux = &spec["linux"];
-    let res = &linux["resources"];
-    let shm = spec["mounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["destination"] == "/dev/shm" && m["type"] == "tmpfs")
-        .and_then(|m| tmpfs_size(&strings(&m["options"])))
+        .find(|m| m.destination().as_os_str() == "/dev/shm" && m.typ().as_deref() == Some("tmpfs"))
+        .and_then(|m| tmpfs_size(options(m)))
         .unwrap_or(0);
-    let restart = ct
+    let (name, maximum_retry_count) = ct
         .labels
         .get(RESTART_POLICY)
         .map(|p| match p.split_once(':') {
@@ -388,107 +419,63 @@ fn host_config(spec: &Value, ct: &Container, binds: &[Value]) -> Value {
     let binds: Vec<String> = binds
         .iter()
         .map(|m| {
-            let (src, dst) = (
-                m["Source"].as_str().unwrap_or(""),
-                m["Destination"].as_str().unwrap_or(""),
-            );
-            if m["RW"] == false {
-                format!("{src}:{dst}:ro")
+            if m.rw {
+                format!("{}:{}", m.source, m.destination)
             } else {
-                format!("{src}:{dst}")
+                format!("{}:{}:ro", m.source, m.destination)
             }
         })
         .collect();
-    let mut hc = json!({
-        "Binds": if binds.is_empty() { Value::Null } else { json!(binds) },
-        "ContainerIDFile": "",
-        "LogConfig": { "Type": "", "Config": null },
-        "NetworkMode": network_mode(spec, &ct.labels),
-        "PortBindings": {},
-        "RestartPolicy": { "Name": restart.0, "MaximumRetryCount": restart.1 },
-        "AutoRemove": false,
-        "VolumeDriver": "",
-        "VolumesFrom": null,
-        "ConsoleSize": [
-            int(&spec["process"]["consoleSize"]["height"]),
-            int(&spec["process"]["consoleSize"]["width"]),
+    let process = process(spec);
+    let console = process.and_then(|p| p.console_size());
+    let linux = linux(spec);
+    v::HostConfig {
+        binds: (!binds.is_empty()).then_some(binds),
+        network_mode: network_mode(spec, &ct.labels),
+        restart_policy: v::RestartPolicy {
+            name,
+            maximum_retry_count,
+        },
+        console_size: [
+            console.map(|c| int(c.height())).unwrap_or(0),
+            console.map(|c| int(c.width())).unwrap_or(0),
         ],
-        "CapAdd": null,
-        "CapDrop": null,
-        "CgroupnsMode": ns_mode(spec, "cgroup", "private"),
-        "Dns": null,
-        "DnsOptions": null,
-        "DnsSearch": null,
-        "ExtraHosts": null,
-        "GroupAdd": null,
-        "IpcMode": ns_mode(spec, "ipc", "private"),
-        "Cgroup": "",
-        "Links": null,
-        "OomScoreAdj": int(&spec["process"]["oomScoreAdj"]),
-        "PidMode": ns_mode(spec, "pid", ""),
-        "Privileged": false,
-        "PublishAllPorts": false,
-        "ReadonlyRootfs": spec["root"]["readonly"].as_bool().unwrap_or(false),
-        "SecurityOpt": null,
-        "UTSMode": ns_mode(spec, "uts", ""),
-        "UsernsMode": "",
-        "ShmSize": shm,
-        "Runtime": ct.runtime,
-        "Isolation": "",
-    });
-    // Docker's `Resources`, embedded in `HostConfig`.
-    let resources = json!({
-        "CpuShares": int(&res["cpu"]["shares"]),
-        "Memory": int(&res["memory"]["limit"]),
-        "NanoCpus": 0,
-        "CgroupParent": "",
-        "BlkioWeight": int(&res["blockIO"]["weight"]),
-        "BlkioWeightDevice": null,
-        "BlkioDeviceReadBps": null,
-        "BlkioDeviceWriteBps": null,
-        "BlkioDeviceReadIOps": null,
-        "BlkioDeviceWriteIOps": null,
-        "CpuPeriod": int(&res["cpu"]["period"]),
-        "CpuQuota": int(&res["cpu"]["quota"]),
-        "CpuRealtimePeriod": int(&res["cpu"]["realtimePeriod"]),
-        "CpuRealtimeRuntime": int(&res["cpu"]["realtimeRuntime"]),
-        "CpusetCpus": res["cpu"]["cpus"].as_str().unwrap_or(""),
-        "CpusetMems": res["cpu"]["mems"].as_str().unwrap_or(""),
-        "Devices": null,
-        "DeviceCgroupRules": null,
-        "DeviceRequests": null,
-        "MemoryReservation": int(&res["memory"]["reservation"]),
-        "MemorySwap": int(&res["memory"]["swap"]),
-        "MemorySwappiness": res["memory"]["swappiness"].as_i64(),
-        "OomKillDisable": res["memory"]["disableOOMKiller"].as_bool(),
-        "PidsLimit": res["pids"]["limit"].as_i64().filter(|&l| l > 0),
-        "Ulimits": null,
-        "CpuCount": 0,
-        "CpuPercent": 0,
-        "IOMaximumIOps": 0,
-        "IOMaximumBandwidth": 0,
-    });
-    if let (Some(obj), Value::Object(resources)) = (hc.as_object_mut(), resources) {
-        obj.extend(resources);
-        obj.insert("MaskedPaths".into(), strings_or_null(&linux["maskedPaths"]));
-        obj.insert(
-            "ReadonlyPaths".into(),
-            strings_or_null(&linux["readonlyPaths"]),
-        );
-        if let Some(a) = string_map(&spec["annotations"]) {
-            obj.insert("Annotations".into(), json!(a));
-        }
-        if let Some(s) = string_map(&linux["sysctl"]) {
-            obj.insert("Sysctls".into(), json!(s));
-        }
+        annotations: annotations(spec, version),
+        cgroupns_mode: ns_mode(spec, NsKind::Cgroup, "private"),
+        ipc_mode: ns_mode(spec, NsKind::Ipc, "private"),
+        oom_score_adj: process
+            .and_then(|p| p.oom_score_adj())
+            .map(i64::from)
+            .unwrap_or(0),
+        pid_mode: ns_mode(spec, NsKind::Pid, ""),
+        readonly_rootfs: spec
+            .and_then(|s| s.root().as_ref())
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
+        uts_mode: ns_mode(spec, NsKind::Uts, ""),
+        shm_size: shm,
+        sysctls: sorted(linux.and_then(|l| l.sysctl().as_ref())),
+        runtime: ct.runtime.clone(),
+        resources: resources_of(spec),
+        masked_paths: linux.and_then(|l| l.masked_paths().clone()),
+        readonly_paths: linux.and_then(|l| l.readonly_paths().clone()),
+        ..Default::default()
     }
-    hc
+}
+
+/// The spec's annotations, from API 1.46 on (`HostConfig.Annotations`).
+fn annotations(spec: Option<&Spec>, version: &str) -> Option<BTreeMap<String, String>> {
+    if older_than_1_46(version) {
+        return None;
+    }
+    sorted(spec.and_then(|s| s.annotations().as_ref()))
 }
 
 /// Docker's `Config.User`: empty for root, else `uid:gid` (or `uid`).
-fn user(process: &Value) -> String {
-    let uid = process["user"]["uid"].as_u64().unwrap_or(0);
-    let gid = process["user"]["gid"].as_u64().unwrap_or(0);
+fn user(process: Option<&Process>) -> String {
+    let (uid, gid) = process
+        .map(|p| (p.user().uid(), p.user().gid()))
+        .unwrap_or((0, 0));
     match (uid, gid) {
         (0, 0) => String::new(),
         (u, 0) => u.to_string(),
@@ -498,28 +485,17 @@ fn user(process: &Value) -> String {
 
 /// Splits the process's args into Docker's `Entrypoint` and `Cmd`: the
 /// image's entrypoint when the args start with it, else everything is the
-/// command.
-fn entrypoint_and_cmd(args: &[String], image_entrypoint: Option<&[String]>) -> (Value, Value) {
+/// command (`None`: `null`).
+fn entrypoint_and_cmd(
+    args: &[String],
+    image_entrypoint: Option<&[String]>,
+) -> (Option<Vec<String>>, Option<Vec<String>>) {
+    let list = |a: &[String]| (!a.is_empty()).then(|| a.to_vec());
     match image_entrypoint {
         Some(ep) if !ep.is_empty() && args.starts_with(ep) => {
-            let cmd = &args[ep.len()..];
-            (
-                json!(ep),
-                if cmd.is_empty() {
-                    Value::Null
-                } else {
-                    json!(cmd)
-                },
-            )
+            (Some(ep.to_vec()), list(&args[ep.len()..]))
         }
-        _ => (
-            Value::Null,
-            if args.is_empty() {
-                Value::Null
-            } else {
-                json!(args)
-            },
-        ),
+        _ => (None, list(args)),
     }
 }
 
@@ -677,29 +653,26 @@ struct ImageOf {
 
 struct Seen {
     ct: Container,
-    spec: Value,
     task: TaskInfo,
     name: String,
     image: ImageOf,
     /// Container labels over the image's (Docker merges them at create).
     labels: BTreeMap<String, String>,
-    mounts: Vec<Value>,
+    mounts: Vec<v::MountPoint>,
     files: MountedFiles,
 }
 
 impl Seen {
     fn new(ct: Container, task: TaskInfo, image: ImageOf, images: &Images) -> Self {
-        let spec = spec_of(&ct);
         let mut labels: BTreeMap<String, String> = images
             .entry(&image)
             .and_then(|e| e.config().config.as_ref())
             .and_then(|c| c.labels.clone())
             .unwrap_or_default();
         labels.extend(ct.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let (mounts, files) = mount_points(&spec);
+        let (mounts, files) = mount_points(ct.spec.as_ref());
         Self {
             name: ct.name.clone(),
-            spec,
             task,
             image,
             labels,
@@ -709,8 +682,14 @@ impl Seen {
         }
     }
 
-    fn args(&self) -> Vec<String> {
-        strings(&self.spec["process"]["args"])
+    fn spec(&self) -> Option<&Spec> {
+        self.ct.spec.as_ref()
+    }
+
+    fn args(&self) -> &[String] {
+        process(self.spec())
+            .and_then(|p| p.args().as_deref())
+            .unwrap_or_default()
     }
 
     fn created(&self) -> i64 {
@@ -722,7 +701,7 @@ impl Seen {
     }
 
     /// The image's manifest, as Docker's `ImageManifestDescriptor`.
-    fn manifest_descriptor(&self, images: &Images) -> Option<Value> {
+    fn manifest_descriptor(&self, images: &Images) -> Option<Descriptor> {
         let e = images.entry(&self.image)?;
         let mut d = e.resolved.manifest_descriptor.clone();
         if d.platform.is_none() {
@@ -734,7 +713,7 @@ impl Seen {
                 variant: cfg.variant.clone(),
             });
         }
-        serde_json::to_value(d).ok()
+        Some(d)
     }
 }
 
@@ -746,7 +725,7 @@ async fn see(api: &Api, ct: Container, images: &Images) -> Result<Seen, ApiError
 }
 
 /// `ImageManifestDescriptor`, from API 1.48 on.
-fn manifest_for(s: &Seen, images: &Images, version: &str) -> Option<Value> {
+fn manifest_for(s: &Seen, images: &Images, version: &str) -> Option<Descriptor> {
     if compare(version, "1.48").is_lt() {
         return None;
     }
@@ -902,7 +881,7 @@ impl Selection {
             && !s.mounts.iter().any(|m| {
                 volumes
                     .iter()
-                    .any(|v| m["Destination"] == v.as_str() || m["Source"] == v.as_str())
+                    .any(|v| m.destination == *v || m.source == *v)
             })
         {
             return false;
@@ -956,7 +935,10 @@ pub(crate) async fn list(
 
 /// Every container's summary with its sizes, as `docker ps -a -s` lists
 /// them (`docker system df`).
-pub(crate) async fn all_with_sizes(api: &Api, version: &str) -> Result<Vec<Value>, ApiError> {
+pub(crate) async fn all_with_sizes(
+    api: &Api,
+    version: &str,
+) -> Result<Vec<v::ContainerSummary>, ApiError> {
     let sel = Selection::parse(&Query::parse(Some("all=1")))?;
     summaries(api, version, &sel, true).await
 }
@@ -966,7 +948,7 @@ async fn summaries(
     version: &str,
     sel: &Selection,
     size: bool,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<Vec<v::ContainerSummary>, ApiError> {
     let mut containers = api.engine().containers().list().await?;
     // Newest first, as Docker lists.
     containers.sort_by(|a, b| {
@@ -1004,11 +986,13 @@ async fn summaries(
         if !sel.keeps(&s, ancestors.as_ref()) {
             continue;
         }
-        let mut v = summary(&s, &images, version, now);
-        if size {
-            super::df::add_sizes(api, &s.ct, &mut v, false).await;
+        let mut sum = summary(&s, &images, version, now);
+        if size && let Some(size) = super::df::sizes(api, &s.ct).await {
+            // `omitempty` integers.
+            sum.size_rw = (size.rw != 0).then_some(size.rw);
+            sum.size_root_fs = (size.root_fs != 0).then_some(size.root_fs);
         }
-        out.push(v);
+        out.push(sum);
         if sel.limit.is_some_and(|l| out.len() >= l) {
             break;
         }
@@ -1017,35 +1001,29 @@ async fn summaries(
 }
 
 /// Docker's `ContainerSummary`.
-fn summary(s: &Seen, images: &Images, version: &str, now: i64) -> Value {
+fn summary(s: &Seen, images: &Images, version: &str, now: i64) -> v::ContainerSummary {
     let created = s.created();
-    let mut host = Map::new();
-    host.insert(
-        "NetworkMode".into(),
-        json!(network_mode(&s.spec, &s.ct.labels)),
-    );
-    if let Some(a) = string_map(&s.spec["annotations"]).filter(|_| !older_than_1_46(version)) {
-        host.insert("Annotations".into(), json!(a));
+    v::ContainerSummary {
+        id: s.ct.id.clone(),
+        names: vec![format!("/{}", s.name)],
+        image: s.image.image.clone(),
+        image_id: s.image.id.clone(),
+        image_manifest_descriptor: manifest_for(s, images, version),
+        command: command_line(s.args()),
+        created,
+        ports: [],
+        size_rw: None,
+        size_root_fs: None,
+        labels: s.labels.clone(),
+        state: s.state(),
+        status: status_text(&s.task, created, now),
+        host_config: v::SummaryHostConfig {
+            network_mode: network_mode(s.spec(), &s.ct.labels),
+            annotations: annotations(s.spec(), version),
+        },
+        network_settings: v::SummaryNetworkSettings { networks: Empty {} },
+        mounts: s.mounts.clone(),
     }
-    let mut v = json!({
-        "Id": s.ct.id,
-        "Names": [format!("/{}", s.name)],
-        "Image": s.image.image,
-        "ImageID": s.image.id,
-        "Command": command_line(&s.args()),
-        "Created": created,
-        "Ports": [],
-        "Labels": s.labels,
-        "State": s.state(),
-        "Status": status_text(&s.task, created, now),
-        "HostConfig": host,
-        "NetworkSettings": { "Networks": {} },
-        "Mounts": s.mounts,
-    });
-    if let (Some(obj), Some(d)) = (v.as_object_mut(), manifest_for(s, images, version)) {
-        obj.insert("ImageManifestDescriptor".into(), d);
-    }
-    v
 }
 
 // ---------------------------------------------------------------------------
@@ -1077,15 +1055,18 @@ async fn inspect_one(api: &Api, version: &str, id: &str, size: bool) -> Result<R
     let images = Images::load(api).await?;
     let s = see(api, ct, &images).await?;
     let mut body = inspect_body(&s, &images, version, Utc::now().timestamp());
-    if size {
-        super::df::add_sizes(api, &s.ct, &mut body, true).await;
+    if size && let Some(size) = super::df::sizes(api, &s.ct).await {
+        // Pointers: present even when zero.
+        body.size_rw = Some(size.rw);
+        body.size_root_fs = Some(size.root_fs);
     }
     Ok(views::json(StatusCode::OK, &body))
 }
 
 /// Docker's `ContainerInspectResponse`.
-fn inspect_body(s: &Seen, images: &Images, version: &str, now: i64) -> Value {
-    let process = &s.spec["process"];
+fn inspect_body(s: &Seen, images: &Images, version: &str, now: i64) -> v::ContainerInspect {
+    let spec = s.spec();
+    let process = process(spec);
     let args = s.args();
     let entry = images.entry(&s.image);
     let run = entry.and_then(|e| e.config().config.as_ref());
@@ -1104,139 +1085,116 @@ fn inspect_body(s: &Seen, images: &Images, version: &str, now: i64) -> Value {
         .filter(|_| !up)
         .map(|(t, n)| rfc3339_nano(t, n))
         .unwrap_or_else(|| ZERO_TIME.into());
-    let (entrypoint, cmd) = entrypoint_and_cmd(&args, run.and_then(|r| r.entrypoint.as_deref()));
+    let (entrypoint, cmd) = entrypoint_and_cmd(args, run.and_then(|r| r.entrypoint.as_deref()));
     // Docker shows the image's working dir, empty when it sets none; the
     // runtime's default "/" is not one.
-    let cwd = process["cwd"].as_str().unwrap_or("");
-    let working_dir = match (cwd, run.and_then(|r| r.working_dir.as_deref())) {
-        ("/", None | Some("")) => "",
-        (cwd, _) => cwd,
+    let cwd = process.map(|p| path_text(p.cwd())).unwrap_or_default();
+    let working_dir = match (cwd.as_str(), run.and_then(|r| r.working_dir.as_deref())) {
+        ("/", None | Some("")) => String::new(),
+        _ => cwd,
     };
     let new_api = !compare(version, "1.52").is_lt();
-    let mut config = json!({
-        "Hostname": s.spec["hostname"].as_str().unwrap_or(""),
-        "Domainname": s.spec["domainname"].as_str().unwrap_or(""),
-        "User": user(process),
-        "AttachStdin": false,
-        "AttachStdout": false,
-        "AttachStderr": false,
-        "Tty": process["terminal"].as_bool().unwrap_or(false),
-        "OpenStdin": false,
-        "StdinOnce": false,
-        "Env": strings_or_null(&process["env"]),
-        "Cmd": cmd,
+    let on_build = run.and_then(|r| r.on_build.clone());
+    let config = v::Config {
+        hostname: spec.and_then(|s| s.hostname().clone()).unwrap_or_default(),
+        domainname: spec
+            .and_then(|s| s.domainname().clone())
+            .unwrap_or_default(),
+        user: user(process),
+        attach_stdin: false,
+        attach_stdout: false,
+        attach_stderr: false,
+        exposed_ports: run
+            .and_then(|r| r.exposed_ports.clone())
+            .filter(|p| !p.is_empty()),
+        tty: process.and_then(|p| p.terminal()).unwrap_or(false),
+        open_stdin: false,
+        stdin_once: false,
+        env: process.and_then(|p| p.env().clone()),
+        cmd,
+        healthcheck: run.and_then(|r| r.healthcheck.clone()),
         // As the operator named it: not refreshed when the name moves.
-        "Image": if s.ct.image.is_empty() { s.image.id.clone() } else { familiar_name(&s.ct.image).to_string() },
-        "Volumes": run.and_then(|r| r.volumes.as_ref()).map(|v| json!(v)).unwrap_or(Value::Null),
-        "WorkingDir": working_dir,
-        "Entrypoint": entrypoint,
-        "OnBuild": run.and_then(|r| r.on_build.as_ref()).map(|v| json!(v)).unwrap_or(Value::Null),
-        "Labels": s.labels,
-    });
-    if let Some(obj) = config.as_object_mut() {
-        if let Some(p) = run
-            .and_then(|r| r.exposed_ports.as_ref())
-            .filter(|p| !p.is_empty())
-        {
-            obj.insert("ExposedPorts".into(), json!(p));
-        }
-        if let Some(h) = run.and_then(|r| r.healthcheck.as_ref()) {
-            obj.insert("Healthcheck".into(), json!(h));
-        }
-        if let Some(sig) = run
-            .and_then(|r| r.stop_signal.as_ref())
-            .filter(|s| !s.is_empty())
-        {
-            obj.insert("StopSignal".into(), json!(sig));
-        }
-        if let Some(sh) = run.and_then(|r| r.shell.as_ref()).filter(|s| !s.is_empty()) {
-            obj.insert("Shell".into(), json!(sh));
-        }
-        if new_api && obj.get("OnBuild").is_some_and(Value::is_null) {
-            obj.remove("OnBuild");
-        }
-    }
-    let network = if new_api {
-        json!({
-            "SandboxID": cri_sandbox(&s.spec).unwrap_or(""),
-            "SandboxKey": sandbox_key(&s.spec),
-            "Ports": {},
-            "Networks": {},
-        })
-    } else {
-        json!({
-            "Bridge": "",
-            "SandboxID": cri_sandbox(&s.spec).unwrap_or(""),
-            "SandboxKey": sandbox_key(&s.spec),
-            "Ports": {},
-            "HairpinMode": false,
-            "LinkLocalIPv6Address": "",
-            "LinkLocalIPv6PrefixLen": 0,
-            "SecondaryIPAddresses": null,
-            "SecondaryIPv6Addresses": null,
-            "EndpointID": "",
-            "Gateway": "",
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
-            "IPAddress": "",
-            "IPPrefixLen": 0,
-            "IPv6Gateway": "",
-            "MacAddress": "",
-            "Networks": {},
-        })
-    };
-    let mut body = json!({
-        "Id": s.ct.id,
-        "Created": created,
-        "Path": args.first().cloned().unwrap_or_default(),
-        "Args": args.get(1..).unwrap_or_default(),
-        "State": {
-            "Status": state,
-            "Running": up,
-            "Paused": state == "paused",
-            "Restarting": false,
-            "OOMKilled": false,
-            "Dead": state == "dead",
-            "Pid": if up { s.task.pid } else { 0 },
-            "ExitCode": if up { 0 } else { s.task.exit_status },
-            "Error": "",
-            "StartedAt": started,
-            "FinishedAt": finished,
+        image: if s.ct.image.is_empty() {
+            s.image.id.clone()
+        } else {
+            familiar_name(&s.ct.image).to_string()
         },
-        "Image": s.image.id,
-        "ResolvConfPath": s.files.resolv_conf,
-        "HostnamePath": s.files.hostname,
-        "HostsPath": s.files.hosts,
-        "LogPath": "",
-        "Name": format!("/{}", s.name),
-        "RestartCount": 0,
-        "Driver": s.ct.snapshotter,
-        "Platform": entry.map(|e| e.config().os.as_str()).filter(|o| !o.is_empty()).unwrap_or("linux"),
-        "MountLabel": s.spec["linux"]["mountLabel"].as_str().unwrap_or(""),
-        "ProcessLabel": process["selinuxLabel"].as_str().unwrap_or(""),
-        "AppArmorProfile": process["apparmorProfile"].as_str().unwrap_or(""),
-        "ExecIDs": null,
-        "HostConfig": host_config(&s.spec, &s.ct, &s.mounts),
-        "GraphDriver": { "Name": s.ct.snapshotter, "Data": null },
-        "Mounts": s.mounts,
-        "Config": config,
-        "NetworkSettings": network,
-    });
-    if let (Some(obj), Some(d)) = (body.as_object_mut(), manifest_for(s, images, version)) {
-        obj.insert("ImageManifestDescriptor".into(), d);
+        volumes: run.and_then(|r| r.volumes.clone()),
+        working_dir,
+        entrypoint,
+        // API 1.52 leaves a null `OnBuild` out.
+        on_build: (on_build.is_some() || !new_api).then_some(on_build),
+        labels: s.labels.clone(),
+        stop_signal: run
+            .and_then(|r| r.stop_signal.clone())
+            .filter(|s| !s.is_empty()),
+        shell: run.and_then(|r| r.shell.clone()).filter(|s| !s.is_empty()),
+    };
+    let network = v::NetworkSettings {
+        sandbox_id: cri_sandbox(spec).unwrap_or("").to_string(),
+        sandbox_key: sandbox_key(spec),
+        ports: Empty {},
+        networks: Empty {},
+        legacy: (!new_api).then(v::LegacyNetwork::default),
+    };
+    v::ContainerInspect {
+        id: s.ct.id.clone(),
+        created,
+        path: args.first().cloned().unwrap_or_default(),
+        args: args.get(1..).unwrap_or_default().to_vec(),
+        state: v::ContainerState {
+            status: state,
+            running: up,
+            paused: state == "paused",
+            restarting: false,
+            oom_killed: false,
+            dead: state == "dead",
+            pid: if up { s.task.pid } else { 0 },
+            exit_code: if up { 0 } else { s.task.exit_status },
+            error: "",
+            started_at: started,
+            finished_at: finished,
+        },
+        image: s.image.id.clone(),
+        resolv_conf_path: s.files.resolv_conf.clone(),
+        hostname_path: s.files.hostname.clone(),
+        hosts_path: s.files.hosts.clone(),
+        log_path: "",
+        name: format!("/{}", s.name),
+        restart_count: 0,
+        driver: s.ct.snapshotter.clone(),
+        platform: entry
+            .map(|e| e.config().os.as_str())
+            .filter(|o| !o.is_empty())
+            .unwrap_or("linux")
+            .to_string(),
+        mount_label: linux(spec)
+            .and_then(|l| l.mount_label().clone())
+            .unwrap_or_default(),
+        process_label: process
+            .and_then(|p| p.selinux_label().clone())
+            .unwrap_or_default(),
+        app_armor_profile: process
+            .and_then(|p| p.apparmor_profile().clone())
+            .unwrap_or_default(),
+        exec_ids: (),
+        host_config: host_config(&s.ct, &s.mounts, version),
+        graph_driver: v::GraphDriver {
+            name: s.ct.snapshotter.clone(),
+            data: (),
+        },
+        size_rw: None,
+        size_root_fs: None,
+        mounts: s.mounts.clone(),
+        config,
+        network_settings: network,
+        image_manifest_descriptor: manifest_for(s, images, version),
     }
-    if let Some(hc) = body["HostConfig"]
-        .as_object_mut()
-        .filter(|_| older_than_1_46(version))
-    {
-        hc.remove("Annotations");
-    }
-    body
 }
 
 /// The network namespace a container joined (Docker's `SandboxKey`).
-fn sandbox_key(spec: &Value) -> String {
-    match namespace(spec, "network") {
+fn sandbox_key(spec: Option<&Spec>) -> String {
+    match namespace(spec, NsKind::Network) {
         Ns::Joined(p) => p,
         _ => String::new(),
     }
@@ -1245,6 +1203,16 @@ fn sandbox_key(spec: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
+
+    /// A spec from its JSON (`null`: none).
+    fn spec(v: Value) -> Option<Spec> {
+        (!v.is_null()).then(|| serde_json::from_value(v).unwrap())
+    }
+
+    fn to_json(v: impl serde::Serialize) -> Value {
+        serde_json::to_value(v).unwrap()
+    }
 
     fn task(state: TaskState) -> TaskInfo {
         TaskInfo {
@@ -1255,7 +1223,7 @@ mod tests {
 
     /// A container named by nerdctl's label, if it has one (the engine
     /// names containers; its own tests hold how).
-    fn container(id: &str, labels: &[(&str, &str)], spec: Value) -> Container {
+    fn container(id: &str, labels: &[(&str, &str)], json_spec: Value) -> Container {
         let labels: HashMap<String, String> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -1269,7 +1237,7 @@ mod tests {
             labels,
             snapshotter: "overlayfs".into(),
             runtime: "io.containerd.runc.v2".into(),
-            spec,
+            spec: spec(json_spec),
             ..Default::default()
         }
     }
@@ -1432,7 +1400,7 @@ mod tests {
 
     #[test]
     fn specs_read_back_as_host_config() {
-        let spec = json!({
+        let spec_json = json!({
             "hostname": "box",
             "root": { "path": "rootfs", "readonly": true },
             "process": {
@@ -1467,19 +1435,19 @@ mod tests {
                 "maskedPaths": ["/proc/kcore"],
             },
         });
-        let ct = container("x", &[], spec.clone());
-        let (mounts, files) = mount_points(&spec);
+        let ct = container("x", &[], spec_json);
+        let (mounts, files) = mount_points(ct.spec.as_ref());
         assert_eq!(files.resolv_conf, "/var/lib/x/resolv.conf");
         assert_eq!(
-            mounts,
-            [
+            to_json(&mounts),
+            json!([
                 json!({"Type": "bind", "Source": "/srv/data", "Destination": "/data",
                        "Mode": "", "RW": true, "Propagation": "rprivate"}),
                 json!({"Type": "bind", "Source": "/etc/cfg", "Destination": "/cfg",
                        "Mode": "ro", "RW": false, "Propagation": "rslave"}),
-            ]
+            ])
         );
-        let hc = host_config(&spec, &ct, &mounts);
+        let hc = to_json(host_config(&ct, &mounts, "1.51"));
         assert_eq!(hc["NetworkMode"], "none");
         assert_eq!(hc["Binds"], json!(["/srv/data:/data", "/etc/cfg:/cfg:ro"]));
         assert_eq!(hc["ShmSize"], 64 << 20);
@@ -1499,24 +1467,25 @@ mod tests {
         );
         assert_eq!(hc["MaskedPaths"], json!(["/proc/kcore"]));
         assert_eq!(hc["ReadonlyPaths"], Value::Null);
-        assert_eq!(user(&spec["process"]), "1000");
+        assert_eq!(user(process(ct.spec.as_ref())), "1000");
 
-        let host = json!({ "linux": { "namespaces": [{ "type": "pid" }] } });
-        assert_eq!(network_mode(&host, &HashMap::new()), "host");
+        let host = spec(json!({ "linux": { "namespaces": [{ "type": "pid" }] } }));
+        assert_eq!(network_mode(host.as_ref(), &HashMap::new()), "host");
         let nerdctl = HashMap::from([(NERDCTL_NETWORKS.to_string(), r#"["bridge"]"#.to_string())]);
-        let fresh = json!({ "linux": { "namespaces": [{ "type": "network" }] } });
-        assert_eq!(network_mode(&fresh, &nerdctl), "bridge");
-        let cri = json!({
+        let fresh = spec(json!({ "linux": { "namespaces": [{ "type": "network" }] } }));
+        assert_eq!(network_mode(fresh.as_ref(), &nerdctl), "bridge");
+        let cri = spec(json!({
             "annotations": { CRI_CONTAINER_TYPE: "container", CRI_SANDBOX_ID: "5a00" },
             "linux": { "namespaces": [
                 { "type": "network", "path": "/var/run/netns/cni-1" },
                 { "type": "ipc", "path": "/proc/9/ns/ipc" },
             ] },
-        });
-        assert_eq!(network_mode(&cri, &HashMap::new()), "container:5a00");
-        assert_eq!(ns_mode(&cri, "ipc", "private"), "container:5a00");
-        assert_eq!(sandbox_key(&cri), "/var/run/netns/cni-1");
-        assert_eq!(network_mode(&Value::Null, &HashMap::new()), "");
+        }));
+        let cri = cri.as_ref();
+        assert_eq!(network_mode(cri, &HashMap::new()), "container:5a00");
+        assert_eq!(ns_mode(cri, NsKind::Ipc, "private"), "container:5a00");
+        assert_eq!(sandbox_key(cri), "/var/run/netns/cni-1");
+        assert_eq!(network_mode(None, &HashMap::new()), "");
     }
 
     fn entry(id: &str, diff_id: &str, records: &[(&str, i64)]) -> ImageEntry {
@@ -1644,14 +1613,14 @@ mod tests {
             .collect();
         let ep = vec!["/docker-entrypoint.sh".to_string()];
         assert_eq!(
-            entrypoint_and_cmd(&args, Some(&ep)),
-            (
-                json!(["/docker-entrypoint.sh"]),
-                json!(["nginx", "-g", "daemon off;"])
-            )
+            to_json(entrypoint_and_cmd(&args, Some(&ep))),
+            json!([["/docker-entrypoint.sh"], ["nginx", "-g", "daemon off;"]])
         );
-        assert_eq!(entrypoint_and_cmd(&args, None), (Value::Null, json!(args)));
-        assert_eq!(entrypoint_and_cmd(&[], None), (Value::Null, Value::Null));
+        assert_eq!(
+            to_json(entrypoint_and_cmd(&args, None)),
+            json!([null, args])
+        );
+        assert_eq!(to_json(entrypoint_and_cmd(&[], None)), json!([null, null]));
     }
 
     #[test]
@@ -1659,7 +1628,8 @@ mod tests {
         let ct = container(
             "c1",
             &[("nerdctl/name", "web")],
-            json!({"process": {"args": ["sh", "-c", "sleep 1"], "cwd": "/", "env": ["A=1"]},
+            json!({"process": {"args": ["sh", "-c", "sleep 1"], "cwd": "/", "env": ["A=1"],
+                               "user": {"uid": 0, "gid": 0}},
                    "linux": {"namespaces": [{"type": "network"}]}}),
         );
         let running = TaskInfo {
@@ -1669,7 +1639,7 @@ mod tests {
         };
         let s = seen(ct, running);
         let images = Images::new(Vec::new());
-        let v = inspect_body(&s, &images, "1.51", 100);
+        let v = to_json(inspect_body(&s, &images, "1.51", 100));
         assert_eq!(v["Id"], "c1");
         assert_eq!(v["Name"], "/web");
         assert_eq!(v["Path"], "sh");
@@ -1688,11 +1658,11 @@ mod tests {
         assert_eq!(v["GraphDriver"], json!({"Name": "overlayfs", "Data": null}));
         assert_eq!(v["Image"], "");
         // 1.52 drops the deprecated network fields and an empty OnBuild.
-        let v = inspect_body(&s, &images, "1.52", 100);
+        let v = to_json(inspect_body(&s, &images, "1.52", 100));
         assert!(v["NetworkSettings"].get("IPAddress").is_none());
         assert!(v["Config"].get("OnBuild").is_none());
 
-        let sum = summary(&s, &images, "1.51", 100);
+        let sum = to_json(summary(&s, &images, "1.51", 100));
         assert_eq!(sum["Names"], json!(["/web"]));
         assert_eq!(sum["Command"], "sh -c 'sleep 1'");
         assert_eq!(sum["State"], "paused");

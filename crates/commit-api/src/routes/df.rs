@@ -14,36 +14,25 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use commit_engine::{ContainerRecord, DEFAULT_SNAPSHOTTER};
+use commit_engine::{ContainerRecord, ContainerSize, DEFAULT_SNAPSHOTTER};
 use docker_format::time::unix_seconds;
-use serde_json::{Value, json};
 
 use super::images::{labels, repo_digests, repo_tags};
 use crate::Api;
 use crate::error::ApiError;
 use crate::extract::{ApiVersion, Query, bool_value};
 use crate::version::compare;
+use crate::views::containers::ContainerSummary;
 use crate::views::{self, df as v};
 
-/// Adds `SizeRw` and `SizeRootFs` to a container's summary or inspect
-/// object. `always`: inspect's pointers (present even when zero); else the
-/// summary's `omitempty` integers. A container whose snapshot cannot be
-/// measured gets none, as Docker logs and leaves them out.
-pub(crate) async fn add_sizes(api: &Api, ct: &ContainerRecord, obj: &mut Value, always: bool) {
-    let size = match api.engine().containers().size(ct).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return,
+/// A container's `SizeRw` and `SizeRootFs`. A container whose snapshot
+/// cannot be measured has none, as Docker logs and leaves them out.
+pub(crate) async fn sizes(api: &Api, ct: &ContainerRecord) -> Option<ContainerSize> {
+    match api.engine().containers().size(ct).await {
+        Ok(size) => size,
         Err(e) => {
             tracing::warn!(container = %ct.id, cause = %e, "container size not measured");
-            return;
-        }
-    };
-    let Some(map) = obj.as_object_mut() else {
-        return;
-    };
-    for (key, n) in [("SizeRw", size.rw), ("SizeRootFs", size.root_fs)] {
-        if always || n != 0 {
-            map.insert(key.into(), json!(n));
+            None
         }
     }
 }
@@ -118,25 +107,20 @@ pub(crate) async fn disk_usage(
     let mut out = v::DiskUsage::default();
     if let Some(items) = &containers {
         let mut items = items.clone();
-        let mut usage = v::Usage::<Value> {
+        let mut usage = v::Usage::<ContainerSummary> {
             total_count: items.len() as i64,
             active_count: items.len() as i64,
             ..Default::default()
         };
         for c in &mut items {
-            let size = c["SizeRw"].as_i64().unwrap_or(0);
+            let size = c.size_rw.unwrap_or(0);
             usage.total_size += size;
-            if !matches!(
-                c["State"].as_str(),
-                Some("running" | "paused" | "restarting")
-            ) {
+            if !matches!(c.state, "running" | "paused" | "restarting") {
                 usage.reclaimable += size;
                 usage.active_count -= 1;
             }
             // Docker leaves the image manifest out of df's containers.
-            if let Some(m) = c.as_object_mut() {
-                m.remove("ImageManifestDescriptor");
-            }
+            c.image_manifest_descriptor = None;
         }
         usage.items = items;
         if legacy {

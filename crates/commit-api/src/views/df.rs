@@ -9,6 +9,8 @@ use docker_format::image::Descriptor;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::containers::ContainerSummary;
+
 fn is_zero(n: &i64) -> bool {
     *n == 0
 }
@@ -23,7 +25,7 @@ pub struct DiskUsage {
     pub images: Option<Vec<ImageItem>>,
     /// Container summaries, with `SizeRw` and `SizeRootFs`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub containers: Option<Vec<Value>>,
+    pub containers: Option<Vec<ContainerSummary>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,7 +33,7 @@ pub struct DiskUsage {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_usage: Option<Usage<ImageItem>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub container_usage: Option<Usage<Value>>,
+    pub container_usage: Option<Usage<ContainerSummary>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volume_usage: Option<Usage<Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -2,12 +2,9 @@
 //! type named after Docker's own (`ImageSummary`, `HistoryResponseItem`, …)
 //! with its fields in Docker's order and Docker's spelling. Routes build
 //! these; only [`json`] writes them.
-//!
-//! Not yet here: the container routes still build their (large,
-//! version-dependent) inspect and summary objects as `serde_json::Value`
-//! in `routes::containers`.
 
 pub mod commit;
+pub mod containers;
 pub mod df;
 pub mod events;
 pub mod images;
