@@ -361,3 +361,68 @@ fn runtime_mount_stubs_are_not_committed_and_the_images_files_survive() {
     drop(pod);
     assert_clean(node);
 }
+
+#[test]
+fn a_restarted_container_is_committed_by_name_as_its_running_attempt_else_the_newest() {
+    let _serial = serial();
+    let node = shared_cri();
+    let base = node.base_image().unwrap();
+    let pod = node.run_pod(KubePod::unique("team-a", "nb")).unwrap();
+    let name = pod.spec.name.clone();
+    let worker = sleeper("worker", &base);
+    let first = pod.start(&worker).unwrap();
+    node.sh(&first, "echo 0 > /attempt").unwrap();
+    // kubelet restarts it: attempt 0 stays, exited, beside attempt 1 (same labels).
+    let second = pod.restart(&worker, &first).unwrap();
+    node.sh(&second, "echo 1 > /attempt").unwrap();
+    let attempts = node.list_containers(Some(&pod.id)).unwrap();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+
+    let d = daemon(node);
+    let repo = "registry.local/team-a/nb";
+    let attempt_in = |image: &str| {
+        let entries = node.ctr().top_layer_entries(image).unwrap();
+        entries
+            .iter()
+            .find(|e| e.path == "attempt")
+            .map(|e| e.size)
+            .unwrap_or_else(|| panic!("no /attempt in {image}: {entries:?}"))
+    };
+    // The running attempt, by every form of its name.
+    for (tag, query) in [
+        ("a", format!("team-a/{name}/worker")),
+        ("b", format!("{name}/worker")),
+    ] {
+        let id = d.docker_ok(&["commit", &query, &format!("{repo}:{tag}")]);
+        assert!(id.trim().starts_with("sha256:"), "{id}");
+    }
+    // Attempt 1's "1\n", not the exited attempt's "0\n" (same size): read back.
+    let out = node
+        .ctr()
+        .run_image(&format!("{repo}:a"), "nb-attempt-a", &["cat", "/attempt"])
+        .unwrap();
+    assert_eq!(out, "1\n");
+    assert_eq!(attempt_in(&format!("{repo}:b")), 2);
+
+    // Both exited: the newest attempt.
+    node.stop_container(&second, 0).unwrap();
+    d.docker_ok(&[
+        "commit",
+        &format!("team-a/{name}/worker"),
+        &format!("{repo}:c"),
+    ]);
+    let out = node
+        .ctr()
+        .run_image(&format!("{repo}:c"), "nb-attempt-c", &["cat", "/attempt"])
+        .unwrap();
+    assert_eq!(out, "1\n");
+    // An ID still names exactly the attempt it names.
+    d.docker_ok(&["commit", &first[..16], &format!("{repo}:d")]);
+    let out = node
+        .ctr()
+        .run_image(&format!("{repo}:d"), "nb-attempt-d", &["cat", "/attempt"])
+        .unwrap();
+    assert_eq!(out, "0\n");
+    drop(pod);
+    assert_clean(node);
+}

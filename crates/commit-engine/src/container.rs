@@ -21,7 +21,10 @@ pub const K8S_POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 
 /// Resolves `query` as Docker does: an exact ID, then an exact name, then a
 /// unique ID prefix. Kubernetes containers also answer to
-/// `<pod>/<container>` and `<pod-namespace>/<pod>/<container>`.
+/// `<pod>/<container>` and `<pod-namespace>/<pod>/<container>`; when
+/// several attempts of a restarted container answer (kubelet keeps the
+/// exited one beside the new one, with the same labels), the running one
+/// is meant, else the newest.
 pub(crate) async fn resolve(c: &Containerd, query: &str) -> Result<Container> {
     if query.is_empty() {
         return Err(Error::ContainerNotFound(String::new()));
@@ -37,6 +40,9 @@ pub(crate) async fn resolve(c: &Containerd, query: &str) -> Result<Container> {
         [one] => return Ok((*one).clone()),
         [] => {}
         many => {
+            if let Some(one) = current_attempt(c, many).await? {
+                return Ok(one.clone());
+            }
             return Err(Error::AmbiguousContainer {
                 prefix: query.to_string(),
                 matches: many.iter().map(|ct| ct.id.clone()).collect(),
@@ -55,6 +61,44 @@ pub(crate) async fn resolve(c: &Containerd, query: &str) -> Result<Container> {
             matches: by_prefix.into_iter().map(|ct| ct.id).collect(),
         }),
     }
+}
+
+/// The attempt users mean among Kubernetes containers of one name: the one
+/// whose task runs (or is paused), else the newest. `None` when they are
+/// not all Kubernetes containers.
+async fn current_attempt<'a>(
+    c: &Containerd,
+    attempts: &[&'a Container],
+) -> Result<Option<&'a Container>> {
+    if !attempts
+        .iter()
+        .all(|ct| ct.labels.contains_key(K8S_CONTAINER_NAME_LABEL))
+    {
+        return Ok(None);
+    }
+    let mut live = Vec::with_capacity(attempts.len());
+    for ct in attempts {
+        let state = crate::task::state(c, &ct.id).await?;
+        live.push(matches!(
+            state,
+            crate::task::TaskState::Running | crate::task::TaskState::Paused
+        ));
+    }
+    Ok(pick_attempt(attempts, &live))
+}
+
+/// [`current_attempt`]'s choice: the newest live attempt, else the newest.
+fn pick_attempt<'a>(attempts: &[&'a Container], live: &[bool]) -> Option<&'a Container> {
+    let created = |ct: &Container| ct.created_at.map(|t| (t.seconds, t.nanos));
+    let newest = |only_live: bool| {
+        attempts
+            .iter()
+            .zip(live)
+            .filter(|(_, l)| **l || !only_live)
+            .max_by_key(|(ct, _)| created(ct))
+            .map(|(ct, _)| *ct)
+    };
+    newest(true).or_else(|| newest(false))
 }
 
 fn answers_to_name(ct: &Container, query: &str) -> bool {
@@ -330,6 +374,33 @@ mod tests {
         assert!(!answers_to_name(&k, "app"));
         let sandbox = ct("ghi", &[(K8S_POD_NAME_LABEL, "nb-0")]);
         assert!(!answers_to_name(&sandbox, "nb-0/app"));
+    }
+
+    #[test]
+    fn the_running_attempt_else_the_newest() {
+        let at = |id: &str, secs: i64| Container {
+            created_at: Some(prost_types::Timestamp {
+                seconds: secs,
+                nanos: 0,
+            }),
+            ..ct(id, &[])
+        };
+        let (old, new, newer) = (at("old", 1), at("new", 2), at("newer", 3));
+        let all = [&old, &new, &newer];
+        let id = |c: Option<&Container>| c.map(|c| c.id.clone());
+        assert_eq!(
+            id(pick_attempt(&all, &[false, true, false])),
+            Some("new".into())
+        );
+        assert_eq!(
+            id(pick_attempt(&all, &[false, false, false])),
+            Some("newer".into())
+        );
+        assert_eq!(
+            id(pick_attempt(&all, &[true, true, false])),
+            Some("new".into())
+        );
+        assert_eq!(id(pick_attempt(&[], &[])), None);
     }
 
     #[test]
