@@ -43,12 +43,6 @@ const ALWAYS: &[&str] = &["inspect.Config.Hostname", "inspect.Config.Image"];
 /// empty ones too: the oracle takes absent and empty as the same.)
 const API_1_41: &[&str] = &["inspect.Descriptor"];
 
-/// Differences commitd has today (issue 11), allowed here until they are fixed:
-/// sizes are compressed sizes, not Docker's unpacked ones (`Size`, history `Size`);
-/// `docker history` lists no tags on the parent's row (Docker lists the parent
-/// image's repo tags there).
-const KNOWN_TODAY: &[&str] = &["inspect.Size", "history[*].Size", "history[*].Tags"];
-
 /// A base whose Cmd keeps the container running, so that an unmodified container's
 /// config equals the image's on both sides. `case` makes its config (and so its ID)
 /// the case's own: Docker lists every tag of an image, and cases run in parallel.
@@ -140,7 +134,6 @@ fn assert_same(outcome: &Outcome, allowed: &[&str]) {
     let allowed: Vec<&str> = ALWAYS
         .iter()
         .chain(API_1_41)
-        .chain(KNOWN_TODAY)
         .chain(allowed)
         .copied()
         .collect();
@@ -197,6 +190,63 @@ fn the_base_is_identical_in_both_engines() {
     let case = Case::new("parity-base");
     assert!(case.oracle.config_digest.starts_with("sha256:"));
     assert_eq!(case.oracle.diff_ids.len(), 1);
+}
+
+#[test]
+fn sizes_are_unpacked_sizes_as_docker_reports_them() {
+    // `docker history` SIZE and inspect's `Size` are what the layers' files hold
+    // (Docker's directory.Size: files and symlinks, hard links once), not the
+    // compressed blobs: a 3 MiB change of zeros shows 3.15MB, its blob a few kB.
+    let case = Case::new("parity-sizes");
+    let o = case.commit(
+        &RunSpec::default(),
+        "dd if=/dev/zero of=/three bs=1024 count=3072 2>/dev/null && ln /three /three-again \
+         && ln -s /a/target/of/some/length /sym && echo 12345 > /etc/five",
+        "",
+        None,
+    );
+    assert_same(&o, &[]);
+    let top = o.commitd.history[0]["Size"].as_i64().unwrap();
+    assert_eq!(o.docker.history[0]["Size"], top);
+    assert!(top > 3 << 20 && top < (3 << 20) + 64, "{top}");
+    let base: i64 = o.commitd.history.as_array().unwrap()[1..]
+        .iter()
+        .map(|r| r["Size"].as_i64().unwrap())
+        .sum();
+    assert!(base > 0);
+    assert_eq!(o.commitd.inspect["Size"], top + base);
+    assert_eq!(o.docker.inspect["Size"], top + base);
+    // The same numbers in `docker images`.
+    let filters = query_escape(&format!(r#"{{"reference":["parity/c-{}"]}}"#, case.ns));
+    let path = format!("/{ORACLE_API}/images/json?filters={filters}");
+    let (d, c) = case
+        .oracle
+        .both(&case.daemon.socket, "GET", &path, None)
+        .unwrap();
+    assert_eq!(d.json()[0]["Size"], top + base, "{}", d.text());
+    assert_eq!(c.json()[0]["Size"], top + base, "{}", c.text());
+}
+
+#[test]
+fn history_names_the_parent_image_and_inspect_its_id() {
+    // Docker's history shows the parent image's ID and tags on its rows, older rows
+    // `<missing>`; inspect's `Parent` is the parent's ID.
+    let case = Case::new("parity-parent");
+    let o = case.commit(&RunSpec::default(), "echo x > /x", "", None);
+    assert_same(&o, &[]);
+    let base_tag = strs(&[case.oracle.docker_base()]);
+    for side in [&o.docker, &o.commitd] {
+        let rows = side.history.as_array().unwrap();
+        assert_eq!(rows[0]["Id"], side.body["Id"]);
+        assert_eq!(rows[1]["Id"], case.oracle.config_digest.as_str());
+        assert_eq!(rows[1]["Tags"], base_tag);
+        assert!(
+            rows[2..]
+                .iter()
+                .all(|r| r["Id"] == "<missing>" && r["Tags"].is_null())
+        );
+        assert_eq!(side.inspect["Parent"], case.oracle.config_digest.as_str());
+    }
 }
 
 #[test]

@@ -21,6 +21,10 @@ use crate::error::{Error, Result};
 use crate::images::{self, Resolved};
 use crate::keyed::{Key, KeyedLocks};
 
+/// The content label on a committed image's config naming the image its
+/// container was made from (by ID).
+pub(crate) const PARENT_LABEL: &str = "commitd.io/parent";
+
 /// One image: a config digest and the records naming it.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -73,18 +77,6 @@ impl Image {
 
     pub fn target(&self) -> &Descriptor {
         &self.resolved.target
-    }
-
-    /// Bytes of the image's content: config and layers as stored.
-    pub fn size(&self) -> i64 {
-        self.resolved.manifest.config.size
-            + self
-                .resolved
-                .manifest
-                .layers
-                .iter()
-                .map(|l| l.size)
-                .sum::<i64>()
     }
 
     /// The newest update of any of its records, in seconds.
@@ -274,6 +266,7 @@ async fn users(c: &Containerd, image: &Image) -> Result<Vec<ContainerRecord>> {
 pub struct ImageStore<'a> {
     pub(crate) c: &'a Containerd,
     pub(crate) cache: &'a Cache,
+    pub(crate) sizes: &'a crate::unpacked::Sizes,
     pub(crate) locks: &'a KeyedLocks,
 }
 
@@ -298,11 +291,42 @@ impl ImageStore<'_> {
         images::name_image(self.c, "", name, image.target()).await
     }
 
+    /// The ID of the image `image` was committed from (Docker's `Parent`),
+    /// as a commit here labelled its config; `None` for other images.
+    pub async fn parent(&self, image: &Image) -> Result<Option<String>> {
+        match crate::content::info(self.c, &image.id).await {
+            Ok(info) => Ok(info
+                .labels
+                .get(PARENT_LABEL)
+                .filter(|p| !p.is_empty())
+                .cloned()),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Removes the record `name` (one name of an image, or its dangling
     /// record); the content goes with the last reference.
     pub async fn untag(&self, name: &str) -> Result<()> {
         let _turn = self.locks.lock(Key::Image(name)).await;
         images::delete(self.c, name).await
+    }
+
+    /// The unpacked size of each of `image`'s layers, in manifest order, as
+    /// Docker reports them (see `unpacked`): 0 for a layer whose blob is
+    /// not here.
+    pub async fn layer_sizes(&self, image: &Image) -> Result<Vec<i64>> {
+        let mut out = Vec::new();
+        for l in &image.manifest().layers {
+            out.push(self.sizes.layer(self.c, l).await?);
+        }
+        Ok(out)
+    }
+
+    /// The image's size as Docker shows it (`docker images`, inspect's
+    /// `Size`): its layers' unpacked sizes.
+    pub async fn size(&self, image: &Image) -> Result<i64> {
+        Ok(self.layer_sizes(image).await?.iter().sum())
     }
 
     /// The containers whose root filesystem is built on `image`: their

@@ -373,6 +373,14 @@ impl Committer<'_> {
         let config_bytes =
             serde_json::to_vec(config).map_err(|e| Error::Malformed(e.to_string()))?;
         let mut config_labels = HashMap::new();
+        // The image the container was made from: Docker's `Parent`, which
+        // `docker history` follows to name the parent's rows.
+        if let Some(p) = parent {
+            config_labels.insert(
+                crate::catalog::PARENT_LABEL.to_string(),
+                p.manifest.config.digest.clone(),
+            );
+        }
         if let Some(chain) = chain_id {
             config_labels.insert(
                 format!("containerd.io/gc.ref.snapshot.{snapshotter}"),

@@ -54,6 +54,7 @@ pub(crate) mod stubs;
 mod system;
 mod tarball;
 mod task;
+mod unpacked;
 mod usage;
 mod walk;
 
@@ -189,6 +190,8 @@ pub struct Engine {
     cfg: EngineConfig,
     /// Manifests and configs already read.
     cache: catalog::Cache,
+    /// Layers' unpacked sizes already measured.
+    sizes: unpacked::Sizes,
     /// Captures of one container, and renames of one image, take turns.
     locks: keyed::KeyedLocks,
     /// containerd's content store directory, once seen from here.
@@ -204,6 +207,7 @@ impl Engine {
         Self {
             c,
             cache: catalog::Cache::default(),
+            sizes: unpacked::Sizes::default(),
             locks: keyed::KeyedLocks::default(),
             content_root: Default::default(),
             layer_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(cfg.threads())),
@@ -222,6 +226,7 @@ impl Engine {
         ImageStore {
             c: &self.c,
             cache: &self.cache,
+            sizes: &self.sizes,
             locks: &self.locks,
         }
     }

@@ -83,6 +83,7 @@ pub(crate) async fn list(State(api): State<Api>, q: Query) -> Result<Response, A
         }
     };
     let (before, since) = (bound("before")?, bound("since")?);
+    let store = api.engine().images();
     let mut out = Vec::new();
     for e in all.iter().rev() {
         let tags = repo_tags(e);
@@ -126,7 +127,7 @@ pub(crate) async fn list(State(api): State<Api>, q: Query) -> Result<Response, A
             repo_digests: repo_digests(e),
             repo_tags: tags,
             shared_size: -1,
-            size: e.size(),
+            size: store.size(e).await?,
         });
     }
     Ok(views::json(StatusCode::OK, &out))
@@ -135,6 +136,7 @@ pub(crate) async fn list(State(api): State<Api>, q: Query) -> Result<Response, A
 /// `GET /images/{name}/json` (`docker image inspect`).
 pub(crate) async fn inspect(api: &Api, name: &str) -> Result<Response, ApiError> {
     let e = find_image(api, name).await?;
+    let store = api.engine().images();
     let cfg = e.config();
     let last_tag_time = e
         .last_tagged()
@@ -145,7 +147,7 @@ pub(crate) async fn inspect(api: &Api, name: &str) -> Result<Response, ApiError>
         id: e.id.clone(),
         repo_tags: repo_tags(&e),
         repo_digests: repo_digests(&e),
-        parent: "",
+        parent: store.parent(&e).await?.unwrap_or_default(),
         comment: cfg
             .history
             .last()
@@ -158,7 +160,7 @@ pub(crate) async fn inspect(api: &Api, name: &str) -> Result<Response, ApiError>
         architecture: cfg.architecture.clone(),
         variant: cfg.variant.clone(),
         os: cfg.os.clone(),
-        size: e.size(),
+        size: store.size(&e).await?,
         graph_driver: v::GraphDriver {
             name: "overlayfs".into(),
             data: None,
@@ -173,11 +175,15 @@ pub(crate) async fn inspect(api: &Api, name: &str) -> Result<Response, ApiError>
     Ok(views::json(StatusCode::OK, &body))
 }
 
-/// `GET /images/{name}/history` (`docker history`): newest first.
+/// `GET /images/{name}/history` (`docker history`): newest first, each
+/// row's size the unpacked size of its layer. The rows of the image and of
+/// the images it was committed from (their `Parent`s) carry those images'
+/// IDs and tags; older rows are `<missing>`, as Docker shows them.
 pub(crate) async fn history(api: &Api, name: &str) -> Result<Response, ApiError> {
     let e = find_image(api, name).await?;
+    let store = api.engine().images();
     let cfg = e.config();
-    let mut layers = e.manifest().layers.iter();
+    let mut sizes = store.layer_sizes(&e).await?.into_iter();
     let mut rows: Vec<v::HistoryItem> = cfg
         .history
         .iter()
@@ -185,7 +191,7 @@ pub(crate) async fn history(api: &Api, name: &str) -> Result<Response, ApiError>
             let size = if h.empty_layer {
                 0
             } else {
-                layers.next().map(|l| l.size).unwrap_or(0)
+                sizes.next().unwrap_or(0)
             };
             v::HistoryItem {
                 id: "<missing>".into(),
@@ -198,10 +204,23 @@ pub(crate) async fn history(api: &Api, name: &str) -> Result<Response, ApiError>
         })
         .collect();
     rows.reverse();
-    if let Some(top) = rows.first_mut() {
-        top.id = e.id.clone();
-        let tags = repo_tags(&e);
-        top.tags = (!tags.is_empty()).then_some(tags);
+    // Docker's walk: row i is named by the i-th image up the parent chain.
+    let mut current = Some(e);
+    let mut all: Option<Vec<Image>> = None;
+    for row in &mut rows {
+        let Some(img) = current.take() else { break };
+        row.id = img.id.clone();
+        let tags = repo_tags(&img);
+        row.tags = (!tags.is_empty()).then_some(tags);
+        let Some(parent) = store.parent(&img).await? else {
+            break;
+        };
+        if all.is_none() {
+            all = Some(store.list().await?);
+        }
+        current = all
+            .as_ref()
+            .and_then(|l| l.iter().find(|i| i.id == parent).cloned());
     }
     Ok(views::json(StatusCode::OK, &rows))
 }

@@ -31,7 +31,8 @@ pub struct ImageInspect {
     pub id: String,
     pub repo_tags: Vec<String>,
     pub repo_digests: Vec<String>,
-    pub parent: &'static str,
+    /// The image it was committed from; empty for others.
+    pub parent: String,
     pub comment: String,
     pub created: Option<String>,
     pub docker_version: &'static str,
