@@ -426,3 +426,142 @@ fn a_restarted_container_is_committed_by_name_as_its_running_attempt_else_the_ne
     drop(pod);
     assert_clean(node);
 }
+
+fn skopeo(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("skopeo")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The manifest digest of `image` in its registry, read with skopeo.
+fn remote_manifest_digest(image: &str) -> String {
+    let (ok, raw) = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{image}"),
+    ]);
+    assert!(ok, "{raw}");
+    let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert!(v["layers"].is_array(), "{raw}");
+    let out = std::process::Command::new("sha256sum")
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(raw.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    format!(
+        "sha256:{}",
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+    )
+}
+
+#[test]
+fn images_on_discarded_base_layers_push_and_save() {
+    let _serial = serial();
+    let node = shared_cri();
+    let base = node.base_image().unwrap();
+    let pod = node.run_pod(KubePod::unique("team-a", "ship")).unwrap();
+    let name = pod.spec.name.clone();
+    let app = pod.start(&sleeper("app", &base)).unwrap();
+    node.sh(&app, "echo shipped > /shipped").unwrap();
+
+    let d = daemon(node);
+    let host = node.registry().host();
+    let same = format!("{host}/team-a/ship:1");
+    d.docker_ok(&["commit", &format!("team-a/{name}/app"), &same]);
+    let manifest = node.ctr().image_manifest(&same).unwrap();
+    let base_layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let content = node.ctr().content().unwrap();
+    assert!(
+        !content.iter().any(|c| c.contains(&base_layer)),
+        "the base layer was discarded after unpacking: {content:?}"
+    );
+
+    // Into the registry the base came from: the base layer is mounted from its
+    // repository, never read locally.
+    let out = d.docker_ok(&["push", &same]);
+    assert!(
+        out.contains("Mounted from library/commitd-busybox"),
+        "{out}"
+    );
+    assert_eq!(remote_manifest_digest(&same), manifest_digest(node, &same));
+
+    // Into another registry: fetched from the base's registry and streamed through.
+    let tmp = tempfile::tempdir().unwrap();
+    let other = commitd_testkit::Registry::start_in(tmp.path()).unwrap();
+    let elsewhere = format!("{}/ml/ship:1", other.host());
+    d.docker_ok(&["tag", &same, &elsewhere]);
+    let out = d.docker_ok(&["push", &elsewhere]);
+    assert!(out.contains("Pushed"), "{out}");
+    assert!(other.has_blob(&base_layer), "{out}");
+    assert_eq!(
+        remote_manifest_digest(&elsewhere),
+        manifest_digest(node, &same)
+    );
+
+    // docker save fetches it the same way: the archive holds every blob.
+    let archive = tmp.path().join("ship.tar");
+    d.docker_ok(&["save", "-o", archive.to_str().unwrap(), &same]);
+    let (ok, listing) = {
+        let out = std::process::Command::new("tar")
+            .arg("tf")
+            .arg(&archive)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert!(ok, "{listing}");
+    let hex = base_layer.trim_start_matches("sha256:");
+    assert!(
+        listing.contains(&format!("blobs/sha256/{hex}")),
+        "{listing}"
+    );
+    let (ok, out) = skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("docker-archive:{}", archive.display()),
+    ]);
+    assert!(ok, "{out}");
+    // Still not kept locally: the node's choice to discard layers stands.
+    assert!(
+        !node
+            .ctr()
+            .content()
+            .unwrap()
+            .iter()
+            .any(|c| c.contains(&base_layer))
+    );
+    drop(pod);
+    assert_clean(node);
+}
+
+fn manifest_digest(node: &CriNode, image: &str) -> String {
+    node.ctr()
+        .images()
+        .unwrap()
+        .into_iter()
+        .find(|i| i.name == image)
+        .map(|i| i.digest)
+        .unwrap_or_else(|| panic!("no image {image}"))
+}

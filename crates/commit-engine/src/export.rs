@@ -40,10 +40,18 @@ fn blobs_of(exported: &[Exported]) -> Vec<Descriptor> {
     blobs
 }
 
+/// Blobs not in the content store, streamed from where they came from
+/// (see [`crate::remote`]).
+pub(crate) struct Remote {
+    pub client: oci_client::Client,
+    pub sources: std::collections::HashMap<String, Vec<crate::remote::BlobSource>>,
+}
+
 /// The archive's bytes, produced as they are taken.
 pub(crate) fn start(
     exported: &[Exported],
     store: Blobs,
+    remote: Remote,
 ) -> Result<mpsc::Receiver<std::io::Result<Bytes>>> {
     let blobs = blobs_of(exported);
     let metadata = metadata(exported)?;
@@ -77,19 +85,50 @@ pub(crate) fn start(
             {
                 return;
             }
-            let mut data = std::pin::pin!(store.chunks(&d.digest, d.size));
+            let mut data: futures::stream::BoxStream<'_, std::io::Result<Bytes>> = match remote
+                .sources
+                .get(&d.digest)
+            {
+                Some(sources) => match crate::remote::fetch(&remote.client, &d, sources).await {
+                    Ok(s) => s.boxed(),
+                    Err(why) => {
+                        let why = format!("fetching blob {} from its source: {why}", d.digest);
+                        let _ = tx.send(Err(std::io::Error::other(why))).await;
+                        return;
+                    }
+                },
+                None => store
+                    .chunks(&d.digest, d.size)
+                    .map(|c| {
+                        c.map(Bytes::from)
+                            .map_err(|e| std::io::Error::other(e.to_string()))
+                    })
+                    .boxed(),
+            };
+            let mut sent = 0u64;
             while let Some(chunk) = data.next().await {
                 match chunk {
                     Ok(bytes) => {
-                        if tx.send(Ok(Bytes::from(bytes))).await.is_err() {
+                        sent += bytes.len() as u64;
+                        if sent > size {
+                            let why = format!("blob {} is longer than {size} bytes", d.digest);
+                            let _ = tx.send(Err(std::io::Error::other(why))).await;
+                            return;
+                        }
+                        if tx.send(Ok(bytes)).await.is_err() {
                             return; // the client hung up
                         }
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                        let _ = tx.send(Err(e)).await;
                         return;
                     }
                 }
+            }
+            if sent != size {
+                let why = format!("blob {} ended after {sent} of {size} bytes", d.digest);
+                let _ = tx.send(Err(std::io::Error::other(why))).await;
+                return;
             }
             let pad = (512 - (size % 512)) % 512;
             if pad > 0 && !send(vec![0; pad as usize]).await {

@@ -49,6 +49,7 @@ mod load;
 mod overlay;
 mod pgzip;
 mod push;
+pub(crate) mod remote;
 mod snapshot;
 pub(crate) mod stubs;
 mod system;
@@ -72,6 +73,7 @@ pub use crate::export::Exported;
 pub use crate::images::Resolved;
 pub use crate::load::{LoadProgress, Loaded};
 pub use crate::push::{PushEvent, PushRequest, Sent};
+pub use crate::remote::{BlobSource, Missing};
 pub use crate::system::{DEFAULT_SNAPSHOTTER, SystemInfo};
 pub use crate::task::{PauseJournal, TaskInfo, TaskState};
 pub use crate::usage::{ContainerSize, ImageUsage, ImagesUsage};
@@ -238,9 +240,9 @@ impl Engine {
 
     /// Pushes tags of a repository to its registry (`docker push`); what
     /// happens arrives as events on the returned channel. Stops when the
-    /// receiver is dropped. Every blob should have been checked present
-    /// ([`Blobs::first_missing`]) first: a push never pushes half an image
-    /// knowingly.
+    /// receiver is dropped. A blob not here is taken from where it came
+    /// from ([`Engine::missing_blobs`]); one that is nowhere fails the
+    /// push before anything is sent.
     pub async fn push(&self, req: PushRequest) -> Result<tokio::sync::mpsc::Receiver<PushEvent>> {
         let images = self.images().list().await?;
         push::start(req, images, self.blobs()).await
@@ -248,14 +250,40 @@ impl Engine {
 
     /// A tar of images (`docker save`): an OCI layout with Docker's
     /// `manifest.json`, produced as it is read; dropping the stream stops
-    /// it. Every blob should have been checked present
-    /// ([`Blobs::first_missing`]) first.
-    pub fn export(
+    /// it. Every blob should have been checked present or fetchable
+    /// ([`Engine::missing_blobs`]) first.
+    ///
+    /// Blobs this node discarded after unpacking are streamed from the
+    /// registries they came from ([`Engine::missing_blobs`]);
+    /// `insecure_registries` are spoken to over plain HTTP.
+    pub async fn export(
         &self,
         images: &[Exported],
+        insecure_registries: &[String],
     ) -> Result<impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static> {
-        let rx = export::start(images, self.blobs())?;
+        let all = self.images().list().await?;
+        let mut sources = std::collections::HashMap::new();
+        for e in images {
+            for m in remote::missing(&self.c, &e.image, &all).await? {
+                sources.insert(m.descriptor.digest, m.sources);
+            }
+        }
+        let domains: Vec<&str> = sources
+            .values()
+            .flatten()
+            .map(|s: &BlobSource| s.domain.as_str())
+            .collect();
+        let client = remote::client(domains, insecure_registries)
+            .map_err(|e| Error::Registry(format!("setting up the registry client: {e}")))?;
+        let rx = export::start(images, self.blobs(), export::Remote { client, sources })?;
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+
+    /// The blobs of `image` not in the content store (a base layer
+    /// discarded after unpacking), each with where else it may be.
+    pub async fn missing_blobs(&self, image: &Image) -> Result<Vec<Missing>> {
+        let all = self.images().list().await?;
+        remote::missing(&self.c, image, &all).await
     }
 
     /// Blobs of the content store, to stream out (push, save).

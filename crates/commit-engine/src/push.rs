@@ -7,6 +7,14 @@
 //! under the tag, not the index. What happens is told as [`PushEvent`]s.
 //! A push never deletes anything locally.
 //!
+//! A blob this node no longer has (a base layer discarded after unpacking,
+//! see [`crate::remote`]) is skipped when the registry has it, mounted from
+//! its source repository when that is on the same registry, else streamed
+//! from its source registry through to this one. Before anything is sent,
+//! each such blob is checked to be somewhere: if one is nowhere, the push
+//! fails naming every missing layer and every source tried, having pushed
+//! nothing.
+//!
 //! The process must have a rustls `CryptoProvider` installed (the daemon
 //! installs ring at start): the registry client has none of its own.
 //!
@@ -20,9 +28,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use docker_format::image::Descriptor;
 use docker_format::reference::{Named, familiar_name};
-use docker_format::registry::{self, is_insecure};
+use docker_format::registry;
 use futures::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
@@ -31,6 +38,7 @@ use tokio::sync::mpsc;
 use crate::catalog::Image;
 use crate::content::Blobs;
 use crate::error::{Error, Result};
+use crate::remote::{BlobSource, registry_host, source_ref};
 
 /// What to push: tags of one repository, each naming a local image.
 pub struct PushRequest {
@@ -78,20 +86,8 @@ pub enum Sent {
     Pushed,
 }
 
-/// Where Docker Hub's registry API lives (`docker.io` is only its name).
-const DOCKER_HUB_REGISTRY: &str = "registry-1.docker.io";
-
 /// Other repositories tried for a cross-repository mount of one blob.
 const MOUNT_TRIES: usize = 3;
-
-/// The registry host the API is spoken to: Docker Hub's names live on
-/// `registry-1.docker.io`.
-fn registry_host(domain: &str) -> &str {
-    match domain {
-        "docker.io" => DOCKER_HUB_REGISTRY,
-        other => other,
-    }
-}
 
 fn remote(named: &Named, tag: &str) -> Reference {
     Reference::with_tag(
@@ -187,17 +183,18 @@ pub(crate) async fn start(
             }
         }
     }
-    let host = registry_host(&named.domain).to_string();
-    let insecure = is_insecure(&named.domain, &req.insecure_registries);
-    let client = Client::try_from(ClientConfig {
-        protocol: if insecure {
-            ClientProtocol::HttpsExcept(vec![host.clone()])
-        } else {
-            ClientProtocol::Https
-        },
-        ..Default::default()
-    })
-    .map_err(|e| Error::Registry(format!("setting up the registry client: {}", chain(&e))))?;
+    // Blobs not here, and where else they are.
+    let mut remote: HashMap<String, Vec<BlobSource>> = HashMap::new();
+    for (_, e) in &req.tags {
+        for m in crate::remote::missing(&blobs.c, e, &images).await? {
+            remote.insert(m.descriptor.digest, m.sources);
+        }
+    }
+    let domains: Vec<&str> = std::iter::once(named.domain.as_str())
+        .chain(remote.values().flatten().map(|s| s.domain.as_str()))
+        .collect();
+    let client = crate::remote::client(domains, &req.insecure_registries)
+        .map_err(|e| Error::Registry(format!("setting up the registry client: {}", chain(&e))))?;
     let auth = match req.auth {
         registry::RegistryAuth::Anonymous => RegistryAuth::Anonymous,
         registry::RegistryAuth::Basic { username, password } => {
@@ -212,6 +209,7 @@ pub(crate) async fn start(
         blobs,
         named,
         sources,
+        remote,
         tx,
     };
     let targets = req.tags;
@@ -237,6 +235,8 @@ struct Job {
     named: Named,
     /// Layer digest → other repositories of the registry that may hold it.
     sources: HashMap<String, Vec<String>>,
+    /// Blobs not in the content store → where else they may be.
+    remote: HashMap<String, Vec<BlobSource>>,
     tx: mpsc::Sender<PushEvent>,
 }
 
@@ -265,6 +265,7 @@ impl Job {
                 )
             })?;
         let r = &e.resolved;
+        self.check_missing(&reference, e).await?;
         for l in r.manifest.layers.iter().rev() {
             self.send(PushEvent::Preparing {
                 layer: l.digest.clone(),
@@ -308,6 +309,63 @@ impl Job {
         .await
     }
 
+    /// Every blob of `e` that is not here must be on the registry already
+    /// or at one of its sources; else nothing is pushed and the error names
+    /// each such layer with the sources tried.
+    async fn check_missing(
+        &self,
+        reference: &Reference,
+        e: &Image,
+    ) -> std::result::Result<(), String> {
+        let mut nowhere = Vec::new();
+        for d in e.resolved.blobs() {
+            let Some(sources) = self.remote.get(&d.digest) else {
+                continue;
+            };
+            if matches!(
+                self.client.blob_exists(reference, &d.digest).await,
+                Ok(true)
+            ) {
+                continue;
+            }
+            let mut found = false;
+            for s in sources {
+                let r = source_ref(s);
+                if s.domain != self.named.domain {
+                    let _ = self
+                        .client
+                        .auth(&r, &RegistryAuth::Anonymous, RegistryOperation::Pull)
+                        .await;
+                }
+                if matches!(self.client.blob_exists(&r, &d.digest).await, Ok(true)) {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                let tried: Vec<String> = sources.iter().map(ToString::to_string).collect();
+                nowhere.push(format!(
+                    "{} (sources tried: {})",
+                    d.digest,
+                    if tried.is_empty() {
+                        "none known: no containerd.io/distribution.source label".to_string()
+                    } else {
+                        tried.join(", ")
+                    }
+                ));
+            }
+        }
+        if nowhere.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "cannot push {}: this node discarded {} of its blobs after unpacking and no registry has them: {}; nothing was pushed",
+            familiar_name(&self.named.name()),
+            nowhere.len(),
+            nowhere.join("; ")
+        ))
+    }
+
     /// Pushes one blob unless the registry has it in this repository, or
     /// can mount it from another repository of the registry. `progress`:
     /// report bytes sent as Docker's `Pushing` lines.
@@ -345,6 +403,9 @@ impl Job {
                 return Ok(Sent::Mounted(repo.clone()));
             }
         }
+        if let Some(sources) = self.remote.get(&d.digest) {
+            return self.push_from_sources(reference, d, sources).await;
+        }
         let (digest, size) = (d.digest.clone(), d.size);
         let tx = progress.then(|| self.tx.clone());
         let data = Box::pin(self.blobs.chunks(&d.digest, d.size));
@@ -374,6 +435,49 @@ impl Job {
                     )),
                 }
             }
+        });
+        self.client
+            .push_blob_stream(
+                reference,
+                chunks,
+                &d.digest,
+                Some(u64::try_from(d.size).unwrap_or(0)),
+            )
+            .await
+            .map_err(|err| self.fail(&format!("pushing blob {}", d.digest), &err, reference))?;
+        Ok(Sent::Pushed)
+    }
+}
+
+impl Job {
+    /// A blob not here: mounted from a source repository of this registry,
+    /// else streamed from a source registry.
+    async fn push_from_sources(
+        &self,
+        reference: &Reference,
+        d: &Descriptor,
+        sources: &[BlobSource],
+    ) -> std::result::Result<Sent, String> {
+        for s in sources.iter().filter(|s| s.domain == self.named.domain) {
+            if self
+                .client
+                .mount_blob(reference, &source_ref(s), &d.digest)
+                .await
+                .is_ok()
+                && matches!(
+                    self.client.blob_exists(reference, &d.digest).await,
+                    Ok(true)
+                )
+            {
+                return Ok(Sent::Mounted(s.repo.clone()));
+            }
+        }
+        let stream = crate::remote::fetch(&self.client, d, sources)
+            .await
+            .map_err(|why| format!("fetching blob {} from its source: {why}", d.digest))?;
+        let digest = d.digest.clone();
+        let chunks = stream.map(move |r| {
+            r.map_err(|e| generic(format!("fetching blob {digest} from its source: {e}")))
         });
         self.client
             .push_blob_stream(

@@ -1,8 +1,8 @@
 //! `docker push`: `POST /images/{name}/push?tag=` with `X-Registry-Auth`.
 //!
 //! Which tags, whose credentials, and whether every blob is here are read
-//! and checked here (an image whose base layers were never pulled, common
-//! on Kubernetes nodes, fails before anything is pushed); the push itself
+//! and checked here (an image with a blob that is neither here nor known
+//! to be anywhere fails before anything is pushed); the push itself
 //! is the engine's ([`commit_engine::Engine::push`]), its events written
 //! out as Docker's JSON progress lines.
 
@@ -67,14 +67,14 @@ pub(crate) async fn push(
     }
     let auth = registry::decode_auth(headers.get("x-registry-auth").and_then(|h| h.to_str().ok()))?;
 
-    // Everything must be here before anything is pushed.
-    let blobs = api.engine().blobs();
+    // Every blob must be here or known elsewhere before anything is pushed.
     for (tag, e) in &targets {
-        if let Some(d) = blobs.first_missing(e.resolved.blobs()).await? {
+        let nowhere = unfetchable(api, e).await?;
+        if !nowhere.is_empty() {
             return Err(ApiError::MissingContent(format!(
-                "cannot push {}:{tag}: its blob {} is not in the local content store (a base layer never pulled on this node?); nothing was pushed",
+                "cannot push {}:{tag}: {}; nothing was pushed",
                 familiar_name(&named.name()),
-                d.digest
+                nowhere
             )));
         }
     }
@@ -96,4 +96,26 @@ pub(crate) async fn push(
         HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+/// The blobs of `e` that are neither in the content store nor known to be
+/// anywhere else, said for users ("" when there are none).
+pub(crate) async fn unfetchable(api: &Api, e: &ImageEntry) -> Result<String, ApiError> {
+    let lost: Vec<String> = api
+        .engine()
+        .missing_blobs(e)
+        .await?
+        .into_iter()
+        .filter(|m| m.sources.is_empty())
+        .map(|m| m.descriptor.digest)
+        .collect();
+    Ok(match lost.as_slice() {
+        [] => String::new(),
+        lost => format!(
+            "{} {} not in this node's content store (discarded after unpacking, or never pulled) and no registry is known to hold {} (no containerd.io/distribution.source label on the image)",
+            if lost.len() == 1 { "blob" } else { "blobs" },
+            lost.join(", ") + if lost.len() == 1 { " is" } else { " are" },
+            if lost.len() == 1 { "it" } else { "them" },
+        ),
+    })
 }

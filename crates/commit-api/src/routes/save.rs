@@ -37,19 +37,21 @@ pub(crate) async fn save(api: &Api, names: Vec<String>) -> Result<Response, ApiE
         };
         exported.push(Exported { image, name });
     }
-    // Every blob must be here before a byte goes out.
-    let store = api.engine().blobs();
+    // Every blob must be here or known elsewhere before a byte goes out.
     for e in &exported {
-        if let Some(missing) = store.first_missing(e.image.resolved.blobs()).await? {
+        let nowhere = super::push::unfetchable(api, &e.image).await?;
+        if !nowhere.is_empty() {
             let owner = e.name.clone().unwrap_or_else(|| e.image.id.clone());
             return Err(ApiError::MissingContent(format!(
-                "blob {} of image {} is not in the content store (never pulled?): cannot save it",
-                missing.digest,
+                "cannot save {}: {nowhere}",
                 familiar_name(&owner)
             )));
         }
     }
-    let tar = api.engine().export(&exported)?;
+    let tar = api
+        .engine()
+        .export(&exported, &api.options().insecure_registries)
+        .await?;
     let mut resp = (StatusCode::OK, Body::from_stream(tar)).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,0 +1,265 @@
+//! Blobs this node no longer has, and where else they are.
+//!
+//! Nodes that run the CRI plugin with `discard_unpacked_layers = true`
+//! delete a pulled image's layer blobs once they are unpacked: the image
+//! runs, but its layers (and those of every image committed on top of it)
+//! are not in the content store any more. containerd leaves on the pulled
+//! manifest and config a label per source,
+//! `containerd.io/distribution.source.<host>=<repo>[,<repo>…]`, saying where
+//! they came from. The label's `<host>` has no port (containerd keeps the
+//! URL's host name only); a local image named `<host>:<port>/<repo>` gives
+//! the port back.
+//!
+//! [`missing`] lists an image's missing blobs with those sources: `push`
+//! mounts them across repositories of the same registry or streams them
+//! from their source registry, `save` streams them into the archive.
+
+use std::collections::HashMap;
+
+use docker_format::image::Descriptor;
+use docker_format::reference::parse_normalized_named;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+
+use crate::catalog::Image;
+use crate::client::Containerd;
+use crate::content;
+use crate::error::Result;
+
+/// containerd's label naming where a blob was pulled from.
+pub const SOURCE_LABEL_PREFIX: &str = "containerd.io/distribution.source.";
+
+/// A repository of a registry that may hold a blob.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlobSource {
+    /// The registry as images name it (`registry.example.com`,
+    /// `127.0.0.1:5000`, `docker.io`).
+    pub domain: String,
+    /// The repository path (`library/busybox`).
+    pub repo: String,
+}
+
+impl std::fmt::Display for BlobSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.domain, self.repo)
+    }
+}
+
+/// A blob of an image that is not in the content store.
+#[derive(Debug, Clone)]
+pub struct Missing {
+    pub descriptor: Descriptor,
+    /// Where it may be fetched from, best first (none known: empty).
+    pub sources: Vec<BlobSource>,
+}
+
+/// The registry host of a domain without its port.
+fn hostname(domain: &str) -> &str {
+    if let Some(rest) = domain.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    domain.rsplit_once(':').map_or(domain, |(h, _)| h)
+}
+
+/// The blobs of `image` not in the content store, each with the sources
+/// the labels of the images holding it name (`all`: every local image).
+pub(crate) async fn missing(c: &Containerd, image: &Image, all: &[Image]) -> Result<Vec<Missing>> {
+    let mut out = Vec::new();
+    for d in image.resolved.blobs() {
+        match content::info(c, &d.digest).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => out.push(Missing {
+                descriptor: d.clone(),
+                sources: Vec::new(),
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    if out.is_empty() {
+        return Ok(out);
+    }
+    // Labels of every image that holds a missing blob (the image itself,
+    // the base it was committed on).
+    let mut labels_of: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for m in &mut out {
+        let mut found: Vec<(String, String)> = Vec::new();
+        for img in all.iter().chain(std::iter::once(image)) {
+            if !img
+                .resolved
+                .blobs()
+                .any(|b| b.digest == m.descriptor.digest)
+            {
+                continue;
+            }
+            for digest in [
+                &img.resolved.target.digest,
+                &img.resolved.manifest_descriptor.digest,
+                &img.resolved.manifest.config.digest,
+            ] {
+                if !labels_of.contains_key(digest.as_str()) {
+                    let labels = match content::info(c, digest).await {
+                        Ok(info) => sources_in(&info.labels),
+                        Err(e) if e.is_not_found() => Vec::new(),
+                        Err(e) => return Err(e),
+                    };
+                    labels_of.insert(digest.clone(), labels);
+                }
+                for s in &labels_of[digest.as_str()] {
+                    if !found.contains(s) {
+                        found.push(s.clone());
+                    }
+                }
+            }
+        }
+        for (host, repo) in found {
+            for s in resolve_source(&host, &repo, all) {
+                if !m.sources.contains(&s) {
+                    m.sources.push(s);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `(host, repo)` pairs of `containerd.io/distribution.source.*` labels.
+fn sources_in(labels: &HashMap<String, String>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = labels
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(SOURCE_LABEL_PREFIX)?, v)))
+        .flat_map(|(host, repos)| {
+            repos
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(move |r| (host.to_string(), r.to_string()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The registries a label's port-less host may mean: the domains of local
+/// images named `<host>[:port]/<repo>`, else the host itself.
+fn resolve_source(host: &str, repo: &str, all: &[Image]) -> Vec<BlobSource> {
+    let mut out = Vec::new();
+    for img in all {
+        for n in img.names() {
+            let Ok(named) = parse_normalized_named(n) else {
+                continue;
+            };
+            if hostname(&named.domain) == host && named.path == repo {
+                let s = BlobSource {
+                    domain: named.domain.clone(),
+                    repo: repo.to_string(),
+                };
+                if !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(BlobSource {
+            domain: host.to_string(),
+            repo: repo.to_string(),
+        });
+    }
+    out
+}
+
+/// The registry host the API is spoken to: Docker Hub's names live on
+/// `registry-1.docker.io`.
+pub(crate) fn registry_host(domain: &str) -> &str {
+    match domain {
+        "docker.io" => "registry-1.docker.io",
+        other => other,
+    }
+}
+
+/// A reference to a repository of a source, for blob calls.
+pub(crate) fn source_ref(s: &BlobSource) -> Reference {
+    Reference::with_tag(
+        registry_host(&s.domain).to_string(),
+        s.repo.clone(),
+        "latest".into(),
+    )
+}
+
+/// A registry client speaking plain HTTP to the insecure ones of `domains`.
+pub(crate) fn client<'d>(
+    domains: impl IntoIterator<Item = &'d str>,
+    insecure_registries: &[String],
+) -> std::result::Result<Client, oci_client::errors::OciDistributionError> {
+    let plain: Vec<String> = domains
+        .into_iter()
+        .filter(|d| docker_format::registry::is_insecure(d, insecure_registries))
+        .map(|d| registry_host(d).to_string())
+        .collect();
+    Client::try_from(ClientConfig {
+        protocol: if plain.is_empty() {
+            ClientProtocol::Https
+        } else {
+            ClientProtocol::HttpsExcept(plain)
+        },
+        ..Default::default()
+    })
+}
+
+/// Streams a blob from the first of `sources` that serves it (anonymous
+/// pulls). The stream checks the digest as it ends.
+pub(crate) async fn fetch(
+    client: &Client,
+    d: &Descriptor,
+    sources: &[BlobSource],
+) -> std::result::Result<oci_client::client::SizedStream, String> {
+    let mut tried = Vec::new();
+    for s in sources {
+        let r = source_ref(s);
+        let _ = client
+            .auth(&r, &RegistryAuth::Anonymous, RegistryOperation::Pull)
+            .await;
+        match client.pull_blob_stream(&r, d.digest.as_str()).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => tried.push(format!("{s}: {e}")),
+        }
+    }
+    Err(if tried.is_empty() {
+        "no registry is known to hold it".into()
+    } else {
+        format!("tried {}", tried.join("; "))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_name_hosts_and_repositories() {
+        let labels = HashMap::from([
+            (
+                "containerd.io/distribution.source.127.0.0.1".to_string(),
+                "library/a,team/b".to_string(),
+            ),
+            (
+                "containerd.io/gc.ref.content.0".to_string(),
+                "x".to_string(),
+            ),
+        ]);
+        assert_eq!(
+            sources_in(&labels),
+            [
+                ("127.0.0.1".into(), "library/a".into()),
+                ("127.0.0.1".into(), "team/b".into())
+            ]
+        );
+        assert_eq!(hostname("127.0.0.1:5000"), "127.0.0.1");
+        assert_eq!(hostname("[::1]:5000"), "::1");
+        assert_eq!(hostname("docker.io"), "docker.io");
+        assert_eq!(
+            resolve_source("docker.io", "library/x", &[])[0].to_string(),
+            "docker.io/library/x"
+        );
+    }
+}
