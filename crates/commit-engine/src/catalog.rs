@@ -179,8 +179,54 @@ async fn group(c: &Containerd, cache: &Cache, records: Vec<Record>) -> Result<Ve
     Ok(out)
 }
 
-/// Finds one image as Docker does: a name (falling back to the short ID
-/// it may also be), a full ID, or a unique ID prefix.
+impl Image {
+    /// The one rule for what a user's image reference names among
+    /// `images`, as Docker's lookup: a name (then the short ID it may also
+    /// be), a full ID, or a unique ID prefix — an ambiguous prefix is
+    /// `InvalidArgument` (Docker's 400), none is `ImageNotFound`.
+    pub fn find_in<'a>(images: &'a [Image], image: &ImageRef) -> Result<&'a Image> {
+        match image {
+            ImageRef::Name { name, or_id_prefix } => {
+                match images
+                    .iter()
+                    .find(|e| e.records.iter().any(|r| &r.name == name))
+                {
+                    Some(hit) => Ok(hit),
+                    None => match or_id_prefix {
+                        Some(p) => with_prefix(images, p),
+                        None => Err(Error::ImageNotFound(name.clone())),
+                    },
+                }
+            }
+            ImageRef::Id(id) => images
+                .iter()
+                .find(|e| &e.id == id)
+                .ok_or_else(|| Error::ImageNotFound(id.clone())),
+            ImageRef::IdPrefix(p) => with_prefix(images, p),
+        }
+    }
+}
+
+/// The one image whose ID starts with `prefix` (`sha256:` optional).
+fn with_prefix<'a>(images: &'a [Image], prefix: &str) -> Result<&'a Image> {
+    let hex = prefix.strip_prefix("sha256:").unwrap_or(prefix);
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::ImageNotFound(prefix.to_string()));
+    }
+    let mut found = images
+        .iter()
+        .filter(|e| e.id.trim_start_matches("sha256:").starts_with(hex));
+    match (found.next(), found.next()) {
+        (Some(one), None) => Ok(one),
+        (None, _) => Err(Error::ImageNotFound(prefix.to_string())),
+        (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+            "multiple IDs found with provided prefix: {prefix}"
+        ))),
+    }
+}
+
+/// Finds one image as Docker does ([`Image::find_in`]); a name is read
+/// from its record first, so a name whose content does not read says why.
 async fn find(c: &Containerd, cache: &Cache, image: &ImageRef) -> Result<Image> {
     match image {
         ImageRef::Name { name, or_id_prefix } => {
@@ -195,42 +241,19 @@ async fn find(c: &Containerd, cache: &Cache, image: &ImageRef) -> Result<Image> 
                     .ok_or_else(|| Error::ImageNotFound(name.clone()));
             }
             match or_id_prefix {
-                Some(p) => by_prefix(c, cache, p).await,
+                Some(p) => with_prefix(&list(c, cache).await?, p).cloned(),
                 None => Err(Error::ImageNotFound(name.clone())),
             }
         }
-        ImageRef::Id(id) => list(c, cache)
-            .await?
-            .into_iter()
-            .find(|e| &e.id == id)
-            .ok_or_else(|| Error::ImageNotFound(id.clone())),
-        ImageRef::IdPrefix(p) => by_prefix(c, cache, p).await,
-    }
-}
-
-async fn by_prefix(c: &Containerd, cache: &Cache, prefix: &str) -> Result<Image> {
-    let hex = prefix.strip_prefix("sha256:").unwrap_or(prefix);
-    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::ImageNotFound(prefix.to_string()));
-    }
-    let mut found: Vec<Image> = list(c, cache)
-        .await?
-        .into_iter()
-        .filter(|e| e.id.trim_start_matches("sha256:").starts_with(hex))
-        .collect();
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => Err(Error::ImageNotFound(prefix.to_string())),
-        _ => Err(Error::InvalidArgument(format!(
-            "multiple IDs found with provided prefix: {prefix}"
-        ))),
+        ImageRef::Id(_) | ImageRef::IdPrefix(_) => {
+            Image::find_in(&list(c, cache).await?, image).cloned()
+        }
     }
 }
 
 /// The containers whose root filesystem is built on `image`: their image
 /// record names it, or their snapshot's parent is its top snapshot.
 async fn users(c: &Containerd, image: &Image) -> Result<Vec<ContainerRecord>> {
-    let chain = image.resolved.chain_id();
     let names: Vec<&str> = image.records.iter().map(|r| r.name.as_str()).collect();
     let mut out = Vec::new();
     for ct in crate::container::list(c, Vec::new()).await? {
@@ -239,20 +262,17 @@ async fn users(c: &Containerd, image: &Image) -> Result<Vec<ContainerRecord>> {
         // still stands on the image's snapshot.
         let orphan =
             !by_name && (ct.image.is_empty() || images::get(c, &ct.image).await?.is_none());
-        let by_snapshot = orphan
-            && match (&chain, ct.snapshot_key.is_empty()) {
-                (Some(chain), false) => {
-                    let sn = crate::snapshot::Snapshots::new(
-                        c,
-                        crate::container::snapshotter_of(&ct.snapshotter),
-                    );
-                    sn.stat(&ct.snapshot_key)
-                        .await
-                        .map(|i| &i.parent == chain)
-                        .unwrap_or(false)
-                }
-                _ => false,
-            };
+        let by_snapshot = orphan && !ct.snapshot_key.is_empty() && {
+            let sn = crate::snapshot::Snapshots::new(
+                c,
+                crate::container::snapshotter_of(&ct.snapshotter),
+            );
+            // A user-namespace remapped copy of the image's snapshot
+            // stands on it too.
+            sn.stat(&ct.snapshot_key)
+                .await
+                .is_ok_and(|i| image.resolved.footing(&i.parent).is_some())
+        };
         if by_name || by_snapshot {
             out.push(ContainerRecord::of(ct));
         }
@@ -334,5 +354,63 @@ impl ImageStore<'_> {
     /// snapshot.
     pub async fn users(&self, image: &Image) -> Result<Vec<ContainerRecord>> {
         users(self.c, image).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(id: &str, names: &[&str]) -> Image {
+        let manifest: Manifest = serde_json::from_value(serde_json::json!({
+            "schemaVersion": 2,
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json",
+                        "digest": id, "size": 2 },
+            "layers": [],
+        }))
+        .unwrap();
+        let config: ImageConfig = serde_json::from_value(serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": { "type": "layers", "diff_ids": [] },
+        }))
+        .unwrap();
+        Image {
+            id: id.into(),
+            records: names
+                .iter()
+                .map(|n| ImageRecord {
+                    name: n.to_string(),
+                    updated_at: None,
+                    dangling: false,
+                })
+                .collect(),
+            resolved: Arc::new(Resolved {
+                target: manifest.config.clone(),
+                manifest_descriptor: manifest.config.clone(),
+                manifest,
+                config,
+            }),
+        }
+    }
+
+    #[test]
+    fn references_name_images_as_dockers_lookup() {
+        let all = [
+            image("sha256:abc1", &["docker.io/library/app:1"]),
+            image("sha256:abc2", &["docker.io/library/abc2:latest"]),
+            image("sha256:def0", &[]),
+        ];
+        let find =
+            |r: &str| Image::find_in(&all, &ImageRef::parse(r).unwrap()).map(|e| e.id.as_str());
+        assert_eq!(find("app:1").unwrap(), "sha256:abc1");
+        // A name first, then the short ID it may also be.
+        assert_eq!(find("abc2").unwrap(), "sha256:abc2");
+        assert_eq!(find("def").unwrap(), "sha256:def0");
+        assert_eq!(find("sha256:abc1").unwrap(), "sha256:abc1");
+        // Ambiguous: Docker's 400, everywhere it is asked.
+        assert!(matches!(find("abc"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(find("sha256:abc"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(find("app:2"), Err(Error::ImageNotFound(_))));
+        assert!(matches!(find("fff"), Err(Error::ImageNotFound(_))));
     }
 }

@@ -855,7 +855,11 @@ async fn load_parent(
         .unwrap_or_else(image::host_platform);
     if let Some(img) = images::get(c, &ct.image).await? {
         let resolved = images::resolve(c, &img, &platform).await?;
-        if snapshot_parent.is_empty() || resolved.chain_id().as_deref() == Some(snapshot_parent) {
+        // Only directly: a remapped copy's files have their owners shifted,
+        // and a layer must not carry those.
+        if snapshot_parent.is_empty()
+            || resolved.footing(snapshot_parent) == Some(images::Footing::Direct)
+        {
             return Ok(Some(resolved));
         }
         debug!(image = %ct.image, "image moved since the container was created; looking for its parent by chain ID");
@@ -864,7 +868,7 @@ async fn load_parent(
         let Ok(resolved) = images::resolve(c, &img, &platform).await else {
             continue;
         };
-        if resolved.chain_id().as_deref() == Some(snapshot_parent) {
+        if resolved.footing(snapshot_parent) == Some(images::Footing::Direct) {
             return Ok(Some(resolved));
         }
     }

@@ -236,6 +236,38 @@ impl Resolved {
     pub fn chain_id(&self) -> Option<String> {
         docker_format::image::chain_id(&self.config.rootfs.diff_ids)
     }
+
+    /// How a snapshot whose parent is `snapshot_parent` stands on this
+    /// image's layers (see [`footing`]).
+    pub fn footing(&self, snapshot_parent: &str) -> Option<Footing> {
+        footing(snapshot_parent, &self.chain_id()?)
+    }
+}
+
+/// How a container's snapshot stands on an image's layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Footing {
+    /// On the image's own top snapshot (named by its chain ID).
+    Direct,
+    /// On a user-namespace remapped copy of it, `<chain>-<uid>-<gid>` as
+    /// containerd's `WithRemappedSnapshot` names it: the same layers with
+    /// their owners shifted.
+    Remapped,
+}
+
+/// The one rule for "which image is this container's", by layers: how a
+/// snapshot whose parent is `snapshot_parent` stands on the layers whose
+/// chain ID is `chain`, if it does. Callers decide what a remapped copy
+/// counts as: the image a container shows and the images it keeps in use
+/// count it; a commit does not (its files' owners are shifted).
+pub fn footing(snapshot_parent: &str, chain: &str) -> Option<Footing> {
+    let rest = snapshot_parent.strip_prefix(chain)?;
+    if rest.is_empty() {
+        return Some(Footing::Direct);
+    }
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (uid, gid) = rest.strip_prefix('-')?.split_once('-')?;
+    (digits(uid) && digits(gid)).then_some(Footing::Remapped)
 }
 
 pub fn from_proto(d: &ProtoDescriptor) -> Descriptor {
@@ -320,4 +352,22 @@ pub async fn resolve(
         "image {} nests indexes too deeply",
         img.name
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_stand_on_chains_directly_or_remapped() {
+        assert_eq!(footing("sha256:ab", "sha256:ab"), Some(Footing::Direct));
+        assert_eq!(
+            footing("sha256:ab-1000-1000", "sha256:ab"),
+            Some(Footing::Remapped)
+        );
+        assert_eq!(footing("sha256:abc", "sha256:ab"), None);
+        assert_eq!(footing("sha256:ab-1000", "sha256:ab"), None);
+        assert_eq!(footing("sha256:ab-x-1", "sha256:ab"), None);
+        assert_eq!(footing("", "sha256:ab"), None);
+    }
 }

@@ -185,8 +185,7 @@ impl Ingest {
             None => false,
         };
         if already {
-            crate::content::add_labels(&self.c, &digest, labels).await?;
-            crate::lease::add_content(&self.c, &self.lease, &digest).await?;
+            crate::content::adopt(&self.c, &self.lease, &digest, labels).await?;
         }
         Ok(Stored { digest, size })
     }

@@ -70,7 +70,7 @@ pub use crate::container::{ContainerRecord, Containers};
 pub use crate::content::Blobs;
 pub use crate::error::{Error, Kind, Result};
 pub use crate::export::Exported;
-pub use crate::images::Resolved;
+pub use crate::images::{Footing, Resolved, footing};
 pub use crate::load::{LoadProgress, Loaded};
 pub use crate::push::{PushEvent, PushRequest, Sent};
 pub use crate::remote::{BlobSource, Missing};

@@ -45,7 +45,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
-use commit_engine::{ContainerRecord as Container, Image as ImageEntry, TaskInfo, TaskState};
+use commit_engine::{
+    ContainerRecord as Container, Image as ImageEntry, TaskInfo, TaskState, footing,
+};
 use docker_format::image::{Descriptor, Empty};
 use futures::StreamExt;
 use oci_spec::runtime::{
@@ -548,12 +550,12 @@ impl Images {
             self.entries[i]
                 .resolved
                 .chain_id()
-                .is_some_and(|chain| stands_on(p, &chain))
+                .is_some_and(|chain| footing(p, &chain).is_some())
         };
         let with_layers = |p: &str, not: Option<usize>| {
             self.by_chain
                 .iter()
-                .filter(|(chain, _)| stands_on(p, chain))
+                .filter(|(chain, _)| footing(p, chain).is_some())
                 .flat_map(|(_, images)| images.iter().copied())
                 .find(|&i| Some(i) != not)
         };
@@ -589,53 +591,17 @@ impl Images {
         of.index.map(|i| &self.entries[i])
     }
 
-    /// The image IDs `ancestor=` values name (unknown ones name nothing).
+    /// The image IDs `ancestor=` values name. Docker's lookup, whose
+    /// failures (unknown, ambiguous) Docker logs and skips: they name
+    /// nothing.
     fn ancestors(&self, values: &[String]) -> HashSet<String> {
-        let mut out = HashSet::new();
-        for v in values {
-            let Ok(lookup) = ImageRef::parse(v) else {
-                continue;
-            };
-            let by_prefix = |p: &str| {
-                let hex = p.trim_start_matches("sha256:");
-                let hits: Vec<&ImageEntry> = self
-                    .entries
-                    .iter()
-                    .filter(|e| {
-                        !hex.is_empty() && e.id.trim_start_matches("sha256:").starts_with(hex)
-                    })
-                    .collect();
-                match hits.as_slice() {
-                    [one] => Some(one.id.clone()),
-                    _ => None,
-                }
-            };
-            let id = match &lookup {
-                ImageRef::Name { name, or_id_prefix } => self
-                    .by_name
-                    .get(name)
-                    .map(|&(i, _)| self.entries[i].id.clone())
-                    .or_else(|| or_id_prefix.as_deref().and_then(by_prefix)),
-                ImageRef::Id(id) => self
-                    .entries
-                    .iter()
-                    .find(|e| &e.id == id)
-                    .map(|e| e.id.clone()),
-                ImageRef::IdPrefix(p) => by_prefix(p),
-            };
-            out.extend(id);
-        }
-        out
+        values
+            .iter()
+            .filter_map(|v| ImageRef::parse(v).ok())
+            .filter_map(|r| ImageEntry::find_in(&self.entries, &r).ok())
+            .map(|e| e.id.clone())
+            .collect()
     }
-}
-
-/// Whether a snapshot whose parent is `parent` stands on the layers of
-/// `chain`: the chain's own snapshot, or a user-namespace remapped copy
-/// of it (`<chain>-<uid>-<gid>`).
-fn stands_on(parent: &str, chain: &str) -> bool {
-    parent
-        .strip_prefix(chain)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
 }
 
 /// What a container's image turned out to be.

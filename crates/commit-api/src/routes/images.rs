@@ -65,19 +65,14 @@ pub(crate) async fn list(State(api): State<Api>, q: Query) -> Result<Response, A
         match filters.get(name) {
             [] => Ok(None),
             [r] => {
-                let l = ImageRef::parse(r)?;
-                let hit = all.iter().find(|e| match &l {
-                    ImageRef::Name { name, or_id_prefix } => {
-                        e.records.iter().any(|rec| &rec.name == name)
-                            || or_id_prefix.as_ref().is_some_and(|p| {
-                                e.id.trim_start_matches("sha256:").starts_with(p.as_str())
-                            })
+                let hit = Image::find_in(&all, &ImageRef::parse(r)?).map_err(|e| {
+                    if e.is_not_found() {
+                        ApiError::NoSuchImage(r.clone())
+                    } else {
+                        e.into()
                     }
-                    ImageRef::Id(id) => &e.id == id,
-                    ImageRef::IdPrefix(p) => e.id.starts_with(p.as_str()),
-                });
-                hit.map(|e| Some(unix_seconds(e.config().created.as_deref())))
-                    .ok_or_else(|| ApiError::NoSuchImage(r.clone()))
+                })?;
+                Ok(Some(unix_seconds(hit.config().created.as_deref())))
             }
             _ => Err(FilterError::OnlyOne(name.to_string()).into()),
         }
