@@ -80,6 +80,67 @@ fn metrics_move_with_commits() {
     );
 }
 
+/// The pause does not grow with the change: 2,000 files written before
+/// the commit are copied while the container runs; the paused walk copies
+/// again only what a writer changes during the commit (its 8 files, rewritten in
+/// place in a loop), as the `pause` stage's counters show.
+#[test]
+fn the_pause_copies_only_what_changes_during_the_commit() {
+    let w = World::new("metrics-pause");
+    let d = daemon!(w);
+    w.running(
+        "c",
+        "for d in $(seq 0 19); do mkdir -p /many/$d; for f in $(seq 0 99); do echo $d-$f > /many/$d/$f; done; done; \
+         mkdir /w; sleep 1; \
+         (n=0; while :; do for i in 0 1 2 3 4 5 6 7; do echo $n > /w/$i; done; n=$((n+1)); done > /dev/null 2>&1 &); \
+         sleep 0.5; test -s /w/7",
+    );
+    d.docker_ok(&["commit", "c", "pausing:1"]);
+    let (_, m) = d.curl("GET", "/metrics", None, &[]);
+    let work = |stage: &str, work: &str| {
+        sample(
+            &m,
+            &format!(r#"commitd_capture_entries_total{{stage="{stage}",work="{work}"}}"#),
+        )
+    };
+    let (running, walked) = (work("running", "copied"), work("paused", "walked"));
+    let (again, removed) = (work("paused", "copied"), work("paused", "removed"));
+    println!(
+        "copied while running {running}, walked while paused {walked}, copied while paused {again}, removed {removed}"
+    );
+    // 2,000 files, 21 directories, /w and its 8 files (+ what runc made).
+    assert!(running >= 2_030.0, "{m}");
+    assert!(walked >= 2_030.0, "{m}");
+    assert!(
+        (1.0..=8.0).contains(&again),
+        "the paused walk copied only the writer's files: {again} of {walked}\n{m}"
+    );
+    assert!(removed <= 8.0, "{m}");
+    assert_eq!(
+        sample(
+            &m,
+            r#"commitd_commit_phase_duration_seconds_count{phase="pause"}"#
+        ),
+        1.0
+    );
+    assert!(sample(&m, "commitd_paused_seconds_sum") > 0.0, "paused");
+    // The layer is the frozen moment: the writer's files hold one round,
+    // or the first ones the next round (one may be caught empty).
+    let out = w.run(
+        "docker.io/library/pausing:1",
+        "for i in 0 1 2 3 4 5 6 7; do echo \"$(cat /w/$i)\"; done; ls /many/* | wc -l",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let values: Vec<Option<u64>> = lines[..8].iter().map(|l| l.trim().parse().ok()).collect();
+    let known: Vec<u64> = values.iter().flatten().copied().collect();
+    let (lo, hi) = (known.iter().min().unwrap(), known.iter().max().unwrap());
+    assert!(
+        hi - lo <= 1 && values.iter().filter(|v| v.is_none()).count() <= 1,
+        "{values:?}"
+    );
+    assert!(lines[8].trim().parse::<u64>().unwrap() >= 2_000, "{out}");
+}
+
 #[test]
 fn metrics_on_a_loopback_port_serve_nothing_else() {
     let w = World::new("metrics-tcp");

@@ -32,6 +32,12 @@ struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CaptureLabels {
+    stage: String,
+    work: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: String,
     route: String,
@@ -44,6 +50,7 @@ pub struct Metrics {
     commits: Family<OutcomeLabels, Counter>,
     phases: Family<PhaseLabels, Histogram>,
     paused: Histogram,
+    capture_entries: Family<CaptureLabels, Counter>,
     bytes_captured: Counter,
     bytes_stored: Counter,
     in_flight: Gauge,
@@ -80,6 +87,13 @@ impl Default for Metrics {
             "How long commits kept their container paused",
             paused.clone(),
         );
+        let capture_entries = Family::<CaptureLabels, Counter>::default();
+        registry.register(
+            "capture_entries",
+            "Fast-path capture work in entries: copied while the container ran (stage=running), \
+             then walked, copied again or anew, and removed while it was paused (stage=paused)",
+            capture_entries.clone(),
+        );
         let bytes_captured = Counter::default();
         registry.register(
             "captured_bytes",
@@ -115,6 +129,7 @@ impl Default for Metrics {
             commits,
             phases,
             paused,
+            capture_entries,
             bytes_captured,
             bytes_stored,
             in_flight,
@@ -159,6 +174,20 @@ impl Metrics {
                 .observe(d.as_secs_f64());
         }
         self.paused.observe(done.paused.as_secs_f64());
+        let w = &done.capture_work;
+        for (stage, work, n) in [
+            ("running", "copied", w.copied_running),
+            ("paused", "walked", w.walked_paused),
+            ("paused", "copied", w.copied_paused),
+            ("paused", "removed", w.removed_paused),
+        ] {
+            self.capture_entries
+                .get_or_create(&CaptureLabels {
+                    stage: stage.into(),
+                    work: work.into(),
+                })
+                .inc_by(n);
+        }
         self.bytes_captured.inc_by(done.uncompressed_size);
         if let Some(l) = &done.layer {
             self.bytes_stored.inc_by(u64::try_from(l.size).unwrap_or(0));

@@ -234,6 +234,7 @@ fn record_activity(api: &Api) {
         uncompressed_size: 0,
         capture: commit_engine::CapturePath::Overlay,
         paused: std::time::Duration::from_millis(3),
+        capture_work: commit_engine::CaptureWork::default(),
         phases: commit_engine::Phases::default(),
         elapsed: std::time::Duration::from_millis(40),
     };

@@ -1,10 +1,23 @@
 //! The fast path's capture: copy a container's overlay upper directory into
 //! the upper directory of a freshly prepared snapshot.
 //!
-//! The copy is both the capture and the apply. It is the only thing done
-//! while the container is paused; it is what the new image's snapshot is
-//! made of; and the layer tar is written afterwards from the copy, which
-//! nothing else touches, while the container runs again.
+//! The copy is both the capture and the apply: it is what the new image's
+//! snapshot is made of, and the layer tar is written afterwards from the
+//! copy, which nothing else touches, while the container runs again.
+//!
+//! **The pause does not grow with the change.** The copy is made while the
+//! container runs ([`copy_running`]), remembering each entry's identity and
+//! change time (inode, size, mtime, ctime — ctime cannot be set from
+//! inside; a change of data, attributes, links or name sets it). Paused,
+//! one more walk ([`copy_paused`]) compares every entry with what was
+//! copied: what changed is copied again, what appeared is copied, what
+//! vanished is removed, and directories whose copy changed get their
+//! attributes again — the copy is then exactly what one walk of the frozen
+//! tree makes. An entry whose ctime is within the kernel's clock tick of
+//! the moment it was looked at ([`RACY`]) is copied again regardless, and a
+//! hard-link group is kept only whole. Not seen by ctime: a write through a
+//! shared memory mapping to a page already dirty (the kernel stamps the
+//! time at the page's first write after writeback).
 //!
 //! **The copy is what containerd's applier would make of the layer**, entry
 //! for entry and attribute for attribute, so that the image on this node is
@@ -28,14 +41,14 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, SeekFrom, Timestamps};
 
 pub use crate::walk::WalkError as CopyError;
 use crate::walk::{
-    self, DirStack, Entry, Everything, Kind, Layout, Policy, Time, Visit, Walk, WalkError,
-    display_path,
+    self, DirStack, Entry, Kind, Layout, Policy, Time, Visit, Walk, WalkError, display_path,
 };
 
 /// What a copy saw.
@@ -61,22 +74,106 @@ pub struct CopyOptions {
     pub max_path: Option<usize>,
 }
 
-/// Copies the tree under `src` into the empty directory `dst`. The roots
-/// themselves are left as they are (their attributes come from the
-/// snapshotter, as with an applied layer).
+/// Copies the tree under `src` into the empty directory `dst` in one walk
+/// (the roots themselves are left as they are: their attributes come from
+/// the snapshotter, as with an applied layer). What [`copy_paused`] makes
+/// of an empty [`Precopy`].
 #[cfg(test)]
 pub fn copy_upper(src: &Path, dst: &Path, opts: CopyOptions) -> Result<Copied, CopyError> {
-    copy_upper_with(src, dst, opts, &Everything)
+    copy_paused(src, dst, opts, &walk::Everything, &Precopy::default()).map(|(c, _)| c)
 }
 
-/// [`copy_upper`] with a [`Policy`] deciding what is left out and which
-/// times are recorded.
-pub fn copy_upper_with(
-    src: &Path,
-    dst: &Path,
-    opts: CopyOptions,
-    policy: &dyn Policy,
-) -> Result<Copied, CopyError> {
+/// What a capture in two walks did: the copy made while the container
+/// ran, then the walk made while it was paused.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureWork {
+    /// Entries copied while the container ran.
+    pub copied_running: u64,
+    /// Bytes of file data copied while the container ran.
+    pub bytes_running: u64,
+    /// Entries the paused walk compared with the copy.
+    pub walked_paused: u64,
+    /// Entries copied (again, or for the first time) while paused.
+    pub copied_paused: u64,
+    /// Bytes of file data copied while paused.
+    pub bytes_paused: u64,
+    /// Entries removed from the copy while paused: gone from the
+    /// container, or old copies of what changed.
+    pub removed_paused: u64,
+}
+
+/// A change time this close to (or after) the moment an entry was looked
+/// at may hide a later change of the same clock tick: the kernel stamps
+/// times from a coarse clock. Such an entry is copied again once paused.
+const RACY: i128 = 50_000_000; // ns
+
+/// What the copy made while the container ran saw of each entry: enough
+/// to tell, once the container is paused, whether the copy of an entry
+/// still holds (see [`copy_running`]).
+#[derive(Debug, Default)]
+pub struct Precopy {
+    seen: HashMap<Vec<u8>, Seen>,
+    /// Entries copied.
+    pub entries: u64,
+    /// Bytes of file data copied.
+    pub bytes: u64,
+}
+
+/// An entry as the running copy saw it: the stat its copy was made from
+/// (for a hard link, the first path's) and the copy's inode.
+#[derive(Debug, Clone)]
+struct Seen {
+    kind: Kind,
+    id: Identity,
+    /// Changed within [`RACY`] of being looked at.
+    racy: bool,
+    copy: (u64, u64),
+}
+
+/// What tells an entry changed: identity and change time. ctime cannot be
+/// set from inside a container, and any change of data, attributes, link
+/// count or name of an inode sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    nlink: u64,
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Identity {
+    fn of(st: &rfs::Stat) -> Identity {
+        Identity {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            nlink: st.st_nlink,
+            size: st.st_size,
+            mtime: (st.st_mtime, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime, st.st_ctime_nsec as i64),
+        }
+    }
+
+    fn ctime_ns(&self) -> i128 {
+        i128::from(self.ctime.0) * 1_000_000_000 + i128::from(self.ctime.1)
+    }
+}
+
+fn now_ns() -> i128 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    }
+}
+
+fn open_copier(dst: &Path, to: Layout) -> Result<Copier, CopyError> {
     let dst_root = walk::open_dir_path(dst)?;
     let root_stat = rfs::fstat(&dst_root).map_err(|e| WalkError::io("stat of the copy", e))?;
     let mut dirs = DirStack::default();
@@ -86,74 +183,405 @@ pub fn copy_upper_with(
             .map_err(|e| WalkError::io("dup of the copy's root", e))?,
         &root_stat,
     );
-    let mut c = Copier {
-        root: dst_root,
-        dirs,
-        to: opts.to,
-        copied: Copied::default(),
-        buf: Vec::new(),
+    Ok(Copier::new(dst_root, dirs, to))
+}
+
+/// The first half of a capture that pauses only for a metadata walk:
+/// copies the tree under `src` into the empty directory `dst` while the
+/// container runs, remembering what each entry was when it was copied.
+/// Entries that vanish or are replaced mid-walk are skipped (the paused
+/// walk makes them). What no layer can carry, or the walk cannot read,
+/// is found here, before anything is paused.
+///
+/// On an I/O error the copy is unfinished: empty `dst` ([`clear_dir`])
+/// and call [`copy_paused`] with an empty [`Precopy`].
+pub fn copy_running(
+    src: &Path,
+    dst: &Path,
+    opts: CopyOptions,
+    policy: &dyn Policy,
+) -> Result<Precopy, CopyError> {
+    struct Recorder {
+        copier: Copier,
+        pre: Precopy,
+        /// A clock read before the current entry's stat.
+        looked: i128,
+    }
+    impl Visit for Recorder {
+        fn entry(
+            &mut self,
+            e: &Entry<'_>,
+            dir: &OwnedFd,
+            data: Option<&OwnedFd>,
+        ) -> Result<(), WalkError> {
+            self.copier.last_copy = None;
+            self.copier.entry(e, dir, data)?;
+            let seen = match e.link.and_then(|first| self.pre.seen.get(first)) {
+                Some(first) => first.clone(),
+                None => {
+                    let id = Identity::of(e.stat);
+                    Seen {
+                        kind: e.kind,
+                        racy: e.link.is_some() || id.ctime_ns() >= self.looked - RACY,
+                        id,
+                        copy: self.copier.last_copy.unwrap_or_default(),
+                    }
+                }
+            };
+            self.pre.seen.insert(e.path.to_vec(), seen);
+            self.looked = now_ns();
+            Ok(())
+        }
+
+        fn leave(&mut self, e: &Entry<'_>, fd: &OwnedFd) -> Result<(), WalkError> {
+            self.copier.leave(e, fd)?;
+            self.looked = now_ns();
+            Ok(())
+        }
+    }
+    let mut r = Recorder {
+        copier: open_copier(dst, opts.to)?,
+        pre: Precopy::default(),
+        looked: now_ns(),
+    };
+    let walked = Walk {
+        layout: opts.from,
+        max_path: opts.max_path,
+        tolerate_vanished: true,
+        policy,
+    }
+    .run(src, &mut r)?;
+    r.pre.entries = walked.entries;
+    r.pre.bytes = r.copier.copied.bytes;
+    Ok(r.pre)
+}
+
+/// The second half, while the container is paused: walks `src` once
+/// more and brings the copy in `dst` to exactly what [`copy_upper`] would
+/// make of it now. An entry whose identity and change time are what
+/// `pre` saw is left as copied; what changed is copied again, what
+/// appeared is copied, what vanished is removed, and directories whose
+/// contents the copy changed get their times again. The pause costs a
+/// walk of metadata plus the copy of what changed meanwhile.
+pub fn copy_paused(
+    src: &Path,
+    dst: &Path,
+    opts: CopyOptions,
+    policy: &dyn Policy,
+    pre: &Precopy,
+) -> Result<(Copied, CaptureWork), CopyError> {
+    // What the policy leaves out now but the running copy holds (it may
+    // have decided otherwise then) is removed from the copy.
+    let left_out = LeftOut {
+        policy,
+        pre,
+        names: std::cell::RefCell::new(Vec::new()),
+    };
+    let mut s = Syncer {
+        copier: open_copier(dst, opts.to)?,
+        pre,
+        left_out: &left_out.names,
+        frames: vec![SyncFrame {
+            made: false,
+            fresh: pre.seen.is_empty(),
+            reconcile: true,
+            reattr: false,
+            touched: false,
+            names: Vec::new(),
+        }],
+        groups: HashMap::new(),
+        work: CaptureWork {
+            copied_running: pre.entries,
+            bytes_running: pre.bytes,
+            ..CaptureWork::default()
+        },
     };
     let walked = Walk {
         layout: opts.from,
         max_path: opts.max_path,
         tolerate_vanished: false,
-        policy,
+        policy: &left_out,
     }
-    .run(src, &mut c)?;
-    c.copied.entries = walked.entries;
-    Ok(c.copied)
+    .run(src, &mut s)?;
+    s.remove_left_out()?;
+    // The root's own attributes are the snapshotter's; only its entries.
+    let root = s
+        .frames
+        .pop()
+        .unwrap_or_else(|| unreachable!("the root frame"));
+    let top = s.copier.dirs.pop();
+    s.remove_unseen(&top, &root.names)?;
+    s.work.walked_paused = walked.entries;
+    s.work.bytes_paused = s.copier.copied.bytes;
+    let mut copied = std::mem::take(&mut s.copier.copied);
+    copied.entries = walked.entries;
+    copied.bytes = pre.bytes + s.work.bytes_paused;
+    Ok((copied, s.work))
 }
 
-/// Reads the data of every regular file under `src` into the page cache,
-/// so the copy made while the container is paused runs at memory speed
-/// instead of waiting on the disk. Done before pausing; a file changed
-/// afterwards is simply read again by the copy. Returns the bytes read.
-///
-/// I/O errors only end the read-ahead early; but what the copy would
-/// refuse or not read ([`CopyError::Unrepresentable`],
-/// [`CopyError::Unsupported`]) is returned, so a commit can answer before
-/// it pauses anything.
-pub fn prewarm(src: &Path, opts: CopyOptions) -> Result<u64, CopyError> {
-    struct Warm {
-        total: u64,
-        buf: Vec<u8>,
-    }
-    impl Visit for Warm {
-        fn entry(
-            &mut self,
-            e: &Entry<'_>,
-            _: &OwnedFd,
-            data: Option<&OwnedFd>,
-        ) -> Result<(), WalkError> {
-            if let (Kind::File, Some(f)) = (e.kind, data) {
-                // Read it (readahead(2) only starts the I/O).
-                self.buf.resize(1 << 20, 0);
-                let mut off = 0u64;
-                while let Ok(n) = rustix::io::pread(f, &mut self.buf, off) {
-                    if n == 0 {
-                        break;
-                    }
-                    off += n as u64;
-                }
-                self.total += off;
-            }
-            Ok(())
+/// Removes everything in the directory `dst` (not `dst` itself).
+pub fn clear_dir(dst: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dst)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
         }
     }
-    let mut w = Warm {
-        total: 0,
-        buf: Vec::new(),
-    };
-    match (Walk {
-        layout: opts.from,
-        max_path: opts.max_path,
-        tolerate_vanished: true,
-        policy: &Everything,
-    })
-    .run(src, &mut w)
-    {
-        Ok(_) | Err(WalkError::Io { .. }) => Ok(w.total),
-        Err(e) => Err(e),
+    Ok(())
+}
+
+/// A directory of the paused walk.
+struct SyncFrame {
+    /// Made by this walk (the copier sets its attributes).
+    made: bool,
+    /// Everything below is copied anew (the directory is new or replaced).
+    fresh: bool,
+    /// Its entries may differ from the copy's: names not seen are removed.
+    reconcile: bool,
+    /// Its own attributes changed: all set again.
+    reattr: bool,
+    /// An entry of its copy was made or removed (its times moved).
+    touched: bool,
+    /// Names seen, when reconciling (in walk order, which is sorted).
+    names: Vec<std::ffi::CString>,
+}
+
+/// A policy that notes the names it leaves out of the directory being
+/// walked when the running copy holds them.
+struct LeftOut<'p> {
+    policy: &'p dyn Policy,
+    pre: &'p Precopy,
+    names: std::cell::RefCell<Vec<std::ffi::CString>>,
+}
+
+impl Policy for LeftOut<'_> {
+    fn include(&self, path: &[u8], kind: Kind, stat: &rfs::Stat) -> bool {
+        let included = self.policy.include(path, kind, stat);
+        if !included && self.pre.seen.contains_key(path) {
+            let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+            if let Ok(name) = std::ffi::CString::new(name) {
+                self.names.borrow_mut().push(name);
+            }
+        }
+        included
+    }
+
+    fn mtime(&self, path: &[u8], stat: &rfs::Stat, t: Time) -> Time {
+        self.policy.mtime(path, stat, t)
+    }
+}
+
+struct Syncer<'p> {
+    copier: Copier,
+    pre: &'p Precopy,
+    /// Names [`LeftOut`] noted in the directory being walked.
+    left_out: &'p std::cell::RefCell<Vec<std::ffi::CString>>,
+    frames: Vec<SyncFrame>,
+    /// Hard-link groups by source inode: their copy, and whether this walk
+    /// made it.
+    groups: HashMap<(u64, u64), ((u64, u64), bool)>,
+    work: CaptureWork,
+}
+
+impl Syncer<'_> {
+    /// Removes from the copy's current directory what the policy left out
+    /// of it since the last entry.
+    fn remove_left_out(&mut self) -> Result<(), WalkError> {
+        let names = std::mem::take(&mut *self.left_out.borrow_mut());
+        for name in names {
+            let top = self.copier.dirs.top();
+            if remove_at(top, &name).map_err(|e| WalkError::io("removing a left-out entry", e))? {
+                self.work.removed_paused += 1;
+                if let Some(f) = self.frames.last_mut() {
+                    f.touched = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the entries of the copy's directory `dir` whose names the
+    /// source no longer has.
+    fn remove_unseen(
+        &mut self,
+        dir: &OwnedFd,
+        seen: &[std::ffi::CString],
+    ) -> Result<bool, WalkError> {
+        let names = walk::list_dir(dir).map_err(|e| WalkError::io("listing the copy", e))?;
+        let mut removed = false;
+        for name in names {
+            if seen.binary_search(&name).is_err() {
+                remove_at(dir, &name)
+                    .map_err(|e| WalkError::io("removing what vanished from the copy", e))?;
+                self.work.removed_paused += 1;
+                removed = true;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Removes `name` in `dir`, a whole tree if it is a directory; nothing if
+/// there is nothing. Returns whether something was removed.
+fn remove_at(dir: &OwnedFd, name: &CStr) -> io::Result<bool> {
+    match rfs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::NOENT) => Ok(false),
+        Err(rustix::io::Errno::ISDIR) => {
+            let p = walk::proc_path(dir, name);
+            std::fs::remove_dir_all(std::ffi::OsStr::from_bytes(p.as_bytes()))?;
+            Ok(true)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Visit for Syncer<'_> {
+    fn entry(
+        &mut self,
+        e: &Entry<'_>,
+        dir: &OwnedFd,
+        data: Option<&OwnedFd>,
+    ) -> Result<(), WalkError> {
+        self.remove_left_out()?;
+        let ctx = |what: &str| format!("{what} {}", display_path(e.path));
+        let parent = self
+            .frames
+            .last_mut()
+            .unwrap_or_else(|| unreachable!("a frame per directory"));
+        if parent.reconcile {
+            parent.names.push(e.name.to_owned());
+        }
+        let seen = match parent.fresh {
+            true => None,
+            false => self.pre.seen.get(e.path),
+        };
+        let key = (e.stat.st_dev, e.stat.st_ino);
+        let first_of_group = e.link.is_none()
+            && e.kind != Kind::Dir
+            && e.kind != Kind::Whiteout
+            && e.stat.st_nlink > 1;
+        let same_inode = seen.is_some_and(|s| {
+            s.kind == e.kind && (s.id.dev, s.id.ino) == (e.stat.st_dev, e.stat.st_ino)
+        });
+        let unchanged = seen.is_some_and(|s| {
+            s.kind == e.kind
+                && match e.kind {
+                    // A whiteout's copy is a fresh device with its owner.
+                    Kind::Whiteout => (s.id.uid, s.id.gid) == (e.stat.st_uid, e.stat.st_gid),
+                    _ => !s.racy && s.id == Identity::of(e.stat),
+                }
+                && match e.link {
+                    // Linked to the copy this walk keeps for the group.
+                    Some(_) => self.groups.get(&key) == Some(&(s.copy, false)),
+                    None => true,
+                }
+        });
+        if e.kind == Kind::Dir && same_inode {
+            // The same directory: kept, its entries compared one by one.
+            let top = self.copier.dirs.top();
+            let d = rfs::openat(
+                top,
+                e.name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|err| WalkError::io(ctx("opening the copy of"), err))?;
+            let st = rfs::fstat(&d).map_err(|err| WalkError::io(ctx("stat"), err))?;
+            if unchanged && e.mtime.applied() != e.mtime {
+                self.copier
+                    .copied
+                    .true_times
+                    .insert((st.st_dev, st.st_ino), e.mtime);
+            }
+            self.copier.dirs.push(d, &st);
+            self.frames.push(SyncFrame {
+                made: false,
+                fresh: false,
+                reconcile: !unchanged,
+                reattr: !unchanged,
+                touched: false,
+                names: Vec::new(),
+            });
+            return Ok(());
+        }
+        if let (true, Some(s)) = (unchanged, seen) {
+            if first_of_group {
+                self.groups.insert(key, (s.copy, false));
+            }
+            if e.link.is_none() && e.kind != Kind::Whiteout && e.mtime.applied() != e.mtime {
+                self.copier.copied.true_times.insert(s.copy, e.mtime);
+            }
+            return Ok(());
+        }
+        // New or changed: made again, as the copy makes it.
+        let top = self.copier.dirs.top();
+        let replaced = match parent.fresh {
+            true => false,
+            false => remove_at(top, e.name).map_err(|err| WalkError::io(ctx("replacing"), err))?,
+        };
+        parent.touched = true;
+        self.copier.last_copy = None;
+        self.copier.entry(e, dir, data)?;
+        self.work.copied_paused += 1;
+        if replaced {
+            self.work.removed_paused += 1;
+        }
+        if first_of_group {
+            let copy = self.copier.last_copy.unwrap_or_default();
+            self.groups.insert(key, (copy, true));
+        }
+        if e.kind == Kind::Dir {
+            self.frames.push(SyncFrame {
+                made: true,
+                fresh: true,
+                reconcile: false,
+                reattr: false,
+                touched: false,
+                names: Vec::new(),
+            });
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self, e: &Entry<'_>, src: &OwnedFd) -> Result<(), WalkError> {
+        self.remove_left_out()?;
+        let frame = self
+            .frames
+            .pop()
+            .unwrap_or_else(|| unreachable!("a frame per directory"));
+        if frame.made {
+            return self.copier.leave(e, src);
+        }
+        let d = self.copier.dirs.pop();
+        let mut touched = frame.touched;
+        if frame.reconcile {
+            touched |= self.remove_unseen(&d, &frame.names)?;
+        }
+        if frame.reattr {
+            // Xattrs the container removed go from the copy too.
+            let keep: Vec<Vec<u8>> = self
+                .copier
+                .stored(e, e.opaque)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            let names = walk::read_xattrs(walk::XattrSource::Fd(&d))
+                .map_err(|err| WalkError::io("reading xattrs of a copy", err))?;
+            for (k, _) in names {
+                if !keep.contains(&k) {
+                    rfs::fremovexattr(&d, k.as_slice())
+                        .map_err(|err| WalkError::io("removing an xattr of a copy", err))?;
+                }
+            }
+            self.copier.finish_fd(&d, e, e.opaque)?;
+        } else if touched {
+            let t = self.copier.time(e, &d)?;
+            rfs::futimens(&d, &t).map_err(|err| WalkError::io("utimes of a copy", err))?;
+        }
+        self.copier.dirs.reopen_top(&d)
     }
 }
 
@@ -166,6 +594,8 @@ struct Copier {
     to: Layout,
     copied: Copied,
     buf: Vec<u8>,
+    /// The inode (device, number) of the copy the last entry made.
+    last_copy: Option<(u64, u64)>,
 }
 
 impl Visit for Copier {
@@ -194,6 +624,7 @@ impl Visit for Copier {
                 )
                 .map_err(|err| WalkError::io(ctx("opening the copy of"), err))?;
                 let st = rfs::fstat(&d).map_err(|err| WalkError::io(ctx("stat"), err))?;
+                self.last_copy = Some((st.st_dev, st.st_ino));
                 self.dirs.push(d, &st);
                 // Attributes when its contents are done (leave).
             }
@@ -253,6 +684,17 @@ impl Visit for Copier {
 }
 
 impl Copier {
+    fn new(root: OwnedFd, dirs: DirStack, to: Layout) -> Copier {
+        Copier {
+            root,
+            dirs,
+            to,
+            copied: Copied::default(),
+            buf: Vec::new(),
+            last_copy: None,
+        }
+    }
+
     /// Owner, xattrs, mode and times of an open copy (file or directory).
     fn finish_fd(&mut self, fd: &OwnedFd, e: &Entry<'_>, opaque: bool) -> Result<(), WalkError> {
         let ctx = |what: &str| format!("{what} {}", display_path(e.path));
@@ -329,6 +771,7 @@ impl Copier {
     /// time = modification time); a bounded time is remembered by the
     /// copy's inode.
     fn time_for(&mut self, e: &Entry<'_>, copy: &rfs::Stat) -> Timestamps {
+        self.last_copy = Some((copy.st_dev, copy.st_ino));
         let t = e.mtime.applied();
         if t != e.mtime {
             self.copied
@@ -456,6 +899,7 @@ fn copy_range_rw(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::walk::Everything;
     use std::fs::File;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
@@ -645,8 +1089,9 @@ mod tests {
             copy_upper(src.path(), dst.path(), OVERLAY),
             Err(CopyError::Unsupported(_))
         ));
+        let dst2 = tempfile::tempdir().unwrap();
         assert!(matches!(
-            prewarm(src.path(), OVERLAY),
+            copy_running(src.path(), dst2.path(), OVERLAY, &Everything),
             Err(CopyError::Unsupported(_))
         ));
     }
@@ -656,7 +1101,8 @@ mod tests {
         let src = tempfile::tempdir().unwrap();
         std::fs::create_dir(src.path().join("d")).unwrap();
         std::fs::write(src.path().join("d/.wh.x"), b"").unwrap();
-        match prewarm(src.path(), OVERLAY) {
+        let dst = tempfile::tempdir().unwrap();
+        match copy_running(src.path(), dst.path(), OVERLAY, &Everything) {
             Err(e @ CopyError::Unrepresentable { .. }) => {
                 assert!(e.to_string().starts_with("/d/.wh.x: "), "{e}")
             }
@@ -701,5 +1147,228 @@ mod tests {
         copy_upper(src.path(), dst.path(), OVERLAY).unwrap();
         let st = rfs::stat(dst.path().join("zlink")).unwrap();
         assert_eq!(st.st_nlink, 2, "linked to the deep copy");
+    }
+
+    /// Everything a copy holds, for comparing two copies: each entry's
+    /// path, kind, mode, owner, size, times, xattrs, data or target, and
+    /// its hard-link group (by first path) and link count.
+    fn listing(root: &Path) -> Vec<String> {
+        struct L {
+            out: Vec<String>,
+            groups: HashMap<(u64, u64), Vec<u8>>,
+        }
+        impl Visit for L {
+            fn entry(
+                &mut self,
+                e: &Entry<'_>,
+                dir: &OwnedFd,
+                _: Option<&OwnedFd>,
+            ) -> Result<(), WalkError> {
+                let st = e.stat;
+                let group = self
+                    .groups
+                    .entry((st.st_dev, st.st_ino))
+                    .or_insert_with(|| e.path.to_vec())
+                    .clone();
+                let data = match e.kind {
+                    Kind::File => {
+                        let p = walk::proc_path(dir, e.name);
+                        std::fs::read(std::ffi::OsStr::from_bytes(p.as_bytes())).unwrap()
+                    }
+                    _ => e.target.to_vec(),
+                };
+                let times = match e.kind {
+                    Kind::Whiteout => (0, 0),
+                    _ => (st.st_mtime, st.st_mtime_nsec),
+                };
+                self.out.push(format!(
+                    "{} {} {:o} {}:{} {} {:?} {:?} {:?} {} nlink={} opaque={}",
+                    display_path(e.path),
+                    e.kind,
+                    st.st_mode,
+                    st.st_uid,
+                    st.st_gid,
+                    st.st_size,
+                    times,
+                    e.xattrs,
+                    String::from_utf8_lossy(&data),
+                    display_path(&group),
+                    if e.kind == Kind::Dir { 0 } else { st.st_nlink },
+                    e.opaque,
+                ));
+                Ok(())
+            }
+            fn leave(&mut self, e: &Entry<'_>, fd: &OwnedFd) -> Result<(), WalkError> {
+                let st = rfs::fstat(fd).unwrap();
+                self.out.push(format!(
+                    "leave {} {:?}",
+                    display_path(e.path),
+                    (st.st_mtime, st.st_mtime_nsec)
+                ));
+                Ok(())
+            }
+        }
+        let mut l = L {
+            out: Vec::new(),
+            groups: HashMap::new(),
+        };
+        Walk {
+            layout: Layout::Overlay,
+            max_path: None,
+            tolerate_vanished: false,
+            policy: &Everything,
+        }
+        .run(root, &mut l)
+        .unwrap();
+        l.out
+    }
+
+    /// The copy made while running, then brought up to date while paused,
+    /// is exactly a copy made in one walk of the final tree; and the paused
+    /// walk copies only what changed after the running copy saw it.
+    #[test]
+    fn a_copy_brought_up_to_date_equals_a_fresh_copy() {
+        let src = tempfile::tempdir().unwrap();
+        let s = src.path();
+        let w = |p: &str, data: &[u8]| std::fs::write(s.join(p), data).unwrap();
+        for d in ["keep", "gone", "chmod", "xat", "replaced", "moved", "opq"] {
+            std::fs::create_dir(s.join(d)).unwrap();
+        }
+        for i in 0..50 {
+            w(&format!("keep/{i}"), format!("{i}").as_bytes());
+        }
+        w("gone/a", b"a");
+        w("gone/b", b"b");
+        w("chmod/f", b"f");
+        w("xat/f", b"x");
+        w("replaced/f", b"r");
+        w("moved/f", b"m");
+        w("inplace", b"1234");
+        w("tofile", b"t");
+        w("todir", b"t");
+        w("linked", b"l");
+        w("unlinked", b"u");
+        std::fs::hard_link(s.join("unlinked"), s.join("unlinked2")).unwrap();
+        w("grp", b"g");
+        std::fs::hard_link(s.join("grp"), s.join("keep/grp2")).unwrap();
+        symlink("keep/0", s.join("sym")).unwrap();
+        mknod_whiteout(&s.join("wh"));
+        set_mtime(&s.join("keep/1"), -7, 0);
+        set_mtime(&s.join("keep"), 1_600_000_000, 1);
+        // Older than the racy window: the running copy of these holds.
+        std::thread::sleep(std::time::Duration::from_millis(120));
+
+        let dst = tempfile::tempdir().unwrap();
+        let pre = copy_running(s, dst.path(), OVERLAY, &Everything).unwrap();
+        assert_eq!(pre.entries, 73);
+
+        // What the container does meanwhile.
+        std::fs::remove_dir_all(s.join("gone")).unwrap();
+        std::fs::set_permissions(s.join("chmod/f"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        xattr::set(s.join("xat"), "user.new", b"1").unwrap();
+        xattr::set(s.join("opq"), "trusted.overlay.opaque", b"y").unwrap();
+        std::fs::remove_dir_all(s.join("replaced")).unwrap();
+        std::fs::create_dir(s.join("replaced")).unwrap();
+        w("replaced/g", b"new");
+        std::fs::rename(s.join("moved"), s.join("moved2")).unwrap();
+        // Same size, mtime put back: only ctime tells.
+        let before = std::fs::metadata(s.join("inplace")).unwrap();
+        w("inplace", b"5678");
+        set_mtime(
+            &s.join("inplace"),
+            before.mtime(),
+            before.mtime_nsec() as u32,
+        );
+        std::fs::remove_file(s.join("tofile")).unwrap();
+        std::fs::create_dir(s.join("tofile")).unwrap();
+        std::fs::remove_file(s.join("todir")).unwrap();
+        std::fs::create_dir(s.join("todir")).unwrap();
+        w("todir/in", b"in");
+        std::fs::hard_link(s.join("linked"), s.join("keep/linked2")).unwrap();
+        std::fs::remove_file(s.join("unlinked2")).unwrap();
+        w("new", b"new");
+        std::fs::remove_file(s.join("wh")).unwrap();
+        w("wh", b"no longer a whiteout");
+
+        let (copied, work) = copy_paused(s, dst.path(), OVERLAY, &Everything, &pre).unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        let one = copy_upper(s, fresh.path(), OVERLAY).unwrap();
+        assert_eq!(listing(dst.path()), listing(fresh.path()));
+        assert_eq!(copied.entries, one.entries);
+        assert_eq!(copied.true_times.len(), 1, "keep/1's time, kept");
+        let kept_time = copied.true_times.values().next().unwrap();
+        assert_eq!(*kept_time, Time { sec: -7, nsec: 0 });
+        assert_eq!(work.copied_running, 73);
+        assert_eq!(work.walked_paused, one.entries);
+        // Copied while paused: chmod/f, replaced + replaced/g, moved2 +
+        // moved2/f, inplace, tofile, todir + todir/in, linked +
+        // keep/linked2, unlinked, new, wh.
+        assert_eq!(work.copied_paused, 14, "{work:?}");
+        // Removed: gone (a tree), moved, unlinked2; and the old copies of
+        // chmod/f, replaced, inplace, tofile, todir, linked, unlinked, wh.
+        assert_eq!(work.removed_paused, 11, "{work:?}");
+    }
+
+    fn mknod_whiteout(p: &Path) {
+        rfs::mknodat(rfs::CWD, p, FileType::CharacterDevice, Mode::empty(), 0).unwrap();
+    }
+
+    /// With nothing copied while running (or the running copy given up),
+    /// the paused walk copies everything.
+    #[test]
+    fn an_empty_precopy_copies_everything_while_paused() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir(src.path().join("d")).unwrap();
+        std::fs::write(src.path().join("d/f"), b"f").unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let (copied, work) = copy_paused(
+            src.path(),
+            dst.path(),
+            OVERLAY,
+            &Everything,
+            &Precopy::default(),
+        )
+        .unwrap();
+        assert_eq!(copied.entries, 2);
+        assert_eq!(
+            work,
+            CaptureWork {
+                walked_paused: 2,
+                copied_paused: 2,
+                bytes_paused: 1,
+                ..CaptureWork::default()
+            }
+        );
+        // A running copy given up half-way is cleared first.
+        clear_dir(dst.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dst.path()).unwrap().count(), 0);
+    }
+
+    /// What the policy leaves out once paused is removed from the running
+    /// copy, and its directory's times are set again.
+    #[test]
+    fn what_the_paused_policy_leaves_out_is_removed() {
+        struct Without(&'static [u8]);
+        impl Policy for Without {
+            fn include(&self, path: &[u8], _: Kind, _: &rfs::Stat) -> bool {
+                path != self.0
+            }
+        }
+        let src = tempfile::tempdir().unwrap();
+        let s = src.path();
+        std::fs::create_dir(s.join("d")).unwrap();
+        std::fs::write(s.join("d/stub"), b"").unwrap();
+        std::fs::write(s.join("d/z"), b"z").unwrap();
+        set_mtime(&s.join("d"), 1_600_000_000, 7);
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        let dst = tempfile::tempdir().unwrap();
+        let pre = copy_running(s, dst.path(), OVERLAY, &Everything).unwrap();
+        let (_, work) = copy_paused(s, dst.path(), OVERLAY, &Without(b"d/stub"), &pre).unwrap();
+        assert_eq!(work.removed_paused, 1, "{work:?}");
+        assert_eq!(work.copied_paused, 0, "{work:?}");
+        assert!(!dst.path().join("d/stub").exists());
+        let m = std::fs::metadata(dst.path().join("d")).unwrap();
+        assert_eq!((m.mtime(), m.mtime_nsec()), (1_600_000_000, 7));
     }
 }

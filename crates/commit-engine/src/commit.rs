@@ -10,7 +10,7 @@ use docker_format::merge;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
-use crate::capture::{self, CopyError};
+use crate::capture::{self, CaptureWork, CopyError};
 use crate::client::Containerd;
 use crate::container;
 use crate::content;
@@ -85,6 +85,9 @@ pub struct Committed {
     pub capture: CapturePath,
     /// How long the container was paused (zero if it was not).
     pub paused: Duration,
+    /// What the fast path's capture did before and during the pause
+    /// (zero for the diff service).
+    pub capture_work: CaptureWork,
     /// Time spent in each step.
     pub phases: Phases,
     pub elapsed: Duration,
@@ -124,6 +127,7 @@ struct Captured {
     uncompressed_size: u64,
     path: CapturePath,
     paused: Duration,
+    work: CaptureWork,
     fill: Fill,
 }
 
@@ -252,6 +256,7 @@ impl Committer<'_> {
             uncompressed_size: captured.uncompressed_size,
             capture: captured.path,
             paused: captured.paused,
+            capture_work: captured.work,
             phases,
             elapsed: started.elapsed(),
         };
@@ -531,6 +536,7 @@ impl Committer<'_> {
                 uncompressed_size: 0,
                 path: CapturePath::Overlay,
                 paused: Duration::ZERO,
+                work: CaptureWork::default(),
                 fill: Fill::Nothing,
             });
         }
@@ -554,15 +560,35 @@ impl Committer<'_> {
                 to: to.layout,
                 max_path: Some(crate::walk::applier_path_room(&to.upper)),
             };
-            // Warm the page cache before pausing: the pause then lasts as
-            // long as a memory-speed copy, not a disk read. What no layer
-            // can carry is found here, before anything is paused.
-            let warm = from.upper.clone();
-            let warmed = tokio::task::spawn_blocking(move || capture::prewarm(&warm, opts))
-                .await
-                .map_err(|e| Error::Malformed(format!("read-ahead task failed: {e}")))?
-                .map_err(copy_failed)?;
-            debug!(bytes = warmed, "upper directory read ahead");
+            // Copy while the container runs; then pause only to walk it
+            // once more and copy again what changed meanwhile, so the
+            // pause costs a metadata walk, not the copy. What no layer can
+            // carry is found before anything is paused.
+            let (source, target) = (from.upper.clone(), to.upper.clone());
+            let (spec, lower, layout) = (spec_of(src.ct), from.lower.clone(), from.layout);
+            let running = tokio::task::spawn_blocking(move || {
+                let stubs = stubs::in_upper(&spec, &source, &lower, layout);
+                capture::copy_running(&source, &target, opts, &stubs)
+            })
+            .await
+            .map_err(|e| Error::Malformed(format!("capture task failed: {e}")))?;
+            let pre = match running {
+                Ok(pre) => pre,
+                Err(CopyError::Io { context, source }) => {
+                    // A race the running copy does not follow: the paused
+                    // walk copies everything.
+                    debug!(%context, %source, "copy while running given up; copying while paused");
+                    capture::clear_dir(&to.upper)
+                        .map_err(|e| Error::io("emptying the new snapshot", e))?;
+                    capture::Precopy::default()
+                }
+                Err(e) => return Err(copy_failed(e)),
+            };
+            debug!(
+                entries = pre.entries,
+                bytes = pre.bytes,
+                "upper directory copied while running"
+            );
             let (source, target) = (from.upper.clone(), to.upper.clone());
             let (spec, lower, layout) = (spec_of(src.ct), from.lower.clone(), from.layout);
             let (copied, paused) = self
@@ -570,18 +596,20 @@ impl Committer<'_> {
                     tokio::task::spawn_blocking(move || {
                         // Read while paused: what the rule sees is what is copied.
                         let stubs = stubs::in_upper(&spec, &source, &lower, layout);
-                        capture::copy_upper_with(&source, &target, opts, &stubs)
-                            .map(|copied| (copied, stubs))
+                        capture::copy_paused(&source, &target, opts, &stubs, &pre)
+                            .map(|(copied, work)| (copied, work, stubs))
                     })
                     .await
                 })
                 .await?;
-            let (copied, stubs) = copied
+            let (copied, work, stubs) = copied
                 .map_err(|e| Error::Malformed(format!("capture task failed: {e}")))?
                 .map_err(copy_failed)?;
             debug!(
                 entries = copied.entries,
                 bytes = copied.bytes,
+                copied_paused = work.copied_paused,
+                removed_paused = work.removed_paused,
                 paused_ms = paused.as_millis() as u64,
                 mount_stubs = ?stubs.paths(),
                 "upper directory captured"
@@ -594,6 +622,7 @@ impl Committer<'_> {
                     uncompressed_size: 0,
                     path: CapturePath::Overlay,
                     paused,
+                    work,
                     fill: Fill::Nothing,
                 });
             }
@@ -612,6 +641,7 @@ impl Committer<'_> {
                 uncompressed_size: streamed.uncompressed_size,
                 path: CapturePath::Overlay,
                 paused,
+                work,
                 fill: Fill::Prepared(key.clone()),
             })
         }
@@ -661,6 +691,7 @@ impl Committer<'_> {
                 uncompressed_size: 0,
                 path: CapturePath::DiffService,
                 paused,
+                work: CaptureWork::default(),
                 fill: Fill::Nothing,
             });
         }
@@ -697,6 +728,7 @@ impl Committer<'_> {
             uncompressed_size: size,
             path: CapturePath::DiffService,
             paused,
+            work: CaptureWork::default(),
             fill: Fill::Apply(uncompressed),
         })
     }

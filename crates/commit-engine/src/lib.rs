@@ -63,6 +63,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use crate::capture::CaptureWork;
 pub use crate::catalog::{Image, ImageRecord, ImageStore};
 pub use crate::client::Containerd;
 pub use crate::commit::{CapturePath, CommitRequest, Committed, Phases};

@@ -220,6 +220,7 @@ pub trait Policy {
 }
 
 /// Everything, with its own times.
+#[cfg_attr(not(test), allow(dead_code))]
 pub struct Everything;
 impl Policy for Everything {}
 
@@ -301,8 +302,9 @@ pub struct Walk<'p> {
     /// The longest path (bytes below the root) a layer may hold; see
     /// [`applier_path_room`].
     pub max_path: Option<usize>,
-    /// Skip entries that vanish between listing and reading (a walk of a
-    /// running container's tree); otherwise that is an error.
+    /// Skip entries that vanish or are replaced between listing and
+    /// reading (a walk of a running container's tree); otherwise that is
+    /// an error.
     pub tolerate_vanished: bool,
     pub policy: &'p dyn Policy,
 }
@@ -413,31 +415,49 @@ impl Walk<'_> {
             let first = if linked { links.get(&key) } else { None };
             let is_first = linked && first.is_none();
             let opened = match kind {
-                Kind::Dir => Some(open_dir_at(dir, &name, &st, &path)?),
-                Kind::File if first.is_none() => match open_file_at(dir, &name, &st, &path) {
-                    Ok(f) => Some(f),
-                    Err(WalkError::Io { source, .. })
-                        if self.tolerate_vanished
-                            && source.raw_os_error() == Some(libc::ENOENT) =>
-                    {
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                },
+                Kind::Dir => Some(open_dir_at(dir, &name, &st, &path)),
+                Kind::File if first.is_none() => Some(open_file_at(dir, &name, &st, &path)),
                 _ => None,
+            };
+            let opened = match opened.transpose() {
+                Ok(f) => f,
+                Err(e) if self.vanished(&e) => continue,
+                Err(e) => return Err(e),
             };
             let raw = match (kind, &opened) {
                 (Kind::Whiteout, _) => Ok(Vec::new()),
                 (_, Some(fd)) => read_xattrs(XattrSource::Fd(fd)),
                 (_, None) => read_xattrs(XattrSource::Path(&proc_path(dir, &name))),
-            }
-            .map_err(|e| WalkError::io(format!("reading xattrs of {}", display_path(&path)), e))?;
+            };
+            let raw = match raw {
+                Ok(raw) => raw,
+                Err(e) if self.tolerate_vanished && e.raw_os_error() == Some(libc::ENOENT) => {
+                    continue;
+                }
+                Err(e) => {
+                    return Err(WalkError::io(
+                        format!("reading xattrs of {}", display_path(&path)),
+                        e,
+                    ));
+                }
+            };
             let (xattrs, opaque) = self.xattrs(raw, kind, &path)?;
             target.clear();
             if kind == Kind::Symlink {
-                target = rfs::readlinkat(dir, &name, std::mem::take(&mut target))
-                    .map_err(errno(|| format!("readlink {}", display_path(&path))))?
-                    .into_bytes();
+                target = match rfs::readlinkat(dir, &name, std::mem::take(&mut target)) {
+                    Ok(t) => t.into_bytes(),
+                    // Gone, or no longer a symlink.
+                    Err(Errno::NOENT | Errno::INVAL) if self.tolerate_vanished => {
+                        target = Vec::new();
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(WalkError::io(
+                            format!("readlink {}", display_path(&path)),
+                            e,
+                        ));
+                    }
+                };
             }
             let mtime = self.policy.mtime(&path, &st, Time::mtime(&st));
             let e = Entry {
@@ -477,6 +497,16 @@ impl Walk<'_> {
             }
         }
         Ok(walked)
+    }
+
+    /// Whether a failure to open an entry means it vanished or was
+    /// replaced between its listing and its open, and the walk skips it
+    /// ([`Walk::tolerate_vanished`]).
+    fn vanished(&self, e: &WalkError) -> bool {
+        self.tolerate_vanished
+            && matches!(e, WalkError::Io { source, .. }
+                if source.raw_os_error() == Some(libc::ENOENT)
+                    || source.kind() == io::ErrorKind::Interrupted)
     }
 
     /// What an entry is; `None` for what no layer carries (sockets).
