@@ -328,3 +328,343 @@ fn a_truncated_or_malformed_load_leaves_nothing_behind() {
     let out = d2.docker_ok(&["load", "-i", archive.to_str().unwrap()]);
     assert!(out.contains("Loaded image: acc/cut:1"), "{out}");
 }
+
+/// The changes a `docker diff` test makes, in a container of [`diff_base`]:
+/// an add, a new tree, an edit, a delete, a directory replaced (opaque)
+/// with new contents, a mode change, a symlink, and a directory touched
+/// only by a file made and removed (not a change, as in Docker).
+const DIFF_SCRIPT: &str = "echo new > /added \
+    && mkdir -p /newdir/sub && echo x > /newdir/sub/f \
+    && echo edit >> /etc/passwd \
+    && rm /etc/group \
+    && rm -rf /srv && mkdir -p /srv/a && echo fresh > /srv/a/fresh \
+    && chmod 700 /data \
+    && touch /var/made && rm /var/made \
+    && ln -s /added /link";
+
+/// What [`DIFF_SCRIPT`] changes, as Docker lists it (sorted by path).
+const DIFF_WANT: &[(&str, u8)] = &[
+    ("/added", 1),
+    ("/data", 0),
+    ("/etc", 0),
+    ("/etc/group", 2),
+    ("/etc/passwd", 0),
+    ("/link", 1),
+    ("/newdir", 1),
+    ("/newdir/sub", 1),
+    ("/newdir/sub/f", 1),
+    ("/srv", 0),
+    ("/srv/a", 0),
+    ("/srv/a/fresh", 1),
+    ("/srv/a/old", 2),
+    ("/srv/b", 2),
+];
+
+/// busybox and a second layer for [`DIFF_SCRIPT`] to replace and chmod.
+fn diff_base(case: &str) -> commitd_testkit::ImageBuilder {
+    commitd_testkit::ImageBuilder::busybox()
+        .layer()
+        .dir("/srv", 0o755)
+        .dir("/srv/a", 0o755)
+        .file("/srv/a/old", "old\n")
+        .file("/srv/b", "b\n")
+        .dir("/data", 0o755)
+        .file("/data/keep", "k\n")
+        .cmd(&["sleep", "100000"])
+        .env(&format!("SURFACE_CASE={case}"))
+}
+
+fn sorted_changes(v: &Value) -> Vec<(String, u8)> {
+    let mut rows: Vec<(String, u8)> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|c| {
+            (
+                c["Path"].as_str().unwrap().to_string(),
+                c["Kind"].as_u64().unwrap() as u8,
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn docker_diff_lists_what_dockers_engine_lists() {
+    use commitd_testkit::{Oracle, RunSpec, shared, shared_dockerd, unique_namespace};
+    let ns = unique_namespace("surface-diff");
+    let oracle = Oracle::new(shared_dockerd(), shared(), &ns, &diff_base(&ns))
+        .unwrap_or_else(|e| panic!("preparing the base in both engines: {e}"));
+    let d = commitd_e2e::Daemon::start(
+        env!("CARGO_BIN_EXE_commitd-under-test"),
+        shared().socket(),
+        &ns,
+        &[],
+    );
+    // The diff service's path (other snapshotters): the same answers.
+    let conf = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(conf.path(), "[commit]\nfast_path = false\n").unwrap();
+    let slow = commitd_e2e::Daemon::start(
+        env!("CARGO_BIN_EXE_commitd-under-test"),
+        shared().socket(),
+        &ns,
+        &["--config", conf.path().to_str().unwrap()],
+    );
+
+    // Nothing changed yet: `null`, as Docker.
+    let name = format!("diff-{ns}");
+    let pair = oracle.run(&name, &RunSpec::sleeping()).unwrap();
+    let (docker, ours) = oracle.changes(&d.socket, &pair).unwrap();
+    assert_eq!((docker.status, docker.text()), (200, "null\n".to_string()));
+    assert_eq!((ours.status, ours.text()), (200, "null\n".to_string()));
+
+    pair.sh(DIFF_SCRIPT).unwrap();
+    let want: Vec<(String, u8)> = DIFF_WANT.iter().map(|(p, k)| (p.to_string(), *k)).collect();
+    let (docker, ours) = oracle.changes(&d.socket, &pair).unwrap();
+    assert_eq!(docker.status, 200, "{}", docker.text());
+    assert_eq!(sorted_changes(&docker.json()), want, "Docker's own answer");
+    assert_eq!(ours.status, 200, "{}", ours.text());
+    assert_eq!(sorted_changes(&ours.json()), want, "commitd's");
+    let (_, by_service) = oracle.changes(&slow.socket, &pair).unwrap();
+    assert_eq!(
+        sorted_changes(&by_service.json()),
+        want,
+        "through the diff service"
+    );
+    // A directory comes before what it holds.
+    let rows = ours.json();
+    let pos = |p: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .position(|r| r["Path"] == p)
+            .unwrap()
+    };
+    assert!(pos("/srv") < pos("/srv/a") && pos("/srv/a") < pos("/srv/a/fresh"));
+
+    // The Docker CLI, without a version prefix, reads it.
+    let out = d.docker_ok(&["diff", &name]);
+    for line in ["A /added", "C /etc/passwd", "D /etc/group", "D /srv/b"] {
+        assert!(out.lines().any(|l| l == line), "{line:?} in\n{out}");
+    }
+    let (status, body) = d.curl("GET", &format!("/containers/{name}/changes"), None, &[]);
+    assert_eq!(status, 200);
+    assert_eq!(sorted_changes(&json(&body)), want);
+
+    // Errors as Docker's.
+    let (docker, ours) = oracle
+        .both(
+            &d.socket,
+            "GET",
+            "/v1.41/containers/nope-nope/changes",
+            None,
+        )
+        .unwrap();
+    assert_eq!((ours.status, ours.json()), (docker.status, docker.json()));
+    assert_eq!(ours.status, 404);
+    // Nothing is left by either path.
+    let w_leases = oracle.ctr().leases().unwrap();
+    assert!(w_leases.is_empty(), "{w_leases:?}");
+    drop(pair);
+    let _ = oracle
+        .docker()
+        .cli_output(&["rmi", "-f", oracle.docker_base()]);
+}
+
+/// Paths of a tar, as `/path` without a trailing slash.
+fn tar_paths(tar: &std::path::Path) -> std::collections::BTreeSet<String> {
+    let out = std::process::Command::new("tar")
+        .arg("tf")
+        .arg(tar)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| format!("/{}", l.trim_start_matches("./").trim_end_matches('/')))
+        .filter(|p| p != "/")
+        .collect()
+}
+
+#[test]
+fn docker_export_is_the_containers_view_without_pausing_it() {
+    let w = World::new("surface-export");
+    let d = daemon!(w);
+    w.running(
+        "ex",
+        "echo exported > /greeting && rm /etc/group && mkdir -p /deep/a/b && \
+         head -c 3000000 /dev/urandom > /deep/a/b/noise && ln -s /greeting /deep/link",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("ex.tar");
+    d.docker_ok(&["export", "-o", tar.to_str().unwrap(), "ex-name"]);
+    let got = tar_paths(&tar);
+    // The container's view of its root filesystem (not what is mounted on it).
+    let view = w.ctr.exec("ex", &["find", "/", "-xdev"]).unwrap();
+    let want: std::collections::BTreeSet<String> = view
+        .lines()
+        .filter(|p| *p != "/")
+        .map(str::to_string)
+        .collect();
+    assert_eq!(got, want);
+    assert!(got.contains("/greeting") && !got.contains("/etc/group"));
+    // Contents and links as the container has them.
+    let cat = |path: &str| {
+        let out = std::process::Command::new("tar")
+            .arg("xOf")
+            .arg(&tar)
+            .arg(path)
+            .output()
+            .unwrap();
+        out.stdout
+    };
+    assert_eq!(cat("greeting"), b"exported\n");
+    let sum = w.ctr.exec("ex", &["sha256sum", "/deep/a/b/noise"]).unwrap();
+    let host = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar xOf {} deep/a/b/noise | sha256sum",
+            tar.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        sum.split_whitespace().next(),
+        String::from_utf8_lossy(&host.stdout)
+            .split_whitespace()
+            .next()
+    );
+    let listing = std::process::Command::new("tar")
+        .arg("tvf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.ends_with("deep/link -> /greeting")),
+        "{listing}"
+    );
+    // Not paused, and no mount left anywhere.
+    assert_eq!(
+        w.ctr.task_status("ex").unwrap(),
+        commitd_testkit::TaskStatus::Running
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("commitd-export"), "{mounts}");
+    let daemon_mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", d.pid())).unwrap();
+    assert!(!daemon_mounts.contains("commitd-export"));
+
+    // With a version prefix, through curl; errors as Docker's.
+    let (status, body) = d.curl("GET", "/v1.41/containers/ex-name/export", None, &[]);
+    assert_eq!(status, 200);
+    assert!(body.len() > 3_000_000, "{}", body.len());
+    let (status, body) = d.curl("GET", "/containers/nope-nope/export", None, &[]);
+    assert_eq!(
+        (status, body.as_str()),
+        (404, "{\"message\":\"No such container: nope-nope\"}")
+    );
+    w.assert_clean();
+}
+
+/// `docker image prune` of the images `docker images` lists by ID.
+fn image_ids(d: &commitd_e2e::Daemon) -> std::collections::BTreeSet<String> {
+    d.docker_ok(&["images", "-q", "--no-trunc"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn docker_image_prune_removes_only_unused_images() {
+    let w = World::new("surface-prune");
+    let d = daemon!(w);
+    w.running("src", "head -c 1000000 /dev/urandom > /noise");
+    let base = image_ids(&d);
+    assert_eq!(base.len(), 1);
+    // Untagged and unused; untagged and used by a container; tagged and
+    // unused; tagged, labelled and unused.
+    let loose = d.docker_ok(&["commit", "src-name"]).trim().to_string();
+    w.ctr.exec("src", &["sh", "-c", "echo 2 > /two"]).unwrap();
+    let used = d.docker_ok(&["commit", "src-name"]).trim().to_string();
+    // The store keeps an untagged image as `moby-dangling@<manifest>`.
+    let inspect = json(&d.curl("GET", &format!("/images/{used}/json"), None, &[]).1);
+    let record = format!(
+        "moby-dangling@{}",
+        inspect["Descriptor"]["digest"].as_str().unwrap()
+    );
+    w.ctr.create(&record, "user", &[]).unwrap();
+    w.ctr.exec("src", &["sh", "-c", "echo 3 > /three"]).unwrap();
+    let tagged = d
+        .docker_ok(&["commit", "src-name", "acc/tagged:1"])
+        .trim()
+        .to_string();
+    let labelled = d
+        .docker_ok(&["commit", "-c", "LABEL keep=yes", "src-name", "acc/kept:1"])
+        .trim()
+        .to_string();
+    assert_eq!(image_ids(&d).len(), 5);
+
+    // Bad filters, as Docker refuses them.
+    let (status, body) = d.curl(
+        "POST",
+        "/images/prune?filters=%7B%22bogus%22%3A%5B%22x%22%5D%7D",
+        None,
+        &[],
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (400, r#"{"message":"invalid filter 'bogus'"}"#)
+    );
+
+    // Without -a: the unused dangling image only.
+    let (status, body) = d.curl("POST", "/v1.41/images/prune", None, &[]);
+    assert_eq!(status, 200, "{body}");
+    let report = json(&body);
+    assert_eq!(
+        report["ImagesDeleted"],
+        serde_json::json!([{ "Deleted": loose }]),
+        "{report}"
+    );
+    assert!(
+        report["SpaceReclaimed"].as_u64().unwrap() > 1_000_000,
+        "{report}"
+    );
+    let left = image_ids(&d);
+    assert!(!left.contains(&loose) && left.contains(&used), "{left:?}");
+    // Again: nothing, as Docker says it.
+    let (_, body) = d.curl("POST", "/images/prune", None, &[]);
+    assert_eq!(body, r#"{"ImagesDeleted":null,"SpaceReclaimed":0}"#);
+
+    // -a with until: every image here is younger than an hour.
+    let out = d.docker_ok(&["image", "prune", "-a", "-f", "--filter", "until=1h"]);
+    assert!(out.contains("Total reclaimed space: 0B"), "{out}");
+    assert_eq!(image_ids(&d).len(), 4);
+    // -a without the labelled one; the used images stay.
+    let out = d.docker_ok(&["image", "prune", "-a", "-f", "--filter", "label!=keep"]);
+    assert!(out.contains("untagged: acc/tagged:1"), "{out}");
+    assert!(out.contains(&format!("deleted: {tagged}")), "{out}");
+    let left = image_ids(&d);
+    let want: std::collections::BTreeSet<String> = base
+        .iter()
+        .cloned()
+        .chain([used.clone(), labelled.clone()])
+        .collect();
+    assert_eq!(left, want);
+    // -a with the label: the labelled one goes too.
+    let out = d.docker_ok(&["image", "prune", "-a", "-f", "--filter", "label=keep=yes"]);
+    assert!(out.contains("untagged: acc/kept:1"), "{out}");
+    let want: std::collections::BTreeSet<String> =
+        base.iter().cloned().chain([used.clone()]).collect();
+    assert_eq!(image_ids(&d), want);
+    // What is used still runs.
+    assert_eq!(w.run(&w.image, "echo ok"), "ok\n");
+    w.ctr.run(&["containers", "rm", "user"]).unwrap();
+    w.assert_clean();
+}

@@ -192,7 +192,7 @@ impl Api {
                     .delete(images::delete),
             )
             .route("/containers/json", get(containers::list))
-            .route("/containers/{*rest}", get(containers::get_route))
+            .route("/containers/{*rest}", get(routes::containers_get))
             .route("/events", get(events::events))
             .route("/metrics", get(metrics))
             .fallback(system::not_found)
@@ -228,10 +228,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/images/{name}/tag"),
     ("POST", "/images/{name}/push"),
     ("POST", "/images/load"),
+    ("POST", "/images/prune"),
     ("GET", "/images/{name}/get"),
     ("DELETE", "/images/{name}"),
     ("GET", "/containers/json"),
     ("GET", "/containers/{name}/json"),
+    ("GET", "/containers/{name}/changes"),
+    ("GET", "/containers/{name}/export"),
     ("GET", "/events"),
     ("GET", "/metrics"),
 ];

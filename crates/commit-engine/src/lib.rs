@@ -30,6 +30,7 @@
 
 mod capture;
 mod catalog;
+mod changes;
 pub mod check;
 mod client;
 mod commit;
@@ -48,8 +49,10 @@ mod lease;
 mod load;
 mod overlay;
 mod pgzip;
+mod prune;
 mod push;
 pub(crate) mod remote;
+mod rootfs;
 mod snapshot;
 pub(crate) mod stubs;
 mod system;
@@ -65,6 +68,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::capture::CaptureWork;
 pub use crate::catalog::{Image, ImageRecord, ImageStore};
+pub use crate::changes::{Change, ChangeKind};
 pub use crate::client::Containerd;
 pub use crate::commit::{CapturePath, CommitRequest, Committed, Phases};
 pub use crate::container::{ContainerRecord, Containers};
@@ -73,6 +77,7 @@ pub use crate::error::{Error, Kind, Result};
 pub use crate::export::Exported;
 pub use crate::images::{Footing, Resolved, footing};
 pub use crate::load::{LoadProgress, Loaded};
+pub use crate::prune::{Pruned, PrunedImage};
 pub use crate::push::{PushEvent, PushRequest, Sent};
 pub use crate::remote::{BlobSource, Missing};
 pub use crate::system::{DEFAULT_SNAPSHOTTER, SystemInfo};
@@ -332,6 +337,29 @@ impl Engine {
         }
         .load(archive, progress)
         .await
+    }
+
+    /// What a container changed (`docker diff`), read as a commit reads
+    /// it: see [`changes`].
+    pub async fn changes(&self, container: &str) -> Result<Vec<Change>> {
+        changes::changes(
+            &self.c,
+            container,
+            self.cfg.fast_path,
+            self.cfg.lease_expiry,
+        )
+        .await
+    }
+
+    /// A container's whole filesystem as a tar (`docker export`), produced
+    /// as it is read from a private read-only mount; dropping the stream
+    /// stops it. The container is not paused (see [`rootfs`]).
+    pub async fn export_container(
+        &self,
+        container: &str,
+    ) -> Result<impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static> {
+        let rx = rootfs::start(&self.c, container).await?;
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 
     /// containerd's version, root and snapshotter (`docker info`).

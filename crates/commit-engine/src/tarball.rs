@@ -80,6 +80,30 @@ pub fn write_layer(
     Ok(w.written)
 }
 
+/// Writes the tar of a plain tree (a container's whole filesystem, for
+/// `docker export`) into `out`, ending with the end-of-archive marker.
+/// Entries that vanish while the tree is read (a running container's) are
+/// skipped.
+pub fn write_tree(root: &Path, out: impl Write) -> io::Result<Written> {
+    let mut w = TarWriter {
+        out,
+        buf: Vec::new(),
+        pax: Vec::new(),
+        written: Written::default(),
+    };
+    Walk {
+        layout: Layout::Plain,
+        max_path: None,
+        tolerate_vanished: true,
+        policy: &walk::Everything,
+    }
+    .run(root, &mut w)
+    .map_err(io::Error::from)?;
+    w.out.write_all(&[0u8; 1024])?;
+    w.out.flush()?;
+    Ok(w.written)
+}
+
 /// One header, before encoding.
 struct Meta<'a> {
     name: &'a [u8],

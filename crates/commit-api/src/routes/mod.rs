@@ -7,18 +7,22 @@
 //! splits off the action (`/json`, `/history`, …), as Docker's `{name:.*}`
 //! routes do.
 
+pub(crate) mod changes;
 pub(crate) mod commit;
 pub(crate) mod containers;
 pub(crate) mod df;
 pub(crate) mod events;
+pub(crate) mod export;
 pub(crate) mod images;
 pub(crate) mod info;
 pub(crate) mod load;
 pub mod metrics;
+pub(crate) mod prune;
 pub(crate) mod push;
 pub(crate) mod save;
 pub(crate) mod system;
 
+use crate::extract::ApiVersion;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -55,7 +59,7 @@ pub(crate) async fn images_get(
     }
 }
 
-/// `POST /images/{name}/tag|push`, and `POST /images/load` (which
+/// `POST /images/{name}/tag|push`, and `POST /images/load|prune` (which
 /// Docker's router matches before `{name}`).
 pub(crate) async fn images_post(
     State(api): State<Api>,
@@ -67,9 +71,27 @@ pub(crate) async fn images_post(
     if rest == "load" {
         return load::load(&api, &q, body).await;
     }
+    if rest == "prune" {
+        return prune::prune(State(api), q).await;
+    }
     match rest.rsplit_once('/') {
         Some((name, "tag")) => images::tag(&api, name, &q).await,
         Some((name, "push")) => push::push(&api, name, &q, &headers).await,
         _ => Err(ApiError::PageNotFound),
+    }
+}
+
+/// `GET /containers/{name}/changes|export`, and the container routes of
+/// `containers` (`{name}/json`).
+pub(crate) async fn containers_get(
+    State(api): State<Api>,
+    version: ApiVersion,
+    Path(rest): Path<String>,
+    q: Query,
+) -> Result<Response, ApiError> {
+    match rest.rsplit_once('/') {
+        Some((name, "changes")) if !name.is_empty() => changes::changes(&api, name).await,
+        Some((name, "export")) if !name.is_empty() => export::export(&api, name).await,
+        _ => containers::get_route(State(api), version, Path(rest), q).await,
     }
 }

@@ -93,3 +93,12 @@ pub enum DeleteItem {
     Untagged(String),
     Deleted(String),
 }
+
+/// Docker's `image.PruneReport` (`POST /images/prune`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PruneReport {
+    /// `null` when nothing was deleted, as Docker answers.
+    pub images_deleted: Option<Vec<DeleteItem>>,
+    pub space_reclaimed: u64,
+}

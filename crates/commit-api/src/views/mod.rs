@@ -3,6 +3,7 @@
 //! with its fields in Docker's order and Docker's spelling. Routes build
 //! these; only [`json`] writes them.
 
+pub mod changes;
 pub mod commit;
 pub mod containers;
 pub mod df;
