@@ -119,6 +119,7 @@ pub fn request(container: &str, name: Option<&str>) -> CommitRequest {
         compression: Some(Compression::Gzip),
         config: None,
         changes: Default::default(),
+        squash: None,
     }
 }
 

@@ -233,6 +233,8 @@ fn record_activity(api: &Api) {
         diff_id: None,
         uncompressed_size: 0,
         capture: commit_engine::CapturePath::Overlay,
+        squash: commit_engine::Squash::No,
+        depth: 1,
         paused: std::time::Duration::from_millis(3),
         capture_work: commit_engine::CaptureWork::default(),
         phases: commit_engine::Phases::default(),

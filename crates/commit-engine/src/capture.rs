@@ -319,6 +319,32 @@ pub fn copy_paused(
     Ok((copied, s.work))
 }
 
+/// Copies the tree under `src` into `dst`, which already holds a copy of
+/// higher layers (a squash, see `crate::squash`), in one walk: a
+/// directory already there is entered, keeping its attributes and times,
+/// and only made opaque if the entry is. The policy leaves out whatever
+/// the copy already shadows. For committed snapshots, which nothing
+/// changes.
+pub fn merge_upper_with(
+    src: &Path,
+    dst: &Path,
+    opts: CopyOptions,
+    policy: &dyn Policy,
+) -> Result<Copied, CopyError> {
+    let mut copier = open_copier(dst, opts.to)?;
+    copier.merge = true;
+    let walked = Walk {
+        layout: opts.from,
+        max_path: opts.max_path,
+        tolerate_vanished: false,
+        policy,
+    }
+    .run(src, &mut copier)?;
+    let mut copied = copier.copied;
+    copied.entries = walked.entries;
+    Ok(copied)
+}
+
 /// Removes everything in the directory `dst` (not `dst` itself).
 pub fn clear_dir(dst: &Path) -> io::Result<()> {
     for entry in std::fs::read_dir(dst)? {
@@ -370,6 +396,10 @@ impl Policy for LeftOut<'_> {
 
     fn mtime(&self, path: &[u8], stat: &rfs::Stat, t: Time) -> Time {
         self.policy.mtime(path, stat, t)
+    }
+
+    fn seen(&self, e: &Entry<'_>) {
+        self.policy.seen(e);
     }
 }
 
@@ -596,6 +626,11 @@ struct Copier {
     buf: Vec<u8>,
     /// The inode (device, number) of the copy the last entry made.
     last_copy: Option<(u64, u64)>,
+    /// Directories that exist already are entered, not made (a squash).
+    merge: bool,
+    /// For each directory entered: its times if it was there before (a
+    /// merge must not change them).
+    merged: Vec<Option<Timestamps>>,
 }
 
 impl Visit for Copier {
@@ -614,8 +649,11 @@ impl Visit for Copier {
         let name = e.name;
         match e.kind {
             Kind::Dir => {
-                rfs::mkdirat(dst, name, Mode::from_raw_mode(0o700))
-                    .map_err(|err| WalkError::io(ctx("mkdir"), err))?;
+                let existed = match rfs::mkdirat(dst, name, Mode::from_raw_mode(0o700)) {
+                    Ok(()) => false,
+                    Err(rustix::io::Errno::EXIST) if self.merge => true,
+                    Err(err) => return Err(WalkError::io(ctx("mkdir"), err)),
+                };
                 let d = rfs::openat(
                     dst,
                     name,
@@ -625,6 +663,18 @@ impl Visit for Copier {
                 .map_err(|err| WalkError::io(ctx("opening the copy of"), err))?;
                 let st = rfs::fstat(&d).map_err(|err| WalkError::io(ctx("stat"), err))?;
                 self.last_copy = Some((st.st_dev, st.st_ino));
+                if self.merge {
+                    self.merged.push(existed.then_some(Timestamps {
+                        last_access: rfs::Timespec {
+                            tv_sec: st.st_atime,
+                            tv_nsec: st.st_atime_nsec as _,
+                        },
+                        last_modification: rfs::Timespec {
+                            tv_sec: st.st_mtime,
+                            tv_nsec: st.st_mtime_nsec as _,
+                        },
+                    }));
+                }
                 self.dirs.push(d, &st);
                 // Attributes when its contents are done (leave).
             }
@@ -676,6 +726,15 @@ impl Visit for Copier {
 
     fn leave(&mut self, e: &Entry<'_>, _src: &OwnedFd) -> Result<(), WalkError> {
         let d = self.dirs.pop();
+        if let Some(times) = self.merged.pop().flatten() {
+            // A higher layer's directory: its attributes stand.
+            if e.opaque {
+                self.make_opaque(&d, e)?;
+            }
+            rfs::futimens(&d, &times)
+                .map_err(|err| WalkError::io(format!("utimes {}", display_path(e.path)), err))?;
+            return self.dirs.reopen_top(&d);
+        }
         // Attributes last: the contents must not bump the times, and a
         // read-only mode must not stop their copy.
         self.finish_fd(&d, e, e.opaque)?;
@@ -692,7 +751,21 @@ impl Copier {
             copied: Copied::default(),
             buf: Vec::new(),
             last_copy: None,
+            merge: false,
+            merged: Vec::new(),
         }
+    }
+
+    /// Overlay's opaque marker on a directory of the copy (where the copy
+    /// has overlay's namespace).
+    fn make_opaque(&self, fd: &OwnedFd, e: &Entry<'_>) -> Result<(), WalkError> {
+        if let Some(p) = self.to.private_prefix() {
+            let name = [p, b"opaque"].concat();
+            rfs::fsetxattr(fd, name.as_slice(), b"y", rfs::XattrFlags::empty()).map_err(|err| {
+                WalkError::io(format!("marking {} opaque", display_path(e.path)), err)
+            })?;
+        }
+        Ok(())
     }
 
     /// Owner, xattrs, mode and times of an open copy (file or directory).

@@ -20,8 +20,10 @@ use crate::images::{self, Resolved};
 use crate::keyed::Key;
 use crate::layer;
 use crate::lease::Lease;
+use crate::lineage::{self, Base, Squash};
 use crate::overlay;
 use crate::snapshot::{self, Snapshots};
+use crate::squash;
 use crate::stubs;
 use crate::tarball;
 use crate::task::{self, TaskState};
@@ -51,6 +53,8 @@ pub struct CommitRequest {
     /// the parent's (Docker's `merge`). A change that cannot be applied
     /// aborts the commit before anything is paused or written.
     pub changes: Changes,
+    /// Fold layers below the new one (`None`: the configured default).
+    pub squash: Option<Squash>,
 }
 
 /// How the layer was captured.
@@ -83,6 +87,10 @@ pub struct Committed {
     /// Size of the layer's tar before compression.
     pub uncompressed_size: u64,
     pub capture: CapturePath,
+    /// The squash done.
+    pub squash: Squash,
+    /// The new image's layers.
+    pub depth: usize,
     /// How long the container was paused (zero if it was not).
     pub paused: Duration,
     /// What the fast path's capture did before and during the pause
@@ -162,6 +170,11 @@ struct Source<'s> {
     diff_parent: String,
     /// Pause the task around the capture.
     pause: bool,
+    /// The parent's layers kept below the new one.
+    kept: usize,
+    /// The parent's layers above those, folded into the new one (the
+    /// lowest lower directories of the container's snapshot, top first).
+    fold: usize,
 }
 
 impl Committer<'_> {
@@ -182,6 +195,65 @@ impl Committer<'_> {
         }
     }
 
+    /// The layer-depth guard: the squash this commit does, or a 400 when
+    /// its image would have more layers than this node's overlay can mount
+    /// (see [`overlay::max_depth`]) or than configured. The request's squash
+    /// stands; without one, the configured default, or `new` when the
+    /// configuration says to squash rather than refuse.
+    async fn depth_guard(
+        &self,
+        sn: &Snapshots<'_>,
+        ct: &Container,
+        info: &snapshot::Info,
+        asked: Option<Squash>,
+        parent_layers: usize,
+        base: Option<&Base>,
+    ) -> Result<Squash> {
+        let squash = asked.unwrap_or(self.cfg.squash);
+        let measured = if snapshot::is_active(info) {
+            match sn.mounts(&ct.snapshot_key).await?.as_slice() {
+                [m] => overlay::max_depth(m, overlay::page_size()),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let configured = (self.cfg.max_depth > 0).then_some(self.cfg.max_depth);
+        let limit = match (measured, configured) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(l) => l,
+                None => return Ok(squash),
+            },
+        };
+        let depth = |s: Squash| match s {
+            Squash::No => parent_layers + 1,
+            Squash::New => base.map_or(0, |b| b.layers).min(parent_layers) + 1,
+            Squash::All => 1,
+        };
+        if depth(squash) <= limit {
+            return Ok(squash);
+        }
+        if asked.is_none() && self.cfg.auto_squash && depth(Squash::New) <= limit {
+            info!(container = %ct.id, depth = depth(squash), limit, "squashing the lineage's layers: the image would be too deep");
+            return Ok(Squash::New);
+        }
+        let why = match (measured, configured) {
+            (Some(m), Some(c)) if c <= m => format!("the configured maximum ({c})"),
+            (Some(m), _) => format!("what this node's overlay snapshotter can mount ({m})"),
+            (None, _) => format!("the configured maximum ({limit})"),
+        };
+        let way_out = if squash == Squash::New || depth(Squash::New) > limit {
+            "commit with squash=all (one layer)"
+        } else {
+            "commit with squash=new to fold the layers above the base image into one"
+        };
+        Err(Error::InvalidArgument(format!(
+            "max depth exceeded: the image would have {} layers, more than {why}; {way_out}",
+            depth(squash)
+        )))
+    }
+
     #[instrument(skip_all, fields(container = %req.container))]
     pub async fn commit(&self, req: CommitRequest) -> Result<Committed> {
         let started = Instant::now();
@@ -196,6 +268,31 @@ impl Committer<'_> {
         let sn = Snapshots::new(c, container::snapshotter_of(&ct.snapshotter));
         let info = sn.stat(&ct.snapshot_key).await?;
         let parent = load_parent(c, &ct, &info.parent).await?;
+        let lineage_base = parent.as_ref().map(|p| Base::of(p, &ct.image));
+        let parent_layers = parent.as_ref().map_or(0, |p| p.manifest.layers.len());
+        let squash = self
+            .depth_guard(
+                &sn,
+                &ct,
+                &info,
+                req.squash,
+                parent_layers,
+                lineage_base.as_ref(),
+            )
+            .await?;
+        let kept = lineage::kept_layers(squash, parent.as_ref(), lineage_base.as_ref());
+        let parent_diff_ids = parent
+            .as_ref()
+            .map(|p| p.config.rootfs.diff_ids.clone())
+            .unwrap_or_default();
+        if parent_diff_ids.len() != parent_layers {
+            return Err(Error::Malformed(format!(
+                "image {} has {} layers and {} diff IDs",
+                ct.image,
+                parent_layers,
+                parent_diff_ids.len()
+            )));
+        }
 
         // The caller's config first: a bad one costs nothing. Docker
         // starts from the container's config; containerd keeps its
@@ -220,12 +317,19 @@ impl Committer<'_> {
             ct: &ct,
             sn: &sn,
             info: &info,
-            diff_parent: if parent.is_some() {
+            diff_parent: if parent.is_some() && kept == parent_layers {
                 info.parent.clone()
             } else {
-                String::new()
+                image::chain_id(&parent_diff_ids[..kept]).unwrap_or_default()
             },
             pause: req.pause,
+            kept,
+            fold: parent_layers - kept,
+        };
+        // A squash=all image is its own base; otherwise the lineage's.
+        let lineage_base = match squash {
+            Squash::All => None,
+            _ => lineage_base,
         };
 
         let lease = Lease::create(c, self.cfg.lease_expiry).await?;
@@ -240,10 +344,11 @@ impl Committer<'_> {
                 &req.author,
                 &req.comment,
                 codec,
+                lineage_base.as_ref(),
             )
             .await;
         lease.release().await;
-        let (image_id, manifest, image_name, captured, phases) = result?;
+        let (image_id, manifest, image_name, captured, phases, depth) = result?;
         let committed = Committed {
             image_id,
             manifest,
@@ -255,6 +360,8 @@ impl Committer<'_> {
             layer: captured.layer.map(|l| l.descriptor),
             uncompressed_size: captured.uncompressed_size,
             capture: captured.path,
+            squash,
+            depth,
             paused: captured.paused,
             capture_work: captured.work,
             phases,
@@ -285,7 +392,8 @@ impl Committer<'_> {
         author: &str,
         comment: &str,
         codec: crate::layer::Codec,
-    ) -> Result<(String, Descriptor, String, Captured, Phases)> {
+        base: Option<&Base>,
+    ) -> Result<(String, Descriptor, String, Captured, Phases, usize)> {
         let c = self.c;
         let sn = src.sn;
         self.check_cancel("before capture")?;
@@ -309,6 +417,7 @@ impl Committer<'_> {
             let layer = captured.layer.as_ref();
             let config = child_config(
                 parent.as_ref().map(|p| &p.config),
+                src.kept,
                 run_config,
                 layer,
                 author,
@@ -336,8 +445,17 @@ impl Committer<'_> {
             self.check_cancel("before writing the image")?;
             let image_started = Instant::now();
             let (config_digest, manifest) = self
-                .write_image(lease, sn.name(), &config, &chain_id, parent.as_ref(), layer)
+                .write_image(
+                    lease,
+                    sn.name(),
+                    &config,
+                    &chain_id,
+                    parent.as_ref().map(|p| (p, src.kept)),
+                    layer,
+                    base,
+                )
                 .await?;
+            let depth = config.rootfs.diff_ids.len();
 
             // The image record: the commit becomes visible here, all at once.
             self.check_cancel("before naming the image")?;
@@ -350,7 +468,7 @@ impl Committer<'_> {
                 images::name_image(c, &lease.id(), &name, &manifest).await?;
             }
             phases.image = image_started.elapsed();
-            Ok::<_, Error>((config_digest, manifest, name))
+            Ok::<_, Error>((config_digest, manifest, name, depth))
         }
         .await;
         if result.is_err() {
@@ -358,12 +476,14 @@ impl Committer<'_> {
                 sn.remove_quietly(key).await;
             }
         }
-        let (config_digest, manifest, name) = result?;
-        Ok((config_digest, manifest, name, captured, phases))
+        let (config_digest, manifest, name, depth) = result?;
+        Ok((config_digest, manifest, name, captured, phases, depth))
     }
 
     /// Config and manifest blobs, with the references that keep the
     /// snapshot and the layers alive once the lease is gone.
+    /// `parent`: the parent and how many of its layers are kept.
+    #[allow(clippy::too_many_arguments)]
     #[instrument(skip_all, fields(phase = "write", chain_id = ?chain_id))]
     async fn write_image(
         &self,
@@ -371,20 +491,24 @@ impl Committer<'_> {
         snapshotter: &str,
         config: &ImageConfig,
         chain_id: &Option<String>,
-        parent: Option<&Resolved>,
+        parent: Option<(&Resolved, usize)>,
         layer: Option<&Layer>,
+        base: Option<&Base>,
     ) -> Result<(String, Descriptor)> {
         let c = self.c;
         let config_bytes =
             serde_json::to_vec(config).map_err(|e| Error::Malformed(e.to_string()))?;
         let mut config_labels = HashMap::new();
         // The image the container was made from: Docker's `Parent`, which
-        // `docker history` follows to name the parent's rows.
-        if let Some(p) = parent {
-            config_labels.insert(
-                crate::catalog::PARENT_LABEL.to_string(),
-                p.manifest.config.digest.clone(),
-            );
+        // `docker history` follows to name the parent's rows. A squash
+        // folded the parent's layers: the parent's rows are not its own.
+        if let Some((p, kept)) = parent {
+            if kept == p.manifest.layers.len() {
+                config_labels.insert(
+                    crate::catalog::PARENT_LABEL.to_string(),
+                    p.manifest.config.digest.clone(),
+                );
+            }
         }
         if let Some(chain) = chain_id {
             config_labels.insert(
@@ -396,7 +520,7 @@ impl Committer<'_> {
         let config_size = config_bytes.len() as i64;
         let config_digest = content::sha256_digest(&config_bytes);
         let mut layers = parent
-            .map(|p| p.manifest.layers.clone())
+            .map(|(p, kept)| lineage::kept_manifest_layers(&p.manifest, kept))
             .unwrap_or_default();
         if let Some(l) = layer {
             layers.push(l.descriptor.clone());
@@ -406,7 +530,7 @@ impl Committer<'_> {
             media_type: Some(media_type::OCI_MANIFEST.into()),
             config: descriptor(media_type::OCI_CONFIG, &config_digest, config_size),
             layers,
-            annotations: None,
+            annotations: base.map(Base::annotations),
         };
         let manifest_bytes =
             serde_json::to_vec(&manifest).map_err(|e| Error::Malformed(e.to_string()))?;
@@ -448,7 +572,7 @@ impl Committer<'_> {
         src: &Source<'_>,
         codec: crate::layer::Codec,
     ) -> Result<Captured> {
-        let parentless_or_same = src.diff_parent == src.info.parent;
+        let parentless_or_same = src.diff_parent == src.info.parent || src.fold > 0;
         if self.cfg.fast_path && snapshot::is_active(src.info) && parentless_or_same {
             match self.capture_overlay(lease, src, codec).await {
                 Ok(captured) => return Ok(captured),
@@ -524,11 +648,19 @@ impl Committer<'_> {
                 from.upper.display()
             )));
         }
+        if src.fold > 0 && from.lower.len() != src.kept + src.fold {
+            return Err(FastPath::Unsupported(format!(
+                "the snapshot has {} lower directories, the image {} layers",
+                from.lower.len(),
+                src.kept + src.fold
+            )));
+        }
         // An empty upper directory is a consistent capture by itself: no
-        // pause, no snapshot to prepare.
-        if std::fs::read_dir(&from.upper)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false)
+        // pause, no snapshot to prepare (unless layers below are folded).
+        if src.fold == 0
+            && std::fs::read_dir(&from.upper)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false)
         {
             return Ok(Captured {
                 layer: None,
@@ -566,9 +698,25 @@ impl Committer<'_> {
             // carry is found before anything is paused.
             let (source, target) = (from.upper.clone(), to.upper.clone());
             let (spec, lower, layout) = (spec_of(src.ct), from.lower.clone(), from.layout);
-            let running = tokio::task::spawn_blocking(move || {
+            // Squashing: the folded layers are merged under the copy of
+            // the upper afterwards; the upper's whiteouts and opaque
+            // directories are remembered for that.
+            let merge = match src.fold {
+                0 => None,
+                _ => Some(squash::Merge::new(&to.upper, to.layout).map_err(copy_failed)?),
+            };
+            let (running, merge) = tokio::task::spawn_blocking(move || {
                 let stubs = stubs::in_upper(&spec, &source, &lower, layout);
-                capture::copy_running(&source, &target, opts, &stubs)
+                let copied = match &merge {
+                    None => capture::copy_running(&source, &target, opts, &stubs),
+                    Some(m) => capture::copy_running(
+                        &source,
+                        &target,
+                        opts,
+                        &squash::Both(&stubs, &m.top()),
+                    ),
+                };
+                (copied, merge)
             })
             .await
             .map_err(|e| Error::Malformed(format!("capture task failed: {e}")))?;
@@ -596,15 +744,41 @@ impl Committer<'_> {
                     tokio::task::spawn_blocking(move || {
                         // Read while paused: what the rule sees is what is copied.
                         let stubs = stubs::in_upper(&spec, &source, &lower, layout);
-                        capture::copy_paused(&source, &target, opts, &stubs, &pre)
-                            .map(|(copied, work)| (copied, work, stubs))
+                        let copied = match &merge {
+                            None => capture::copy_paused(&source, &target, opts, &stubs, &pre),
+                            Some(m) => capture::copy_paused(
+                                &source,
+                                &target,
+                                opts,
+                                &squash::Both(&stubs, &m.top()),
+                                &pre,
+                            ),
+                        };
+                        (copied.map(|(copied, work)| (copied, work, stubs)), merge)
                     })
                     .await
                 })
                 .await?;
-            let (copied, work, stubs) = copied
-                .map_err(|e| Error::Malformed(format!("capture task failed: {e}")))?
-                .map_err(copy_failed)?;
+            let (copied, merge) =
+                copied.map_err(|e| Error::Malformed(format!("capture task failed: {e}")))?;
+            let (mut copied, work, stubs) = copied.map_err(copy_failed)?;
+            if let Some(merge) = merge {
+                // Committed snapshots: nothing changes them, no pause.
+                self.check_cancel("before squashing")?;
+                let lowers = from.lower[..src.fold].to_vec();
+                let (target, from_layout) = (to.upper.clone(), from.layout);
+                let folded = tokio::task::spawn_blocking(move || {
+                    let opts = capture::CopyOptions {
+                        from: from_layout,
+                        ..opts
+                    };
+                    squash::fold_lowers(&lowers, &target, opts, &merge, &mut copied)
+                        .map(|()| copied)
+                })
+                .await
+                .map_err(|e| Error::Malformed(format!("squash task failed: {e}")))?;
+                copied = folded.map_err(copy_failed)?;
+            }
             debug!(
                 entries = copied.entries,
                 bytes = copied.bytes,
@@ -816,8 +990,10 @@ fn descriptor(media_type: &str, digest: &str, size: i64) -> Descriptor {
 
 /// The child's image config: the parent's platform and history, the new
 /// run config, the new layer's diff ID, a history entry for the commit.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn child_config(
     parent: Option<&ImageConfig>,
+    kept: usize,
     run: RunConfig,
     layer: Option<&Layer>,
     author: &str,
@@ -838,13 +1014,15 @@ pub(crate) fn child_config(
         author.to_string()
     };
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    let mut diff_ids = parent
-        .map(|p| p.rootfs.diff_ids.clone())
+    let mut diff_ids: Vec<String> = parent
+        .map(|p| p.rootfs.diff_ids.iter().take(kept).cloned().collect())
         .unwrap_or_default();
     if let Some(l) = layer {
         diff_ids.push(l.diff_id.clone());
     }
-    let mut history = parent.map(|p| p.history.clone()).unwrap_or_default();
+    let mut history = parent
+        .map(|p| lineage::folded_history(&p.history, kept))
+        .unwrap_or_default();
     history.push(History {
         created: Some(now.to_string()),
         created_by: non_empty(created_by),

@@ -46,6 +46,7 @@ mod ingest;
 mod keyed;
 mod layer;
 mod lease;
+mod lineage;
 mod load;
 mod overlay;
 mod pgzip;
@@ -54,6 +55,7 @@ mod push;
 pub(crate) mod remote;
 mod rootfs;
 mod snapshot;
+mod squash;
 pub(crate) mod stubs;
 mod system;
 mod tarball;
@@ -76,6 +78,7 @@ pub use crate::content::Blobs;
 pub use crate::error::{Error, Kind, Result};
 pub use crate::export::Exported;
 pub use crate::images::{Footing, Resolved, footing};
+pub use crate::lineage::{BASE_DIGEST, BASE_LAYERS, BASE_NAME, Squash};
 pub use crate::load::{LoadProgress, Loaded};
 pub use crate::prune::{Pruned, PrunedImage};
 pub use crate::push::{PushEvent, PushRequest, Sent};
@@ -150,6 +153,14 @@ pub struct EngineConfig {
     pub sync_layers: bool,
     /// Which config a commit starts from.
     pub config_source: ConfigSource,
+    /// What a commit folds when the request does not say.
+    pub squash: Squash,
+    /// Most layers of a committed image (0: only what this node's overlay
+    /// can mount, measured per commit).
+    pub max_depth: usize,
+    /// A commit beyond the depth limit that did not ask for a squash is
+    /// squashed (`new`) instead of refused.
+    pub auto_squash: bool,
 }
 
 impl Default for EngineConfig {
@@ -164,6 +175,9 @@ impl Default for EngineConfig {
             journal: PauseJournal::default(),
             sync_layers: true,
             config_source: ConfigSource::Container,
+            squash: Squash::No,
+            max_depth: 0,
+            auto_squash: false,
         }
     }
 }

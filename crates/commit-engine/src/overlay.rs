@@ -98,9 +98,83 @@ fn kernel_default_on(param: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// overlayfs's most lower layers (the kernel's `OVL_MAX_STACK`).
+pub const OVL_MAX_STACK: usize = 500;
+
+/// The most layers an image may have for its containers to mount on this
+/// node, from the mount of one of its containers (`m`) and the page size:
+/// containerd (1.6 `mount_linux.go`) passes overlay's options in one page,
+/// and when they come near it, names the lower directories relative to
+/// their common directory (`N/fs`); beyond a page the mount fails ("mount
+/// options is too long"); the kernel stacks at most [`OVL_MAX_STACK`].
+/// Each lower directory is counted one digit longer than the snapshot
+/// directory's own name, as new snapshots get larger numbers. `None` when
+/// the snapshot does not mount as overlay.
+pub fn max_depth(m: &Mount, page_size: usize) -> Option<usize> {
+    if m.r#type != "overlay" {
+        return None;
+    }
+    let upper = m.options.iter().find_map(|o| o.strip_prefix("upperdir="))?;
+    // `…/snapshots/N/fs` → `N/fs`, the name a lower directory gets.
+    let mut parts = upper.rsplitn(3, '/');
+    let (fs, n) = (parts.next()?, parts.next()?);
+    let per_lower = n.len() + 1 + fs.len() + 1 + 1; // a digit more, and ':'
+    // Every option but lowerdir, with its comma; upperdir and workdir a
+    // digit longer too.
+    let fixed: usize = m
+        .options
+        .iter()
+        .filter(|o| !o.starts_with("lowerdir="))
+        .map(|o| o.len() + 1 + usize::from(o.starts_with("upperdir=") || o.starts_with("workdir=")))
+        .sum();
+    let room = page_size.checked_sub(1 + fixed + "lowerdir=".len())?;
+    Some((room / per_lower).min(OVL_MAX_STACK))
+}
+
+/// This host's page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn depth_is_bounded_by_the_page_and_the_kernel() {
+        let root = "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots";
+        let m = mount(
+            "overlay",
+            "overlay",
+            &[
+                "index=off",
+                &format!("workdir={root}/1234/work"),
+                &format!("upperdir={root}/1234/fs"),
+                &format!("lowerdir={root}/12/fs:{root}/11/fs"),
+            ],
+        );
+        // "12345/fs:" is 9 bytes: a page of 4096 holds about 440 after the
+        // other options.
+        let fixed = "index=off,".len()
+            + root.len() * 2
+            + "/12345/work,".len()
+            + "/12345/fs,".len()
+            + "workdir=".len()
+            + "upperdir=".len();
+        let want = (4096 - 1 - fixed - "lowerdir=".len()) / 9;
+        assert_eq!(max_depth(&m, 4096), Some(want));
+        assert!(want < OVL_MAX_STACK);
+        // Short names: the kernel's stack is the limit.
+        let short = mount(
+            "overlay",
+            "overlay",
+            &["upperdir=/s/5/fs", "workdir=/s/5/work", "lowerdir=/s/4/fs"],
+        );
+        assert_eq!(max_depth(&short, 4096), Some(OVL_MAX_STACK));
+        assert_eq!(max_depth(&mount("bind", "/s/1/fs", &["rbind"]), 4096), None);
+    }
 
     fn mount(ty: &str, source: &str, opts: &[&str]) -> Mount {
         Mount {

@@ -217,6 +217,12 @@ pub trait Policy {
         let _ = (path, stat);
         t
     }
+
+    /// Told of each included entry as it is about to be visited (what
+    /// `include` cannot see: overlay's opaque marker, the link target).
+    fn seen(&self, e: &Entry<'_>) {
+        let _ = e;
+    }
 }
 
 /// Everything, with its own times.
@@ -471,6 +477,7 @@ impl Walk<'_> {
                 target: &target,
                 link: first.map(Vec::as_slice),
             };
+            self.policy.seen(&e);
             v.entry(&e, dir, opened.as_ref())?;
             walked.entries += 1;
             if is_first {

@@ -78,6 +78,9 @@ pub struct CommitConfig {
     pub sync_layers: bool,
     pub lease_expiry_secs: u64,
     pub config_source: commit_engine::ConfigSource,
+    pub squash: commit_engine::Squash,
+    pub max_depth: usize,
+    pub auto_squash: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -117,6 +120,9 @@ struct PartialCommit {
     sync_layers: Option<bool>,
     lease_expiry_secs: Option<u64>,
     config_source: Option<commit_engine::ConfigSource>,
+    squash: Option<commit_engine::Squash>,
+    max_depth: Option<usize>,
+    auto_squash: Option<bool>,
 }
 
 /// commitd: Docker's commit API for containerd containers, on a unix socket.
@@ -227,6 +233,9 @@ impl Config {
                 self.commit.sync_layers => c.sync_layers,
                 self.commit.lease_expiry_secs => c.lease_expiry_secs,
                 self.commit.config_source => c.config_source,
+                self.commit.squash => c.squash,
+                self.commit.max_depth => c.max_depth,
+                self.commit.auto_squash => c.auto_squash,
             );
         }
         Ok(())
@@ -311,6 +320,9 @@ impl Config {
             fast_path: self.commit.fast_path,
             sync_layers: self.commit.sync_layers,
             config_source: self.commit.config_source,
+            squash: self.commit.squash,
+            max_depth: self.commit.max_depth,
+            auto_squash: self.commit.auto_squash,
             journal: commit_engine::PauseJournal::new(Some(self.state_dir())),
         }
     }
@@ -355,7 +367,10 @@ mod tests {
                 f.threads,
                 f.fast_path,
                 f.sync_layers,
-                f.config_source
+                f.config_source,
+                f.squash,
+                f.max_depth,
+                f.auto_squash
             ),
             (
                 e.lease_expiry,
@@ -365,7 +380,10 @@ mod tests {
                 e.threads,
                 e.fast_path,
                 e.sync_layers,
-                e.config_source
+                e.config_source,
+                e.squash,
+                e.max_depth,
+                e.auto_squash
             )
         );
         assert_eq!(

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use commit_engine::{CommitRequest, Compression};
+use commit_engine::{CommitRequest, Compression, Squash};
 use docker_format::changes::Changes;
 use docker_format::reference::{self, Named};
 use docker_format::{body, reference::familiar_name};
@@ -33,6 +33,10 @@ pub(crate) async fn commit(
         "" => None,
         c => Some(c.parse::<Compression>().map_err(ApiError::InvalidRequest)?),
     };
+    let squash = match q.get("squash") {
+        "" => None,
+        s => Some(s.parse::<Squash>().map_err(ApiError::InvalidRequest)?),
+    };
     let changes = Changes::new(q.all("changes"));
     if changes.len() > api.limits().max_changes {
         return Err(ApiError::InvalidRequest(format!(
@@ -50,6 +54,7 @@ pub(crate) async fn commit(
         compression,
         config: body_config.map(Into::into),
         changes,
+        squash,
     };
 
     // The commit runs as its own task: a client hanging up does not stop it
