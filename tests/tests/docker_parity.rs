@@ -1305,3 +1305,250 @@ fn bad_repository_names_are_refused_alike() {
     assert_eq!(o.commitd.status, 201, "{}", o.commitd.body);
     assert_eq!(o.commitd.inspect["RepoTags"], strs(&["UPPER/case:latest"]));
 }
+
+// ---- API details (issue 11): events, image list, delete, push ----
+
+/// `METHOD path` with `headers` to one engine's socket.
+fn call(
+    socket: &std::path::Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> commitd_testkit::Response {
+    commitd_testkit::http_request_with(
+        socket,
+        method,
+        path,
+        headers,
+        None,
+        std::time::Duration::from_secs(60),
+    )
+    .unwrap()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The events one engine sent, each line as JSON (a `json-seq` record's RS dropped).
+fn event_lines(r: &commitd_testkit::Response) -> Vec<serde_json::Value> {
+    r.text()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l.trim_start_matches('\u{1e}')).unwrap())
+        .collect()
+}
+
+#[test]
+fn events_of_a_commit_as_docker_sends_them_per_api_version() {
+    let case = Case::new("parity-events");
+    let o = case.commit(&RunSpec::default(), "echo e > /e", "", None);
+    assert_eq!((o.docker.status, o.commitd.status), (201, 201));
+    let name = case.unique("c");
+    let filters = query_escape(&format!(
+        r#"{{"type":["container"],"event":["commit"],"container":["{name}"]}}"#
+    ));
+    let query = format!("since=0&until={}&filters={filters}", unix_now() + 1);
+    // API 1.41 (Docker 20.10's): the legacy fields, `application/json`, on both.
+    let path = format!("/{ORACLE_API}/events?{query}");
+    let d = call(case.oracle.docker().socket(), "GET", &path, &[]);
+    let c = call(&case.daemon.socket, "GET", &path, &[]);
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let (de, ce) = (event_lines(&d), event_lines(&c));
+    assert_eq!((de.len(), ce.len()), (1, 1), "{} / {}", d.text(), c.text());
+    assert_eq!(keys(&de[0]), keys(&ce[0]));
+    assert_eq!(ce[0]["status"], "commit");
+    assert_eq!(de[0]["from"], case.oracle.docker_base());
+    assert_eq!(d.header("content-type"), Some("application/json"));
+    assert_eq!(c.header("content-type"), Some("application/json"));
+    // API 1.52+ (newer than Docker 20.10, which refuses it): no status, id or
+    // from, `application/jsonl` unless Accept names another stream type.
+    let path = format!("/v1.53/events?{query}");
+    let r = call(case.oracle.docker().socket(), "GET", &path, &[]);
+    assert_eq!(r.status, 400, "Docker 20.10 is older: {}", r.text());
+    let c = call(&case.daemon.socket, "GET", &path, &[]);
+    assert_eq!(c.header("content-type"), Some("application/jsonl"));
+    let ev = &event_lines(&c)[0];
+    assert_eq!(
+        keys(ev),
+        ["Action", "Actor", "Type", "scope", "time", "timeNano"]
+    );
+    assert_eq!(ev["Action"], "commit");
+    let seq = call(
+        &case.daemon.socket,
+        "GET",
+        &path,
+        &[("Accept", "application/x-ndjson;q=0.5, application/json-seq")],
+    );
+    assert_eq!(seq.header("content-type"), Some("application/json-seq"));
+    assert!(seq.text().starts_with('\u{1e}'), "{:?}", seq.text());
+    assert_eq!(event_lines(&seq).len(), 1);
+    let nd = call(
+        &case.daemon.socket,
+        "GET",
+        &path,
+        &[("Accept", "application/x-ndjson")],
+    );
+    assert_eq!(nd.header("content-type"), Some("application/x-ndjson"));
+    let any = call(&case.daemon.socket, "GET", &path, &[("Accept", "*/*")]);
+    assert_eq!(any.header("content-type"), Some("application/jsonl"));
+}
+
+#[test]
+fn events_since_after_until_and_bad_times_are_refused() {
+    let case = Case::new("parity-events-times");
+    let both = |path: &str| {
+        case.oracle
+            .both(&case.daemon.socket, "GET", path, None)
+            .unwrap()
+    };
+    let (d, c) = both(&format!("/{ORACLE_API}/events?since=200&until=100"));
+    assert_eq!((d.status, c.status), (400, 400));
+    assert_eq!(
+        c.json()["message"],
+        "`since` time (200) cannot be after `until` time (100)"
+    );
+    assert_eq!(d.json()["message"], c.json()["message"]);
+    // Docker 20.10 is older: it answered 500 with strconv's words; current Docker
+    // says 400 and which parameter.
+    let (d, c) = both(&format!("/{ORACLE_API}/events?since=yesterday&until=1"));
+    assert_eq!(
+        (d.status, d.json()["message"].as_str().unwrap_or("")),
+        (
+            500,
+            "strconv.ParseInt: parsing \"yesterday\": invalid syntax"
+        )
+    );
+    assert_eq!(
+        (c.status, c.json()["message"].as_str().unwrap_or("")),
+        (
+            400,
+            "invalid value for 'since': invalid timestamp \"yesterday\": invalid seconds \"yesterday\": invalid syntax"
+        )
+    );
+}
+
+#[test]
+fn image_list_until_filter_and_container_counts() {
+    let case = Case::new("parity-list-until");
+    let o = case.commit(&RunSpec::default(), "echo u > /u", "", None);
+    assert_eq!((o.docker.status, o.commitd.status), (201, 201));
+    let reference = format!("parity/c-{}", case.ns);
+    let list = |socket: &std::path::Path, version: &str, until: &str| {
+        let f = if until.is_empty() {
+            format!(r#"{{"reference":["{reference}"]}}"#)
+        } else {
+            format!(r#"{{"reference":["{reference}"],"until":["{until}"]}}"#)
+        };
+        call(
+            socket,
+            "GET",
+            &format!("/{version}/images/json?filters={}", query_escape(&f)),
+            &[],
+        )
+    };
+    // API 1.41: Containers is -1 on both.
+    let (d, c) = (
+        list(case.oracle.docker().socket(), ORACLE_API, ""),
+        list(&case.daemon.socket, ORACLE_API, ""),
+    );
+    assert_eq!(d.json()[0]["Containers"], -1, "{}", d.text());
+    assert_eq!(c.json()[0]["Containers"], -1, "{}", c.text());
+    // Docker 20.10 is older: no `until` filter; current Docker takes a duration,
+    // a time or unix seconds.
+    let d = list(case.oracle.docker().socket(), ORACLE_API, "1h");
+    assert_eq!(
+        (d.status, d.json()["message"].as_str().unwrap_or("")),
+        (400, "Invalid filter 'until'")
+    );
+    let ids = |r: &commitd_testkit::Response| r.json().as_array().unwrap().len();
+    // Created now: not before an hour ago, before a minute from now.
+    assert_eq!(ids(&list(&case.daemon.socket, "v1.53", "1h")), 0);
+    assert_eq!(ids(&list(&case.daemon.socket, "v1.53", "-1m")), 1);
+    let later = (unix_now() + 60).to_string();
+    assert_eq!(ids(&list(&case.daemon.socket, "v1.53", &later)), 1);
+    assert_eq!(ids(&list(&case.daemon.socket, "v1.53", "2000-01-01")), 0);
+    let bad = list(&case.daemon.socket, "v1.53", "soon");
+    assert_eq!(
+        (bad.status, bad.json()["message"].as_str().unwrap_or("")),
+        (
+            400,
+            "invalid value for 'until' filter: failed to parse value as time or duration: invalid seconds \"soon\": invalid syntax"
+        )
+    );
+    // API 1.51+: the containers made from each image (the base has the one kept
+    // here; the new image none).
+    let _kept = case
+        .oracle
+        .run(&case.unique("kept"), &RunSpec::default())
+        .unwrap();
+    let base = call(
+        &case.daemon.socket,
+        "GET",
+        &format!(
+            "/v1.53/images/json?filters={}",
+            query_escape(&format!(
+                r#"{{"reference":["{}"]}}"#,
+                case.oracle.docker_base()
+            ))
+        ),
+        &[],
+    );
+    assert_eq!(base.json()[0]["Containers"], 1, "{}", base.text());
+    let c = list(&case.daemon.socket, "v1.53", "");
+    assert_eq!(c.json()[0]["Containers"], 0, "{}", c.text());
+}
+
+#[test]
+fn delete_of_images_json_and_get_reaches_those_images() {
+    // Docker routes only GET of /images/json and /images/get elsewhere: a DELETE
+    // reaches the image named `json` (or `get`).
+    let case = Case::new("parity-delete-json");
+    for name in ["json", "get"] {
+        let tag = format!(
+            "/{ORACLE_API}/images/{}/tag?repo={name}&tag=latest",
+            case.oracle.docker_base()
+        );
+        let (d, c) = case
+            .oracle
+            .both(&case.daemon.socket, "POST", &tag, None)
+            .unwrap();
+        assert_eq!(
+            (d.status, c.status),
+            (201, 201),
+            "{} / {}",
+            d.text(),
+            c.text()
+        );
+        let path = format!("/{ORACLE_API}/images/{name}");
+        let (d, c) = case
+            .oracle
+            .both(&case.daemon.socket, "DELETE", &path, None)
+            .unwrap();
+        assert_eq!(
+            (d.status, c.status),
+            (200, 200),
+            "{} / {}",
+            d.text(),
+            c.text()
+        );
+        assert_eq!(
+            d.json(),
+            serde_json::json!([{"Untagged": format!("{name}:latest")}])
+        );
+        assert_eq!(d.json(), c.json());
+        let (d, c) = case
+            .oracle
+            .both(&case.daemon.socket, "DELETE", &path, None)
+            .unwrap();
+        assert_eq!((d.status, c.status), (404, 404));
+        assert_eq!(d.json()["message"], c.json()["message"]);
+    }
+}

@@ -183,8 +183,14 @@ impl Api {
             .route("/info", get(info::info))
             .route("/system/df", get(df::disk_usage))
             .route("/commit", post(commit::commit))
-            .route("/images/json", get(images::list))
-            .route("/images/get", get(save::save_many))
+            .route(
+                "/images/json",
+                get(images::list).delete(images::delete_json),
+            )
+            .route(
+                "/images/get",
+                get(save::save_many).delete(images::delete_get),
+            )
             .route(
                 "/images/{*rest}",
                 get(routes::images_get)

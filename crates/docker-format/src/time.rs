@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 /// Go's zero `time.Time` as Docker formats it.
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
-/// A timestamp Docker would refuse.
+/// A timestamp Docker would refuse; the message is Docker's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid timestamp: {0}")]
+#[error("{0}")]
 pub struct TimestampError(pub String);
 
 /// Go's `time.RFC3339Nano` in UTC: the fraction without trailing zeros.
@@ -36,18 +36,167 @@ pub fn unix_seconds(rfc3339: Option<&str>) -> i64 {
         .unwrap_or(0)
 }
 
-/// Docker's `since`/`until`: unix seconds (fractions allowed) or RFC 3339,
-/// in nanoseconds; empty is none.
-pub fn parse_timestamp(s: &str) -> Result<Option<i64>, TimestampError> {
-    if s.is_empty() {
+/// Docker's `seconds[.nanoseconds]` (moby's `timestamp.parseTimestamp`):
+/// nanoseconds right-padded to 9 digits or cut to 9, at most 20 digits.
+fn unix_nanos(value: &str) -> Result<i64, String> {
+    let (s, n) = value.split_once('.').unwrap_or((value, ""));
+    let secs: i64 = s.parse().map_err(|e: std::num::ParseIntError| {
+        let why = match e.kind() {
+            std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => {
+                "value out of range"
+            }
+            _ => "invalid syntax",
+        };
+        format!("invalid seconds {s:?}: {why}")
+    })?;
+    if n.len() > 20 {
+        return Err(format!(
+            "invalid nanoseconds: length {} exceeds maximum 20",
+            n.len()
+        ));
+    }
+    if let Some((i, c)) = n.bytes().enumerate().find(|(_, c)| !c.is_ascii_digit()) {
+        return Err(format!(
+            "invalid nanoseconds: invalid character '{}' at position {i}",
+            c as char
+        ));
+    }
+    let mut digits: String = n.chars().take(9).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    let nanos: i64 = digits.parse().unwrap_or(0);
+    Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+}
+
+/// `since`/`until` of `GET /events` as Docker reads them (moby's
+/// `timestamp.ParseUnixTimestamp`: the CLI sends unix seconds, with an
+/// optional fraction), in nanoseconds; empty is none. The error reads
+/// `invalid timestamp "x": invalid seconds "x": invalid syntax`.
+pub fn parse_unix_timestamp(value: &str) -> Result<Option<i64>, TimestampError> {
+    if value.is_empty() {
         return Ok(None);
     }
-    if let Ok(secs) = s.parse::<f64>() {
-        return Ok(Some((secs * 1e9) as i64));
+    unix_nanos(value)
+        .map(Some)
+        .map_err(|e| TimestampError(format!("invalid timestamp {value:?}: {e}")))
+}
+
+/// Go's `time.ParseDuration` in nanoseconds (`1h30m`, `-1.5h`, `300ms`).
+pub fn parse_go_duration(s: &str) -> Option<i64> {
+    let (neg, mut rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Some(0);
     }
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_nanos_opt())
-        .map_err(|_| TimestampError(s.to_string()))
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let num = &rest[..num_end];
+        if num.is_empty() || num == "." {
+            return None;
+        }
+        let v: f64 = num.parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += v * unit;
+    }
+    if total > i64::MAX as f64 {
+        return None;
+    }
+    let n = total as i64;
+    Some(if neg { -n } else { n })
+}
+
+/// Docker's time-or-duration filter values (moby's `timestamp.Parse`, as
+/// the image list's `until` reads them): a Go duration before `now`, an
+/// RFC 3339 time or date (with or without zone; a time without one is
+/// taken as UTC, the daemon's zone here), or unix seconds. In nanoseconds.
+pub fn parse_time_or_duration(value: &str, now_nanos: i64) -> Result<i64, TimestampError> {
+    if value.trim().is_empty() {
+        return Err(TimestampError(
+            "failed to parse value as time or duration: value is empty".into(),
+        ));
+    }
+    if value != "0" {
+        if let Some(d) = parse_go_duration(value) {
+            return Ok(now_nanos - d);
+        }
+    }
+    let zoned = value.contains(['z', 'Z', '+']) || value.matches('-').count() == 3;
+    let candidates: Vec<String> = if zoned {
+        vec![value.to_string(), value.replace('z', "Z")]
+    } else if value.contains('T') {
+        // No zone: UTC.
+        let colons = value.matches(':').count();
+        let pad = match colons {
+            0 => ":00:00",
+            1 => ":00",
+            _ => "",
+        };
+        vec![format!("{value}{pad}Z")]
+    } else {
+        vec![format!("{value}T00:00:00Z")]
+    };
+    for c in &candidates {
+        if let Ok(t) = DateTime::parse_from_rfc3339(c) {
+            return Ok(t.timestamp_nanos_opt().unwrap_or(0));
+        }
+        // A date with a zone (`2006-01-02Z07:00`).
+        if let Some((date, zone)) = c.split_at_checked(10) {
+            if !date.contains('T') && !zone.is_empty() {
+                if let Ok(t) = DateTime::parse_from_rfc3339(&format!("{date}T00:00:00{zone}")) {
+                    return Ok(t.timestamp_nanos_opt().unwrap_or(0));
+                }
+            }
+        }
+        // `2006-01-02T15Z07:00`, `2006-01-02T15:04Z07:00`.
+        if let Some(t) = hour_minute_zoned(c) {
+            return Ok(t);
+        }
+    }
+    if value.contains('-') {
+        return Err(TimestampError(format!(
+            "parsing time {value:?}: cannot parse as a time"
+        )));
+    }
+    unix_nanos(value)
+        .map_err(|e| TimestampError(format!("failed to parse value as time or duration: {e}")))
+}
+
+/// `2006-01-02T15[:04]` followed by a zone, padded to RFC 3339.
+fn hour_minute_zoned(v: &str) -> Option<i64> {
+    let (date, time) = v.split_once('T')?;
+    let zone_at = time.find(['Z', '+', '-'])?;
+    let (hm, zone) = time.split_at(zone_at);
+    let hm = match hm.matches(':').count() {
+        0 => format!("{hm}:00:00"),
+        1 => format!("{hm}:00"),
+        _ => return None,
+    };
+    DateTime::parse_from_rfc3339(&format!("{date}T{hm}{zone}"))
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
 }
 
 #[cfg(test)]
@@ -68,16 +217,63 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_as_docker() {
+    fn unix_timestamps_as_docker_reads_them() {
         assert_eq!(
-            parse_timestamp("1700000000").unwrap(),
+            parse_unix_timestamp("1700000000").unwrap(),
             Some(1_700_000_000_000_000_000)
         );
         assert_eq!(
-            parse_timestamp("1700000000.5").unwrap(),
+            parse_unix_timestamp("1700000000.5").unwrap(),
             Some(1_700_000_000_500_000_000)
         );
-        assert_eq!(parse_timestamp("").unwrap(), None);
-        assert!(parse_timestamp("yesterday").is_err());
+        assert_eq!(
+            parse_unix_timestamp("1.1234567891").unwrap(),
+            Some(1_123_456_789)
+        );
+        assert_eq!(parse_unix_timestamp("").unwrap(), None);
+        assert_eq!(
+            parse_unix_timestamp("yesterday").unwrap_err().to_string(),
+            "invalid timestamp \"yesterday\": invalid seconds \"yesterday\": invalid syntax"
+        );
+        assert_eq!(
+            parse_unix_timestamp("2023-11-14T22:13:20Z")
+                .unwrap_err()
+                .to_string(),
+            "invalid timestamp \"2023-11-14T22:13:20Z\": invalid seconds \"2023-11-14T22:13:20Z\": invalid syntax"
+        );
+        assert_eq!(
+            parse_unix_timestamp("1.x").unwrap_err().to_string(),
+            "invalid timestamp \"1.x\": invalid nanoseconds: invalid character 'x' at position 0"
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("1h30m"), Some(5_400_000_000_000));
+        assert_eq!(parse_go_duration("-1.5h"), Some(-5_400_000_000_000));
+        assert_eq!(parse_go_duration("300ms"), Some(300_000_000));
+        assert_eq!(parse_go_duration("10"), None);
+        assert_eq!(parse_go_duration("h"), None);
+        assert_eq!(parse_go_duration(""), None);
+    }
+
+    #[test]
+    fn times_or_durations_as_the_until_filter_reads_them() {
+        let now = 1_700_000_000_000_000_000;
+        let at = |s: &str| parse_time_or_duration(s, now).unwrap();
+        assert_eq!(at("1h"), now - 3_600_000_000_000);
+        assert_eq!(at("1700000000"), now);
+        assert_eq!(at("2023-11-14T22:13:20Z"), now);
+        assert_eq!(at("2023-11-14T22:13:20"), now);
+        assert_eq!(at("2023-11-14T22:13:20.5Z"), now + 500_000_000);
+        assert_eq!(at("2023-11-14T23:13:20+01:00"), now);
+        assert_eq!(at("2023-11-14"), 1_699_920_000_000_000_000);
+        assert_eq!(at("2023-11-14T22"), 1_699_999_200_000_000_000);
+        assert_eq!(at("2023-11-14T22:13Z"), 1_699_999_980_000_000_000);
+        assert_eq!(
+            parse_time_or_duration("soon", now).unwrap_err().to_string(),
+            "failed to parse value as time or duration: invalid seconds \"soon\": invalid syntax"
+        );
+        assert!(parse_time_or_duration("", now).is_err());
     }
 }

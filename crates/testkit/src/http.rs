@@ -50,10 +50,25 @@ pub fn request(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Response> {
+    request_with(socket, method, path, &[], body, timeout)
+}
+
+/// [`request`] with extra request headers (`Accept`, `X-Registry-Auth`, …).
+pub fn request_with(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Response> {
     let io = |e| Error::io(format!("{method} {path} on {}", socket.display()), e);
     let mut s = UnixStream::connect(socket).map_err(io)?;
     s.set_read_timeout(Some(timeout)).map_err(io)?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
     if let Some(b) = body {
         head.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",

@@ -125,7 +125,9 @@ pub use cri::{
 pub use ctr::{Ctr, Image, SNAPSHOTTER, Snapshot, TaskStatus};
 pub use dockerd::{DOCKERD, Dockerd, shared_dockerd};
 pub use error::{Error, Result};
-pub use http::{Response, query_escape, request as http_request};
+pub use http::{
+    Response, query_escape, request as http_request, request_with as http_request_with,
+};
 pub use image::{
     APPLETS, BUSYBOX_IMAGE, BuiltImage, BuiltLayer, HOST_BUSYBOX, ImageBuilder, MTIME,
     busybox_image,

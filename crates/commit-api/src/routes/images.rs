@@ -10,11 +10,12 @@ use chrono::{DateTime, Utc};
 use commit_engine::{ContainerRecord, Image, TaskState};
 use docker_format::filters::{FilterError, Filters, glob_match};
 use docker_format::reference::{self, ImageRef, familiar_name, short_id};
-use docker_format::time::{ZERO_TIME, unix_seconds};
+use docker_format::time::{ZERO_TIME, parse_time_or_duration, unix_seconds};
 
 use super::find_image;
 use crate::error::ApiError;
-use crate::extract::{Query, bool_value};
+use crate::extract::{ApiVersion, Query, bool_value};
+use crate::version::compare;
 use crate::views::{self, images as v};
 use crate::{Api, Events};
 
@@ -53,12 +54,30 @@ pub(crate) fn labels(e: &Image) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// `GET /images/json` (`docker images`).
-pub(crate) async fn list(State(api): State<Api>, q: Query) -> Result<Response, ApiError> {
+/// `GET /images/json` (`docker images`). From API 1.51 each image counts
+/// the containers made from it (`Containers`; -1 before, as Docker).
+pub(crate) async fn list(
+    State(api): State<Api>,
+    ApiVersion(version): ApiVersion,
+    q: Query,
+) -> Result<Response, ApiError> {
     let filters = Filters::parse(
         q.get("filters"),
-        &["reference", "dangling", "label", "before", "since"],
+        &["reference", "dangling", "label", "before", "since", "until"],
     )?;
+    // `until`: created before the time (a Go duration back from now, an
+    // RFC 3339 time or date, or unix seconds), as moby's `timestamp.Parse`.
+    let now = Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let untils = filters
+        .get("until")
+        .iter()
+        .map(|u| {
+            parse_time_or_duration(u, now).map_err(|e| {
+                ApiError::InvalidRequest(format!("invalid value for 'until' filter: {e}"))
+            })
+        })
+        .collect::<Result<Vec<i64>, ApiError>>()?;
+    let count_containers = compare(&version, "1.51") != std::cmp::Ordering::Less;
     let all = api.engine().images().list().await?;
     let dangling = filters.bool("dangling")?;
     let bound = |name: &str| -> Result<Option<i64>, ApiError> {
@@ -112,8 +131,23 @@ pub(crate) async fn list(State(api): State<Api>, q: Query) -> Result<Response, A
         if before.is_some_and(|b| created >= b) || since.is_some_and(|s| created <= s) {
             continue;
         }
+        let created_nanos = e
+            .config()
+            .created
+            .as_deref()
+            .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
+            .and_then(|t| t.timestamp_nanos_opt())
+            .unwrap_or(0);
+        if untils.iter().any(|&u| created_nanos >= u) {
+            continue;
+        }
+        let containers = if count_containers {
+            store.users(e).await?.len() as i64
+        } else {
+            -1
+        };
         out.push(v::ImageSummary {
-            containers: -1,
+            containers,
             created,
             id: e.id.clone(),
             labels: (!l.is_empty()).then_some(l),
@@ -238,6 +272,22 @@ pub(crate) async fn delete(
     Path(name): Path<String>,
     q: Query,
 ) -> Result<Response, ApiError> {
+    delete_image(api, name, q).await
+}
+
+/// `DELETE /images/json` and `DELETE /images/get`: Docker routes only
+/// `GET` of these paths elsewhere, so a delete reaches the image named
+/// `json` or `get`.
+pub(crate) async fn delete_json(State(api): State<Api>, q: Query) -> Result<Response, ApiError> {
+    delete_image(api, "json".into(), q).await
+}
+
+/// See [`delete_json`].
+pub(crate) async fn delete_get(State(api): State<Api>, q: Query) -> Result<Response, ApiError> {
+    delete_image(api, "get".into(), q).await
+}
+
+async fn delete_image(api: Api, name: String, q: Query) -> Result<Response, ApiError> {
     let force = bool_value(q.get("force"));
     let e = find_image(&api, &name).await?;
     let store = api.engine().images();

@@ -27,13 +27,15 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use commit_engine::{Error as EngineError, Image};
-use docker_format::reference::ImageRef;
+use docker_format::reference::{ImageRef, familiar_name};
 
 use crate::Api;
 use crate::error::ApiError;
 use crate::extract::Query;
 
-/// The image a user named, or 404 `No such image: <what they typed>`.
+/// The image a user named, or 404 `No such image: …` naming it as Docker
+/// does: a name with its tag (`app` → `app:latest`), a full ID as
+/// `sha256:…`, anything else as typed.
 pub(crate) async fn find_image(api: &Api, input: &str) -> Result<Image, ApiError> {
     let image = ImageRef::parse(input)?;
     api.engine()
@@ -41,7 +43,11 @@ pub(crate) async fn find_image(api: &Api, input: &str) -> Result<Image, ApiError
         .find(&image)
         .await
         .map_err(|e| match e {
-            EngineError::ImageNotFound(_) => ApiError::NoSuchImage(input.to_string()),
+            EngineError::ImageNotFound(_) => ApiError::NoSuchImage(match &image {
+                ImageRef::Name { name, .. } => familiar_name(name).to_string(),
+                ImageRef::Id(id) => id.clone(),
+                ImageRef::IdPrefix(_) => input.to_string(),
+            }),
             other => other.into(),
         })
 }

@@ -33,6 +33,17 @@ pub(crate) async fn push(
             "cannot push a digest reference: {name}"
         )));
     }
+    // The credentials are read before the image is looked up, as Docker
+    // does; one it cannot decode is ignored (anonymous), as Docker ignores
+    // it "to increase compatibility with the existing API".
+    let auth =
+        match registry::decode_auth(headers.get("x-registry-auth").and_then(|h| h.to_str().ok())) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(cause = %e, "X-Registry-Auth ignored");
+                registry::RegistryAuth::Anonymous
+            }
+        };
     let tag = q.get("tag");
     if !tag.is_empty() {
         if !valid_tag(tag) {
@@ -65,7 +76,6 @@ pub(crate) async fn push(
             targets.sort_by(|a, b| a.0.cmp(&b.0));
         }
     }
-    let auth = registry::decode_auth(headers.get("x-registry-auth").and_then(|h| h.to_str().ok()))?;
 
     // Every blob must be here or known elsewhere before anything is pushed.
     for (tag, e) in &targets {

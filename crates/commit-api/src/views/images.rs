@@ -10,7 +10,7 @@ use serde::Serialize;
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ImageSummary {
-    /// Not counted: -1, as Docker answers without `shared-size`.
+    /// Containers made from it (API 1.51+); -1 before, as Docker.
     pub containers: i64,
     pub created: i64,
     pub id: String,
