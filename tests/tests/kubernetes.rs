@@ -565,3 +565,97 @@ fn manifest_digest(node: &CriNode, image: &str) -> String {
         .map(|i| i.digest)
         .unwrap_or_else(|| panic!("no image {image}"))
 }
+
+#[test]
+fn exited_cri_containers_sandboxes_and_cri_image_records_show_as_docker_shows_them() {
+    let _serial = serial();
+    let node = shared_cri();
+    let base = node.base_image().unwrap();
+    let pod = node.run_pod(KubePod::unique("team-a", "job")).unwrap();
+    let name = pod.spec.name.clone();
+    let job = pod
+        .start(&KubeContainer::new("once", &base).command(&[
+            "sh",
+            "-c",
+            "echo done > /done; exit 3",
+        ]))
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while node.container_status(&job).unwrap().state() != ContainerState::ContainerExited {
+        assert!(std::time::Instant::now() < deadline, "the job never exited");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let d = daemon(node);
+
+    // The CRI plugin deleted its task; the exit comes from the plugin.
+    let ps = d.docker_ok(&[
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.Names}} {{.Status}}",
+    ]);
+    let line = ps
+        .lines()
+        .find(|l| l.starts_with(&job))
+        .unwrap_or_else(|| panic!("{job} not listed:\n{ps}"));
+    assert!(
+        line.contains(&format!("team-a/{name}/once Exited (3) ")),
+        "{line}"
+    );
+    // The sandbox, by its pod, as nerdctl shows it.
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with(&pod.id) && l.contains(&format!(" k8s://team-a/{name} Up"))),
+        "{ps}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&d.docker_ok(&["inspect", &format!("team-a/{name}/once")])).unwrap();
+    assert_eq!(v[0]["State"]["Status"], "exited", "{v}");
+    assert_eq!(v[0]["State"]["ExitCode"], 3, "{v}");
+    assert_eq!(v[0]["State"]["Running"], false, "{v}");
+    let exited = d.docker_ok(&["ps", "-a", "-q", "--no-trunc", "--filter", "status=exited"]);
+    assert!(exited.lines().any(|l| l == job), "{exited}");
+
+    // The CRI plugin's `sha256:<id>` records are no repositories.
+    let image = "registry.local/team-a/job:1";
+    let id = d.docker_ok(&["commit", &format!("team-a/{name}/once"), image]);
+    let id = id.trim();
+    let id_record = |present: bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let names: Vec<String> = node
+                .ctr()
+                .images()
+                .unwrap()
+                .into_iter()
+                .map(|i| i.name)
+                .collect();
+            if names.iter().any(|n| n == id) == present {
+                return names;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "record {id} present={present}: {names:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    id_record(true);
+    let images = d.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(!images.contains("sha256"), "{images}");
+    assert!(images.lines().any(|l| l == image), "{images}");
+    // rmi of its only tag removes the image, its ID record with it.
+    let out = d.docker_ok(&["rmi", image]);
+    assert!(
+        out.contains(&format!("Untagged: {image}")) && out.contains(&format!("Deleted: {id}")),
+        "{out}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let names = id_record(false);
+    assert!(!names.iter().any(|n| n.contains("team-a/job")), "{names:?}");
+    let (ok, _, err) = d.docker(&["image", "inspect", id]);
+    assert!(!ok && err.contains("No such image"), "{err}");
+    drop(pod);
+    assert_clean(node);
+}

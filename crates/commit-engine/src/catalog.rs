@@ -43,7 +43,9 @@ pub struct ImageRecord {
     pub name: String,
     /// When the record last changed (unix seconds).
     pub updated_at: Option<i64>,
-    /// A `moby-dangling@…` record: the image has no name of its own here.
+    /// A `moby-dangling@…` record, or the CRI plugin's `sha256:<id>`
+    /// record: no name of its own. Not listed as a repository; removed with
+    /// the image's last name.
     pub dangling: bool,
 }
 
@@ -52,9 +54,16 @@ impl ImageRecord {
         Self {
             name: r.name.clone(),
             updated_at: r.updated_at.as_ref().map(|t| t.seconds),
-            dangling: images::is_dangling(r),
+            dangling: images::is_dangling(r) || is_cri_id_record(&r.name),
         }
     }
+}
+
+/// The record the CRI plugin adds to every image of `k8s.io`, named by the
+/// image's ID (`sha256:<64 hex>`): no reference a user can type.
+fn is_cri_id_record(name: &str) -> bool {
+    name.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 impl Image {
@@ -412,5 +421,14 @@ mod tests {
         assert!(matches!(find("sha256:abc"), Err(Error::InvalidArgument(_))));
         assert!(matches!(find("app:2"), Err(Error::ImageNotFound(_))));
         assert!(matches!(find("fff"), Err(Error::ImageNotFound(_))));
+    }
+
+    #[test]
+    fn cri_id_records_are_not_names() {
+        let id = format!("sha256:{}", "ab12".repeat(16));
+        assert!(is_cri_id_record(&id));
+        assert!(!is_cri_id_record("sha256:ab12"));
+        assert!(!is_cri_id_record("docker.io/library/app:1"));
+        assert!(!is_cri_id_record(&format!("sha256:{}", "zz".repeat(32))));
     }
 }

@@ -130,6 +130,11 @@ impl Containerd {
     pub(crate) fn leases(&self) -> LeasesClient<Channel> {
         LeasesClient::new(self.channel.clone())
     }
+    /// The CRI plugin's runtime service (same socket; it keeps to the
+    /// `k8s.io` namespace whatever the request says).
+    pub(crate) fn cri(&self) -> k8s_cri::v1::runtime_service_client::RuntimeServiceClient<Channel> {
+        k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(self.channel.clone())
+    }
     pub(crate) fn version(&self) -> VersionClient<Channel> {
         VersionClient::new(self.channel.clone())
     }

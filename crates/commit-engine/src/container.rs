@@ -18,6 +18,8 @@ pub const PLATFORM_LABEL: &str = "nerdctl/platform";
 pub const K8S_CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
 pub const K8S_POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
 pub const K8S_POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+/// The CRI plugin's label: `sandbox` or `container`.
+pub const CRI_KIND_LABEL: &str = "io.cri-containerd.kind";
 
 /// Resolves `query` as Docker does: an exact ID, then an exact name, then a
 /// unique ID prefix. Kubernetes containers also answer to
@@ -122,6 +124,13 @@ pub(crate) fn display_name(ct: &Container) -> String {
     let label = |k: &str| ct.labels.get(k).map(String::as_str);
     if let Some(n) = label(NAME_LABEL) {
         return n.to_string();
+    }
+    // A pod's sandbox, as nerdctl shows it.
+    if let (Some("sandbox"), Some(p)) = (label(CRI_KIND_LABEL), label(K8S_POD_NAME_LABEL)) {
+        return format!(
+            "k8s://{}/{p}",
+            label(K8S_POD_NAMESPACE_LABEL).unwrap_or("default")
+        );
     }
     if let (Some(c), Some(p)) = (label(K8S_CONTAINER_NAME_LABEL), label(K8S_POD_NAME_LABEL)) {
         return format!(
@@ -313,11 +322,20 @@ impl Containers<'_> {
         resolve(self.c, query).await.map(ContainerRecord::of)
     }
 
-    /// Its task (no task: `state` is [`TaskState::None`]).
+    /// Its task (no task: `state` is [`TaskState::None`]); for an exited
+    /// Kubernetes container, whose task the CRI plugin deleted, the exit
+    /// the plugin keeps ([`TaskState::Stopped`]).
     ///
     /// [`TaskState::None`]: crate::task::TaskState::None
+    /// [`TaskState::Stopped`]: crate::task::TaskState::Stopped
     pub async fn task(&self, id: &str) -> Result<crate::task::TaskInfo> {
-        crate::task::info(self.c, id).await
+        let info = crate::task::info(self.c, id).await?;
+        if info.state == Some(crate::task::TaskState::None) {
+            if let Some(exited) = crate::task::cri_exit(self.c, id).await {
+                return Ok(exited);
+            }
+        }
+        Ok(info)
     }
 
     /// The parent of its snapshot: the chain ID of the layers it stands on
@@ -416,6 +434,14 @@ mod tests {
             "team/nb-0/app"
         );
         assert_eq!(named(&[]), "abc");
+        assert_eq!(
+            named(&[
+                (CRI_KIND_LABEL, "sandbox"),
+                (K8S_POD_NAMESPACE_LABEL, "team"),
+                (K8S_POD_NAME_LABEL, "nb-0"),
+            ]),
+            "k8s://team/nb-0"
+        );
     }
 
     #[test]

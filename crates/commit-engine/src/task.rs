@@ -236,6 +236,49 @@ pub async fn info(c: &Containerd, container: &str) -> Result<TaskInfo> {
     })
 }
 
+/// The CRI plugin's namespace.
+pub const CRI_NAMESPACE: &str = "k8s.io";
+
+/// A Kubernetes container's state as the CRI plugin keeps it, for a
+/// container with no task: the plugin deletes an exited container's task
+/// and keeps its exit in its own metadata. `None` when the plugin does not
+/// know the container (not a CRI container, no CRI plugin) or it has not
+/// exited.
+pub async fn cri_exit(c: &Containerd, container: &str) -> Option<TaskInfo> {
+    if c.namespace() != CRI_NAMESPACE {
+        return None;
+    }
+    let req = k8s_cri::v1::ContainerStatusRequest {
+        container_id: container.to_string(),
+        verbose: false,
+    };
+    let status = c
+        .cri()
+        .container_status(req)
+        .await
+        .ok()?
+        .into_inner()
+        .status?;
+    if status.state() != k8s_cri::v1::ContainerState::ContainerExited {
+        return None;
+    }
+    let at = |ns: i64| {
+        (ns > 0).then(|| {
+            (
+                ns.div_euclid(1_000_000_000),
+                ns.rem_euclid(1_000_000_000) as i32,
+            )
+        })
+    };
+    Some(TaskInfo {
+        state: Some(TaskState::Stopped),
+        pid: 0,
+        exit_status: u32::try_from(status.exit_code).unwrap_or(u32::MAX),
+        exited_at: at(status.finished_at),
+        started_at: at(status.started_at).map(|(s, _)| s),
+    })
+}
+
 /// A process's start time from /proc (boot time + start ticks).
 fn process_start(pid: u32) -> Option<i64> {
     if pid == 0 {
