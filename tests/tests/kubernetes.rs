@@ -659,3 +659,64 @@ fn exited_cri_containers_sandboxes_and_cri_image_records_show_as_docker_shows_th
     drop(pod);
     assert_clean(node);
 }
+
+/// The README's node-agent walkthrough ("Commit and push from a node agent with
+/// curl"), run as written: its shell block with the socket, the registry's host and
+/// a token put in, against pods made through CRI.
+#[test]
+fn the_readmes_node_agent_walkthrough_runs_as_written() {
+    let _serial = serial();
+    let node = shared_cri();
+    let base = node.base_image().unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme
+        .find("**Commit and push from a node agent with curl.**")
+        .expect("the walkthrough is in the README");
+    let block = &readme[start..];
+    let block = &block[block.find("```sh\n").unwrap() + 6..];
+    let block = &block[..block.find("```").unwrap()];
+    assert!(block.contains("team-a/notebook-0/jupyter"), "{block}");
+
+    // The pod the walkthrough names.
+    let pod = node.run_pod(KubePod::new("team-a", "notebook-0")).unwrap();
+    let app = pod.start(&sleeper("jupyter", &base)).unwrap();
+    node.sh(&app, "echo trained > /model").unwrap();
+    let d = daemon(node);
+    let host = node.registry().host();
+    let script = block
+        .replace(
+            "S=/run/commitd/commitd.sock",
+            &format!("S={}", d.socket.display()),
+        )
+        .replace("registry.example.com", &host);
+    let out = std::process::Command::new("bash")
+        .arg("-euc")
+        .arg(&script)
+        .env("TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script}\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The commit's answer, then the push's progress lines ending with the digest.
+    // curl prints the commit's answer with no newline before the push's lines.
+    let id = stdout
+        .strip_prefix("{\"Id\":\"")
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no commit answer first: {stdout}"));
+    assert!(id.starts_with("sha256:"), "{stdout}");
+    let image = format!("{host}/team-a/notebook:2026-11-24");
+    let digest = manifest_digest(node, &image);
+    assert!(
+        stdout.contains(&format!("2026-11-24: digest: {digest}")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("\"error\""), "{stdout}");
+    assert_eq!(remote_manifest_digest(&image), digest);
+    drop(pod);
+    assert_clean(node);
+}
