@@ -668,3 +668,122 @@ fn docker_image_prune_removes_only_unused_images() {
     w.ctr.run(&["containers", "rm", "user"]).unwrap();
     w.assert_clean();
 }
+
+#[test]
+fn docker_import_of_an_exported_container_runs() {
+    let w = World::new("surface-import");
+    let d = daemon!(w);
+    w.running(
+        "ex",
+        "echo imported > /greeting && mkdir -p /srv && head -c 500000 /dev/urandom > /srv/noise",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("ex.tar");
+    d.docker_ok(&["export", "-o", tar.to_str().unwrap(), "ex-name"]);
+    let images = targets(&w);
+
+    // docker import FILE REPO:TAG with changes and a message.
+    let id = d
+        .docker_ok(&[
+            "import",
+            "-c",
+            "CMD [\"cat\", \"/greeting\"]",
+            "-c",
+            "ENV MADE=import PATH=/bin",
+            "-m",
+            "from an export",
+            tar.to_str().unwrap(),
+            "acc/imported:1",
+        ])
+        .trim()
+        .to_string();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    let inspect = json(&d.docker_ok(&["image", "inspect", "acc/imported:1"]));
+    assert_eq!(inspect[0]["Id"], id.as_str());
+    assert_eq!(
+        inspect[0]["Config"]["Cmd"],
+        serde_json::json!(["cat", "/greeting"])
+    );
+    assert_eq!(
+        inspect[0]["Config"]["Env"],
+        serde_json::json!(["MADE=import", "PATH=/bin"])
+    );
+    assert_eq!(inspect[0]["RootFS"]["Layers"].as_array().unwrap().len(), 1);
+    let history = json(&d.curl("GET", "/images/acc/imported:1/history", None, &[]).1);
+    assert_eq!(history[0]["Comment"], "from an export", "{history}");
+    // It runs at once, with the container's files.
+    assert_eq!(
+        w.run("docker.io/acc/imported:1", "cat /greeting"),
+        "imported\n"
+    );
+    let sum = |s: &str| s.split_whitespace().next().unwrap().to_string();
+    assert_eq!(
+        sum(&w.run("docker.io/acc/imported:1", "sha256sum /srv/noise")),
+        sum(&w.ctr.exec("ex", &["sha256sum", "/srv/noise"]).unwrap())
+    );
+    assert_nothing_left(&w);
+
+    // gzip, from stdin; untagged through the API: `{"status": ID}`.
+    let gz = dir.path().join("ex.tar.gz");
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -c {} > {}", tar.display(), gz.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (status, body) = d.curl(
+        "POST",
+        "/v1.41/images/create?fromSrc=-",
+        Some(&format!("@{}", gz.display())),
+        &["Content-Type: application/x-tar"],
+    );
+    assert_eq!(status, 200, "{body}");
+    let untagged = json(body.trim())["status"].as_str().unwrap().to_string();
+    assert!(untagged.starts_with("sha256:"), "{body}");
+    // The same layer: the same image but for the config (no changes, the
+    // default message).
+    let history = json(
+        &d.curl("GET", &format!("/images/{untagged}/history"), None, &[])
+            .1,
+    );
+    assert_eq!(history[0]["Comment"], "Imported from -");
+    let out = d.docker_ok(&[
+        "images",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.Repository}}",
+    ]);
+    assert!(
+        out.lines().any(|l| l == format!("{untagged} <none>")),
+        "{out}"
+    );
+
+    // What cannot be imported is refused, and leaves nothing.
+    let before = targets(&w);
+    let snapshots = w.ctr.snapshots("overlayfs").unwrap().len();
+    let junk = dir.path().join("junk.txt");
+    std::fs::write(&junk, "not a tarball\n".repeat(100)).unwrap();
+    let (ok, _, err) = d.docker(&["import", junk.to_str().unwrap(), "acc/junk:1"]);
+    assert!(!ok);
+    assert!(err.contains("not a tar archive"), "{err}");
+    let cut = dir.path().join("cut.tar");
+    let bytes = std::fs::read(&tar).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let (ok, _, err) = d.docker(&["import", cut.to_str().unwrap(), "acc/cut:1"]);
+    assert!(!ok, "a truncated tarball");
+    assert!(!err.trim().is_empty());
+    let (ok, _, err) = d.docker(&["import", "-c", "BOGUS x", tar.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("BOGUS") || err.contains("bogus"), "{err}");
+    let (status, body) = d.curl(
+        "POST",
+        "/images/create?fromImage=busybox&tag=latest",
+        None,
+        &[],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(targets(&w), before);
+    assert_eq!(w.ctr.snapshots("overlayfs").unwrap().len(), snapshots);
+    assert_nothing_left(&w);
+    assert_eq!(images.len() + 2, before.len());
+}

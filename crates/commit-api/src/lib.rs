@@ -235,6 +235,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/images/{name}/push"),
     ("POST", "/images/load"),
     ("POST", "/images/prune"),
+    ("POST", "/images/create"),
     ("GET", "/images/{name}/get"),
     ("DELETE", "/images/{name}"),
     ("GET", "/containers/json"),

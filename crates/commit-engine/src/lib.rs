@@ -42,6 +42,7 @@ pub mod error;
 mod export;
 pub mod failpoint;
 mod images;
+mod import;
 mod ingest;
 mod keyed;
 mod layer;
@@ -78,6 +79,7 @@ pub use crate::content::Blobs;
 pub use crate::error::{Error, Kind, Result};
 pub use crate::export::Exported;
 pub use crate::images::{Footing, Resolved, footing};
+pub use crate::import::{ImportRequest, Imported};
 pub use crate::lineage::{BASE_DIGEST, BASE_LAYERS, BASE_NAME, Squash};
 pub use crate::load::{LoadProgress, Loaded};
 pub use crate::prune::{Pruned, PrunedImage};
@@ -374,6 +376,32 @@ impl Engine {
     ) -> Result<impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static> {
         let rx = rootfs::start(&self.c, container).await?;
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+
+    /// Imports a root filesystem tarball as a one-layer image (`docker
+    /// import`): plain, gzip or zstd, read as it comes; nothing is left on
+    /// failure (see [`import`]).
+    pub async fn import<R>(&self, tarball: R, req: ImportRequest) -> Result<Imported>
+    where
+        R: tokio::io::AsyncRead + Send + Unpin + 'static,
+    {
+        let content_root = self.content_root().await;
+        // One layer being produced per compression thread, as commits.
+        let _slot = self
+            .layer_slots
+            .acquire()
+            .await
+            .map_err(|_| Error::Cancelled("waiting to write the layer"))?;
+        import::Importer {
+            c: &self.c,
+            locks: &self.locks,
+            lease_expiry: self.cfg.lease_expiry,
+            snapshotter: DEFAULT_SNAPSHOTTER,
+            codec: self.cfg.codec(self.cfg.compression),
+            content_root: content_root.as_ref(),
+        }
+        .import(tarball, req)
+        .await
     }
 
     /// containerd's version, root and snapshotter (`docker info`).

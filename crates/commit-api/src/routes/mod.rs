@@ -14,6 +14,7 @@ pub(crate) mod df;
 pub(crate) mod events;
 pub(crate) mod export;
 pub(crate) mod images;
+pub(crate) mod import;
 pub(crate) mod info;
 pub(crate) mod load;
 pub mod metrics;
@@ -65,7 +66,7 @@ pub(crate) async fn images_get(
     }
 }
 
-/// `POST /images/{name}/tag|push`, and `POST /images/load|prune` (which
+/// `POST /images/{name}/tag|push`, and `POST /images/load|prune|create` (which
 /// Docker's router matches before `{name}`).
 pub(crate) async fn images_post(
     State(api): State<Api>,
@@ -76,6 +77,9 @@ pub(crate) async fn images_post(
 ) -> Result<Response, ApiError> {
     if rest == "load" {
         return load::load(&api, &q, body).await;
+    }
+    if rest == "create" {
+        return import::create(&api, &q, body).await;
     }
     if rest == "prune" {
         return prune::prune(State(api), q).await;

@@ -80,7 +80,7 @@ struct PushResult {
 }
 
 impl Message {
-    fn status(status: impl Into<String>) -> Self {
+    pub fn status(status: impl Into<String>) -> Self {
         Self {
             status: Some(status.into()),
             ..Self::default()
