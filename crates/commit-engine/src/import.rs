@@ -97,7 +97,7 @@ impl Importer<'_> {
         let layer = streamed.layer;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let config =
-            crate::commit::child_config(None, run, Some(&layer), "", &req.message, "", &now);
+            crate::commit::child_config(None, 0, run, Some(&layer), "", &req.message, "", &now);
         let chain = image::chain_id(&config.rootfs.diff_ids)
             .ok_or_else(|| Error::Malformed("an imported image without a layer".into()))?;
         let sn = Snapshots::new(c, self.snapshotter);

@@ -14,7 +14,7 @@ use axum::response::Response;
 use commit_engine::DEFAULT_SNAPSHOTTER;
 use docker_format::filters::Filters;
 use docker_format::reference::familiar_name;
-use docker_format::time::{parse_timestamp, unix_seconds};
+use docker_format::time::{parse_time_or_duration, unix_seconds};
 
 use super::images::labels;
 use crate::Api;
@@ -23,19 +23,11 @@ use crate::extract::Query;
 use crate::views;
 use crate::views::images::{DeleteItem, PruneReport};
 
-/// The latest creation time (unix nanoseconds) an `until` value keeps.
+/// The latest creation time (unix nanoseconds) an `until` value keeps:
+/// moby's `timestamp.Parse` (a Go duration ago, a time, unix seconds).
 fn until_nanos(value: &str, now_nanos: i64) -> Result<i64, ApiError> {
-    let bad = || {
-        ApiError::InvalidRequest(format!(
-            "invalid value for 'until' filter: failed to parse value as time or duration: {value:?}"
-        ))
-    };
-    if value != "0" {
-        if let Ok(d) = docker_format::duration::parse_duration(value) {
-            return Ok(now_nanos - d);
-        }
-    }
-    parse_timestamp(value).map_err(|_| bad())?.ok_or_else(bad)
+    parse_time_or_duration(value, now_nanos)
+        .map_err(|e| ApiError::InvalidRequest(format!("invalid value for 'until' filter: {e}")))
 }
 
 /// `POST /images/prune?filters=`.
