@@ -137,9 +137,11 @@ fn engine_status(e: &EngineError) -> StatusCode {
             Kind::Unimplemented => StatusCode::NOT_IMPLEMENTED,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         },
-        EngineError::Io { .. } | EngineError::Malformed(_) | EngineError::Registry(_) => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        EngineError::Io { .. }
+        | EngineError::Malformed(_)
+        | EngineError::Registry(_)
+        | EngineError::Task { .. }
+        | EngineError::Failpoint(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

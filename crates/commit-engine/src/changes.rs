@@ -123,10 +123,7 @@ pub(crate) async fn changes(
                     let lower = Lower::new(dirs.lower, dirs.layout);
                     Ok::<_, WalkError>(classify(&upper, &lower))
                 });
-                match run
-                    .await
-                    .map_err(|e| Error::Malformed(format!("diff task failed: {e}")))?
-                {
+                match run.await.map_err(Error::task("diff task"))? {
                     Ok(changes) => return Ok(changes),
                     Err(WalkError::Unsupported(why)) => {
                         debug!(container = %ct.id, %why, "upper directory not readable; using the diff service");
@@ -227,7 +224,7 @@ async fn by_service(
         Ok(classify(&upper, &Lower::new(lowers, layout)))
     })
     .await
-    .map_err(|e| Error::Malformed(format!("diff task failed: {e}")))?
+    .map_err(Error::task("diff task"))?
 }
 
 /// The directories of a read-only view (the parent's layers), top first.

@@ -719,7 +719,7 @@ impl Committer<'_> {
                 (copied, merge)
             })
             .await
-            .map_err(|e| Error::Malformed(format!("capture task failed: {e}")))?;
+            .map_err(Error::task("capture task"))?;
             let pre = match running {
                 Ok(pre) => pre,
                 Err(CopyError::Io { context, source }) => {
@@ -759,8 +759,7 @@ impl Committer<'_> {
                     .await
                 })
                 .await?;
-            let (copied, merge) =
-                copied.map_err(|e| Error::Malformed(format!("capture task failed: {e}")))?;
+            let (copied, merge) = copied.map_err(Error::task("capture task"))?;
             let (mut copied, work, stubs) = copied.map_err(copy_failed)?;
             if let Some(merge) = merge {
                 // Committed snapshots: nothing changes them, no pause.
@@ -776,7 +775,7 @@ impl Committer<'_> {
                         .map(|()| copied)
                 })
                 .await
-                .map_err(|e| Error::Malformed(format!("squash task failed: {e}")))?;
+                .map_err(Error::task("squash task"))?;
                 copied = folded.map_err(copy_failed)?;
             }
             debug!(
@@ -926,7 +925,7 @@ impl Committer<'_> {
         let mut changes =
             tokio::task::spawn_blocking(move || stubs::TarChanges::read(reader, None))
                 .await
-                .map_err(|e| Error::Malformed(format!("layer read task failed: {e}")))?
+                .map_err(Error::task("layer read task"))?
                 .map_err(|e| Error::io("reading the diff service's layer", e))?;
         if !changes.touches(&mounts) {
             return Ok(tar);

@@ -73,6 +73,20 @@ pub enum Error {
     #[error("{0}")]
     Malformed(String),
 
+    /// A task of the engine's own (a blocking copy, a compressor, a write
+    /// stream's sender) panicked or was dropped: a bug here, not a
+    /// containerd failure.
+    #[error("{what} failed: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+
+    /// A failure injected for a test (`failpoints` feature only).
+    #[error("failpoint {0} hit")]
+    Failpoint(&'static str),
+
     /// A registry could not be reached or set up for a push.
     #[error("{0}")]
     Registry(String),
@@ -134,6 +148,11 @@ impl Error {
             kind: s.code().into(),
             message: s.message().to_string(),
         }
+    }
+
+    /// Maps a join failure of the task doing `what`.
+    pub(crate) fn task(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> Self {
+        move |source| Error::Task { what, source }
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {

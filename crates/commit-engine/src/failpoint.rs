@@ -139,7 +139,7 @@ pub(crate) fn check(container_id: &str, step: &'static str) -> Result<()> {
         .iter()
         .any(|(c, s, d)| c == container_id && *s == step && d.is_none());
     match hit.or(from_env.then_some(step)) {
-        Some(step) => Err(crate::Error::Malformed(format!("failpoint {step} hit"))),
+        Some(step) => Err(crate::Error::Failpoint(step)),
         None => Ok(()),
     }
 }

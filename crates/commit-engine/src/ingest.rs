@@ -125,7 +125,7 @@ impl Ingest {
             Ok(Ok(())) => Ok(()),
             Ok(Err(s)) if s.code() == Code::AlreadyExists => Ok(()),
             Ok(Err(s)) => Err(self.c.err("content write", s)),
-            Err(e) => Err(Error::Malformed(format!("content writer failed: {e}"))),
+            Err(e) => Err(Error::task("content writer")(e)),
         }
     }
 
@@ -179,7 +179,7 @@ impl Ingest {
                     Ok(Ok(())) => false,
                     Ok(Err(s)) if s.code() == Code::AlreadyExists => true,
                     Ok(Err(s)) => return Err(self.c.err("content write", s)),
-                    Err(e) => return Err(Error::Malformed(format!("content writer failed: {e}"))),
+                    Err(e) => return Err(Error::task("content writer")(e)),
                 }
             }
             None => false,

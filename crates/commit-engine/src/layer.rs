@@ -458,12 +458,8 @@ where
             Ok(f)
         })
     };
-    let produced = producer
-        .await
-        .map_err(|e| Error::Malformed(format!("layer producer failed: {e}")))?;
-    let written = writer
-        .await
-        .map_err(|e| Error::Malformed(format!("layer upload failed: {e}")))?;
+    let produced = producer.await.map_err(Error::task("layer producer"))?;
+    let written = writer.await.map_err(Error::task("layer upload"))?;
     match (produced, written) {
         (Ok(f), Ok(())) => Ok(f),
         (Ok(f), Err(s)) if s.code() == Code::AlreadyExists => {
@@ -555,7 +551,7 @@ where
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            return Err(Error::Malformed(format!("layer producer failed: {e}")));
+            return Err(Error::task("layer producer")(e));
         }
     };
     let path = blobs.join(f.digest.trim_start_matches("sha256:"));
@@ -718,10 +714,8 @@ async fn upload_file(c: &Containerd, lease: &str, path: &Path, f: &Finished) -> 
             .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
     })
     .await
-    .map_err(|e| Error::Malformed(format!("layer upload failed: {e}")))?;
-    let written = writer
-        .await
-        .map_err(|e| Error::Malformed(format!("layer upload failed: {e}")))?;
+    .map_err(Error::task("layer upload"))?;
+    let written = writer.await.map_err(Error::task("layer upload"))?;
     match (sent, written) {
         (_, Err(s)) if s.code() == Code::AlreadyExists => {
             content::adopt(c, lease, &f.digest, labels(&f.diff_id)).await
