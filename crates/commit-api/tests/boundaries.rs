@@ -101,3 +101,83 @@ fn fuzzing_builds_only_the_formats() {
     deps.sort_unstable();
     assert_eq!(deps, ["docker-format", "libfuzzer-sys", "serde_json"]);
 }
+
+/// The top-level bullet of ARCHITECTURE.md's codemap that starts with
+/// `` - `head` ``, up to the next one (or the next heading).
+fn codemap_section<'a>(map: &'a str, head: &str) -> &'a str {
+    let start = map
+        .find(&format!("\n- `{head}`"))
+        .unwrap_or_else(|| panic!("ARCHITECTURE.md's codemap has no bullet for `{head}`"));
+    let rest = &map[start + 1..];
+    let end = [rest.find("\n- `"), rest.find("\n## ")]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// Every `.rs` file under `dir`, but binaries' (`bin/`).
+fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{dir:?}: {e}")) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "bin") {
+                sources(&path, out);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn the_codemap_names_every_module() {
+    // Each crate's modules are named in its own bullet: a file `x.rs` as
+    // `x`, `x.rs` or a path ending in it; a folder module (`x/mod.rs`) as
+    // `x/`. Crate roots (`lib.rs`, `main.rs`) are the bullet itself.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let map = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let mut missing = Vec::new();
+    for (head, src) in [
+        ("crates/docker-format", "crates/docker-format/src"),
+        ("crates/commit-engine", "crates/commit-engine/src"),
+        ("crates/commit-api", "crates/commit-api/src"),
+        ("crates/commitd", "crates/commitd/src"),
+        ("crates/testkit", "crates/testkit/src"),
+        ("tests/", "tests/src"),
+    ] {
+        let section = codemap_section(&map, head);
+        let mut files = Vec::new();
+        sources(&root.join(src), &mut files);
+        for file in files {
+            let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
+            let name = match stem.as_str() {
+                "lib" | "main" => continue,
+                "mod" => {
+                    let dir = file.parent().unwrap().file_name().unwrap();
+                    format!("{}/", dir.to_string_lossy())
+                }
+                _ => stem,
+            };
+            let named = [
+                format!("`{name}`"),
+                format!("`{name}.rs`"),
+                format!("/{name}`"),
+                format!("/{name}.rs`"),
+                format!("`{name}/`"),
+            ]
+            .iter()
+            .any(|form| section.contains(form.as_str()))
+                || (name.ends_with('/') && section.contains(&format!("/{name}`")));
+            if !named {
+                missing.push(format!("{head}: {name} ({})", file.display()));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "modules the codemap in ARCHITECTURE.md does not name:\n{}",
+        missing.join("\n")
+    );
+}

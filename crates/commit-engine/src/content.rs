@@ -7,7 +7,6 @@ use containerd_client::services::v1::{
     DeleteContentRequest, Info, InfoRequest, ReadContentRequest, UpdateRequest, WriteAction,
     WriteContentRequest,
 };
-use docker_format::image::Descriptor;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tonic::Code;
@@ -194,23 +193,6 @@ pub struct Blobs {
 }
 
 impl Blobs {
-    /// The first of `blobs` that is not in the content store (`None`:
-    /// every one is there): an image whose content is not all here cannot
-    /// leave the node whole.
-    pub async fn first_missing<'d>(
-        &self,
-        blobs: impl IntoIterator<Item = &'d Descriptor>,
-    ) -> Result<Option<&'d Descriptor>> {
-        for d in blobs {
-            match info(&self.c, &d.digest).await {
-                Ok(_) => {}
-                Err(e) if e.is_not_found() => return Ok(Some(d)),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
-    }
-
     /// A whole small blob (a manifest, an index, a config).
     pub async fn read(&self, digest: &str) -> Result<Vec<u8>> {
         read_blob(&self.c, digest).await
