@@ -16,10 +16,9 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use docker_format::image::Descriptor;
-use futures::StreamExt;
 
 use crate::client::Containerd;
-use crate::content::{self, Blobs};
+use crate::content;
 use crate::error::{Error, Result};
 
 /// The content label that keeps a layer's unpacked size.
@@ -79,45 +78,12 @@ impl Sizes {
     }
 }
 
-/// A blocking reader over chunks sent from an async task.
-struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Result<Vec<u8>>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(Ok(chunk)) => {
-                    self.buf = chunk;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => return Err(std::io::Error::other(e.to_string())),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
 /// Reads `layer`'s blob and sums its tar's sizes (see [`tar_size`]).
 async fn measure(c: &Containerd, layer: &Descriptor) -> Result<i64> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(4);
-    let blobs = Blobs { c: c.clone() };
-    let mut chunks = Box::pin(blobs.chunks(&layer.digest, layer.size));
+    let raw = crate::layer::BlobReader::new(c.clone(), layer.digest.clone(), layer.size);
     let media_type = layer.media_type.clone();
     let digest = layer.digest.clone();
-    let reader = tokio::task::spawn_blocking(move || {
-        let raw = ChannelReader {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-        };
+    tokio::task::spawn_blocking(move || {
         let r: Box<dyn Read> = if media_type.contains("gzip") {
             Box::new(flate2::read::MultiGzDecoder::new(raw))
         } else if media_type.contains("zstd") {
@@ -126,19 +92,10 @@ async fn measure(c: &Containerd, layer: &Descriptor) -> Result<i64> {
             Box::new(raw)
         };
         tar_size(r)
-    });
-    while let Some(chunk) = chunks.next().await {
-        let failed = chunk.is_err();
-        // The reader stops early only on a broken tar: its error says why.
-        if tx.send(chunk).is_err() || failed {
-            break;
-        }
-    }
-    drop(tx);
-    reader
-        .await
-        .map_err(|e| Error::Malformed(format!("measuring layer {digest}: {e}")))?
-        .map_err(|e| Error::Malformed(format!("layer {digest} is not a readable tar: {e}")))
+    })
+    .await
+    .map_err(Error::task("layer measuring task"))?
+    .map_err(|e| Error::Malformed(format!("layer {digest} is not a readable tar: {e}")))
 }
 
 /// Docker's `directory.Size` of what a layer tar unpacks to: regular files'
