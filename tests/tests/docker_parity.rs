@@ -1552,3 +1552,56 @@ fn delete_of_images_json_and_get_reaches_those_images() {
         assert_eq!(d.json()["message"], c.json()["message"]);
     }
 }
+
+#[test]
+fn push_of_a_missing_tag_with_undecodable_credentials() {
+    // Both read X-Registry-Auth first and ignore one they cannot decode; both have
+    // begun streaming when they find the tag missing: 200, the repository line,
+    // then the error. Docker 20.10 is older: its graphdriver store says "An image
+    // does not exist locally…" for a missing tag too; current Docker's containerd
+    // store says "tag does not exist: …".
+    let case = Case::new("parity-push-missing");
+    let repo = format!("127.0.0.1:1/parity/nope-{}", case.ns);
+    let lines = |r: &commitd_testkit::Response| -> Vec<serde_json::Value> {
+        r.text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let auth = [("X-Registry-Auth", "!!not-base64!!")];
+    let path = format!("/{ORACLE_API}/images/{repo}/push?tag=1");
+    let d = call(case.oracle.docker().socket(), "POST", &path, &auth);
+    let c = call(&case.daemon.socket, "POST", &path, &auth);
+    assert_eq!(
+        (d.status, c.status),
+        (200, 200),
+        "{} / {}",
+        d.text(),
+        c.text()
+    );
+    let (dl, cl) = (lines(&d), lines(&c));
+    let refers = format!("The push refers to repository [{repo}]");
+    assert_eq!(dl[0]["status"], refers.as_str());
+    assert_eq!(cl[0]["status"], refers.as_str());
+    assert_eq!(
+        dl[1]["error"],
+        format!("An image does not exist locally with the tag: {repo}").as_str()
+    );
+    assert_eq!(
+        cl[1]["error"],
+        format!("tag does not exist: {repo}:1").as_str()
+    );
+    assert_eq!(cl[1]["errorDetail"]["message"], cl[1]["error"]);
+    // Every tag of a repository that has none: the same answer on both.
+    let path = format!("/{ORACLE_API}/images/{repo}/push");
+    let d = call(case.oracle.docker().socket(), "POST", &path, &auth);
+    let c = call(&case.daemon.socket, "POST", &path, &auth);
+    assert_eq!(
+        (d.status, c.status),
+        (200, 200),
+        "{} / {}",
+        d.text(),
+        c.text()
+    );
+    assert_eq!(lines(&d), lines(&c));
+}

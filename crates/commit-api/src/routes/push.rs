@@ -9,7 +9,7 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use commit_engine::{Image as ImageEntry, PushRequest};
+use commit_engine::{Image as ImageEntry, PushEvent, PushRequest};
 use docker_format::reference::{familiar_name, parse_normalized_named, valid_tag};
 use docker_format::registry;
 use futures::StreamExt;
@@ -55,10 +55,17 @@ pub(crate) async fn push(
     // CLI itself asks for `latest` when the user gave no tag).
     let mut targets: Vec<(String, ImageEntry)> = Vec::new();
     match &named.tag {
-        Some(t) => {
-            let entry = find_image(api, &named.familiar()).await?;
-            targets.push((t.clone(), entry));
-        }
+        Some(t) => match find_image(api, &named.familiar()).await {
+            Ok(entry) => targets.push((t.clone(), entry)),
+            // As Docker: the stream has begun when the tag is looked up.
+            Err(ApiError::NoSuchImage(_)) => {
+                return Ok(failed_stream(
+                    &named.name(),
+                    format!("tag does not exist: {}", named.familiar()),
+                ));
+            }
+            Err(e) => return Err(e),
+        },
         None => {
             let prefix = format!("{}:", named.name());
             for e in api.engine().images().list().await? {
@@ -69,8 +76,12 @@ pub(crate) async fn push(
                 }
             }
             if targets.is_empty() {
-                return Err(ApiError::NoTaggedImage(
-                    familiar_name(&named.name()).to_string(),
+                return Ok(failed_stream(
+                    &named.name(),
+                    format!(
+                        "An image does not exist locally with the tag: {}",
+                        familiar_name(&named.name())
+                    ),
                 ));
             }
             targets.sort_by(|a, b| a.0.cmp(&b.0));
@@ -100,12 +111,25 @@ pub(crate) async fn push(
         .await?;
     let body = tokio_stream::wrappers::ReceiverStream::new(events)
         .flat_map(|e| futures::stream::iter(lines(&e).into_iter().map(Ok::<_, std::io::Error>)));
-    let mut resp = (StatusCode::OK, Body::from_stream(body)).into_response();
+    Ok(json_stream(Body::from_stream(body)))
+}
+
+fn json_stream(body: Body) -> Response {
+    let mut resp = (StatusCode::OK, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(resp)
+    resp
+}
+
+/// Docker's answer to a push of a tag it does not have: `200`, the
+/// repository line (its full name), then the error as a stream message —
+/// Docker has begun streaming when it looks the tag up.
+fn failed_stream(repository: &str, message: String) -> Response {
+    let mut body = lines(&PushEvent::Repository(repository.to_string()));
+    body.extend(lines(&PushEvent::Failed(message)));
+    json_stream(Body::from(body.concat()))
 }
 
 /// The blobs of `e` that are neither in the content store nor known to be
