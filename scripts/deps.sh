@@ -9,10 +9,10 @@ set -euo pipefail
 
 want=(containerd runc protobuf-compiler busybox-static ca-certificates)
 if [[ "${1:-}" == "--test" ]]; then
-  want+=(skopeo umoci docker-registry python3-venv jq apache2-utils openssl docker.io curl)
+  want+=(skopeo umoci docker-registry python3-venv jq apache2-utils openssl docker.io curl xfsprogs e2fsprogs)
 fi
 if [[ "${1:-}" == "--bench" ]]; then
-  want+=(docker.io zstd pigz python3-venv)
+  want+=(docker.io zstd pigz python3-venv xfsprogs)
 fi
 
 missing=()

@@ -266,3 +266,156 @@ fn check_reports_containerd_and_the_fast_path() {
             .contains("not answering at /nonexistent/containerd.sock")
     );
 }
+
+/// A filesystem of `fs` on a loop file, mounted in a temp dir; unmounted
+/// (and the loop device freed) on drop.
+struct LoopMount {
+    dir: tempfile::TempDir,
+}
+
+impl LoopMount {
+    fn new(fs: &str, mkfs: &[&str]) -> LoopMount {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("fs.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(512 << 20)
+            .unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let out = Command::new(mkfs[0])
+            .args(&mkfs[1..])
+            .arg(&image)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e} (scripts/deps.sh --test installs it)", mkfs[0]));
+        assert!(out.status.success(), "{fs}: {out:?}");
+        let out = Command::new("mount")
+            .args(["-t", fs, "-o", "loop"])
+            .arg(&image)
+            .arg(&mnt)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mounting {fs}: {out:?}");
+        LoopMount { dir }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("mnt")
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.path()).status();
+    }
+}
+
+/// A containerd of this test's own, with its root (and so its snapshots)
+/// in `root`; killed on drop.
+struct RootedContainerd {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RootedContainerd {
+    fn start(root: &std::path::Path) -> RootedContainerd {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("c.sock");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = {:?}\nstate = {:?}\n[grpc]\n  address = {:?}\n",
+                root.join("root"),
+                dir.path().join("state"),
+                socket
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let me = RootedContainerd {
+            child,
+            socket,
+            _dir: dir,
+        };
+        for _ in 0..200 {
+            let ok = Command::new("ctr")
+                .arg("-a")
+                .arg(&me.socket)
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return me;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("containerd on {} did not answer", root.display());
+    }
+}
+
+impl Drop for RootedContainerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `commitd --check` says whether the snapshot root reflinks, as a probe
+/// copy shows it: yes on XFS made with `reflink=1`, no on ext4.
+#[test]
+fn check_says_whether_the_snapshot_root_reflinks() {
+    let xfs = LoopMount::new("xfs", &["mkfs.xfs", "-q", "-f", "-m", "reflink=1"]);
+    let ext4 = LoopMount::new("ext4", &["mkfs.ext4", "-q", "-F"]);
+    // The probe itself.
+    assert_eq!(
+        commit_engine::check::reflinks(&xfs.path()).unwrap(),
+        commit_engine::check::Reflink {
+            filesystem: "xfs".into(),
+            shared: true
+        }
+    );
+    assert_eq!(
+        commit_engine::check::reflinks(&ext4.path()).unwrap(),
+        commit_engine::check::Reflink {
+            filesystem: "ext4".into(),
+            shared: false
+        }
+    );
+    assert_eq!(
+        std::fs::read_dir(xfs.path()).unwrap().count(),
+        0,
+        "no probe file left"
+    );
+    // And as `commitd --check` reports it, for a containerd on each.
+    for (mount, fs, answer) in [
+        (&xfs, "xfs", "reflinks: yes"),
+        (&ext4, "ext4", "reflinks: no"),
+    ] {
+        let c = RootedContainerd::start(&mount.path());
+        let out = Command::new(env!("CARGO_BIN_EXE_commitd-under-test"))
+            .args(["--check", "--containerd"])
+            .arg(&c.socket)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("reflinks:"))
+            .unwrap_or_else(|| panic!("no reflinks line: {text}"));
+        assert!(
+            line.starts_with(answer) && line.contains(&format!("({fs})")),
+            "{fs}: {line}"
+        );
+        drop(c);
+    }
+}

@@ -265,6 +265,25 @@ fn check(cfg: &Config) -> ExitCode {
                 "content store: not visible from here: layers go through the content service"
             ),
         }
+        let snapshots = report
+            .snapshotters
+            .iter()
+            .find(|s| s.name == "overlayfs")
+            .and_then(|s| s.root.as_ref())
+            .map(|r| r.join("snapshots").display().to_string())
+            .unwrap_or_default();
+        match &report.reflink {
+            Some(Ok(r)) if r.shared => println!(
+                "reflinks: yes: copies in {snapshots} ({}) share extents, so the fast path's copy of a file costs no data",
+                r.filesystem
+            ),
+            Some(Ok(r)) => println!(
+                "reflinks: no: copies in {snapshots} ({}) write their data",
+                r.filesystem
+            ),
+            Some(Err(e)) => println!("reflinks: unknown: the probe in {snapshots} failed: {e}"),
+            None => println!("reflinks: unknown: the overlayfs snapshotter's files are not visible from here"),
+        }
         match report.fast_path() {
             Ok(()) if cfg.commit.fast_path => {
                 println!("fast path: usable for overlayfs containers")
