@@ -189,6 +189,19 @@ async fn add_resource(c: &Containerd, lease: &str, resource: Resource) -> Result
     Ok(())
 }
 
+/// Attaches an existing snapshot to a lease.
+pub async fn add_snapshot(c: &Containerd, lease: &str, snapshotter: &str, key: &str) -> Result<()> {
+    add_resource(
+        c,
+        lease,
+        Resource {
+            id: key.to_string(),
+            r#type: format!("snapshots/{snapshotter}"),
+        },
+    )
+    .await
+}
+
 /// Attaches an existing blob to a lease.
 pub async fn add_content(c: &Containerd, lease: &str, digest: &str) -> Result<()> {
     add_resource(

@@ -131,8 +131,21 @@ impl<'a> Snapshots<'a> {
         match self.c.snapshots().commit(req).await {
             Ok(_) => Ok(true),
             Err(s) if s.code() == Code::AlreadyExists => {
-                self.remove_quietly(key).await;
-                Ok(false)
+                // The same layer committed before (e.g. by a commit that
+                // failed later): nothing references that snapshot, so it is
+                // taken into this lease before `key` goes; if it was
+                // collected meanwhile, `key` is committed after all.
+                crate::lease::add_snapshot(self.c, lease, &self.snapshotter, name).await?;
+                match self.stat(name).await {
+                    Ok(_) => {
+                        self.remove_quietly(key).await;
+                        Ok(false)
+                    }
+                    Err(e) if e.kind() == Some(crate::error::Kind::NotFound) => {
+                        Box::pin(self.commit(lease, name, key)).await
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(s) => Err(self.c.err("snapshot commit", s)),
         }
