@@ -644,7 +644,24 @@ async fn register(c: &Containerd, lease: &str, f: &Finished) -> Result<()> {
     match result {
         Ok(()) => Ok(()),
         Err(s) if s.code() == Code::AlreadyExists => {
-            content::adopt(c, lease, &f.digest, labels(&f.diff_id)).await
+            match content::adopt(c, lease, &f.digest, labels(&f.diff_id)).await {
+                // An unreferenced blob of the same digest (e.g. an earlier
+                // commit's that failed later) collected before the lease
+                // held it: our file is linked again and registered (see
+                // `place_and_register`).
+                Err(_)
+                    if content::info(c, &f.digest)
+                        .await
+                        .is_err_and(|e| e.kind() == Some(crate::error::Kind::NotFound)) =>
+                {
+                    Err(Error::Containerd {
+                        op: "content register",
+                        kind: crate::error::Kind::FailedPrecondition,
+                        message: format!("{} was collected while being adopted", f.digest),
+                    })
+                }
+                adopted => adopted,
+            }
         }
         Err(s) => Err(c.err("content register", s)),
     }
