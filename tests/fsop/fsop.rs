@@ -18,12 +18,15 @@
 //! link A B | mkfifo P MODE | mknod P c|b MAJOR MINOR MODE | chmod P MODE
 //! chown P UID GID | utime P SEC NSEC | setx P NAME VALUE | rmx P NAME
 //! socket P | deep P DEPTH NAME | many P COUNT SIZE | loop P FILES
+//! mmaploop P
 //! ```
 //!
 //! `deep` makes DEPTH nested directories NAME below P (relative to each
 //! other, so deeper than PATH_MAX if asked) with a file `f` at the bottom;
 //! `many` COUNT files of SIZE bytes; `loop` writes an increasing counter to
-//! P/0 … P/FILES-1, in order, forever.
+//! P/0 … P/FILES-1, in order, forever; `mmaploop` writes an increasing
+//! counter into P/map through a shared writable mapping (no system call),
+//! then into P/marker with write(2), forever.
 
 use std::ffi::{CString, OsStr};
 use std::fs;
@@ -47,6 +50,7 @@ unsafe extern "C" {
     fn linkat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_int) -> c_int;
     fn lchown(path: *const c_char, uid: c_uint, gid: c_uint) -> c_int;
     fn chmod(path: *const c_char, mode: c_uint) -> c_int;
+    fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: c_long) -> *mut c_void;
 }
 
 const AT_FDCWD: c_int = -100;
@@ -185,6 +189,39 @@ fn run(words: &[&str]) -> Res {
             let (dir, count, size) = (p(1)?, n(2)?, n(3)? as usize);
             for k in 0..count {
                 e(fs::write(dir.join(format!("f{k:05}")), bytes(size, k)), "write")?;
+            }
+            Ok(())
+        }
+        "mmaploop" => {
+            use std::os::fd::AsRawFd;
+            let dir = p(1)?;
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dir.join("map"))
+                .map_err(|x| format!("open: {x}"))?;
+            e(f.set_len(64), "truncate")?;
+            // PROT_READ|PROT_WRITE, MAP_SHARED
+            let page = unsafe { mmap(std::ptr::null_mut(), 4096, 0x1 | 0x2, 0x01, f.as_raw_fd(), 0) };
+            if page as isize == -1 {
+                return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+            }
+            let page = page.cast::<u8>();
+            let marker = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dir.join("marker"))
+                .map_err(|x| format!("open: {x}"))?;
+            for round in 0u64.. {
+                let text = format!("{round:020}\n");
+                for (i, b) in text.bytes().enumerate() {
+                    unsafe { page.add(i).write_volatile(b) };
+                }
+                // One write of a fixed width at 0: never empty, never torn.
+                e(std::os::unix::fs::FileExt::write_all_at(&marker, text.as_bytes(), 0), "write")?;
             }
             Ok(())
         }

@@ -841,6 +841,48 @@ async fn writing_during_the_commit_is_one_frozen_moment() {
     }
 }
 
+/// A file written through a shared writable mapping while the container
+/// is committed: a write to a page already dirty moves no ctime, so the
+/// copy made while the container ran cannot be trusted for it. The writer
+/// puts a counter into `/m/map` through the mapping, then into `/m/marker`
+/// with one write(2) of a fixed width, round after round; the layer holds
+/// one moment of both (`map` = `marker`, or one round ahead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_through_a_shared_mapping_during_the_commit_is_one_moment() {
+    let lab = Lab::new("fidelity-mmap", &[]);
+    lab.start(&lab.image, "mm");
+    lab.sh(
+        "mm",
+        &format!(
+            "mkdir /a /m && fsop many {} 2000 64 && (fsop mmaploop {} > /dev/null 2>&1 &) && sleep 0.5 && test -s /m/marker",
+            hex(b"/a"),
+            hex(b"/m")
+        ),
+    );
+    for round in 0..3 {
+        let image = format!("docker.io/library/mapped:{round}");
+        lab.commit("mm", true, &image)
+            .await
+            .expect("commit while writing through a mapping");
+        let (_, view) = lab.image_trees(&image).await;
+        let read = |name: &str| -> Option<u64> {
+            let data = &view.nodes[format!("m/{name}").as_bytes()].data;
+            let text = String::from_utf8_lossy(data);
+            text.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                .parse()
+                .ok()
+        };
+        let (map, marker) = (read("map"), read("marker"));
+        let (Some(map), Some(marker)) = (map, marker) else {
+            panic!("round {round}: counters expected: {map:?} {marker:?}");
+        };
+        assert!(
+            map == marker || map == marker + 1,
+            "round {round}: not one moment: map {map}, marker {marker}"
+        );
+    }
+}
+
 fn stages_fast_node(view: &commitd_e2e::fidelity::Tree, i: usize) -> Vec<u8> {
     view.nodes[format!("w/{i}").as_bytes()].data.clone()
 }

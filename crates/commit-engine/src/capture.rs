@@ -15,9 +15,13 @@
 //! attributes again — the copy is then exactly what one walk of the frozen
 //! tree makes. An entry whose ctime is within the kernel's clock tick of
 //! the moment it was looked at ([`RACY`]) is copied again regardless, and a
-//! hard-link group is kept only whole. Not seen by ctime: a write through a
-//! shared memory mapping to a page already dirty (the kernel stamps the
-//! time at the page's first write after writeback).
+//! hard-link group is kept only whole. A write through a shared memory
+//! mapping to a page already dirty sets no ctime (the kernel stamps the
+//! time at a page's first write after writeback), so the container's
+//! filesystem is synced before the running copy, and a file that has dirty
+//! pages when it is copied (`cachestat(2)`) is copied again while paused;
+//! every other page is clean and write-protected, and writing it moves the
+//! ctime. (On tmpfs every page is dirty: everything is copied again.)
 //!
 //! **The copy is what containerd's applier would make of the layer**, entry
 //! for entry and attribute for attribute, so that the image on this node is
@@ -166,6 +170,46 @@ impl Identity {
     }
 }
 
+/// Whether an open file has pages in the page cache that are dirty or
+/// under writeback (`cachestat(2)`, Linux 6.5).
+fn dirty_pages(fd: &OwnedFd) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    /// `cachestat`'s number in Linux's unified syscall table.
+    const SYS_CACHESTAT: libc::c_long = 451;
+    #[repr(C)]
+    #[derive(Default)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        cache: u64,
+        dirty: u64,
+        writeback: u64,
+        evicted: u64,
+        recently_evicted: u64,
+    }
+    let range = Range::default(); // len 0: to the end
+    let mut st = Stat::default();
+    // SAFETY: the arguments are cachestat(2)'s: an open descriptor and
+    // pointers to a range and a result of the kernel's layout.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            fd.as_raw_fd(),
+            &range as *const Range,
+            &mut st as *mut Stat,
+            0u32,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.dirty + st.writeback > 0)
+}
+
 fn now_ns() -> i128 {
     match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => d.as_nanos() as i128,
@@ -214,6 +258,15 @@ pub fn copy_running(
             dir: &OwnedFd,
             data: Option<&OwnedFd>,
         ) -> Result<(), WalkError> {
+            // A file with dirty pages may have one mapped writable, which
+            // the container can write again without moving its ctime: it
+            // is hot, copied again while paused. Every other page is clean
+            // and write-protected, so a write to it moves the ctime.
+            let hot = match (e.kind, e.link, data) {
+                (Kind::File, None, Some(fd)) => dirty_pages(fd)
+                    .map_err(|err| WalkError::io("cachestat of a container's file", err))?,
+                _ => false,
+            };
             self.copier.last_copy = None;
             self.copier.entry(e, dir, data)?;
             let seen = match e.link.and_then(|first| self.pre.seen.get(first)) {
@@ -222,7 +275,7 @@ pub fn copy_running(
                     let id = Identity::of(e.stat);
                     Seen {
                         kind: e.kind,
-                        racy: e.link.is_some() || id.ctime_ns() >= self.looked - RACY,
+                        racy: hot || e.link.is_some() || id.ctime_ns() >= self.looked - RACY,
                         id,
                         copy: self.copier.last_copy.unwrap_or_default(),
                     }
@@ -239,6 +292,11 @@ pub fn copy_running(
             Ok(())
         }
     }
+    // Written back first (the container runs meanwhile): then only what is
+    // written during the copy has dirty pages.
+    let root = walk::open_dir_path(src)?;
+    rfs::syncfs(&root).map_err(|e| WalkError::io("syncing the container's filesystem", e))?;
+    drop(root);
     let mut r = Recorder {
         copier: open_copier(dst, opts.to)?,
         pre: Precopy::default(),
