@@ -93,7 +93,7 @@ fn the_pause_copies_only_what_changes_during_the_commit() {
         "for d in $(seq 0 19); do mkdir -p /many/$d; for f in $(seq 0 99); do echo $d-$f > /many/$d/$f; done; done; \
          mkdir /w; sleep 1; \
          (n=0; while :; do for i in 0 1 2 3 4 5 6 7; do echo $n > /w/$i; done; n=$((n+1)); done > /dev/null 2>&1 &); \
-         sleep 0.5; test -s /w/7",
+         sleep 0.5; test -e /w/7",
     );
     d.docker_ok(&["commit", "c", "pausing:1"]);
     let (_, m) = d.curl("GET", "/metrics", None, &[]);
