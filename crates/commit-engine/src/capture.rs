@@ -1399,8 +1399,11 @@ mod tests {
             .unwrap();
         xattr::set(s.join("xat"), "user.new", b"1").unwrap();
         xattr::set(s.join("opq"), "trusted.overlay.opaque", b"y").unwrap();
-        std::fs::remove_dir_all(s.join("replaced")).unwrap();
+        // A new directory (made before the old one goes, so its inode
+        // number is not the old one's again).
+        std::fs::rename(s.join("replaced"), s.join("replaced.old")).unwrap();
         std::fs::create_dir(s.join("replaced")).unwrap();
+        std::fs::remove_dir_all(s.join("replaced.old")).unwrap();
         w("replaced/g", b"new");
         std::fs::rename(s.join("moved"), s.join("moved2")).unwrap();
         // Same size, mtime put back: only ctime tells.
