@@ -787,3 +787,44 @@ fn docker_import_of_an_exported_container_runs() {
     assert_nothing_left(&w);
     assert_eq!(images.len() + 2, before.len());
 }
+
+/// A Python with docker-py and pytest: `COMMITD_TEST_PYTHON` (set by
+/// scripts/test.sh), or the venv scripts/test.sh makes under target/.
+fn python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("COMMITD_TEST_PYTHON") {
+        return p.into();
+    }
+    let py =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv/bin/python");
+    assert!(
+        py.exists(),
+        "no Python with docker-py: run scripts/test.sh (or set COMMITD_TEST_PYTHON)"
+    );
+    py
+}
+
+#[test]
+fn docker_py_drives_the_routes_around_a_commit() {
+    let w = World::new("surface-py");
+    let d = daemon!(w);
+    w.running("pyc", "echo docker-py > /made-by");
+    let out = std::process::Command::new(python())
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/test_surface.py"))
+        .env("COMMITD_SOCKET", &d.socket)
+        .env("COMMITD_CONTAINER", "pyc")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "docker-py tests failed:\n{text}\ndaemon log:\n{}",
+        d.log_text()
+    );
+    assert!(text.contains("4 passed"), "{text}");
+    assert_nothing_left(&w);
+}
