@@ -720,3 +720,96 @@ fn the_readmes_node_agent_walkthrough_runs_as_written() {
     drop(pod);
     assert_clean(node);
 }
+
+#[test]
+fn a_pod_snapshot_commits_every_app_container_at_one_moment() {
+    let _serial = serial();
+    let node = shared_cri();
+    let base = node.base_image().unwrap();
+    let pod = node.run_pod(KubePod::unique("ml", "trainer")).unwrap();
+    let name = pod.spec.name.clone();
+    let worker = pod.start(&sleeper("worker", &base)).unwrap();
+    let logs = pod.start(&sleeper("logs", &base)).unwrap();
+    node.sh(&worker, "echo w > /w").unwrap();
+    node.sh(&logs, "echo l > /l").unwrap();
+    let d = daemon(node);
+    let running = |ids: &[&String]| {
+        for id in ids {
+            assert_eq!(
+                node.container_status(id).unwrap().state(),
+                ContainerState::ContainerRunning
+            );
+            assert_eq!(
+                node.ctr().task_status(id).unwrap(),
+                commitd_testkit::TaskStatus::Running
+            );
+        }
+    };
+
+    let (status, body) = d.curl(
+        "POST",
+        &format!("/v1.47/pods/ml/{name}/commit?repo=registry.local/ml/snap&tag=t1&comment=nightly"),
+        None,
+        &[],
+    );
+    assert_eq!(status, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let items = v.as_array().unwrap();
+    assert_eq!(items.len(), 2, "{body}");
+    assert_eq!(items[0]["Container"], "logs", "{body}");
+    assert_eq!(items[1]["Container"], "worker", "{body}");
+    for (c, file, other) in [("logs", "l", "w"), ("worker", "w", "l")] {
+        let paths = layer_paths(node, &format!("registry.local/ml/snap/{c}:t1"));
+        assert!(paths.iter().any(|p| p == file), "{c}: {paths:?}");
+        assert!(!paths.iter().any(|p| p == other), "{c}: {paths:?}");
+    }
+    let id = d.docker_ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Id}}",
+        "registry.local/ml/snap/worker:t1",
+    ]);
+    assert_eq!(id.trim(), items[1]["Id"].as_str().unwrap());
+    running(&[&worker, &logs]);
+
+    // One container by name.
+    let (status, body) = d.curl(
+        "POST",
+        &format!("/pods/ml/{name}/commit?repo=registry.local/ml/snap&tag=t2&container=worker"),
+        None,
+        &[],
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Errors pause nothing and leave nothing paused.
+    let (status, body) = d.curl(
+        "POST",
+        &format!("/pods/ml/{name}/commit?repo=registry.local/ml/snap&tag=t3&container=nope"),
+        None,
+        &[],
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("No such container"), "{body}");
+    let (status, body) = d.curl("POST", "/pods/ml/no-such-pod/commit?repo=r", None, &[]);
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = d.curl("POST", &format!("/pods/ml/{name}/commit"), None, &[]);
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = d.curl(
+        "POST",
+        &format!("/pods/ml/{name}/commit?repo=Bad"),
+        None,
+        &[],
+    );
+    assert_eq!(status, 400, "{body}");
+    running(&[&worker, &logs]);
+    drop(pod);
+    assert_clean(node);
+}

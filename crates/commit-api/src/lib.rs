@@ -183,6 +183,7 @@ impl Api {
             .route("/info", get(info::info))
             .route("/system/df", get(df::disk_usage))
             .route("/commit", post(commit::commit))
+            .route("/pods/{namespace}/{pod}/commit", post(routes::pods::commit))
             .route(
                 "/images/json",
                 get(images::list).delete(images::delete_json),
@@ -227,6 +228,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/info"),
     ("GET", "/system/df"),
     ("POST", "/commit"),
+    ("POST", "/pods/{namespace}/{pod}/commit"),
     ("GET", "/images/json"),
     ("GET", "/images/get"),
     ("GET", "/images/{name}/json"),

@@ -1131,6 +1131,7 @@ const OTHER_PATHS: &[&str] = &[
     "/debug/pprof/",
     "/images/docker.io/acc/x:1/json/extra",
     "/containers/c1/json/extra",
+    "/pods/team/nb-0/commit",
 ];
 
 /// Each path is sent with each of these methods.

@@ -65,6 +65,36 @@ pub(crate) async fn resolve(c: &Containerd, query: &str) -> Result<Container> {
     }
 }
 
+/// The app containers of a pod (`namespace`/`pod`), each by its name and
+/// its current attempt ([`current_attempt`]), in name order. The sandbox
+/// has no container name and is not one of them.
+pub(crate) async fn pod_containers(
+    c: &Containerd,
+    namespace: &str,
+    pod: &str,
+) -> Result<Vec<(String, Container)>> {
+    let all = list(c, Vec::new()).await?;
+    let mut by_name: std::collections::BTreeMap<String, Vec<&Container>> = Default::default();
+    for ct in &all {
+        let label = |k: &str| ct.labels.get(k).map(String::as_str);
+        if label(K8S_POD_NAME_LABEL) != Some(pod)
+            || label(K8S_POD_NAMESPACE_LABEL).unwrap_or("default") != namespace
+        {
+            continue;
+        }
+        if let Some(name) = label(K8S_CONTAINER_NAME_LABEL) {
+            by_name.entry(name.to_string()).or_default().push(ct);
+        }
+    }
+    let mut out = Vec::new();
+    for (name, attempts) in by_name {
+        if let Some(ct) = current_attempt(c, &attempts).await? {
+            out.push((name, ct.clone()));
+        }
+    }
+    Ok(out)
+}
+
 /// The attempt users mean among Kubernetes containers of one name: the one
 /// whose task runs (or is paused), else the newest. `None` when they are
 /// not all Kubernetes containers.

@@ -333,6 +333,76 @@ impl Engine {
         .await
     }
 
+    /// A pod snapshot: one image per app container of the pod
+    /// `namespace`/`pod` (or of the containers named in `only`), all taken
+    /// at one moment — every running container is paused before the first
+    /// capture and resumed after the last commit (on every path; the pause
+    /// journal covers a daemon that dies meanwhile). `request` makes each
+    /// container's commit from its name and ID. Answers in name order.
+    ///
+    /// Limit: the pause spans every container's whole commit (layer and
+    /// image writes included), not only the copies.
+    pub async fn commit_pod(
+        &self,
+        namespace: &str,
+        pod: &str,
+        only: &[String],
+        request: impl Fn(&str, &str) -> CommitRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<(String, Committed)>> {
+        let mut chosen = container::pod_containers(&self.c, namespace, pod).await?;
+        if chosen.is_empty() {
+            return Err(Error::ContainerNotFound(format!("{namespace}/{pod}")));
+        }
+        if let Some(n) = only.iter().find(|n| !chosen.iter().any(|(c, _)| c == *n)) {
+            return Err(Error::ContainerNotFound(format!("{namespace}/{pod}/{n}")));
+        }
+        if !only.is_empty() {
+            chosen.retain(|(name, _)| only.contains(name));
+        }
+        let (c, journal) = (&self.c, &self.cfg.journal);
+        let mut paused: Vec<String> = Vec::new();
+        let mut result: Result<Vec<(String, Committed)>> = async {
+            for (_, ct) in &chosen {
+                if task::state(c, &ct.id).await? != TaskState::Running {
+                    continue;
+                }
+                journal
+                    .record(c.namespace(), &ct.id)
+                    .map_err(|e| Error::io("recording the pause in the journal", e))?;
+                match task::pause(c, &ct.id).await {
+                    Ok(true) => paused.push(ct.id.clone()),
+                    Ok(false) => journal.clear(c.namespace(), &ct.id),
+                    Err(e) => {
+                        journal.clear(c.namespace(), &ct.id);
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(Vec::new())
+        }
+        .await;
+        if let Ok(done) = &mut result {
+            for (name, ct) in &chosen {
+                let mut req = request(name, &ct.id);
+                req.pause = false; // paused here, together
+                match self.commit(req, cancel).await {
+                    Ok(committed) => done.push((name.clone(), committed)),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+        }
+        for id in &paused {
+            if let Some(e) = task::resume_or_retry(c, id, journal).await {
+                tracing::warn!(container = %id, cause = %e, "container not resumed yet; retrying in the background");
+            }
+        }
+        result
+    }
+
     /// Loads an image archive (`docker load`): Docker's or OCI's, plain,
     /// gzip or zstd, read as it comes. Every image is unpacked, then named;
     /// on any failure nothing is left (see [`load`]). `progress` hears how

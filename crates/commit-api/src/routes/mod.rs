@@ -18,6 +18,7 @@ pub(crate) mod import;
 pub(crate) mod info;
 pub(crate) mod load;
 pub mod metrics;
+pub(crate) mod pods;
 pub(crate) mod prune;
 pub(crate) mod push;
 pub(crate) mod save;
