@@ -120,6 +120,8 @@ pub fn request(container: &str, name: Option<&str>) -> CommitRequest {
         config: None,
         changes: Default::default(),
         squash: None,
+        timestamp: None,
+        exclude: Vec::new(),
     }
 }
 

@@ -340,3 +340,137 @@ async fn the_depth_guard_refuses_or_squashes() {
     lab.start("docker.io/library/lineage-guard:3", "g3");
     assert_eq!(lab.sh("g3", "cat /g0 /g1 /g2"), "0\n1\n2\n");
 }
+
+/// `timestamp=`: the same change committed in separate containers, by
+/// separate engines (a daemon restarted), gives the same image, for every
+/// compression; and the image's snapshot is what its layer gives elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reproducible_commits_give_the_same_digest() {
+    let (lab, _) = lab("lineage-repro");
+    const T: i64 = 1_700_000_000;
+    let change = "mkdir -p /app/d; echo hi > /app/x; ln -s x /app/l; ln /app/x /app/h; \
+                  echo z > /app/d/z; rm /fidelity/a.sh; chmod 700 /app/d";
+    for (n, compression) in [
+        commit_engine::Compression::Gzip,
+        commit_engine::Compression::Zstd,
+        commit_engine::Compression::None,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut seen: Option<Committed> = None;
+        for k in 0..2 {
+            let id = format!("r{n}-{k}");
+            lab.start(&lab.image, &id);
+            lab.sh(&id, change);
+            // A fresh engine each time: nothing carried between commits.
+            let engine = lab.w.engine(true);
+            let name = format!("docker.io/library/repro-{n}:{k}");
+            let req = CommitRequest {
+                timestamp: Some(T),
+                compression: Some(compression),
+                ..request(&id, Some(&name))
+            };
+            let c = commit(&engine, req).await.unwrap();
+            let r = lab.resolved(&name).await;
+            assert_eq!(r.config.created.as_deref(), Some("2023-11-14T22:13:20Z"));
+            assert!(
+                r.config.history.iter().last().unwrap().created.as_deref()
+                    == Some("2023-11-14T22:13:20Z")
+            );
+            if let Some(first) = &seen {
+                assert_eq!(
+                    (
+                        &c.layer.as_ref().unwrap().digest,
+                        &c.manifest.digest,
+                        &c.image_id
+                    ),
+                    (
+                        &first.layer.as_ref().unwrap().digest,
+                        &first.manifest.digest,
+                        &first.image_id
+                    ),
+                    "{compression:?}: the same change, the same image"
+                );
+            } else {
+                assert_pulled_is_local(&lab, &name).await;
+                let (_, v) = lab.image_trees(&name).await;
+                let x = v.nodes.get(&b"app/x"[..]).expect("app/x");
+                assert_eq!(x.mtime, (T, 0), "times clamped");
+            }
+            seen = Some(c);
+            lab.w.ctr.delete_container(&id).unwrap();
+        }
+    }
+    // Without a timestamp the two differ (the test can fail).
+    let mut ids = Vec::new();
+    for k in 0..2 {
+        let id = format!("nr-{k}");
+        lab.start(&lab.image, &id);
+        lab.sh(&id, change);
+        let c = commit(&lab.fast, request(&id, None)).await.unwrap();
+        ids.push(c.image_id);
+    }
+    assert_ne!(ids[0], ids[1]);
+}
+
+/// `exclude=`: matching entries are left out of the layer and the snapshot
+/// and counted; what is below them in the image stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excludes_leave_entries_out() {
+    let (lab, _) = lab("lineage-exclude");
+    lab.start(&lab.image, "x");
+    lab.sh(
+        "x",
+        "mkdir -p /tmp/cache/a /root/.cache/pip /data; echo 1 > /tmp/cache/a/f; echo 2 > /tmp/f; \
+         echo 3 > /root/.cache/pip/x; echo keep > /data/keep; echo log > /data/a.log; \
+         echo changed > /fidelity/b.sh",
+    );
+    let name = "docker.io/library/exclude:1";
+    let req = CommitRequest {
+        exclude: vec![
+            "/tmp/**".into(),
+            "/root/.cache/**".into(),
+            "/data/*.log".into(),
+            "/fidelity/b.sh".into(),
+        ],
+        ..request("x", Some(name))
+    };
+    let c = commit(&lab.fast, req).await.unwrap();
+    // tmp/cache, tmp/f, root/.cache/pip, data/a.log, fidelity/b.sh
+    assert_eq!(c.excluded, 5);
+    let (_, v) = lab.image_trees(name).await;
+    let has = |p: &str| v.nodes.contains_key(p.as_bytes());
+    assert!(has("tmp") && has("root") && has("data/keep"));
+    assert!(has("root/.cache"), "/root/.cache/** leaves the directory");
+    for p in ["tmp/f", "tmp/cache", "root/.cache/pip", "data/a.log"] {
+        assert!(!has(p), "{p} left out: {:?}", v.nodes.get(p.as_bytes()));
+    }
+    lab.start(name, "y");
+    assert_eq!(
+        lab.sh("y", "cat /fidelity/b.sh; ls /tmp | wc -l"),
+        "true\n0\n",
+        "the image's own file stays"
+    );
+    assert_pulled_is_local(&lab, name).await;
+
+    let bad = CommitRequest {
+        exclude: vec!["tmp/**".into()],
+        ..request("x", None)
+    };
+    let err = commit(&lab.fast, bad)
+        .await
+        .expect_err("a relative pattern");
+    assert!(
+        matches!(err, commit_engine::Error::InvalidArgument(_)),
+        "{err}"
+    );
+    // The diff service cannot leave anything out: refused, not ignored.
+    let via = CommitRequest {
+        exclude: vec!["/tmp/**".into()],
+        ..request("x", None)
+    };
+    let err = commit(&lab.service, via).await.expect_err("diff service");
+    assert!(err.to_string().contains("fast path"), "{err}");
+    lab.w.assert_clean();
+}

@@ -16,6 +16,7 @@ use crate::container;
 use crate::content;
 use crate::diff::{self, Layer};
 use crate::error::{Error, Result};
+use crate::filter::{Filter, Pattern};
 use crate::images::{self, Resolved};
 use crate::keyed::Key;
 use crate::layer;
@@ -55,6 +56,11 @@ pub struct CommitRequest {
     pub changes: Changes,
     /// Fold layers below the new one (`None`: the configured default).
     pub squash: Option<Squash>,
+    /// Reproducible: every time in the layer clamped to this second
+    /// (since the epoch), and the config's `created` (see `filter`).
+    pub timestamp: Option<i64>,
+    /// Globs on container paths left out of the layer and the snapshot.
+    pub exclude: Vec<String>,
 }
 
 /// How the layer was captured.
@@ -91,6 +97,8 @@ pub struct Committed {
     pub squash: Squash,
     /// The new image's layers.
     pub depth: usize,
+    /// Entries `exclude` left out (a directory once, with its contents).
+    pub excluded: u64,
     /// How long the container was paused (zero if it was not).
     pub paused: Duration,
     /// What the fast path's capture did before and during the pause
@@ -175,6 +183,8 @@ struct Source<'s> {
     /// The parent's layers above those, folded into the new one (the
     /// lowest lower directories of the container's snapshot, top first).
     fold: usize,
+    /// Excludes and timestamp.
+    filter: std::sync::Arc<Filter>,
 }
 
 impl Committer<'_> {
@@ -268,6 +278,22 @@ impl Committer<'_> {
         let sn = Snapshots::new(c, container::snapshotter_of(&ct.snapshotter));
         let info = sn.stat(&ct.snapshot_key).await?;
         let parent = load_parent(c, &ct, &info.parent).await?;
+        let excludes = self
+            .cfg
+            .exclude
+            .iter()
+            .chain(&req.exclude)
+            .map(|p| Pattern::parse(p))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(Error::InvalidArgument)?;
+        if let Some(t) = req.timestamp {
+            if !(0..=253_402_300_799).contains(&t) {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid timestamp {t}: want seconds since 1970 up to the year 9999"
+                )));
+            }
+        }
+        let filter = std::sync::Arc::new(Filter::new(excludes, req.timestamp));
         let lineage_base = parent.as_ref().map(|p| Base::of(p, &ct.image));
         let parent_layers = parent.as_ref().map_or(0, |p| p.manifest.layers.len());
         let squash = self
@@ -325,6 +351,7 @@ impl Committer<'_> {
             pause: req.pause,
             kept,
             fold: parent_layers - kept,
+            filter: filter.clone(),
         };
         // A squash=all image is its own base; otherwise the lineage's.
         let lineage_base = match squash {
@@ -345,6 +372,7 @@ impl Committer<'_> {
                 &req.comment,
                 codec,
                 lineage_base.as_ref(),
+                req.timestamp,
             )
             .await;
         lease.release().await;
@@ -362,6 +390,7 @@ impl Committer<'_> {
             capture: captured.path,
             squash,
             depth,
+            excluded: filter.excluded(),
             paused: captured.paused,
             capture_work: captured.work,
             phases,
@@ -393,6 +422,7 @@ impl Committer<'_> {
         comment: &str,
         codec: crate::layer::Codec,
         base: Option<&Base>,
+        timestamp: Option<i64>,
     ) -> Result<(String, Descriptor, String, Captured, Phases, usize)> {
         let c = self.c;
         let sn = src.sn;
@@ -413,7 +443,10 @@ impl Committer<'_> {
         };
         let result = async {
             // The child's config.
-            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            let now = match timestamp.and_then(|t| chrono::DateTime::from_timestamp(t, 0)) {
+                Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                None => chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            };
             let layer = captured.layer.as_ref();
             let config = child_config(
                 parent.as_ref().map(|p| &p.config),
@@ -582,6 +615,13 @@ impl Committer<'_> {
                 Err(FastPath::Failed(e)) => return Err(e),
             }
         }
+        if !src.filter.is_noop() {
+            return Err(Error::InvalidArgument(
+                "timestamp and exclude need commitd's overlay fast path, and this container's \
+                 snapshot can only be read through containerd's diff service"
+                    .into(),
+            ));
+        }
         self.capture_with_service(lease, src, codec).await
     }
 
@@ -705,15 +745,17 @@ impl Committer<'_> {
                 0 => None,
                 _ => Some(squash::Merge::new(&to.upper, to.layout).map_err(copy_failed)?),
             };
+            let filter = src.filter.clone();
             let (running, merge) = tokio::task::spawn_blocking(move || {
                 let stubs = stubs::in_upper(&spec, &source, &lower, layout);
+                let mine = squash::Both(&stubs, &*filter);
                 let copied = match &merge {
-                    None => capture::copy_running(&source, &target, opts, &stubs),
+                    None => capture::copy_running(&source, &target, opts, &mine),
                     Some(m) => capture::copy_running(
                         &source,
                         &target,
                         opts,
-                        &squash::Both(&stubs, &m.top()),
+                        &squash::Both(&mine, &m.top()),
                     ),
                 };
                 (copied, merge)
@@ -739,18 +781,20 @@ impl Committer<'_> {
             );
             let (source, target) = (from.upper.clone(), to.upper.clone());
             let (spec, lower, layout) = (spec_of(src.ct), from.lower.clone(), from.layout);
+            let filter = src.filter.clone();
             let (copied, paused) = self
                 .while_paused(src, async {
                     tokio::task::spawn_blocking(move || {
                         // Read while paused: what the rule sees is what is copied.
                         let stubs = stubs::in_upper(&spec, &source, &lower, layout);
+                        let mine = squash::Both(&stubs, &*filter);
                         let copied = match &merge {
-                            None => capture::copy_paused(&source, &target, opts, &stubs, &pre),
+                            None => capture::copy_paused(&source, &target, opts, &mine, &pre),
                             Some(m) => capture::copy_paused(
                                 &source,
                                 &target,
                                 opts,
-                                &squash::Both(&stubs, &m.top()),
+                                &squash::Both(&mine, &m.top()),
                                 &pre,
                             ),
                         };
@@ -766,12 +810,13 @@ impl Committer<'_> {
                 self.check_cancel("before squashing")?;
                 let lowers = from.lower[..src.fold].to_vec();
                 let (target, from_layout) = (to.upper.clone(), from.layout);
+                let filter = src.filter.clone();
                 let folded = tokio::task::spawn_blocking(move || {
                     let opts = capture::CopyOptions {
                         from: from_layout,
                         ..opts
                     };
-                    squash::fold_lowers(&lowers, &target, opts, &merge, &mut copied)
+                    squash::fold_lowers(&lowers, &target, opts, &*filter, &merge, &mut copied)
                         .map(|()| copied)
                 })
                 .await
@@ -801,11 +846,12 @@ impl Committer<'_> {
             }
             self.check_cancel("before writing the layer")?;
             let (root, layout, true_times) = (to.upper.clone(), to.layout, copied.true_times);
+            let clamp = src.filter.clamp();
             let layer_started = Instant::now();
             let _slot = self.layer_slot().await?;
             let streamed =
                 layer::stream_layer(self.c, &lease.id(), codec, self.content_root, move |w| {
-                    tarball::write_layer(&root, layout, &true_times, w)
+                    tarball::write_layer_clamped(&root, layout, &true_times, clamp, w)
                 })
                 .await?;
             Ok(Captured {

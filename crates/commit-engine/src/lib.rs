@@ -41,6 +41,7 @@ mod direct;
 pub mod error;
 mod export;
 pub mod failpoint;
+mod filter;
 mod images;
 mod import;
 mod ingest;
@@ -163,6 +164,8 @@ pub struct EngineConfig {
     /// A commit beyond the depth limit that did not ask for a squash is
     /// squashed (`new`) instead of refused.
     pub auto_squash: bool,
+    /// `exclude` patterns every commit applies, before the request's.
+    pub exclude: Vec<String>,
 }
 
 impl Default for EngineConfig {
@@ -180,6 +183,7 @@ impl Default for EngineConfig {
             squash: Squash::No,
             max_depth: 0,
             auto_squash: false,
+            exclude: Vec::new(),
         }
     }
 }

@@ -186,16 +186,17 @@ impl Policy for Both<'_> {
 
 /// Folds `lowers` (top first; committed snapshots, which nothing changes)
 /// into `dst`, which already holds the copy of the layers above them made
-/// with the same `merge` policy.
+/// with the same `merge` policy; `outer` decides first (excludes, times).
 pub fn fold_lowers(
     lowers: &[PathBuf],
     dst: &Path,
     opts: CopyOptions,
+    outer: &dyn Policy,
     merge: &Merge,
     into: &mut Copied,
 ) -> Result<(), CopyError> {
     for lower in lowers {
-        let copied = capture::merge_upper_with(lower, dst, opts, merge)?;
+        let copied = capture::merge_upper_with(lower, dst, opts, &Both(outer, merge))?;
         merge.take_error()?;
         into.entries += copied.entries;
         into.bytes += copied.bytes;

@@ -49,16 +49,37 @@ const OCTAL_7: u64 = 0o777_7777;
 /// buffered), ending with the end-of-archive marker. `layout` says which
 /// xattrs are overlay's in `root`; `true_times` the times to record instead
 /// of the ones found, by inode (see [`crate::capture::Copied::true_times`]).
+#[cfg(test)]
 pub fn write_layer(
     root: &Path,
     layout: Layout,
     true_times: &HashMap<(u64, u64), Time>,
     out: impl Write,
 ) -> io::Result<Written> {
-    struct TrueTimes<'a>(&'a HashMap<(u64, u64), Time>);
+    write_layer_clamped(root, layout, true_times, None, out)
+}
+
+/// [`write_layer`] with every time clamped to `clamp` (a reproducible
+/// layer: see `crate::filter`); whiteouts, whose times the copy does not
+/// set, get `clamp` itself.
+pub fn write_layer_clamped(
+    root: &Path,
+    layout: Layout,
+    true_times: &HashMap<(u64, u64), Time>,
+    clamp: Option<Time>,
+    out: impl Write,
+) -> io::Result<Written> {
+    struct TrueTimes<'a>(&'a HashMap<(u64, u64), Time>, Option<Time>);
     impl Policy for TrueTimes<'_> {
         fn mtime(&self, _: &[u8], st: &rustix::fs::Stat, t: Time) -> Time {
-            self.0.get(&(st.st_dev, st.st_ino)).copied().unwrap_or(t)
+            let t = self.0.get(&(st.st_dev, st.st_ino)).copied().unwrap_or(t);
+            let whiteout = rustix::fs::FileType::from_raw_mode(st.st_mode)
+                == rustix::fs::FileType::CharacterDevice
+                && st.st_rdev == 0;
+            match self.1 {
+                Some(c) if whiteout || t > c => c,
+                _ => t,
+            }
         }
     }
     let mut w = TarWriter {
@@ -71,7 +92,7 @@ pub fn write_layer(
         layout,
         max_path: None,
         tolerate_vanished: false,
-        policy: &TrueTimes(true_times),
+        policy: &TrueTimes(true_times, clamp),
     }
     .run(root, &mut w)
     .map_err(io::Error::from)?;

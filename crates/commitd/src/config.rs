@@ -81,6 +81,7 @@ pub struct CommitConfig {
     pub squash: commit_engine::Squash,
     pub max_depth: usize,
     pub auto_squash: bool,
+    pub exclude: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -123,6 +124,7 @@ struct PartialCommit {
     squash: Option<commit_engine::Squash>,
     max_depth: Option<usize>,
     auto_squash: Option<bool>,
+    exclude: Option<Vec<String>>,
 }
 
 /// commitd: Docker's commit API for containerd containers, on a unix socket.
@@ -236,6 +238,7 @@ impl Config {
                 self.commit.squash => c.squash,
                 self.commit.max_depth => c.max_depth,
                 self.commit.auto_squash => c.auto_squash,
+                self.commit.exclude => c.exclude,
             );
         }
         Ok(())
@@ -323,6 +326,7 @@ impl Config {
             squash: self.commit.squash,
             max_depth: self.commit.max_depth,
             auto_squash: self.commit.auto_squash,
+            exclude: self.commit.exclude.clone(),
             journal: commit_engine::PauseJournal::new(Some(self.state_dir())),
         }
     }

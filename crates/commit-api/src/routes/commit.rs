@@ -37,6 +37,20 @@ pub(crate) async fn commit(
         "" => None,
         s => Some(s.parse::<Squash>().map_err(ApiError::InvalidRequest)?),
     };
+    let timestamp = match q.get("timestamp") {
+        "" => None,
+        t => Some(t.parse::<i64>().map_err(|_| {
+            ApiError::InvalidRequest(format!(
+                "invalid timestamp {t:?}: want whole seconds since 1970"
+            ))
+        })?),
+    };
+    let exclude: Vec<String> = q
+        .all("exclude")
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect();
+    let asked_exclude = !exclude.is_empty();
     let changes = Changes::new(q.all("changes"));
     if changes.len() > api.limits().max_changes {
         return Err(ApiError::InvalidRequest(format!(
@@ -55,6 +69,8 @@ pub(crate) async fn commit(
         config: body_config.map(Into::into),
         changes,
         squash,
+        timestamp,
+        exclude,
     };
 
     // The commit runs as its own task: a client hanging up does not stop it
@@ -94,6 +110,7 @@ pub(crate) async fn commit(
         StatusCode::CREATED,
         &IdResponse {
             id: committed.image_id,
+            excluded: (asked_exclude || committed.excluded > 0).then_some(committed.excluded),
         },
     ))
 }
