@@ -59,6 +59,8 @@ pub(crate) async fn commit(
                         config: None,
                         changes: Changes::new(Vec::new()),
                         squash: None,
+                        timestamp: None,
+                        exclude: Vec::new(),
                     },
                     api.abort_token(),
                 )
