@@ -828,3 +828,56 @@ fn docker_py_drives_the_routes_around_a_commit() {
     assert!(text.contains("4 passed"), "{text}");
     assert_nothing_left(&w);
 }
+
+/// The runtime's mount stubs (runc's empty file for a bind-mounted file
+/// the image lacks, and the directory copied up for it) are no change, as
+/// the commit leaves them out; what the container writes beside them is.
+#[test]
+fn docker_diff_leaves_out_the_runtimes_mount_stubs_as_the_commit_does() {
+    let w = World::new("surface-stubs");
+    let d = daemon!(w);
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("extra");
+    std::fs::write(&host, "from the host\n").unwrap();
+    w.ctr
+        .run(&[
+            "run",
+            "-d",
+            "--null-io",
+            "--snapshotter",
+            "overlayfs",
+            "--mount",
+            &format!(
+                "type=bind,src={},dst=/etc/extra,options=rbind:ro",
+                host.display()
+            ),
+            &w.image,
+            "stubbed",
+            "sh",
+            "-c",
+            "sleep 100000",
+        ])
+        .unwrap();
+    let upper = w.ctr.upper_dir("stubbed").unwrap();
+    assert!(upper.join("etc/extra").exists(), "runc made no stub here");
+    let (status, body) = d.curl("GET", "/containers/stubbed/changes", None, &[]);
+    assert_eq!((status, body.as_str()), (200, "null"));
+    w.ctr
+        .exec("stubbed", &["sh", "-c", "echo x > /etc/mine"])
+        .unwrap();
+    let (_, body) = d.curl("GET", "/containers/stubbed/changes", None, &[]);
+    assert_eq!(
+        sorted_changes(&json(&body)),
+        [("/etc".to_string(), 0), ("/etc/mine".to_string(), 1)]
+    );
+    // The commit agrees: its image has /etc/mine and no /etc/extra.
+    d.docker_ok(&["commit", "stubbed", "acc/stubbed:1"]);
+    assert_eq!(
+        w.run(
+            "docker.io/acc/stubbed:1",
+            "cat /etc/mine; test -e /etc/extra || echo none"
+        ),
+        "x\nnone\n"
+    );
+    w.assert_clean();
+}
