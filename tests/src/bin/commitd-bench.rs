@@ -96,11 +96,29 @@ fn generate(root: &Path) -> Vec<(&'static str, PathBuf)> {
     sets.push(("1g", gig));
 
     sets.push(("100x4k-on-100k-base", small));
+
+    // A node_modules or a Python env: 50,000 files of ~1 KiB in 500
+    // directories; committed after `sync`, and right after being written
+    // with the container's writes still dirty in the page cache.
+    let many = root.join("50k");
+    for d in 0..500 {
+        let dir = many.join(format!("node_modules/p{d:03}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..100 {
+            let mut b = vec![0u8; 512 + (rng.next() % 1024) as usize];
+            rng.fill(&mut b);
+            std::fs::write(dir.join(format!("f{i:03}.js")), b).unwrap();
+        }
+    }
+    sets.push(("50k-in-500-dirs", many.clone()));
+    sets.push(("50k-in-500-dirs-unsynced", many));
     sets
 }
 
-/// Copies a change set into a running container's root filesystem.
-fn write_changes(pid: u32, set: &Path) {
+/// Copies a change set into a running container's root filesystem, then
+/// flushes the page cache unless `set` is an `-unsynced` set (committed
+/// with its data still dirty, as right after the container wrote it).
+fn write_changes(pid: u32, name: &str, set: &Path) {
     let root = format!("/proc/{pid}/root/");
     let st = Command::new("cp")
         .arg("-a")
@@ -109,7 +127,9 @@ fn write_changes(pid: u32, set: &Path) {
         .status()
         .unwrap();
     assert!(st.success(), "copying {} into {root}", set.display());
-    Command::new("sync").status().unwrap();
+    if !name.ends_with("-unsynced") {
+        Command::new("sync").status().unwrap();
+    }
 }
 
 /// A minimal HTTP/1.1 request over a unix socket: (status, body).
@@ -353,7 +373,7 @@ fn main() {
                 let id = format!("c{n}");
                 ctr.run_detached(base, &id, &["sleep", "100000"], &[])
                     .unwrap();
-                write_changes(ctr.task_pid(&id).unwrap().unwrap(), files);
+                write_changes(ctr.task_pid(&id).unwrap().unwrap(), set, files);
                 std::thread::sleep(Duration::from_millis(300));
                 let paused_before = daemon.paused_sum();
                 let t = Instant::now();
@@ -378,7 +398,7 @@ fn main() {
             let id = format!("c{n}");
             ctr.run_detached(base, &id, &["sleep", "100000"], &[])
                 .unwrap();
-            write_changes(ctr.task_pid(&id).unwrap().unwrap(), files);
+            write_changes(ctr.task_pid(&id).unwrap().unwrap(), set, files);
             std::thread::sleep(Duration::from_millis(300));
             let (gz, gz_size, tar, tar_size, apply) = rt.block_on(containerd_peer(&grpc, &id));
             for (peer, secs, size) in [
@@ -431,7 +451,7 @@ fn main() {
                 .trim()
                 .parse()
                 .unwrap();
-            write_changes(pid, files);
+            write_changes(pid, set, files);
             std::thread::sleep(Duration::from_millis(300));
             let t = Instant::now();
             let (code, body) = http(
