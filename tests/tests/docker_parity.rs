@@ -1592,16 +1592,33 @@ fn push_of_a_missing_tag_with_undecodable_credentials() {
         format!("tag does not exist: {repo}:1").as_str()
     );
     assert_eq!(cl[1]["errorDetail"]["message"], cl[1]["error"]);
-    // Every tag of a repository that has none: the same answer on both.
-    let path = format!("/{ORACLE_API}/images/{repo}/push");
-    let d = call(case.oracle.docker().socket(), "POST", &path, &auth);
-    let c = call(&case.daemon.socket, "POST", &path, &auth);
-    assert_eq!(
-        (d.status, c.status),
-        (200, 200),
-        "{} / {}",
-        d.text(),
-        c.text()
+    // Every tag of a repository that has none: the same answer on both, the
+    // repository named in full (`docker.io/…` for Docker Hub's).
+    for repo in [repo.clone(), format!("parity/nope-{}", case.ns)] {
+        let path = format!("/{ORACLE_API}/images/{repo}/push");
+        let d = call(case.oracle.docker().socket(), "POST", &path, &auth);
+        let c = call(&case.daemon.socket, "POST", &path, &auth);
+        assert_eq!(
+            (d.status, c.status),
+            (200, 200),
+            "{} / {}",
+            d.text(),
+            c.text()
+        );
+        assert_eq!(lines(&d), lines(&c));
+    }
+    let hub = call(
+        &case.daemon.socket,
+        "POST",
+        &format!("/{ORACLE_API}/images/parity/nope-{}/push", case.ns),
+        &auth,
     );
-    assert_eq!(lines(&d), lines(&c));
+    assert_eq!(
+        lines(&hub)[0]["status"],
+        format!(
+            "The push refers to repository [docker.io/parity/nope-{}]",
+            case.ns
+        )
+        .as_str()
+    );
 }

@@ -54,7 +54,7 @@ pub struct PushRequest {
 /// What a push did, step by step (Docker's progress lines say the same).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushEvent {
-    /// The push starts: the repository, as users write it.
+    /// The push starts: the repository, its full name (as Docker says it).
     Repository(String),
     /// A layer will be pushed.
     Preparing { layer: String },
@@ -215,7 +215,8 @@ pub(crate) async fn start(
     let targets = req.tags;
     tokio::spawn(async move {
         let repo = familiar_name(&job.named.name()).to_string();
-        let _ = job.tx.send(PushEvent::Repository(repo.clone())).await;
+        // Docker names the repository in full here (`docker.io/library/app`).
+        let _ = job.tx.send(PushEvent::Repository(job.named.name())).await;
         for (tag, e) in targets {
             if let Err(msg) = job.push_one(&tag, &e).await {
                 tracing::warn!(repository = %repo, %tag, cause = %msg, "push failed");
