@@ -829,9 +829,12 @@ fn docker_py_drives_the_routes_around_a_commit() {
     assert_nothing_left(&w);
 }
 
-/// The runtime's mount stubs (runc's empty file for a bind-mounted file
-/// the image lacks, and the directory copied up for it) are no change, as
-/// the commit leaves them out; what the container writes beside them is.
+/// The runtime's mount stubs (runc's empty file for a bind-mounted
+/// `/.dockerenv` the image lacks — one of the files Docker's init layer
+/// holds) are no change, as the commit leaves them out; what the container
+/// writes beside them is. (A bind-mounted file
+/// elsewhere is the user's mount point, kept as Docker keeps it:
+/// docker_parity's commit_with_host_bind_mount.)
 #[test]
 fn docker_diff_leaves_out_the_runtimes_mount_stubs_as_the_commit_does() {
     let w = World::new("surface-stubs");
@@ -848,7 +851,7 @@ fn docker_diff_leaves_out_the_runtimes_mount_stubs_as_the_commit_does() {
             "overlayfs",
             "--mount",
             &format!(
-                "type=bind,src={},dst=/etc/extra,options=rbind:ro",
+                "type=bind,src={},dst=/.dockerenv,options=rbind:ro",
                 host.display()
             ),
             &w.image,
@@ -859,7 +862,7 @@ fn docker_diff_leaves_out_the_runtimes_mount_stubs_as_the_commit_does() {
         ])
         .unwrap();
     let upper = w.ctr.upper_dir("stubbed").unwrap();
-    assert!(upper.join("etc/extra").exists(), "runc made no stub here");
+    assert!(upper.join(".dockerenv").exists(), "runc made no stub here");
     let (status, body) = d.curl("GET", "/containers/stubbed/changes", None, &[]);
     assert_eq!((status, body.as_str()), (200, "null"));
     w.ctr
@@ -870,12 +873,12 @@ fn docker_diff_leaves_out_the_runtimes_mount_stubs_as_the_commit_does() {
         sorted_changes(&json(&body)),
         [("/etc".to_string(), 0), ("/etc/mine".to_string(), 1)]
     );
-    // The commit agrees: its image has /etc/mine and no /etc/extra.
+    // The commit agrees: its image has /etc/mine and no /.dockerenv.
     d.docker_ok(&["commit", "stubbed", "acc/stubbed:1"]);
     assert_eq!(
         w.run(
             "docker.io/acc/stubbed:1",
-            "cat /etc/mine; test -e /etc/extra || echo none"
+            "cat /etc/mine; test -e /.dockerenv || echo none"
         ),
         "x\nnone\n"
     );

@@ -13,8 +13,10 @@
 //! changes (the commit's fast path and diff-service path, `docker diff`).
 //! For each mount destination of the spec, the changed entry at that path is
 //! a stub when the image does not have the path and it is
-//! - an empty regular file (any mount: its content is hidden by the mount,
-//!   so nothing the user wrote is in it), or
+//! - an empty regular file at one of the paths Docker keeps in its init
+//!   layer (`/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`, `/etc/mtab`,
+//!   `/.dockerenv`, under `/dev`): a file bind mount elsewhere is the
+//!   user's, and Docker commits its mount point, or
 //! - an empty, not opaque directory at a mount that is not a bind mount
 //!   (`proc`, `sysfs`, `tmpfs`, `devpts`, `mqueue`, `cgroup` …). A bind
 //!   mount's directory is a volume mount point: kept, as Docker keeps it.
@@ -190,7 +192,7 @@ pub(crate) fn mount_stubs(mounts: &[SpecMount], tree: &dyn Changes) -> MountStub
             continue; // the runtime mounted over the image's entry
         }
         let stub = match meta.kind {
-            MetaKind::File { size } => size == 0,
+            MetaKind::File { size } => size == 0 && in_init_layer(&m.dest),
             MetaKind::Dir { opaque: false } if !m.bind => {
                 tree.children(&m.dest).is_some_and(|c| c.is_empty())
             }
@@ -237,6 +239,24 @@ pub(crate) fn mount_stubs(mounts: &[SpecMount], tree: &dyn Changes) -> MountStub
         }
     }
     MountStubs(stubs)
+}
+
+/// The files Docker makes in a container's init layer (moby's
+/// `initlayer.Setup` and the container's `/etc/hosts`, `/etc/hostname`,
+/// `/etc/resolv.conf`), and anything under `/dev` (a tmpfs in every
+/// runtime spec): mount targets Docker never commits. A file bind mount
+/// anywhere else is the user's, and Docker keeps its mount point in the
+/// committed layer (`-v /dev/null:/winning` commits an empty `/winning`).
+fn in_init_layer(dest: &[u8]) -> bool {
+    const FILES: [&[u8]; 6] = [
+        b"etc/hosts",
+        b"etc/hostname",
+        b"etc/resolv.conf",
+        b"etc/mtab",
+        b".dockerenv",
+        b"dev/console",
+    ];
+    FILES.contains(&dest) || dest.starts_with(b"dev/")
 }
 
 fn depth(path: &[u8]) -> usize {
@@ -688,6 +708,36 @@ mod tests {
         let s = mount_stubs(&mounts(SPEC), &t);
         assert_eq!(s.paths(), ["/etc", "/etc/hostname", "/etc/hosts", "/proc"]);
         assert!(s.covers(b"etc/hosts") && !s.covers(b"data/scratch") && !s.covers(b"etcx"));
+    }
+
+    #[test]
+    fn a_users_file_bind_mount_point_is_kept_as_docker_keeps_it() {
+        // `-v /dev/null:/winning`, `-v x:/media/dev/null`: Docker commits both
+        // empty mount points; only its init layer's files are left out.
+        let spec = r#"{"mounts":[
+            {"destination":"/winning","type":"bind","options":["rbind"]},
+            {"destination":"/media/dev/null","type":"bind","options":["rbind"]},
+            {"destination":"/etc/resolv.conf","type":"bind","options":["rbind"]},
+            {"destination":"/dev/termination-log","type":"bind","options":["rbind"]}
+        ]}"#;
+        let t = fake(
+            &[
+                ("winning", file(0)),
+                ("media", dir(0o755)),
+                ("media/dev", dir(0o755)),
+                ("media/dev/null", file(0)),
+                ("etc", dir(0o755)),
+                ("etc/resolv.conf", file(0)),
+                ("dev", dir(0o755)),
+                ("dev/termination-log", file(0)),
+            ],
+            &[],
+        );
+        let s = mount_stubs(&mounts(spec), &t);
+        assert_eq!(
+            s.paths(),
+            ["/dev", "/dev/termination-log", "/etc", "/etc/resolv.conf"]
+        );
     }
 
     #[test]
