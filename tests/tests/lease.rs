@@ -77,12 +77,18 @@ fn a_dead_daemon_leaves_nothing_and_its_paused_container_is_resumed() {
         ),
     )
     .unwrap();
-    // A change big enough that the copy (the pause) takes a while.
+    // A change big enough that the commit takes a while.
     w.running(
         "big",
         "dd if=/dev/zero of=/big bs=1M count=1024 2>/dev/null && sync",
     );
-    let mut d = daemon!(w, ["--config", cfg.to_str().unwrap()]);
+    // The pause is a metadata walk now (the copy runs before it): hold it
+    // open with a delay at the paused step, so the kill lands inside it.
+    let mut d = daemon!(
+        w,
+        ["--config", cfg.to_str().unwrap()],
+        [(failpoint::ENV, "big:while-paused:delay=20000")]
+    );
     let socket = d.socket.clone();
     let client = std::thread::spawn(move || {
         std::process::Command::new("curl")
