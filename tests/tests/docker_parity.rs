@@ -247,6 +247,24 @@ fn history_names_the_parent_image_and_inspect_its_id() {
         );
         assert_eq!(side.inspect["Parent"], case.oracle.config_digest.as_str());
     }
+    // API 1.52+ (newer than Docker 20.10): empty Comment, Author and
+    // DockerVersion are left out; Parent, set, stays.
+    let id = o.commitd.body["Id"].as_str().unwrap();
+    let at = |v: &str| {
+        call(
+            &case.daemon.socket,
+            "GET",
+            &format!("/{v}/images/{id}/json"),
+            &[],
+        )
+        .json()
+    };
+    let new = at("v1.53");
+    for k in ["Comment", "Author", "DockerVersion"] {
+        assert!(new.get(k).is_none(), "{k}: {new}");
+        assert_eq!(at("v1.51")[k], "");
+    }
+    assert_eq!(new["Parent"], case.oracle.config_digest.as_str());
 }
 
 #[test]

@@ -163,7 +163,9 @@ pub(crate) async fn list(
 }
 
 /// `GET /images/{name}/json` (`docker image inspect`).
-pub(crate) async fn inspect(api: &Api, name: &str) -> Result<Response, ApiError> {
+/// From API 1.52 the empty `Parent`, `Comment`, `DockerVersion` and
+/// `Author` are left out, as Docker leaves them out.
+pub(crate) async fn inspect(api: &Api, name: &str, version: &str) -> Result<Response, ApiError> {
     let e = find_image(api, name).await?;
     let store = api.engine().images();
     let cfg = e.config();
@@ -201,7 +203,18 @@ pub(crate) async fn inspect(api: &Api, name: &str) -> Result<Response, ApiError>
         metadata: v::Metadata { last_tag_time },
         descriptor: e.target().clone(),
     };
-    Ok(views::json(StatusCode::OK, &body))
+    if compare(version, "1.52") == std::cmp::Ordering::Less {
+        return Ok(views::json(StatusCode::OK, &body));
+    }
+    let mut value = serde_json::to_value(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(o) = value.as_object_mut() {
+        for k in ["Parent", "Comment", "DockerVersion", "Author"] {
+            if o.get(k).is_some_and(|v| v == "") {
+                o.remove(k);
+            }
+        }
+    }
+    Ok(views::json(StatusCode::OK, &value))
 }
 
 /// `GET /images/{name}/history` (`docker history`): newest first, each

@@ -57,10 +57,11 @@ pub(crate) async fn find_image(api: &Api, input: &str) -> Result<Image, ApiError
 /// `GET /images/{name}/json|history|get`.
 pub(crate) async fn images_get(
     State(api): State<Api>,
+    crate::extract::ApiVersion(version): crate::extract::ApiVersion,
     Path(rest): Path<String>,
 ) -> Result<Response, ApiError> {
     match rest.rsplit_once('/') {
-        Some((name, "json")) => images::inspect(&api, name).await,
+        Some((name, "json")) => images::inspect(&api, name, &version).await,
         Some((name, "history")) => images::history(&api, name).await,
         Some((name, "get")) => save::save(&api, vec![name.to_string()]).await,
         _ => Err(ApiError::PageNotFound),
