@@ -813,3 +813,79 @@ fn a_pod_snapshot_commits_every_app_container_at_one_moment() {
     drop(pod);
     assert_clean(node);
 }
+
+/// Docker's views of a CRI container, named as kubelet's labels name it:
+/// `docker ps` shows `namespace/pod/container`, the name and label filters
+/// find it, inspect answers by short and full ID, by `namespace/pod/container`
+/// and `pod/container` (slashes as the Docker CLI sends them or escaped as other
+/// clients do), and docker-py's get-then-commit-by-ID works.
+#[test]
+fn docker_views_name_cri_containers_by_pod_and_container() {
+    let _serial = serial();
+    let node = shared_cri();
+    let base = node.base_image().unwrap();
+    let pod = node.run_pod(KubePod::unique("team", "nb")).unwrap();
+    let pod_name = pod.spec.name.clone();
+    let id = pod.start(&sleeper("app", &base)).unwrap();
+    let d = daemon(node);
+    let full_name = format!("team/{pod_name}/app");
+    let short_name = format!("{pod_name}/app");
+
+    let ps = d.docker_ok(&["ps", "--no-trunc", "--format", "{{.Names}} {{.ID}}"]);
+    assert!(
+        ps.lines().any(|l| l == format!("{full_name} {id}")),
+        "{full_name} {id} not in:\n{ps}"
+    );
+    let by_name = d.docker_ok(&[
+        "ps",
+        "--filter",
+        &format!("name={short_name}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!(by_name.trim(), full_name);
+    let by_label = d.docker_ok(&[
+        "ps",
+        "--filter",
+        &format!("label=io.kubernetes.pod.name={pod_name}"),
+        "--filter",
+        "label=io.kubernetes.container.name=app",
+        "-q",
+    ]);
+    assert_eq!(by_label.trim(), &id[..12]);
+    for name in [&id[..12], id.as_str(), &full_name, &short_name] {
+        let out = d.docker_ok(&["inspect", "--type", "container", name]);
+        let c: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(c[0]["Id"], id.as_str(), "{name}");
+        assert_eq!(c[0]["Name"], format!("/{full_name}"), "{name}");
+        assert_eq!(c[0]["State"]["Status"], "running", "{name}");
+    }
+    for name in [
+        full_name.replace('/', "%2F"),
+        short_name.replace('/', "%2F"),
+    ] {
+        let (code, body) = d.curl("GET", &format!("/containers/{name}/json"), None, &[]);
+        assert_eq!(code, 200, "{name}: {body}");
+        let c: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(c["Id"], id.as_str(), "{name}");
+    }
+    // What docker-py does: get the container, commit it by its full ID.
+    let (_, body) = d.curl(
+        "GET",
+        &format!("/containers/{}/json", short_name.replace('/', "%2F")),
+        None,
+        &[],
+    );
+    let full = serde_json::from_str::<serde_json::Value>(&body).unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(full, id);
+    let image = d.docker_ok(&["commit", &full, "registry.local/team/nb-views:1"]);
+    assert!(image.trim().starts_with("sha256:"), "{image}");
+    assert_eq!(
+        node.container_status(&id).unwrap().state(),
+        ContainerState::ContainerRunning
+    );
+    assert_clean(node);
+}
