@@ -573,6 +573,109 @@ fn docker_export_is_the_containers_view_without_pausing_it() {
     w.assert_clean();
 }
 
+/// Opens `GET path` on the daemon's socket and reads the answer's first
+/// `n` bytes, leaving the rest unread (the stream half-read).
+fn open_stream(d: &commitd_e2e::Daemon, path: &str, n: usize) -> std::os::unix::net::UnixStream {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = vec![0u8; n];
+    s.read_exact(&mut head).unwrap();
+    let text = String::from_utf8_lossy(&head[..12]).into_owned();
+    assert_eq!(text, "HTTP/1.1 200", "{}", String::from_utf8_lossy(&head));
+    s
+}
+
+fn wait_for(w: &World, id: &str, want: commitd_testkit::TaskStatus, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while w.ctr.task_status(id).unwrap() != want {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn docker_export_pauses_only_when_asked_and_always_resumes() {
+    use commitd_testkit::TaskStatus;
+    use std::io::Read;
+    let w = World::new("surface-export-pause");
+    let state = tempfile::tempdir().unwrap();
+    let cfg = state.path().join("commitd.toml");
+    std::fs::write(
+        &cfg,
+        format!("state_dir = \"{}\"\n", state.path().display()),
+    )
+    .unwrap();
+    let mut d = daemon!(w, ["--config", cfg.to_str().unwrap()]);
+    // Far more than the channel and the socket buffers hold.
+    w.running(
+        "px",
+        "head -c 16000000 /dev/urandom > /noise && echo done > /mark",
+    );
+    let journal = state.path().join("paused").join(&w.ns).join("px");
+
+    // Without asking: running while the stream is half-read.
+    let s = open_stream(&d, "/containers/px/export", 65536);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(w.ctr.task_status("px").unwrap(), TaskStatus::Running);
+    drop(s);
+
+    // pause=1: paused (and journaled) while the stream is half-read,
+    // running again once the whole tar is read.
+    let mut s = open_stream(&d, "/v1.41/containers/px/export?pause=1", 65536);
+    assert_eq!(w.ctr.task_status("px").unwrap(), TaskStatus::Paused);
+    assert!(journal.exists(), "the pause is journaled");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.len() > 16_000_000, "{}", rest.len());
+    assert_eq!(
+        w.ctr.task_status("px").unwrap(),
+        TaskStatus::Running,
+        "resumed before the stream's end"
+    );
+    assert!(!journal.exists(), "the journal forgets a resumed container");
+
+    // A client that hangs up mid-stream leaves it running.
+    let s = open_stream(&d, "/containers/px/export?pause=true", 65536);
+    assert_eq!(w.ctr.task_status("px").unwrap(), TaskStatus::Paused);
+    drop(s);
+    wait_for(
+        &w,
+        "px",
+        TaskStatus::Running,
+        "not resumed after the hang-up",
+    );
+
+    // A daemon that dies mid-export: the next start resumes the container.
+    let s = open_stream(&d, "/containers/px/export?pause=1", 65536);
+    assert_eq!(w.ctr.task_status("px").unwrap(), TaskStatus::Paused);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGKILL) };
+    let _ = d.terminate();
+    drop(s);
+    assert_eq!(w.ctr.task_status("px").unwrap(), TaskStatus::Paused);
+    assert!(journal.exists());
+    let d = daemon!(w, ["--config", cfg.to_str().unwrap()]);
+    wait_for(
+        &w,
+        "px",
+        TaskStatus::Running,
+        "not resumed by the next start",
+    );
+    assert!(!journal.exists());
+    // Still whole after all this.
+    assert_eq!(w.ctr.exec("px", &["cat", "/mark"]).unwrap(), "done\n");
+    // A stopped container exports with pause=1 too (nothing to pause).
+    w.ctr.create(&w.image, "still", &[]).unwrap();
+    let (status, body) = d.curl("GET", "/containers/still/export?pause=1", None, &[]);
+    assert_eq!(status, 200, "{body}");
+    w.assert_clean();
+}
+
 /// `docker image prune` of the images `docker images` lists by ID.
 fn image_ids(d: &commitd_e2e::Daemon) -> std::collections::BTreeSet<String> {
     d.docker_ok(&["images", "-q", "--no-trunc"])

@@ -443,13 +443,35 @@ impl Engine {
 
     /// A container's whole filesystem as a tar (`docker export`), produced
     /// as it is read from a private read-only mount; dropping the stream
-    /// stops it. The container is not paused (see [`rootfs`]).
+    /// stops it. With `pause`, a running container is paused for the whole
+    /// stream: resumed before the stream's end, or when the stream is
+    /// dropped, or by [`Engine::recover`] after a daemon death (see
+    /// [`rootfs`]); otherwise it is not paused.
     pub async fn export_container(
         &self,
         container: &str,
+        pause: bool,
     ) -> Result<impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static> {
-        let rx = rootfs::start(&self.c, container).await?;
-        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+        let pausing = pause.then_some(rootfs::Pausing {
+            journal: &self.cfg.journal,
+            locks: &self.locks,
+        });
+        let (rx, hold) = rootfs::start(&self.c, container, pausing).await?;
+        Ok(futures::stream::unfold(
+            (rx, hold),
+            |(mut rx, mut hold)| async move {
+                match rx.recv().await {
+                    Some(chunk) => Some((chunk, (rx, hold))),
+                    None => {
+                        // Resumed before the client sees the end.
+                        if let Some(h) = hold.take() {
+                            h.release().await;
+                        }
+                        None
+                    }
+                }
+            },
+        ))
     }
 
     /// Imports a root filesystem tarball as a one-layer image (`docker

@@ -12,9 +12,14 @@
 //! and it is gone with the thread, whatever happens to the daemon.
 //!
 //! Memory is bounded: the tar goes out in chunks through a small channel,
-//! and the walk waits while the client reads. The container is not paused:
-//! like Docker's, an export of a running container reads its files as they
-//! are while it runs (entries that vanish meanwhile are skipped).
+//! and the walk waits while the client reads. The container is not paused
+//! unless asked: like Docker's, an export of a running container reads its
+//! files as they are while it runs (entries that vanish meanwhile are
+//! skipped). Asked (`pause=1`), its task is paused before the first byte
+//! and resumed after the last — or when the client hangs up, or, should the
+//! daemon die meanwhile, by the pause journal when it starts again
+//! ([`PauseHold`]); the container's capture turn is held meanwhile, so a
+//! commit of it waits for the export to end.
 
 use std::ffi::CString;
 use std::io::{self, Write};
@@ -29,7 +34,9 @@ use tracing::warn;
 use crate::client::Containerd;
 use crate::container;
 use crate::error::{Error, Result};
+use crate::keyed::{Key, KeyedLocks};
 use crate::snapshot::{self, Snapshots};
+use crate::task::{PauseHold, PauseJournal};
 
 /// Chunks of the tar handed to the client at once.
 const CHUNK: usize = 256 << 10;
@@ -48,11 +55,20 @@ enum ReadOnly {
     Bind(PathBuf),
 }
 
-/// The container's filesystem as a tar stream.
+/// How an export asked to pause the container pauses it.
+pub(crate) struct Pausing<'a> {
+    pub(crate) journal: &'a PauseJournal,
+    pub(crate) locks: &'a KeyedLocks,
+}
+
+/// The container's filesystem as a tar stream; with `pausing`, and a
+/// running task, the container paused until the hold is released or
+/// dropped.
 pub(crate) async fn start(
     c: &Containerd,
     query: &str,
-) -> Result<mpsc::Receiver<io::Result<Bytes>>> {
+    pausing: Option<Pausing<'_>>,
+) -> Result<(mpsc::Receiver<io::Result<Bytes>>, Option<PauseHold>)> {
     let ct = container::resolve(c, query).await?;
     if ct.snapshot_key.is_empty() {
         return Err(Error::Conflict(format!(
@@ -74,6 +90,13 @@ pub(crate) async fn start(
             ct.id
         ))
     })?;
+    let hold = match pausing {
+        Some(p) => {
+            let turn = p.locks.lock(Key::Container(&ct.id)).await;
+            PauseHold::pause(c, p.journal, &ct.id, turn).await?
+        }
+        None => None,
+    };
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     let id = ct.id.clone();
     std::thread::Builder::new()
@@ -92,7 +115,7 @@ pub(crate) async fn start(
             }
         })
         .map_err(|e| Error::io("starting the export thread", e))?;
-    Ok(rx)
+    Ok((rx, hold))
 }
 
 /// A read-only mount of a snapshot, from its mounts.

@@ -194,6 +194,87 @@ pub async fn resume_or_retry(
     Some(err)
 }
 
+/// A pause held for as long as this value lives (`docker export` with
+/// `pause=1`): the journal records the container before it is paused, so a
+/// daemon that dies meanwhile resumes it when it starts again;
+/// [`PauseHold::release`] resumes it, and so does dropping the hold (in the
+/// background) on any other path — a client that hangs up mid-stream. The
+/// container's capture turn is held too, so no commit pauses and resumes it
+/// underneath.
+pub(crate) struct PauseHold {
+    c: Containerd,
+    id: String,
+    journal: PauseJournal,
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl PauseHold {
+    /// Pauses the task if it runs (`None` when it does not: nothing to
+    /// resume).
+    pub(crate) async fn pause(
+        c: &Containerd,
+        journal: &PauseJournal,
+        id: &str,
+        turn: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<Option<Self>> {
+        if state(c, id).await? != TaskState::Running {
+            return Ok(None);
+        }
+        journal
+            .record(c.namespace(), id)
+            .map_err(|e| Error::io("recording the pause in the journal", e))?;
+        match pause(c, id).await {
+            Ok(true) => Ok(Some(Self {
+                c: c.clone(),
+                id: id.to_string(),
+                journal: journal.clone(),
+                turn: Some(turn),
+            })),
+            Ok(false) => {
+                journal.clear(c.namespace(), id);
+                Ok(None)
+            }
+            Err(e) => {
+                journal.clear(c.namespace(), id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Resumes the container now (retrying in the background if
+    /// containerd does not answer).
+    pub(crate) async fn release(mut self) {
+        let turn = self.turn.take();
+        if let Some(e) = resume_or_retry(&self.c, &self.id, &self.journal).await {
+            warn!(container = %self.id, cause = %e, "container not resumed yet; retrying in the background");
+        }
+        drop(turn);
+    }
+}
+
+impl Drop for PauseHold {
+    fn drop(&mut self) {
+        // Released already: nothing left to do.
+        let Some(turn) = self.turn.take() else {
+            return;
+        };
+        let (c, id, journal) = (self.c.clone(), self.id.clone(), self.journal.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Some(e) = resume_or_retry(&c, &id, &journal).await {
+                        warn!(container = %id, cause = %e, "container not resumed yet; retrying in the background");
+                    }
+                    drop(turn);
+                });
+            }
+            // No runtime left (the daemon is going down): the journal
+            // resumes it when the daemon starts again.
+            Err(_) => warn!(container = %id, "paused container left to the journal"),
+        }
+    }
+}
+
 /// What `docker ps` and `docker inspect` show of a task.
 #[derive(Debug, Clone, Default)]
 pub struct TaskInfo {

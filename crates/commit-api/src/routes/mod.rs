@@ -103,7 +103,7 @@ pub(crate) async fn containers_get(
 ) -> Result<Response, ApiError> {
     match rest.rsplit_once('/') {
         Some((name, "changes")) if !name.is_empty() => changes::changes(&api, name).await,
-        Some((name, "export")) if !name.is_empty() => export::export(&api, name).await,
+        Some((name, "export")) if !name.is_empty() => export::export(&api, name, &q).await,
         _ => containers::get_route(State(api), version, Path(rest), q).await,
     }
 }
