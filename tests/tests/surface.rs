@@ -1,7 +1,8 @@
 //! The rest of Docker's surface around a commit, driven by the real Docker
 //! CLI against the daemon and a real containerd with runc containers:
 //! `docker info`, `docker system df`, `docker ps -s`, `docker diff`,
-//! `docker export`, `docker load`, `docker import`, `docker image prune`.
+//! `docker export`, `docker load`, `docker import`, `docker image prune`
+//! (also side by side with Docker's engine, for `docker diff` and prune).
 #![allow(clippy::unwrap_used)]
 
 use commitd_e2e::{World, daemon};
@@ -986,4 +987,216 @@ fn docker_diff_leaves_out_the_runtimes_mount_stubs_as_the_commit_does() {
         "x\nnone\n"
     );
     w.assert_clean();
+}
+
+/// What one `docker image prune` printed, in names rather than IDs:
+/// `untagged: NAME` as is, `deleted: ID` as the name `ids` gives the image
+/// (IDs it does not know are left out when `skip_unknown`: Docker 20.10's
+/// graph-driver store also lists each layer it removed as `deleted:` with
+/// its chain ID, which containerd's image store — current Docker's and
+/// commitd's — does not), and whether any space was reclaimed.
+fn pruned_by_name(
+    out: &str,
+    ids: &std::collections::HashMap<String, String>,
+    skip_unknown: bool,
+) -> (Vec<String>, bool) {
+    let mut rows = Vec::new();
+    let mut reclaimed = None;
+    for line in out.lines() {
+        if let Some(name) = line.strip_prefix("untagged: ") {
+            rows.push(format!("untagged {name}"));
+        } else if let Some(id) = line.strip_prefix("deleted: ") {
+            match ids.get(id) {
+                Some(name) => rows.push(format!("deleted {name}")),
+                None if skip_unknown => {}
+                None => rows.push(format!("deleted unknown {id}")),
+            }
+        } else if let Some(space) = line.strip_prefix("Total reclaimed space: ") {
+            reclaimed = Some(space.trim() != "0B");
+        }
+    }
+    rows.sort();
+    let reclaimed = reclaimed.unwrap_or_else(|| panic!("no total in {out}"));
+    (rows, reclaimed)
+}
+
+/// `docker image prune` side by side with Docker's engine (a private
+/// dockerd of this test's own, so no other test's images are pruned): the
+/// same image set in both — the base, used by containers; an image a
+/// container runs; the dangling image a re-tag leaves; unused tagged ones;
+/// labelled ones; older and newer ones — then the same prunes, dangling,
+/// by label, `until`, `-a`: the same names untagged, the same images
+/// deleted, the same left, space reclaimed alike, the same answer shapes.
+#[test]
+fn docker_image_prune_removes_what_dockers_engine_removes() {
+    use commitd_testkit::{Dockerd, Oracle, RunSpec, shared, unique_namespace};
+    use std::collections::HashMap;
+    let ns = unique_namespace("surface-prune-oracle");
+    let dockerd = Dockerd::start().unwrap_or_else(|e| panic!("starting dockerd: {e}"));
+    let oracle = Oracle::new(&dockerd, shared(), &ns, &diff_base(&ns))
+        .unwrap_or_else(|e| panic!("preparing the base in both engines: {e}"));
+    let d = commitd_e2e::Daemon::start(
+        env!("CARGO_BIN_EXE_commitd-under-test"),
+        shared().socket(),
+        &ns,
+        &[],
+    );
+    let docker_cli = |args: &[&str]| dockerd.cli(args).unwrap();
+    // Image IDs by the name this test gives them, per engine.
+    let (mut docker_ids, mut our_ids) = (HashMap::new(), HashMap::new());
+    let base_id = docker_cli(&["image", "inspect", "-f", "{{.Id}}", oracle.docker_base()]);
+    docker_ids.insert(base_id.trim().to_string(), "base".to_string());
+    our_ids.insert(base_id.trim().to_string(), "base".to_string());
+
+    let maker = oracle.run("maker", &RunSpec::sleeping()).unwrap();
+    let mut n = 0;
+    let mut commit = |what: &str, repo: &str, changes: &str| {
+        n += 1;
+        maker.sh(&format!("echo {n} > /made")).unwrap();
+        let mut q = format!("repo=prune/{repo}&tag=1");
+        if !changes.is_empty() {
+            q.push_str(&format!(
+                "&changes={}",
+                commitd_testkit::query_escape(changes)
+            ));
+        }
+        let o = oracle.commit(&d.socket, &maker, &q, None).unwrap();
+        assert_eq!((o.docker.status, o.commitd.status), (201, 201), "{o:?}");
+        let id = |side: &commitd_testkit::Side| side.body["Id"].as_str().unwrap().to_string();
+        docker_ids.insert(id(&o.docker), what.to_string());
+        our_ids.insert(id(&o.commitd), what.to_string());
+    };
+    // Older: a tag moved to a newer image (the old one dangles), an unused one.
+    commit("retag-old", "retag", "");
+    commit("retag-new", "retag", "");
+    commit("old", "old", "");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Newer: unused, labelled, and one a container runs.
+    commit("unused", "unused", "");
+    commit("label-keep", "keep", "LABEL keep=yes");
+    commit("label-other", "other", "LABEL keep=no");
+    commit("used", "used", "LABEL keep=yes");
+    let _user = oracle
+        .run_from(
+            "user",
+            "prune/used:1",
+            "docker.io/prune/used:1",
+            &RunSpec::sleeping(),
+        )
+        .unwrap();
+
+    let left = |docker: bool| -> Vec<String> {
+        let args = ["images", "--format", "{{.Repository}}:{{.Tag}}"];
+        let out = if docker {
+            docker_cli(&args)
+        } else {
+            d.docker_ok(&args)
+        };
+        let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let steps: &[(&[&str], &[&str])] = &[
+        // Dangling only: the re-tag's old image.
+        (&["image", "prune", "-f"], &["deleted retag-old"]),
+        // -a by label: the unused labelled image, not the used one.
+        (
+            &["image", "prune", "-a", "-f", "--filter", "label=keep=yes"],
+            &["deleted label-keep", "untagged prune/keep:1"],
+        ),
+        // -a until: the older unused images (the base is used).
+        (
+            &[
+                "image",
+                "prune",
+                "-a",
+                "-f",
+                "--filter",
+                &format!("until={until}"),
+            ],
+            &[
+                "deleted old",
+                "deleted retag-new",
+                "untagged prune/old:1",
+                "untagged prune/retag:1",
+            ],
+        ),
+        // Nothing dangling left.
+        (&["image", "prune", "-f"], &[]),
+        // -a: the rest no container uses.
+        (
+            &["image", "prune", "-a", "-f"],
+            &[
+                "deleted label-other",
+                "deleted unused",
+                "untagged prune/other:1",
+                "untagged prune/unused:1",
+            ],
+        ),
+    ];
+    for (args, want) in steps {
+        let docker_out = docker_cli(args);
+        let our_out = d.docker_ok(args);
+        let (docker_rows, docker_reclaimed) = pruned_by_name(&docker_out, &docker_ids, true);
+        let (our_rows, our_reclaimed) = pruned_by_name(&our_out, &our_ids, false);
+        assert_eq!(
+            docker_rows, *want,
+            "Docker's own answer to {args:?}:\n{docker_out}"
+        );
+        assert_eq!(our_rows, *want, "commitd's answer to {args:?}:\n{our_out}");
+        assert_eq!(
+            (our_reclaimed, docker_reclaimed),
+            (!want.is_empty(), !want.is_empty()),
+            "space reclaimed by {args:?}:\nDocker: {docker_out}\ncommitd: {our_out}"
+        );
+        assert_eq!(left(true), left(false), "images left after {args:?}");
+    }
+    let remaining = left(false);
+    assert!(
+        remaining.contains(&"prune/used:1".to_string()),
+        "{remaining:?}"
+    );
+    assert_eq!(
+        remaining.len(),
+        2,
+        "the base and the used image: {remaining:?}"
+    );
+
+    // The API's shapes: nothing to prune — the same answer.
+    let (docker, ours) = oracle
+        .both(&d.socket, "POST", "/v1.41/images/prune", None)
+        .unwrap();
+    assert_eq!((ours.status, ours.json()), (docker.status, docker.json()));
+    assert_eq!(
+        ours.json(),
+        serde_json::json!({"ImagesDeleted": null, "SpaceReclaimed": 0})
+    );
+    // A bad filter: the same status; the wording is current Docker's
+    // (moby's api/types/filters invalidFilter), Docker 20.10 is older and
+    // capitalized it.
+    let (docker, ours) = oracle
+        .both(
+            &d.socket,
+            "POST",
+            "/v1.41/images/prune?filters=%7B%22bogus%22%3A%5B%22x%22%5D%7D",
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        (docker.status, docker.json()["message"].as_str()),
+        (400, Some("Invalid filter 'bogus'"))
+    );
+    assert_eq!(
+        (ours.status, ours.json()["message"].as_str()),
+        (400, Some("invalid filter 'bogus'"))
+    );
+    drop(_user);
+    drop(maker);
+    let _ = oracle.ctr().remove_all();
 }
