@@ -556,6 +556,128 @@ fn images_on_discarded_base_layers_push_and_save() {
     assert_clean(node);
 }
 
+/// A base pulled (with an image pull secret) from a registry that requires a login,
+/// its layers discarded: pushing a commit on it elsewhere reads the base layers from
+/// that registry with the configured `config.json` (kubelet's), and without one the
+/// push fails naming the source.
+#[test]
+fn base_layers_are_fetched_from_a_source_that_needs_a_login_with_the_configured_credentials() {
+    let _serial = serial();
+    let node = shared_cri();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("private")).unwrap();
+    let (user, password) = ("kubelet", "pull-s3cret");
+    let private =
+        commitd_testkit::Registry::start_with_login(&tmp.path().join("private"), user, password)
+            .unwrap();
+    // A base of its own (its layer is nowhere else), published with the login.
+    let archive = tmp.path().join("base.tar");
+    commitd_testkit::ImageBuilder::busybox()
+        .layer()
+        .file("/etc/private-base", format!("{:?}\n", tmp.path()))
+        .write_archive(&archive, "private-base")
+        .unwrap();
+    let base = format!("{}/team-a/private-base:1", private.host());
+    let creds = format!("{user}:{password}");
+    let (ok, out) = skopeo(&[
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds,
+        &format!("oci-archive:{}", archive.display()),
+        &format!("docker://{base}"),
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{base}"),
+    ]);
+    assert!(!ok, "the registry requires a login: {out}");
+    node.pull_with_login(&base, user, password).unwrap();
+
+    let pod = node.run_pod(KubePod::unique("team-a", "private")).unwrap();
+    let name = pod.spec.name.clone();
+    let app = pod.start(&sleeper("app", &base)).unwrap();
+    node.sh(&app, "echo mine > /mine").unwrap();
+    let target = format!("{}/team-a/private-app:1", node.registry().host());
+
+    // Without credentials: refused before anything is sent, naming the source.
+    let d = daemon(node);
+    d.docker_ok(&["commit", &format!("team-a/{name}/app"), &target]);
+    let manifest = node.ctr().image_manifest(&target).unwrap();
+    // The base's own layer (its busybox layer may be on the target already).
+    let base_layer = manifest["layers"][1]["digest"].as_str().unwrap().to_owned();
+    assert!(
+        !node
+            .ctr()
+            .content()
+            .unwrap()
+            .iter()
+            .any(|c| c.contains(&base_layer)),
+        "the base layer was discarded after unpacking"
+    );
+    let (_, stdout, stderr) = d.docker(&["push", &target]);
+    let text = format!("{stdout}{stderr}");
+    assert!(
+        text.contains(&base_layer)
+            && text.contains(&format!("{}/team-a/private-base", private.host())),
+        "{text}"
+    );
+    assert!(!node.registry().has_blob(&base_layer), "{text}");
+    drop(d);
+
+    // With kubelet's config.json: fetched from the source with its login.
+    let config_json = tmp.path().join("config.json");
+    let auth = std::process::Command::new("sh")
+        .args(["-c", &format!("printf %s '{creds}' | base64 -w0")])
+        .output()
+        .unwrap();
+    let auth = String::from_utf8(auth.stdout).unwrap();
+    std::fs::write(
+        &config_json,
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
+            private.host()
+        ),
+    )
+    .unwrap();
+    let config = tmp.path().join("commitd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[registry]\nsource_credentials = \"{}\"\n",
+            config_json.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(
+        env!("CARGO_BIN_EXE_commitd-under-test"),
+        node.socket(),
+        CRI_NAMESPACE,
+        &["--config", config.to_str().unwrap()],
+    );
+    let out = d.docker_ok(&["push", &target]);
+    assert!(node.registry().has_blob(&base_layer), "{out}");
+    assert_eq!(
+        remote_manifest_digest(&target),
+        manifest_digest(node, &target)
+    );
+    // docker save reads it the same way.
+    let saved = tmp.path().join("app.tar");
+    d.docker_ok(&["save", "-o", saved.to_str().unwrap(), &target]);
+    let (ok, out) = skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("docker-archive:{}", saved.display()),
+    ]);
+    assert!(ok, "{out}");
+    drop(pod);
+    assert_clean(node);
+}
+
 fn manifest_digest(node: &CriNode, image: &str) -> String {
     node.ctr()
         .images()

@@ -45,6 +45,8 @@ fn blobs_of(exported: &[Exported]) -> Vec<Descriptor> {
 pub(crate) struct Remote {
     pub client: oci_client::Client,
     pub sources: std::collections::HashMap<String, Vec<crate::remote::BlobSource>>,
+    /// Source registries' credentials (a configured `config.json`).
+    pub credentials: docker_format::registry::ConfigFile,
 }
 
 /// The archive's bytes, produced as they are taken.
@@ -85,26 +87,29 @@ pub(crate) fn start(
             {
                 return;
             }
-            let mut data: futures::stream::BoxStream<'_, std::io::Result<Bytes>> = match remote
-                .sources
-                .get(&d.digest)
-            {
-                Some(sources) => match crate::remote::fetch(&remote.client, &d, sources).await {
-                    Ok(s) => s.boxed(),
-                    Err(why) => {
-                        let why = format!("fetching blob {} from its source: {why}", d.digest);
-                        let _ = tx.send(Err(std::io::Error::other(why))).await;
-                        return;
+            let mut data: futures::stream::BoxStream<'_, std::io::Result<Bytes>> =
+                match remote.sources.get(&d.digest) {
+                    Some(sources) => {
+                        match crate::remote::fetch(&remote.client, &d, sources, &remote.credentials)
+                            .await
+                        {
+                            Ok(s) => s.boxed(),
+                            Err(why) => {
+                                let why =
+                                    format!("fetching blob {} from its source: {why}", d.digest);
+                                let _ = tx.send(Err(std::io::Error::other(why))).await;
+                                return;
+                            }
+                        }
                     }
-                },
-                None => store
-                    .chunks(&d.digest, d.size)
-                    .map(|c| {
-                        c.map(Bytes::from)
-                            .map_err(|e| std::io::Error::other(e.to_string()))
-                    })
-                    .boxed(),
-            };
+                    None => store
+                        .chunks(&d.digest, d.size)
+                        .map(|c| {
+                            c.map(Bytes::from)
+                                .map_err(|e| std::io::Error::other(e.to_string()))
+                        })
+                        .boxed(),
+                };
             let mut sent = 0u64;
             while let Some(chunk) = data.next().await {
                 match chunk {

@@ -166,6 +166,9 @@ pub struct EngineConfig {
     pub auto_squash: bool,
     /// `exclude` patterns every commit applies, before the request's.
     pub exclude: Vec<String>,
+    /// A Docker-style `config.json` whose credentials push and save use to
+    /// read blobs from their source registries (None: anonymous).
+    pub source_credentials: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -184,6 +187,7 @@ impl Default for EngineConfig {
             max_depth: 0,
             auto_squash: false,
             exclude: Vec::new(),
+            source_credentials: None,
         }
     }
 }
@@ -271,7 +275,9 @@ impl Engine {
     /// push before anything is sent.
     pub async fn push(&self, req: PushRequest) -> Result<tokio::sync::mpsc::Receiver<PushEvent>> {
         let images = self.images().list().await?;
-        push::start(req, images, self.blobs()).await
+        let credentials =
+            remote::source_credentials(self.cfg.source_credentials.as_deref()).await?;
+        push::start(req, images, self.blobs(), credentials).await
     }
 
     /// A tar of images (`docker save`): an OCI layout with Docker's
@@ -301,7 +307,17 @@ impl Engine {
             .collect();
         let client = remote::client(domains, insecure_registries)
             .map_err(|e| Error::Registry(format!("setting up the registry client: {e}")))?;
-        let rx = export::start(images, self.blobs(), export::Remote { client, sources })?;
+        let credentials =
+            remote::source_credentials(self.cfg.source_credentials.as_deref()).await?;
+        let rx = export::start(
+            images,
+            self.blobs(),
+            export::Remote {
+                client,
+                sources,
+                credentials,
+            },
+        )?;
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 

@@ -159,6 +159,7 @@ pub(crate) async fn start(
     req: PushRequest,
     images: Vec<Image>,
     blobs: Blobs,
+    credentials: docker_format::registry::ConfigFile,
 ) -> Result<mpsc::Receiver<PushEvent>> {
     let named = req.repository;
     // Where else on this registry our layers may already be (other local
@@ -195,13 +196,7 @@ pub(crate) async fn start(
         .collect();
     let client = crate::remote::client(domains, &req.insecure_registries)
         .map_err(|e| Error::Registry(format!("setting up the registry client: {}", chain(&e))))?;
-    let auth = match req.auth {
-        registry::RegistryAuth::Anonymous => RegistryAuth::Anonymous,
-        registry::RegistryAuth::Basic { username, password } => {
-            RegistryAuth::Basic(username, password)
-        }
-        registry::RegistryAuth::Bearer(token) => RegistryAuth::Bearer(token),
-    };
+    let auth = crate::remote::oci_auth(req.auth);
     let (tx, rx) = mpsc::channel::<PushEvent>(16);
     let job = Job {
         client,
@@ -210,6 +205,7 @@ pub(crate) async fn start(
         named,
         sources,
         remote,
+        credentials,
         tx,
     };
     let targets = req.tags;
@@ -238,6 +234,8 @@ struct Job {
     sources: HashMap<String, Vec<String>>,
     /// Blobs not in the content store → where else they may be.
     remote: HashMap<String, Vec<BlobSource>>,
+    /// Source registries' credentials (a configured `config.json`).
+    credentials: docker_format::registry::ConfigFile,
     tx: mpsc::Sender<PushEvent>,
 }
 
@@ -335,7 +333,11 @@ impl Job {
                 if s.domain != self.named.domain {
                     let _ = self
                         .client
-                        .auth(&r, &RegistryAuth::Anonymous, RegistryOperation::Pull)
+                        .auth(
+                            &r,
+                            &crate::remote::oci_auth(self.credentials.auth_for(&s.domain)),
+                            RegistryOperation::Pull,
+                        )
                         .await;
                 }
                 if matches!(self.client.blob_exists(&r, &d.digest).await, Ok(true)) {
@@ -473,7 +475,7 @@ impl Job {
                 return Ok(Sent::Mounted(s.repo.clone()));
             }
         }
-        let stream = crate::remote::fetch(&self.client, d, sources)
+        let stream = crate::remote::fetch(&self.client, d, sources, &self.credentials)
             .await
             .map_err(|why| format!("fetching blob {} from its source: {why}", d.digest))?;
         let digest = d.digest.clone();

@@ -13,11 +13,15 @@
 //! [`missing`] lists an image's missing blobs with those sources: `push`
 //! mounts them across repositories of the same registry or streams them
 //! from their source registry, `save` streams them into the archive.
+//! Source registries are read with the credentials of a configured
+//! Docker-style `config.json` ([`source_credentials`]), as kubelet's.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use docker_format::image::Descriptor;
 use docker_format::reference::parse_normalized_named;
+use docker_format::registry::{self, ConfigFile};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
@@ -25,7 +29,7 @@ use oci_client::{Client, Reference, RegistryOperation};
 use crate::catalog::Image;
 use crate::client::Containerd;
 use crate::content;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// containerd's label naming where a blob was pulled from.
 pub const SOURCE_LABEL_PREFIX: &str = "containerd.io/distribution.source.";
@@ -206,19 +210,57 @@ pub(crate) fn client<'d>(
     })
 }
 
-/// Streams a blob from the first of `sources` that serves it (anonymous
-/// pulls). The stream checks the digest as it ends.
+/// The source registries' credentials: the configured Docker-style
+/// `config.json` (kubelet's `/var/lib/kubelet/config.json`), read afresh
+/// for each push or save so that a rewritten file counts. None configured,
+/// or the file absent: anonymous pulls.
+pub(crate) async fn source_credentials(path: Option<&Path>) -> Result<ConfigFile> {
+    let Some(path) = path else {
+        return Ok(ConfigFile::default());
+    };
+    match tokio::fs::read_to_string(path).await {
+        Ok(text) => ConfigFile::parse(&text).map_err(|e| {
+            Error::Registry(format!(
+                "reading source registry credentials {}: {e}",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::debug!(path = %path.display(), "no source registry credentials file");
+            Ok(ConfigFile::default())
+        }
+        Err(e) => Err(Error::Registry(format!(
+            "reading source registry credentials {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Docker's credentials as the registry client takes them.
+pub(crate) fn oci_auth(auth: registry::RegistryAuth) -> RegistryAuth {
+    match auth {
+        registry::RegistryAuth::Anonymous => RegistryAuth::Anonymous,
+        registry::RegistryAuth::Basic { username, password } => {
+            RegistryAuth::Basic(username, password)
+        }
+        registry::RegistryAuth::Bearer(token) => RegistryAuth::Bearer(token),
+    }
+}
+
+/// Streams a blob from the first of `sources` that serves it, with each
+/// source registry's credentials from `credentials` (else anonymous). The
+/// stream checks the digest as it ends.
 pub(crate) async fn fetch(
     client: &Client,
     d: &Descriptor,
     sources: &[BlobSource],
+    credentials: &ConfigFile,
 ) -> std::result::Result<oci_client::client::SizedStream, String> {
     let mut tried = Vec::new();
     for s in sources {
         let r = source_ref(s);
-        let _ = client
-            .auth(&r, &RegistryAuth::Anonymous, RegistryOperation::Pull)
-            .await;
+        let auth = oci_auth(credentials.auth_for(&s.domain));
+        let _ = client.auth(&r, &auth, RegistryOperation::Pull).await;
         match client.pull_blob_stream(&r, d.digest.as_str()).await {
             Ok(stream) => return Ok(stream),
             Err(e) => tried.push(format!("{s}: {e}")),

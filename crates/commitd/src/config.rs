@@ -36,6 +36,10 @@ pub struct RegistryConfig {
     /// Registries `docker push` may reach over plain HTTP (besides loopback).
     #[serde(default)]
     pub insecure_registries: Vec<String>,
+    /// A Docker-style `config.json` for the registries base layers are
+    /// fetched from (empty: none).
+    #[serde(default)]
+    pub source_credentials: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -327,6 +331,8 @@ impl Config {
             max_depth: self.commit.max_depth,
             auto_squash: self.commit.auto_squash,
             exclude: self.commit.exclude.clone(),
+            source_credentials: Some(self.registry.source_credentials.clone())
+                .filter(|p| !p.as_os_str().is_empty()),
             journal: commit_engine::PauseJournal::new(Some(self.state_dir())),
         }
     }
@@ -433,6 +439,23 @@ mod tests {
         assert_eq!(c.socket, Path::new("/tmp/b.sock"));
         assert_eq!(c.commit.compression, commit_engine::Compression::None);
         assert_eq!(c.commit.lease_expiry_secs, 3600);
+    }
+
+    #[test]
+    fn source_credentials_from_the_file() {
+        assert_eq!(Config::defaults().engine().source_credentials, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("commitd.toml");
+        std::fs::write(
+            &path,
+            "[registry]\nsource_credentials = \"/var/lib/kubelet/config.json\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&cli(&["--config", path.to_str().unwrap()])).unwrap();
+        assert_eq!(
+            c.engine().source_credentials.as_deref(),
+            Some(Path::new("/var/lib/kubelet/config.json"))
+        );
     }
 
     #[test]

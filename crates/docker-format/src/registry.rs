@@ -1,5 +1,6 @@
 //! Registries as Docker names and reaches them: the `X-Registry-Auth`
-//! header's credentials and the rules for plain-HTTP (insecure) registries.
+//! header's credentials, Docker-style `config.json` credential files, and
+//! the rules for plain-HTTP (insecure) registries.
 
 use std::net::IpAddr;
 
@@ -70,6 +71,100 @@ pub fn decode_auth(header: Option<&str>) -> Result<RegistryAuth, AuthError> {
             _ => RegistryAuth::Anonymous,
         },
     )
+}
+
+/// Credentials of a Docker-style `config.json` (`~/.docker/config.json`,
+/// kubelet's `/var/lib/kubelet/config.json`): `{"auths": {KEY: {"auth":
+/// base64(user:pass)} | {"username", "password"} | {"identitytoken"} |
+/// {"registrytoken"}}}`. Keys are a registry's `host[:port]`, or a URL of
+/// it (`https://host/v1/`); Docker Hub's key is `https://index.docker.io/v1/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigFile {
+    auths: Vec<(String, RegistryAuth)>,
+}
+
+/// A config file that is not Docker's `config.json` shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a Docker config.json: {0}")]
+pub struct ConfigFileError(String);
+
+impl ConfigFile {
+    /// Reads a config file's text.
+    pub fn parse(text: &str) -> Result<ConfigFile, ConfigFileError> {
+        let v: Value = serde_json::from_str(text).map_err(|e| ConfigFileError(e.to_string()))?;
+        let Some(auths) = v.get("auths") else {
+            return Ok(ConfigFile::default());
+        };
+        let auths = auths
+            .as_object()
+            .ok_or_else(|| ConfigFileError("\"auths\" is not an object".into()))?;
+        let mut out = Vec::new();
+        for (key, entry) in auths {
+            let s = |k: &str| {
+                entry
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let (mut username, mut password) = (s("username"), s("password"));
+            let encoded = s("auth");
+            if !encoded.is_empty() {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim())
+                    .map_err(|_| ConfigFileError(format!("the auth of {key} is not base64")))?;
+                let pair = String::from_utf8(bytes)
+                    .map_err(|_| ConfigFileError(format!("the auth of {key} is not UTF-8")))?;
+                let (u, p) = pair.split_once(':').ok_or_else(|| {
+                    ConfigFileError(format!("the auth of {key} is not user:password"))
+                })?;
+                (username, password) = (u.to_string(), p.to_string());
+            }
+            let (registry_token, identity_token) = (s("registrytoken"), s("identitytoken"));
+            let auth = if !registry_token.is_empty() {
+                RegistryAuth::Bearer(registry_token)
+            } else if !identity_token.is_empty() {
+                RegistryAuth::Basic {
+                    username: if username.is_empty() {
+                        "<token>".into()
+                    } else {
+                        username
+                    },
+                    password: identity_token,
+                }
+            } else if !username.is_empty() {
+                RegistryAuth::Basic { username, password }
+            } else {
+                continue;
+            };
+            out.push((config_key_domain(key), auth));
+        }
+        Ok(ConfigFile { auths: out })
+    }
+
+    /// The credentials for registry `domain` (as images name it:
+    /// `docker.io`, `registry.example.com:5000`); anonymous if none.
+    pub fn auth_for(&self, domain: &str) -> RegistryAuth {
+        self.auths
+            .iter()
+            .find(|(d, _)| d == domain)
+            .map(|(_, a)| a.clone())
+            .unwrap_or(RegistryAuth::Anonymous)
+    }
+}
+
+/// The domain a config file's key names: scheme and path dropped, Docker
+/// Hub's hosts as `docker.io`.
+fn config_key_domain(key: &str) -> String {
+    let rest = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    let host = rest.split('/').next().unwrap_or(rest);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".into(),
+        other => other.to_string(),
+    }
 }
 
 /// Docker's default: loopback registries speak plain HTTP; others only
@@ -168,6 +263,46 @@ mod tests {
         assert!(is_insecure("10.1.2.3:5000", &["10.0.0.0/8".into()]));
         assert!(!is_insecure("11.1.2.3:5000", &["10.0.0.0/8".into()]));
         assert!(is_insecure("[fd00::1]:5000", &["fd00::/8".into()]));
+    }
+
+    #[test]
+    fn config_files_give_credentials_per_registry() {
+        let enc = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let text = format!(
+            r#"{{"auths": {{
+                "https://index.docker.io/v1/": {{"auth": "{hub}"}},
+                "127.0.0.1:5000": {{"username": "alice", "password": "s3cret"}},
+                "https://registry.example.com/v2/": {{"auth": "{ex}"}},
+                "tokens.example.com": {{"registrytoken": "tok"}},
+                "empty.example.com": {{}}
+            }}, "credsStore": "secretservice"}}"#,
+            hub = enc("bob:hub:pass"),
+            ex = enc("carol:pw")
+        );
+        let c = ConfigFile::parse(&text).unwrap();
+        let basic = |u: &str, p: &str| RegistryAuth::Basic {
+            username: u.into(),
+            password: p.into(),
+        };
+        assert_eq!(c.auth_for("docker.io"), basic("bob", "hub:pass"));
+        assert_eq!(c.auth_for("127.0.0.1:5000"), basic("alice", "s3cret"));
+        assert_eq!(c.auth_for("registry.example.com"), basic("carol", "pw"));
+        assert_eq!(
+            c.auth_for("tokens.example.com"),
+            RegistryAuth::Bearer("tok".into())
+        );
+        assert_eq!(c.auth_for("empty.example.com"), RegistryAuth::Anonymous);
+        assert_eq!(c.auth_for("127.0.0.1:5001"), RegistryAuth::Anonymous);
+        assert_eq!(ConfigFile::parse("{}").unwrap(), ConfigFile::default());
+        assert!(ConfigFile::parse("not json").is_err());
+        assert!(ConfigFile::parse(r#"{"auths": {"h": {"auth": "%%%"}}}"#).is_err());
+        assert!(
+            ConfigFile::parse(&format!(
+                r#"{{"auths": {{"h": {{"auth": "{}"}}}}}}"#,
+                enc("nocolon")
+            ))
+            .is_err()
+        );
     }
 
     #[test]

@@ -327,7 +327,24 @@ impl CriNode {
         ctr.run(&["leases", "delete", "--sync", &lease]).map(drop)
     }
 
+    /// [`pull`](Self::pull) with an image pull secret's credentials, as kubelet
+    /// sends them.
+    pub fn pull_with_login(&self, image: &str, user: &str, password: &str) -> Result<String> {
+        let auth = cri::AuthConfig {
+            username: user.to_owned(),
+            password: password.to_owned(),
+            ..Default::default()
+        };
+        let id = self.pull_as(image, Some(auth))?;
+        self.collect_garbage()?;
+        Ok(id)
+    }
+
     fn pull_only(&self, image: &str) -> Result<String> {
+        self.pull_as(image, None)
+    }
+
+    fn pull_as(&self, image: &str, auth: Option<cri::AuthConfig>) -> Result<String> {
         let image = image.to_owned();
         let r = self.images(|mut c| async move {
             c.pull_image(cri::PullImageRequest {
@@ -335,7 +352,7 @@ impl CriNode {
                     image,
                     ..Default::default()
                 }),
-                auth: None,
+                auth,
                 sandbox_config: None,
             })
             .await

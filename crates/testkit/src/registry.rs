@@ -45,12 +45,38 @@ impl Registry {
     /// A registry keeping its config (`config.yml`), log (`registry.log`) and storage
     /// (`data/`) in `dir`, which must exist.
     pub fn start_in(dir: &Path) -> Result<Registry> {
+        Registry::start_with(dir, None)
+    }
+
+    /// [`Registry::start_in`], but every request must log in as `user` with
+    /// `password` (HTTP basic auth from an `htpasswd` file made with apache2-utils'
+    /// `htpasswd`; distribution accepts it over plain HTTP).
+    pub fn start_with_login(dir: &Path, user: &str, password: &str) -> Result<Registry> {
+        Registry::start_with(dir, Some((user, password)))
+    }
+
+    fn start_with(dir: &Path, login: Option<(&str, &str)>) -> Result<Registry> {
+        let auth = match login {
+            None => String::new(),
+            Some((user, password)) => {
+                let out = cmd::stdout(
+                    Command::new("htpasswd").args(["-Bbn", user, password]),
+                    cmd::SLOW,
+                )?;
+                let file = dir.join("htpasswd");
+                fs::write(&file, out).map_err(|e| Error::path("writing", &file, e))?;
+                format!(
+                    "auth:\n  htpasswd:\n    realm: commitd-test\n    path: {}\n",
+                    file.display()
+                )
+            }
+        };
         let mut last = String::new();
         // A free port is found by binding port 0 and letting it go: another process may
         // take it in between, so a registry that exits at once is started again.
         for _ in 0..3 {
             let port = free_port()?;
-            match Registry::spawn(dir, port) {
+            match Registry::spawn(dir, port, &auth) {
                 Ok(r) => return Ok(r),
                 Err(e) => last = e.to_string(),
             }
@@ -60,10 +86,10 @@ impl Registry {
         )))
     }
 
-    fn spawn(dir: &Path, port: u16) -> Result<Registry> {
+    fn spawn(dir: &Path, port: u16, auth: &str) -> Result<Registry> {
         let config = dir.join("config.yml");
         let text = format!(
-            "# Written by commitd-testkit.\nversion: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "# Written by commitd-testkit.\nversion: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
             data = dir.join("data").display()
         );
         fs::write(&config, text).map_err(|e| Error::path("writing", &config, e))?;
