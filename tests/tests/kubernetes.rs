@@ -932,6 +932,81 @@ fn a_pod_snapshot_commits_every_app_container_at_one_moment() {
     );
     assert_eq!(status, 400, "{body}");
     running(&[&worker, &logs]);
+    drop(d);
+
+    // The pause covers the captures only: with each commit held before its image
+    // is named, both containers run again while no image exists yet.
+    let held = format!("{worker}:before-name:delay=6000;{logs}:before-name:delay=6000");
+    let d = Daemon::start_env(
+        env!("CARGO_BIN_EXE_commitd-under-test"),
+        node.socket(),
+        CRI_NAMESPACE,
+        &[],
+        &[("COMMITD_FAILPOINTS", held.as_str())],
+    );
+    let image = "registry.local/ml/snap/worker:t4";
+    std::thread::scope(|scope| {
+        let commit = scope.spawn(|| {
+            d.curl(
+                "POST",
+                &format!("/pods/ml/{name}/commit?repo=registry.local/ml/snap&tag=t4"),
+                None,
+                &[],
+            )
+        });
+        let started = std::time::Instant::now();
+        while d.log_text().matches("upper directory captured").count() < 2 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "the captures never ended: {}",
+                d.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let captured = std::time::Instant::now();
+        let all_running = || {
+            [&worker, &logs].iter().all(|id| {
+                node.ctr().task_status(id).unwrap() == commitd_testkit::TaskStatus::Running
+            })
+        };
+        while !all_running() {
+            assert!(
+                captured.elapsed() < std::time::Duration::from_secs(3),
+                "still paused after every capture"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let (exists, _, _) = d.docker(&["image", "inspect", image]);
+        assert!(
+            !exists,
+            "resumed only after the images were written: the delay before naming is 6 s"
+        );
+        let (status, body) = commit.join().unwrap();
+        assert_eq!(status, 201, "{body}");
+    });
+    d.docker_ok(&["image", "inspect", image]);
+    running(&[&worker, &logs]);
+    drop(d);
+
+    // A capture that fails while the pod is paused: an error, both run again.
+    let failing = format!("{worker}:while-paused:fail");
+    let d = Daemon::start_env(
+        env!("CARGO_BIN_EXE_commitd-under-test"),
+        node.socket(),
+        CRI_NAMESPACE,
+        &[],
+        &[("COMMITD_FAILPOINTS", failing.as_str())],
+    );
+    let (status, body) = d.curl(
+        "POST",
+        &format!("/pods/ml/{name}/commit?repo=registry.local/ml/snap&tag=t5"),
+        None,
+        &[],
+    );
+    assert_eq!(status, 500, "{body}");
+    let (exists, _, _) = d.docker(&["image", "inspect", "registry.local/ml/snap/worker:t5"]);
+    assert!(!exists);
+    running(&[&worker, &logs]);
     drop(pod);
     assert_clean(node);
 }

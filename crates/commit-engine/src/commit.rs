@@ -133,6 +133,9 @@ pub(crate) struct Committer<'a> {
     pub locks: &'a crate::keyed::KeyedLocks,
     /// Layers being produced at once (see [`crate::Engine`]).
     pub layer_slots: &'a tokio::sync::Semaphore,
+    /// Part of a pod snapshot: the pod's one pause replaces this commit's
+    /// own (see [`task::PodPause`]).
+    pub pod: Option<&'a task::PodTurn>,
 }
 
 /// The layer as captured, and how to fill the new image's snapshot.
@@ -492,6 +495,7 @@ impl Committer<'_> {
 
             // The image record: the commit becomes visible here, all at once.
             self.check_cancel("before naming the image")?;
+            crate::failpoint::delay(&src.ct.id, crate::failpoint::step::BEFORE_NAME).await;
             crate::failpoint::check(&src.ct.id, crate::failpoint::step::BEFORE_NAME)?;
             let name = image_name
                 .clone()
@@ -634,6 +638,20 @@ impl Committer<'_> {
     ) -> Result<(T, Duration)> {
         let c = self.c;
         let id = &src.ct.id;
+        if let Some(pod) = self.pod {
+            // The pod's containers are paused together, and resumed once
+            // every one of them is captured.
+            if pod.arrive().await? {
+                let at = Instant::now();
+                let out = f.await;
+                crate::failpoint::delay(id, crate::failpoint::step::WHILE_PAUSED).await;
+                let injected = crate::failpoint::check(id, crate::failpoint::step::WHILE_PAUSED);
+                let paused = at.elapsed();
+                pod.captured();
+                injected?;
+                return Ok((out, paused));
+            }
+        }
         let running = src.pause
             && snapshot::is_active(src.info)
             && task::state(c, id).await? == TaskState::Running;

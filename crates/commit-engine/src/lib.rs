@@ -348,6 +348,7 @@ impl Engine {
             content_root: content_root.as_ref(),
             locks: &self.locks,
             layer_slots: &self.layer_slots,
+            pod: None,
         }
         .commit(req)
         .await
@@ -355,13 +356,14 @@ impl Engine {
 
     /// A pod snapshot: one image per app container of the pod
     /// `namespace`/`pod` (or of the containers named in `only`), all taken
-    /// at one moment — every running container is paused before the first
-    /// capture and resumed after the last commit (on every path; the pause
-    /// journal covers a daemon that dies meanwhile). `request` makes each
-    /// container's commit from its name and ID. Answers in name order.
-    ///
-    /// Limit: the pause spans every container's whole commit (layer and
-    /// image writes included), not only the copies.
+    /// at one moment. The containers' commits run together; where each
+    /// would pause its own container, every running container of the pod
+    /// is paused at once, each upper directory is captured, and all are
+    /// resumed when the last capture is done — before any layer or image is
+    /// written (see [`task::PodPause`]). Nothing stays paused on any path;
+    /// the pause journal covers a daemon that dies meanwhile. `request`
+    /// makes each container's commit from its name and ID. Answers in name
+    /// order.
     pub async fn commit_pod(
         &self,
         namespace: &str,
@@ -380,47 +382,54 @@ impl Engine {
         if !only.is_empty() {
             chosen.retain(|(name, _)| only.contains(name));
         }
-        let (c, journal) = (&self.c, &self.cfg.journal);
-        let mut paused: Vec<String> = Vec::new();
-        let mut result: Result<Vec<(String, Committed)>> = async {
-            for (_, ct) in &chosen {
-                if task::state(c, &ct.id).await? != TaskState::Running {
-                    continue;
+        let content_root = self.content_root().await;
+        let shared = task::PodPause::new(chosen.len());
+        let ids: Vec<String> = chosen.iter().map(|(_, ct)| ct.id.clone()).collect();
+        let pausing = shared.run(&self.c, &self.cfg.journal, &ids);
+        let commits = futures::future::join_all(chosen.iter().map(|(name, ct)| {
+            let mut req = request(name, &ct.id);
+            req.pause = true;
+            let turn = shared.turn();
+            let content_root = content_root.as_ref();
+            async move {
+                let r = commit::Committer {
+                    c: &self.c,
+                    cfg: &self.cfg,
+                    cancel,
+                    content_root,
+                    locks: &self.locks,
+                    layer_slots: &self.layer_slots,
+                    pod: Some(&turn),
                 }
-                journal
-                    .record(c.namespace(), &ct.id)
-                    .map_err(|e| Error::io("recording the pause in the journal", e))?;
-                match task::pause(c, &ct.id).await {
-                    Ok(true) => paused.push(ct.id.clone()),
-                    Ok(false) => journal.clear(c.namespace(), &ct.id),
-                    Err(e) => {
-                        journal.clear(c.namespace(), &ct.id);
-                        return Err(e);
+                .commit(req)
+                .await;
+                turn.leave(r.is_ok());
+                r.map(|committed| (name.clone(), committed))
+            }
+        }));
+        let (paused, done) = futures::future::join(pausing, commits).await;
+        paused?;
+        let mut out = Vec::with_capacity(done.len());
+        let mut first_err = None;
+        for r in done {
+            match r {
+                Ok(c) => out.push(c),
+                // Told not to capture because another commit failed: that
+                // failure is the answer.
+                Err(Error::Cancelled(why)) if why.starts_with("another container") => {
+                    first_err.get_or_insert(Error::Cancelled(why));
+                }
+                Err(e) => {
+                    if !matches!(&first_err, Some(f) if !matches!(f, Error::Cancelled(_))) {
+                        first_err = Some(e);
                     }
                 }
             }
-            Ok(Vec::new())
         }
-        .await;
-        if let Ok(done) = &mut result {
-            for (name, ct) in &chosen {
-                let mut req = request(name, &ct.id);
-                req.pause = false; // paused here, together
-                match self.commit(req, cancel).await {
-                    Ok(committed) => done.push((name.clone(), committed)),
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
         }
-        for id in &paused {
-            if let Some(e) = task::resume_or_retry(c, id, journal).await {
-                tracing::warn!(container = %id, cause = %e, "container not resumed yet; retrying in the background");
-            }
-        }
-        result
     }
 
     /// Loads an image archive (`docker load`): Docker's or OCI's, plain,

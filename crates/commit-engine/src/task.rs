@@ -275,6 +275,201 @@ impl Drop for PauseHold {
     }
 }
 
+/// A pod snapshot's one pause. Each container's commit, where it would
+/// pause its own container, [`arrive`](PodTurn::arrive)s here instead; once
+/// every commit of the pod has arrived (or failed), [`PodPause::run`] pauses
+/// every running container of the pod together and lets the captures run;
+/// once every capture is done (or failed), it resumes them all — before any
+/// layer or image is written.
+#[derive(Clone)]
+pub(crate) struct PodPause(std::sync::Arc<PodState>);
+
+struct PodState {
+    counts: std::sync::Mutex<PodCounts>,
+    /// Wakes [`PodPause::run`] when a count falls.
+    changed: tokio::sync::Notify,
+    /// Set once: `Ok` when all are paused, `Err` when the captures must not run.
+    go: tokio::sync::watch::Sender<Option<std::result::Result<(), &'static str>>>,
+}
+
+#[derive(Default)]
+struct PodCounts {
+    /// Commits that have not arrived yet.
+    to_arrive: usize,
+    /// Commits whose capture is not done yet.
+    capturing: usize,
+    /// A commit ended before it arrived (it failed).
+    failed_early: bool,
+}
+
+impl PodPause {
+    /// A pause for `n` commits.
+    pub(crate) fn new(n: usize) -> Self {
+        Self(std::sync::Arc::new(PodState {
+            counts: std::sync::Mutex::new(PodCounts {
+                to_arrive: n,
+                capturing: n,
+                failed_early: false,
+            }),
+            changed: tokio::sync::Notify::new(),
+            go: tokio::sync::watch::channel(None).0,
+        }))
+    }
+
+    /// One commit's part in the pause.
+    pub(crate) fn turn(&self) -> PodTurn {
+        PodTurn {
+            pod: self.clone(),
+            arrived: std::sync::atomic::AtomicBool::new(false),
+            done: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, PodCounts> {
+        self.0
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn until(&self, done: impl Fn(&PodCounts) -> bool) {
+        loop {
+            if done(&self.counts()) {
+                return;
+            }
+            // One waiter: a notification sent meanwhile is kept as a permit.
+            self.0.changed.notified().await;
+        }
+    }
+
+    /// Pauses the running ones of `containers` (recorded in the journal) when
+    /// every commit has arrived, lets the captures run, and resumes them when
+    /// every capture is done; on any failure before, nothing stays paused and
+    /// the captures are told not to run. Runs beside the commits; fails
+    /// when a container could not be paused.
+    pub(crate) async fn run(
+        &self,
+        c: &Containerd,
+        journal: &PauseJournal,
+        containers: &[String],
+    ) -> Result<()> {
+        self.until(|n| n.to_arrive == 0).await;
+        if self.counts().failed_early {
+            self.0
+                .go
+                .send_replace(Some(Err("another container's commit of the pod failed")));
+            return Ok(());
+        }
+        let mut paused: Vec<String> = Vec::new();
+        let mut failed = None;
+        for id in containers {
+            let r = async {
+                if state(c, id).await? != TaskState::Running {
+                    return Ok(false);
+                }
+                journal
+                    .record(c.namespace(), id)
+                    .map_err(|e| Error::io("recording the pause in the journal", e))?;
+                match pause(c, id).await {
+                    Ok(true) => Ok(true),
+                    Ok(false) => {
+                        journal.clear(c.namespace(), id);
+                        Ok(false)
+                    }
+                    Err(e) => {
+                        journal.clear(c.namespace(), id);
+                        Err(e)
+                    }
+                }
+            }
+            .await;
+            match r {
+                Ok(true) => paused.push(id.clone()),
+                Ok(false) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        self.0.go.send_replace(Some(match failed {
+            Some(_) => Err("another container of the pod could not be paused"),
+            None => Ok(()),
+        }));
+        if failed.is_none() {
+            self.until(|n| n.capturing == 0).await;
+        }
+        for id in &paused {
+            if let Some(e) = resume_or_retry(c, id, journal).await {
+                warn!(container = %id, cause = %e, "container not resumed yet; retrying in the background");
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+/// One commit's part in a [`PodPause`]; dropping it (the commit ended)
+/// counts it as arrived and captured.
+pub(crate) struct PodTurn {
+    pod: PodPause,
+    arrived: std::sync::atomic::AtomicBool,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl PodTurn {
+    /// Waits until the pod is paused: `Ok(true)`. `Ok(false)`: this commit's
+    /// capture already had its turn (a second capture after a fallback), the
+    /// caller pauses its own container.
+    pub(crate) async fn arrive(&self) -> Result<bool> {
+        use std::sync::atomic::Ordering;
+        if self.arrived.swap(true, Ordering::SeqCst) {
+            return Ok(false);
+        }
+        self.pod.counts().to_arrive -= 1;
+        self.pod.0.changed.notify_one();
+        let mut go = self.pod.0.go.subscribe();
+        let verdict = go
+            .wait_for(Option::is_some)
+            .await
+            .map(|v| *v)
+            .map_err(|_| Error::Cancelled("waiting for the pod's pause"))?;
+        match verdict {
+            Some(Ok(())) => Ok(true),
+            Some(Err(why)) => Err(Error::Cancelled(why)),
+            None => Err(Error::Cancelled("waiting for the pod's pause")),
+        }
+    }
+
+    /// The commit ended (`ok`: it succeeded, maybe without a capture to
+    /// pause for); a failure before its capture tells the others not to run.
+    pub(crate) fn leave(&self, ok: bool) {
+        use std::sync::atomic::Ordering;
+        if !self.arrived.swap(true, Ordering::SeqCst) {
+            let mut n = self.pod.counts();
+            n.to_arrive -= 1;
+            n.failed_early |= !ok;
+        }
+        self.captured();
+        self.pod.0.changed.notify_one();
+    }
+
+    /// This commit's capture is done: the pod may be resumed once all are.
+    pub(crate) fn captured(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.done.swap(true, Ordering::SeqCst) {
+            self.pod.counts().capturing -= 1;
+            self.pod.0.changed.notify_one();
+        }
+    }
+}
+
+impl Drop for PodTurn {
+    fn drop(&mut self) {
+        // Not left yet: the commit was dropped midway.
+        self.leave(false);
+    }
+}
+
 /// What `docker ps` and `docker inspect` show of a task.
 #[derive(Debug, Clone, Default)]
 pub struct TaskInfo {
