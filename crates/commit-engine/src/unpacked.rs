@@ -48,7 +48,8 @@ impl Sizes {
     }
 
     /// The unpacked size of `layer`: known, kept on its blob, or measured
-    /// now (and kept); 0 when its blob is not here.
+    /// now (and kept); 0 when its blob is not here, or is gone by the time
+    /// it is read.
     pub(crate) async fn layer(&self, c: &Containerd, layer: &Descriptor) -> Result<i64> {
         if let Some(s) = self.get(&layer.digest) {
             return Ok(s);
@@ -62,7 +63,15 @@ impl Sizes {
             self.put(&layer.digest, s);
             return Ok(s);
         }
-        let size = measure(c, layer).await?;
+        let size = match measure(c, layer).await {
+            Ok(s) => s,
+            // The blob went while it was read (its image was deleted and
+            // collected meanwhile): as absent, not a broken layer.
+            Err(e) => match content::info(c, &layer.digest).await {
+                Err(gone) if gone.is_not_found() => return Ok(0),
+                _ => return Err(e),
+            },
+        };
         // Kept for the next run too; a failure to label costs a re-measure.
         if let Err(e) = content::add_labels(
             c,
