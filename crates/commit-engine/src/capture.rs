@@ -953,6 +953,9 @@ fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64, buf: &mut Vec<u8>) -> io::
         };
         let end = match rfs::seek(src, SeekFrom::Hole(start)) {
             Ok(p) => p.min(size),
+            // Truncated below `start` since SEEK_DATA (an unpaused
+            // container): keep what is there, as a short copy does.
+            Err(rustix::io::Errno::NXIO) => break,
             Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOTSUP) => size,
             Err(e) => return Err(e.into()),
         };
