@@ -379,3 +379,114 @@ fn a_full_disk_is_a_clear_error_and_nothing_half_made() {
     drop(d);
     drop(w);
 }
+
+/// containerd's content collector keeps working while a layer is being
+/// written: the layer's temporary file lives in the content store's root,
+/// not in `blobs/sha256` (where containerd 1.6 gives up its whole sweep on a
+/// name that is not a digest, so nothing unreferenced would be collected on
+/// a node that commits all the time). An import whose body is held open
+/// half-way keeps a layer being written for as long as the test needs.
+#[test]
+fn the_content_collector_runs_while_a_layer_is_written() {
+    use sha2::Digest;
+    use std::io::{Read, Write};
+
+    let containerd = Containerd::start().unwrap();
+    let content = containerd.root().join("io.containerd.content.v1.content");
+    let blobs = content.join("blobs/sha256");
+    let w = World::on(&containerd, "gc-while-writing");
+    let d = daemon!(w);
+
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let noise: Vec<u8> = (0..2u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(src.join("noise"), &noise).unwrap();
+    let tar = dir.path().join("layer.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let tar = std::fs::read(&tar).unwrap();
+    let (head, tail) = tar.split_at(tar.len() / 2);
+
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.write_all(
+        b"POST /v1.41/images/create?fromSrc=-&repo=gc/held&tag=1 HTTP/1.1\r\n\
+          Host: commitd\r\nContent-Type: application/x-tar\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let chunk = |s: &mut std::os::unix::net::UnixStream, data: &[u8]| {
+        s.write_all(format!("{:x}\r\n", data.len()).as_bytes())
+            .unwrap();
+        s.write_all(data).unwrap();
+        s.write_all(b"\r\n").unwrap();
+    };
+    chunk(&mut s, head);
+    let temp_files = || -> Vec<String> {
+        [&content, &blobs]
+            .into_iter()
+            .flat_map(|d| std::fs::read_dir(d).unwrap().flatten())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".commitd-"))
+            .collect()
+    };
+    eventually("the import's layer file being written", 30, || {
+        !temp_files().is_empty()
+    });
+    let not_digests: Vec<String> = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() != 64 || !n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    assert!(
+        not_digests.is_empty(),
+        "non-digest names in blobs/sha256: {not_digests:?}"
+    );
+
+    // Content nothing refers to, then a collection: it is gone, from the
+    // metadata and from the disk.
+    let orphan = b"nothing refers to this\n";
+    let hex = hex::encode(sha2::Sha256::digest(orphan));
+    let mut ingest = w
+        .ctr
+        .command()
+        .args(["content", "ingest", "--expected-digest"])
+        .arg(format!("sha256:{hex}"))
+        .arg("orphan-ref")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ingest.stdin.take().unwrap().write_all(orphan).unwrap();
+    assert!(ingest.wait().unwrap().success());
+    assert!(blobs.join(&hex).exists());
+    w.collect_garbage();
+    assert!(
+        !blobs.join(&hex).exists(),
+        "the collector swept nothing while a layer was being written; containerd's log:\n{}",
+        containerd.log_tail(40)
+    );
+    assert!(
+        !temp_files().is_empty(),
+        "the held import was still writing"
+    );
+
+    // The import then finishes as any other.
+    chunk(&mut s, tail);
+    s.write_all(b"0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(image_names(&w).iter().any(|n| n == "docker.io/gc/held:1"));
+    assert!(temp_files().is_empty(), "no temporary file left");
+    w.assert_clean();
+}

@@ -6,7 +6,10 @@
 //! Two ways out, same result:
 //! - **Local** (when containerd's content store directory is visible here,
 //!   see [`ContentRoot`]): the blob is written straight into a temporary
-//!   file beside the store's blobs, synced, linked to its digest's name, and
+//!   file in the store's root (beside `blobs/`, same filesystem, never
+//!   inside it: containerd's collector walks `blobs/sha256` and fails its
+//!   whole sweep on a name that is not a digest), synced, linked to its
+//!   digest's name, and
 //!   then registered with the content service: a write stream that sends no data,
 //!   only the commit with expected digest, size and labels. containerd takes
 //!   a blob already in its backing store as shared content (how it shares
@@ -44,8 +47,12 @@ use docker_format::image::{Descriptor, media_type};
 /// Messages buffered between the producer and the gRPC stream.
 const IN_FLIGHT: usize = 4;
 
-/// Prefix of temporary blob files in the content store's `blobs/sha256`
-/// (containerd skips names that are not digests).
+/// Prefix of temporary blob files, made in the content store's root. Not
+/// in `blobs/sha256`: containerd 1.6's content collector walks that
+/// directory, hands a file whose name is not a digest to its delete, and
+/// gives up the whole sweep on the error ("content garbage collection
+/// failed: calculating blob path for delete"), so no unreferenced blob
+/// would be removed while a commit writes its layer.
 const TEMP_PREFIX: &str = ".commitd-";
 
 /// Compression settings of the pipeline.
@@ -107,15 +114,24 @@ impl ContentRoot {
         self.0.join("blobs").join("sha256")
     }
 
+    /// Where temporary blob files are made: the store's root, on the
+    /// blobs' filesystem (a hard link moves them into place) but outside
+    /// the directory containerd's collector walks.
+    fn temp_dir(&self) -> &Path {
+        &self.0
+    }
+
     /// Removes temporary files left by commitd processes that died. A
     /// writer touches its file with every block, so one untouched for a
     /// quarter of an hour is abandoned (a pid check would not do: another
-    /// commitd may run in another pid namespace).
+    /// commitd may run in another pid namespace). Also sweeps `blobs/sha256`,
+    /// where earlier versions made them.
     pub fn sweep_stale(&self) {
-        let Ok(entries) = std::fs::read_dir(self.blobs()) else {
-            return;
-        };
         let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(15 * 60);
+        let entries = [self.temp_dir().to_path_buf(), self.blobs()]
+            .into_iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flatten();
         for e in entries.flatten() {
             if !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
                 continue;
@@ -508,7 +524,9 @@ where
     F: FnOnce(&mut dyn Write) -> io::Result<R> + Send + 'static,
 {
     let blobs = root.blobs();
-    let tmp = blobs.join(format!("{TEMP_PREFIX}{}", crate::unique()));
+    let tmp = root
+        .temp_dir()
+        .join(format!("{TEMP_PREFIX}{}", crate::unique()));
     let produced = {
         let tmp = tmp.clone();
         tokio::task::spawn_blocking(move || -> io::Result<Finished> {
