@@ -8,7 +8,7 @@
 //! are immutable, so what was read for a target digest is kept in a small
 //! cache.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use containerd_client::services::v1::Image as Record;
@@ -216,6 +216,102 @@ impl Image {
     }
 }
 
+/// The namespace's images, indexed the ways a container finds its own
+/// (`ImageStore::index`): by record name and by the chain ID of their
+/// layers. Which image is a container's is [`ImageIndex::image_of`]'s rule.
+pub struct ImageIndex {
+    entries: Vec<Image>,
+    /// Record name → (image, when the record last changed, unix seconds).
+    by_name: HashMap<String, (usize, i64)>,
+    /// Chain ID → the images with these layers, oldest first.
+    by_chain: HashMap<String, Vec<usize>>,
+}
+
+/// Which image a container turned out to be made from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageOf {
+    index: Option<usize>,
+    /// `sha256:…` of the config, or empty when the image is gone.
+    pub id: String,
+    /// The container's image record no longer leads to this image (the
+    /// name moved, or names other layers): Docker then shows the ID.
+    pub moved: bool,
+}
+
+impl ImageIndex {
+    pub fn new(entries: Vec<Image>) -> Self {
+        let mut by_name = HashMap::new();
+        let mut by_chain: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            for r in &e.records {
+                by_name.insert(r.name.clone(), (i, r.updated_at.unwrap_or(0)));
+            }
+            if let Some(chain) = e.resolved.chain_id() {
+                by_chain.entry(chain).or_default().push(i);
+            }
+        }
+        Self {
+            entries,
+            by_name,
+            by_chain,
+        }
+    }
+
+    /// The one rule for the image a container was made from, as `docker
+    /// ps` and `inspect` show it, given its snapshot's parent (the chain ID
+    /// of the image's layers, [`images::footing`]): the image its record
+    /// names if that has the same layers and has not been renamed since
+    /// the container was made; else an image with the parent's layers (the
+    /// one a moved name left behind, as Docker's `refreshImage` finds);
+    /// else none.
+    pub fn image_of(&self, ct: &ContainerRecord, snapshot_parent: Option<&str>) -> ImageOf {
+        let named = self.by_name.get(&ct.image).copied();
+        let created = ct.created.map(|(s, _)| s).unwrap_or(0);
+        let same_layers = |i: usize, p: &str| self.entries[i].resolved.footing(p).is_some();
+        let with_layers = |p: &str, not: Option<usize>| {
+            self.by_chain
+                .iter()
+                .filter(|(chain, _)| images::footing(p, chain).is_some())
+                .flat_map(|(_, images)| images.iter().copied())
+                .find(|&i| Some(i) != not)
+        };
+        let (index, moved) = match (named, snapshot_parent) {
+            (Some((i, _)), None) => (Some(i), false),
+            (Some((i, updated)), Some(p)) if same_layers(i, p) => {
+                // Renamed after the container was made: another image with
+                // these layers is the one it was made from, if there is one.
+                match with_layers(p, Some(i)).filter(|_| updated > created) {
+                    Some(other) => (Some(other), true),
+                    None => (Some(i), false),
+                }
+            }
+            (named, Some(p)) => match with_layers(p, None) {
+                Some(i) => (Some(i), true),
+                None => (None, named.is_some()),
+            },
+            (None, None) => (None, false),
+        };
+        let id = index
+            .map(|i| self.entries[i].id.clone())
+            .unwrap_or_default();
+        ImageOf { index, id, moved }
+    }
+
+    /// The image `of` names.
+    pub fn get(&self, of: &ImageOf) -> Option<&Image> {
+        of.index.map(|i| &self.entries[i])
+    }
+
+    /// The IDs of the images `refs` name ([`Image::find_in`]); those that
+    /// name none or several are left out (Docker logs and skips them).
+    pub fn ids_of<'a>(&self, refs: impl IntoIterator<Item = &'a ImageRef>) -> HashSet<String> {
+        refs.into_iter()
+            .filter_map(|r| Image::find_in(&self.entries, r).ok())
+            .map(|e| e.id.clone())
+            .collect()
+    }
+}
+
 /// The one image whose ID starts with `prefix` (`sha256:` optional).
 fn with_prefix<'a>(images: &'a [Image], prefix: &str) -> Result<&'a Image> {
     let hex = prefix.strip_prefix("sha256:").unwrap_or(prefix);
@@ -304,6 +400,11 @@ impl ImageStore<'_> {
     /// foreign (another platform only, not an image) are left out.
     pub async fn list(&self) -> Result<Vec<Image>> {
         list(self.c, self.cache).await
+    }
+
+    /// Every image, indexed for finding containers' images.
+    pub async fn index(&self) -> Result<ImageIndex> {
+        Ok(ImageIndex::new(self.list().await?))
     }
 
     /// The image a user named: by name (then the short ID it may also
@@ -430,5 +531,87 @@ mod tests {
         assert!(!is_cri_id_record("sha256:ab12"));
         assert!(!is_cri_id_record("docker.io/library/app:1"));
         assert!(!is_cri_id_record(&format!("sha256:{}", "zz".repeat(32))));
+    }
+    /// An image of one layer (`diff_id`), with records updated at the given
+    /// times.
+    fn layered(id: &str, diff_id: &str, records: &[(&str, i64)]) -> Image {
+        let mut image = image(id, &[]);
+        let mut resolved = (*image.resolved).clone();
+        resolved.config.rootfs.diff_ids = vec![diff_id.to_string()];
+        image.resolved = Arc::new(resolved);
+        image.records = records
+            .iter()
+            .map(|(name, updated)| ImageRecord {
+                name: name.to_string(),
+                updated_at: Some(*updated),
+                dangling: false,
+            })
+            .collect();
+        image
+    }
+
+    #[test]
+    fn containers_keep_the_image_they_were_made_from() {
+        // `app:1` was moved at 200 from A to B, an empty commit of A (same
+        // layers); C has other layers.
+        let index = ImageIndex::new(vec![
+            layered("sha256:a", "sha256:l1", &[("moby-dangling@sha256:m", 200)]),
+            layered("sha256:b", "sha256:l1", &[("docker.io/library/app:1", 200)]),
+            layered(
+                "sha256:c",
+                "sha256:l2",
+                &[("docker.io/library/other:1", 50)],
+            ),
+        ]);
+        let of = |image: &str, created: i64, parent: Option<&str>| {
+            let ct = ContainerRecord {
+                id: "x".into(),
+                name: "x".into(),
+                image: image.into(),
+                labels: HashMap::new(),
+                created: Some((created, 0)),
+                snapshotter: String::new(),
+                snapshot_key: String::new(),
+                runtime: String::new(),
+                spec: None,
+            };
+            let o = index.image_of(&ct, parent);
+            assert_eq!(index.get(&o).map(|e| e.id.as_str()).unwrap_or(""), o.id);
+            (o.id, o.moved)
+        };
+        let app = "docker.io/library/app:1";
+        // Made before the move: A, which the name no longer leads to.
+        assert_eq!(of(app, 150, Some("sha256:l1")), ("sha256:a".into(), true));
+        // Made after it: B, by name.
+        assert_eq!(of(app, 250, Some("sha256:l1")), ("sha256:b".into(), false));
+        // A user-namespace remapped snapshot stands on the same layers.
+        assert_eq!(of(app, 250, Some("sha256:l1-1000-1000")).0, "sha256:b");
+        // No snapshot to look at: the record.
+        assert_eq!(of(app, 150, None), ("sha256:b".into(), false));
+        // The name now has other layers: the image with the container's.
+        assert_eq!(
+            of("docker.io/library/other:1", 100, Some("sha256:l1")),
+            ("sha256:a".into(), true)
+        );
+        // Layers nobody has: no ID rather than a wrong one.
+        assert_eq!(
+            of("docker.io/library/other:1", 100, Some("sha256:l9")),
+            (String::new(), true)
+        );
+        assert_eq!(
+            of("docker.io/library/gone:1", 100, None),
+            (String::new(), false)
+        );
+        // `ancestor=` values: by name, ID and short ID; unknown ones name
+        // nothing.
+        let ids = |v: &[&str]| {
+            let refs: Vec<ImageRef> = v.iter().filter_map(|r| ImageRef::parse(r).ok()).collect();
+            let mut ids: Vec<String> = index.ids_of(&refs).into_iter().collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(&["app:1"]), ["sha256:b"]);
+        assert_eq!(ids(&["other:1", "nope"]), ["sha256:c"]);
+        assert!(ids(&["nope:2"]).is_empty());
     }
 }

@@ -368,9 +368,21 @@ impl Containers<'_> {
         Ok(info)
     }
 
+    /// The image `ct` was made from, among `images`
+    /// ([`ImageIndex::image_of`], by its snapshot's parent).
+    ///
+    /// [`ImageIndex::image_of`]: crate::catalog::ImageIndex::image_of
+    pub async fn image_of(
+        &self,
+        ct: &ContainerRecord,
+        images: &crate::catalog::ImageIndex,
+    ) -> crate::catalog::ImageOf {
+        images.image_of(ct, self.snapshot_parent(ct).await.as_deref())
+    }
+
     /// The parent of its snapshot: the chain ID of the layers it stands on
     /// (none when it cannot be read).
-    pub async fn snapshot_parent(&self, ct: &ContainerRecord) -> Option<String> {
+    async fn snapshot_parent(&self, ct: &ContainerRecord) -> Option<String> {
         if ct.snapshot_key.is_empty() {
             return None;
         }

@@ -71,7 +71,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::capture::CaptureWork;
-pub use crate::catalog::{Image, ImageRecord, ImageStore};
+pub use crate::catalog::{Image, ImageIndex, ImageOf, ImageRecord, ImageStore};
 pub use crate::changes::{Change, ChangeKind};
 pub use crate::client::Containerd;
 pub use crate::commit::{CapturePath, CommitRequest, Committed, Phases};
@@ -79,7 +79,7 @@ pub use crate::container::{ContainerRecord, Containers};
 pub use crate::content::Blobs;
 pub use crate::error::{Error, Kind, Result};
 pub use crate::export::Exported;
-pub use crate::images::{Footing, Resolved, footing};
+pub use crate::images::{Footing, Resolved};
 pub use crate::import::{ImportRequest, Imported};
 pub use crate::lineage::{BASE_DIGEST, BASE_LAYERS, BASE_NAME, Squash};
 pub use crate::load::{LoadProgress, Loaded};
