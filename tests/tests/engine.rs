@@ -437,3 +437,41 @@ async fn compressions() {
         .collect();
     assert!(refused.is_empty(), "registrations refused: {refused:#?}");
 }
+
+/// A container on containerd's `native` snapshotter (every snapshot a bind
+/// mount of a whole copy of its parent): its snapshot is not taken as an
+/// upper directory (that would bring back what the container deleted); the
+/// commit goes through the diff service and the image is exactly the
+/// container's filesystem, deletions included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_snapshotter_containers_commit_exactly() {
+    let w = World::new("changes-native");
+    let engine = w.engine(true);
+    let mut run = w.ctr.command();
+    run.args(["run", "-d", "--null-io", "--snapshotter", "native"])
+        .args([w.image.as_str(), "n", "sh", "-c", "sleep 100000"]);
+    let out = run.output().unwrap();
+    assert!(
+        out.status.success(),
+        "ctr run --snapshotter native: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    w.ctr.exec("n", &["sh", "-c", CHANGES]).expect("changes");
+    let before = w.ctr.exec("n", &["sh", "-c", LIST_FS]).unwrap();
+
+    let done = commit(&engine, request("n", Some("docker.io/library/native:1")))
+        .await
+        .expect("commit");
+    assert_eq!(done.capture, CapturePath::DiffService, "not a fast path");
+    assert_eq!(w.ctr.task_status("n").unwrap(), TaskStatus::Running);
+    let after = w.run("docker.io/library/native:1", LIST_FS);
+    assert_eq!(after, before, "the image's filesystem is the container's");
+    let gone = w.run(
+        "docker.io/library/native:1",
+        "test ! -e /etc/hosts && test ! -e /etc/passwd && echo gone",
+    );
+    assert_eq!(gone, "gone\n", "what the container deleted stays deleted");
+    w.ctr.kill_task("n").unwrap();
+    w.ctr.delete_container("n").unwrap();
+    w.assert_clean();
+}

@@ -148,16 +148,12 @@ pub(crate) async fn changes(
 }
 
 /// The upper and lower directories of an active snapshot, when readable
-/// here. A bind mount is an upper directory only for a snapshot without a
-/// parent (otherwise it is a whole tree: the native snapshotter).
+/// here.
 fn upper_of(
     mounts: &[Mount],
     info: &snapshot::Info,
 ) -> std::result::Result<overlay::OverlayDirs, String> {
-    let dirs = overlay::dirs(mounts)?;
-    if dirs.layout == Layout::Plain && !info.parent.is_empty() {
-        return Err("a bind-mounted snapshot with a parent holds a whole tree".into());
-    }
+    let dirs = overlay::upper_dirs(mounts, &info.parent)?;
     if !dirs.upper.is_dir() || dirs.lower.iter().any(|l| !l.is_dir()) {
         return Err(format!(
             "{} is not readable from here",

@@ -698,7 +698,7 @@ impl Committer<'_> {
         codec: crate::layer::Codec,
     ) -> std::result::Result<Captured, FastPath> {
         let sn = src.sn;
-        let from = overlay::dirs(&sn.mounts(&src.ct.snapshot_key).await?)
+        let from = overlay::upper_dirs(&sn.mounts(&src.ct.snapshot_key).await?, &src.info.parent)
             .map_err(FastPath::Unsupported)?;
         if !from.upper.is_dir() {
             return Err(FastPath::Unsupported(format!(

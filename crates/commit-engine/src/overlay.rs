@@ -74,6 +74,19 @@ pub fn dirs(mounts: &[Mount]) -> Result<OverlayDirs, String> {
     }
 }
 
+/// [`dirs`] of an active snapshot whose parent is `parent` (empty: none).
+/// A bind mount is an upper directory only without a parent: with one, it
+/// is a whole tree (the native snapshotter copies the parent into every
+/// snapshot), and taking it as the changes would bring back every file the
+/// container deleted.
+pub fn upper_dirs(mounts: &[Mount], parent: &str) -> Result<OverlayDirs, String> {
+    let dirs = dirs(mounts)?;
+    if dirs.layout == Layout::Plain && !parent.is_empty() {
+        return Err("a bind-mounted snapshot with a parent holds a whole tree".into());
+    }
+    Ok(dirs)
+}
+
 /// The directories of a read-only view's mounts, top first: an `overlay`
 /// mount's `lowerdir`, or the source of a `bind` mount (a one-layer view).
 /// `None` for any other shape.
@@ -215,6 +228,14 @@ mod tests {
         assert_eq!(d.upper, Path::new("/s/snapshots/7/fs"));
         assert!(d.lower.is_empty());
         assert_eq!(d.layout, Layout::Plain, "nothing in it is overlay's");
+    }
+
+    #[test]
+    fn a_bind_with_a_parent_is_a_whole_tree_not_an_upper() {
+        let bind = [mount("bind", "/s/snapshots/8/fs", &["rbind", "rw"])];
+        assert!(upper_dirs(&bind, "").is_ok());
+        let e = upper_dirs(&bind, "sha256:base").unwrap_err();
+        assert!(e.contains("whole tree"), "{e}");
     }
 
     #[test]
