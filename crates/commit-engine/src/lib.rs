@@ -79,6 +79,7 @@ pub use crate::container::{ContainerRecord, Containers};
 pub use crate::content::Blobs;
 pub use crate::error::{Error, Kind, Result};
 pub use crate::export::Exported;
+pub use crate::filter::Pattern as ExcludePattern;
 pub use crate::images::{Footing, Resolved};
 pub use crate::import::{ImportRequest, Imported};
 pub use crate::lineage::{BASE_DIGEST, BASE_LAYERS, BASE_NAME, Squash};

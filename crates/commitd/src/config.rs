@@ -261,6 +261,9 @@ impl Config {
         if self.limits.header_timeout_secs == 0 || self.limits.body_timeout_secs == 0 {
             return Err("limits: timeouts must be at least 1 second".into());
         }
+        for p in &self.commit.exclude {
+            commit_engine::ExcludePattern::parse(p).map_err(|e| format!("commit.exclude: {e}"))?;
+        }
         for r in &self.registry.insecure_registries {
             docker_format::registry::check_insecure_registry(r)
                 .map_err(|e| format!("registry.insecure_registries: {e}"))?;
@@ -456,6 +459,19 @@ mod tests {
             c.engine().source_credentials.as_deref(),
             Some(Path::new("/var/lib/kubelet/config.json"))
         );
+    }
+
+    #[test]
+    fn a_bad_exclude_default_stops_the_daemon_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[commit]\nexclude = [\"/tmp/**\", \"root/.cache\"]\n").unwrap();
+        let e = Config::load(&cli(&["--config", f.to_str().unwrap()])).unwrap_err();
+        assert!(e.to_string().contains("commit.exclude"), "{e}");
+        assert!(e.to_string().contains("root/.cache"), "{e}");
+        std::fs::write(&f, "[commit]\nexclude = [\"/tmp/**\"]\n").unwrap();
+        let c = Config::load(&cli(&["--config", f.to_str().unwrap()])).unwrap();
+        assert_eq!(c.commit.exclude, ["/tmp/**"]);
     }
 
     #[test]
