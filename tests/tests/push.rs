@@ -500,3 +500,265 @@ fn base64(s: &str) -> String {
         .trim()
         .to_string()
 }
+
+/// `POST /commit?…&push=1` with curl: (status, JSON lines or the error body).
+fn commit_push(d: &Daemon, query: &str, auth: &str) -> (u16, String) {
+    let header = format!("X-Registry-Auth: {auth}");
+    d.curl(
+        "POST",
+        &format!("/v1.47/commit?{query}&push=1"),
+        None,
+        &[&header],
+    )
+}
+
+/// Commit + push as one request: the registry gets the image `commit`
+/// then `push` would give (same manifest digest), skopeo reads and copies
+/// it, another namespace pulls and runs it with the container's files.
+#[test]
+fn commit_and_push_in_one_request() {
+    let w = World::new("commit-push");
+    let d = daemon!(w);
+    let reg = Registry::start(None);
+    let repo = format!("{}/acc/snap", reg.host());
+    // 10 MiB of noise: several chunks of the streamed upload.
+    w.running(
+        "c",
+        "echo pushed > /p && head -c 10485760 /dev/urandom > /big",
+    );
+    // The same moment twice, reproducibly (timestamp=): once commit then
+    // push, once as one request.
+    let q = |tag: &str| format!("container=c&repo={repo}&tag={tag}&timestamp=1700000000&pause=1");
+    let (status, body) = d.curl("POST", &format!("/v1.47/commit?{}", q("two")), None, &[]);
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = push_raw(&d, &repo, "two", "e30=");
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("errorDetail"), "{body}");
+    let two = inspect(&d, &format!("{repo}:two"));
+
+    let (status, body) = commit_push(&d, &q("one"), "e30=");
+    assert_eq!(status, 200, "{body}\n{}", d.log_text());
+    let lines = json_lines(&body);
+    assert!(!body.contains("errorDetail"), "{body}\n{}", d.log_text());
+    let one = inspect(&d, &format!("{repo}:one"));
+    assert_eq!(
+        lines[0]["aux"]["ID"], one["Id"],
+        "the image ID first: {body}"
+    );
+    let statuses: Vec<&str> = lines.iter().filter_map(|l| l["status"].as_str()).collect();
+    assert_eq!(
+        statuses[0],
+        format!("The push refers to repository [{repo}]"),
+        "{body}"
+    );
+    let layers = one["RootFS"]["Layers"].as_array().unwrap().len();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "Preparing").count(),
+        layers,
+        "{body}"
+    );
+    // The base was pushed with `two`; the new layer too (same bytes).
+    assert!(statuses.contains(&"Layer already exists"), "{body}");
+    let digest = one["Descriptor"]["digest"].as_str().unwrap();
+    let size = one["Descriptor"]["size"].as_i64().unwrap();
+    assert_eq!(
+        digest,
+        two["Descriptor"]["digest"].as_str().unwrap(),
+        "commit + push makes the image commit then push makes"
+    );
+    assert!(
+        statuses.contains(&format!("one: digest: {digest} size: {size}").as_str()),
+        "{body}"
+    );
+    let aux = &lines.last().unwrap()["aux"];
+    assert_eq!(aux["Tag"], "one", "{body}");
+    assert_eq!(aux["Digest"], digest, "{body}");
+    assert_eq!(aux["Size"], size, "{body}");
+    for tag in ["one", "two"] {
+        let (ok, raw) = skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{repo}:{tag}"),
+        ]);
+        assert!(ok, "{raw}");
+        assert_eq!(format!("sha256:{}", sha256_hex(raw.as_bytes())), digest);
+    }
+
+    // A change never pushed before: its layer is streamed to the registry
+    // as it is made, the base is there already.
+    w.ctr
+        .exec(
+            "c",
+            &[
+                "sh",
+                "-c",
+                "echo again > /p2 && head -c 6291456 /dev/urandom > /big2",
+            ],
+        )
+        .unwrap();
+    let (status, body) = commit_push(&d, &format!("container=c&repo={repo}&tag=three"), "");
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("errorDetail"), "{body}\n{}", d.log_text());
+    let three = inspect(&d, &format!("{repo}:three"));
+    let new_layer = three["RootFS"]["Layers"].as_array().unwrap().len();
+    let lines = json_lines(&body);
+    let pushed: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["status"] == "Pushed").collect();
+    assert_eq!(pushed.len(), 1, "only the new layer is sent: {body}");
+    let manifest = w.ctr.image_manifest(&format!("{repo}:three")).unwrap();
+    let top = manifest["layers"][new_layer - 1]["digest"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        pushed[0]["id"].as_str().unwrap(),
+        &top["sha256:".len().."sha256:".len() + 12],
+        "{body}"
+    );
+    assert!(
+        d.log_text()
+            .lines()
+            .all(|l| !l.contains("sending it from the content store")),
+        "the new layer went up as it was made: {}",
+        d.log_text()
+    );
+    let digest3 = three["Descriptor"]["digest"].as_str().unwrap();
+    let (ok, raw) = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{repo}:three"),
+    ]);
+    assert!(ok, "{raw}");
+    assert_eq!(format!("sha256:{}", sha256_hex(raw.as_bytes())), digest3);
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{repo}:three"),
+        &format!("oci:{}:three", dir.path().join("layout").display()),
+    ]);
+    assert!(ok, "skopeo copy: {out}");
+
+    // Another namespace pulls it from the registry and runs it.
+    let other = commitd_testkit::Ctr::new(w.ctr.address(), &format!("{}-pull", w.ns));
+    other
+        .run(&[
+            "images",
+            "pull",
+            "--plain-http",
+            "--snapshotter",
+            commitd_testkit::SNAPSHOTTER,
+            &format!("{repo}:three"),
+        ])
+        .unwrap_or_else(|e| panic!("ctr pull: {e}"));
+    let out = other
+        .run_image(
+            &format!("{repo}:three"),
+            "pulled",
+            &["sh", "-c", "cat /p /p2 && wc -c < /big2"],
+        )
+        .unwrap();
+    let _ = other.remove_all();
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["pushed", "again", "6291456"],
+        "{out}"
+    );
+    w.assert_clean();
+}
+
+/// A commit asked to push: the commit's errors answer as a plain commit's,
+/// a registry's errors end the stream; the image is kept locally, nothing
+/// leaks, the container runs, the daemon serves.
+#[test]
+fn commit_and_push_failures() {
+    let w = World::new("commit-push-fail");
+    let d = daemon!(w);
+    w.running("c", "echo x > /x");
+    let mut reg = Registry::start(None);
+    let host = reg.host();
+    // No repository to push to.
+    let (status, body) = commit_push(&d, "container=c", "");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("push needs a repository"), "{body}");
+    // The commit fails: its own status and words, nothing pushed.
+    let (status, body) = commit_push(&d, &format!("container=nope&repo={host}/a/b"), "");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("No such container: nope"), "{body}");
+    assert!(!reg.repositories().join("a/b/_manifests").exists());
+
+    // The registry down: the image is made and kept, the stream ends with
+    // the error naming the registry.
+    reg.stop();
+    let (status, body) = commit_push(&d, &format!("container=c&repo={host}/a/b&tag=1"), "");
+    assert_eq!(status, 200, "{body}");
+    let lines = json_lines(&body);
+    let id = lines[0]["aux"]["ID"].as_str().unwrap().to_string();
+    let last = lines.last().unwrap();
+    let err = last["error"].as_str().unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        err.contains(&host) && err.to_lowercase().contains("connect"),
+        "{body}"
+    );
+    assert_eq!(inspect(&d, &format!("{host}/a/b:1"))["Id"], id.as_str());
+    assert_eq!(
+        w.ctr.task_status("c").unwrap(),
+        commitd_testkit::TaskStatus::Running
+    );
+    w.assert_clean();
+
+    // Credentials refused: Docker's words.
+    if Command::new("htpasswd").arg("-h").output().is_err() {
+        let st = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "apache2-utils"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .unwrap();
+        assert!(st.success(), "installing apache2-utils for htpasswd");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    let out = Command::new("htpasswd")
+        .args(["-Bbn", "robot", "s3cret"])
+        .output()
+        .unwrap();
+    std::fs::write(&htpasswd, out.stdout).unwrap();
+    let reg = Registry::start(Some(&htpasswd));
+    let host = reg.host();
+    let auth = |pass: &str| {
+        base64(&format!(
+            "{{\"username\":\"robot\",\"password\":\"{pass}\",\"serveraddress\":\"{host}\"}}"
+        ))
+    };
+    let (status, body) = commit_push(
+        &d,
+        &format!("container=c&repo={host}/a/b&tag=2"),
+        &auth("wrong"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let last = json_lines(&body).pop().unwrap();
+    assert!(
+        last["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unauthorized: authentication required"),
+        "{body}"
+    );
+    assert!(!reg.repositories().join("a/b/_manifests").exists());
+    assert_eq!(
+        w.ctr.task_status("c").unwrap(),
+        commitd_testkit::TaskStatus::Running
+    );
+    w.assert_clean();
+    // The same with the right credentials: pushed; the daemon serves.
+    let (status, body) = commit_push(
+        &d,
+        &format!("container=c&repo={host}/a/b&tag=3"),
+        &auth("s3cret"),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("errorDetail"), "{body}");
+    assert!(body.contains("\"3: digest: "), "{body}");
+    w.assert_clean();
+}

@@ -136,6 +136,9 @@ pub(crate) struct Committer<'a> {
     /// Part of a pod snapshot: the pod's one pause replaces this commit's
     /// own (see [`task::PodPause`]).
     pub pod: Option<&'a task::PodTurn>,
+    /// Where the new layer's compressed bytes are also handed, as they are
+    /// written (a commit pushed at once, see [`crate::pipeline`]).
+    pub tee: Option<&'a std::sync::Mutex<Option<layer::Tee>>>,
 }
 
 /// The layer as captured, and how to fill the new image's snapshot.
@@ -867,11 +870,15 @@ impl Committer<'_> {
             let clamp = src.filter.clamp();
             let layer_started = Instant::now();
             let _slot = self.layer_slot().await?;
-            let streamed =
-                layer::stream_layer(self.c, &lease.id(), codec, self.content_root, move |w| {
-                    tarball::write_layer_clamped(&root, layout, &true_times, clamp, w)
-                })
-                .await?;
+            let streamed = layer::stream_layer_tee(
+                self.c,
+                &lease.id(),
+                codec,
+                self.content_root,
+                self.take_tee(),
+                move |w| tarball::write_layer_clamped(&root, layout, &true_times, clamp, w),
+            )
+            .await?;
             Ok(Captured {
                 layer: Some(streamed.layer),
                 layer_time: layer_started.elapsed(),
@@ -945,12 +952,18 @@ impl Committer<'_> {
                 tar.descriptor.size,
             );
             let _slot = self.layer_slot().await?;
-            let streamed =
-                layer::stream_layer(c, &lease.id(), codec, self.content_root, move |w| {
+            let streamed = layer::stream_layer_tee(
+                c,
+                &lease.id(),
+                codec,
+                self.content_root,
+                self.take_tee(),
+                move |w| {
                     let mut reader = reader;
                     std::io::copy(&mut reader, w)
-                })
-                .await?;
+                },
+            )
+            .await?;
             if streamed.layer.diff_id != tar.diff_id {
                 return Err(Error::Malformed(format!(
                     "recompressed layer has diff ID {}, the diff service said {}",
@@ -972,6 +985,15 @@ impl Committer<'_> {
 }
 
 impl Committer<'_> {
+    /// The tee for the new layer, once.
+    fn take_tee(&self) -> Option<layer::Tee> {
+        self.tee.and_then(|t| {
+            t.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+        })
+    }
+
     /// The diff service's tar without the runtime's mount stubs
     /// ([`stubs::mount_stubs`]), read against a view of the parent; the tar
     /// itself when it holds none.

@@ -168,6 +168,97 @@ enum Sink {
 struct Out {
     sink: Sink,
     hash: Sha256,
+    /// A copy of the bytes for a registry upload (commit + push).
+    tee: Option<TeeOut>,
+}
+
+/// A copy of a layer's compressed bytes, handed on as they are written: a
+/// commit pushed at once uploads its layer to the registry while it is
+/// made (see [`crate::pipeline`]). The copy never fails nor holds up the
+/// layer for long: when the receiver is gone, or does not take a chunk
+/// within [`TEE_WAIT`], the copy stops and the layer goes on alone. A
+/// layer that fails ends the copy with an error item, so the receiver
+/// never takes a cut-short copy for a whole one; one that succeeds ends it
+/// by closing the channel.
+pub(crate) struct Tee {
+    pub tx: mpsc::Sender<std::result::Result<bytes::Bytes, String>>,
+    /// The runtime the blocking producer waits on for the receiver.
+    pub handle: tokio::runtime::Handle,
+}
+
+/// Bytes handed on at once: oci-client's chunk, one PATCH each.
+pub(crate) const TEE_CHUNK: usize = 4 << 20;
+
+/// How long the layer waits for the receiver to take a chunk.
+pub(crate) const TEE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct TeeOut {
+    tee: Tee,
+    buf: Vec<u8>,
+    finished: bool,
+}
+
+impl TeeOut {
+    fn new(tee: Tee) -> Self {
+        Self {
+            tee,
+            buf: Vec::with_capacity(TEE_CHUNK),
+            finished: false,
+        }
+    }
+
+    /// Copies `data`; false when the copy stopped.
+    fn write(&mut self, mut data: &[u8]) -> bool {
+        while !data.is_empty() {
+            let n = data.len().min(TEE_CHUNK - self.buf.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() == TEE_CHUNK && !self.hand_on() {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn hand_on(&mut self) -> bool {
+        if self.buf.is_empty() {
+            return true;
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(TEE_CHUNK),
+        ));
+        self.send(Ok(chunk))
+    }
+
+    fn send(&self, item: std::result::Result<bytes::Bytes, String>) -> bool {
+        let tx = self.tee.tx.clone();
+        matches!(
+            self.tee
+                .handle
+                .block_on(async { tokio::time::timeout(TEE_WAIT, tx.send(item)).await }),
+            Ok(Ok(()))
+        )
+    }
+
+    /// The layer is whole: the last bytes go, and the channel closes.
+    fn finish(mut self) {
+        if self.hand_on() {
+            self.finished = true;
+        }
+    }
+}
+
+impl Drop for TeeOut {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Not waited for: a receiver that is not reading has stopped.
+            let _ = self
+                .tee
+                .tx
+                .try_send(Err("the layer was not finished".into()));
+        }
+    }
 }
 
 impl Out {
@@ -219,6 +310,16 @@ impl Out {
         Ok(format!("sha256:{}", hex::encode(hash.finalize())))
     }
 
+    /// Hands `data` on to the tee, if any; drops a tee that stopped.
+    fn copy(&mut self, data: &[u8]) {
+        if let Some(t) = &mut self.tee {
+            if !t.write(data) {
+                debug!("the layer's copy for the registry stopped");
+                self.tee = None;
+            }
+        }
+    }
+
     fn size(&self) -> i64 {
         match &self.sink {
             Sink::Stream { offset, buf, .. } => *offset + buf.len() as i64,
@@ -242,10 +343,12 @@ impl Write for Out {
                 let n = writer.write(data)?;
                 *offset += n as i64;
                 // Hashed by the writer's thread.
+                self.copy(&data[..n]);
                 return Ok(n);
             }
         };
         self.hash.update(&data[..n]);
+        self.copy(&data[..n]);
         if let Sink::Stream { buf, .. } = &self.sink {
             if buf.len() == WRITE_CHUNK {
                 self.send()?;
@@ -376,6 +479,9 @@ fn run_pipeline<R>(
     out.flush()?;
     out.send()?;
     let digest = out.digest()?;
+    if let Some(t) = out.tee.take() {
+        t.finish();
+    }
     let diff_id = diff_id.unwrap_or_else(|| digest.clone());
     let size = out.size();
     Ok((
@@ -404,9 +510,26 @@ where
     R: Send + 'static,
     F: FnOnce(&mut dyn Write) -> io::Result<R> + Send + 'static,
 {
+    stream_layer_tee(c, lease, codec, root, None, produce).await
+}
+
+/// [`stream_layer`], handing the compressed bytes on to `tee` as well.
+pub(crate) async fn stream_layer_tee<R, F>(
+    c: &Containerd,
+    lease: &str,
+    codec: Codec,
+    root: Option<&ContentRoot>,
+    tee: Option<Tee>,
+    produce: F,
+) -> Result<Streamed>
+where
+    R: Send + 'static,
+    F: FnOnce(&mut dyn Write) -> io::Result<R> + Send + 'static,
+{
+    let tee = tee.map(TeeOut::new);
     let f = match root {
-        Some(root) => write_local(c, lease, codec, root, produce).await?,
-        None => write_stream(c, lease, codec, produce).await?,
+        Some(root) => write_local(c, lease, codec, root, tee, produce).await?,
+        None => write_stream(c, lease, codec, tee, produce).await?,
     };
     debug!(digest = %f.digest, diff_id = %f.diff_id, size = f.size, uncompressed = f.uncompressed, "layer written");
     Ok(Streamed {
@@ -433,6 +556,7 @@ async fn write_stream<R, F>(
     c: &Containerd,
     lease: &str,
     codec: Codec,
+    tee: Option<TeeOut>,
     produce: F,
 ) -> Result<Finished>
 where
@@ -456,6 +580,7 @@ where
                 Out {
                     sink,
                     hash: Sha256::new(),
+                    tee,
                 },
                 produce,
             )?;
@@ -517,6 +642,7 @@ async fn write_local<R, F>(
     lease: &str,
     codec: Codec,
     root: &ContentRoot,
+    tee: Option<TeeOut>,
     produce: F,
 ) -> Result<Finished>
 where
@@ -542,6 +668,7 @@ where
                 Out {
                     sink,
                     hash: Sha256::new(),
+                    tee,
                 },
                 produce,
             )?;

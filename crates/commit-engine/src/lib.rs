@@ -52,6 +52,7 @@ mod lineage;
 mod load;
 mod overlay;
 mod pgzip;
+mod pipeline;
 mod prune;
 mod push;
 pub(crate) mod remote;
@@ -84,6 +85,7 @@ pub use crate::images::{Footing, Resolved};
 pub use crate::import::{ImportRequest, Imported};
 pub use crate::lineage::{BASE_DIGEST, BASE_LAYERS, BASE_NAME, Squash};
 pub use crate::load::{LoadProgress, Loaded};
+pub use crate::pipeline::PushTarget;
 pub use crate::prune::{Pruned, PrunedImage};
 pub use crate::push::{PushEvent, PushRequest, Sent};
 pub use crate::remote::{BlobSource, Missing};
@@ -350,6 +352,7 @@ impl Engine {
             locks: &self.locks,
             layer_slots: &self.layer_slots,
             pod: None,
+            tee: None,
         }
         .commit(req)
         .await
@@ -401,6 +404,7 @@ impl Engine {
                     locks: &self.locks,
                     layer_slots: &self.layer_slots,
                     pod: Some(&turn),
+                    tee: None,
                 }
                 .commit(req)
                 .await;

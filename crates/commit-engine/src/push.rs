@@ -18,8 +18,8 @@
 //! The process must have a rustls `CryptoProvider` installed (the daemon
 //! installs ring at start): the registry client has none of its own.
 //!
-//! Limits, compared with Docker: layers go one at a time (Docker uploads
-//! five at once); an insecure registry is spoken to over plain HTTP only
+//! Layers are uploaded three at a time (Docker: five). Limits, compared
+//! with Docker: an insecure registry is spoken to over plain HTTP only
 //! (Docker first tries HTTPS without verifying the certificate); insecure
 //! CIDR entries match IP literals only (Docker also resolves host names).
 
@@ -88,6 +88,10 @@ pub enum Sent {
 
 /// Other repositories tried for a cross-repository mount of one blob.
 const MOUNT_TRIES: usize = 3;
+
+/// Blobs uploaded at once (Docker's daemon: `max-concurrent-uploads`, 5 by
+/// default; 3 keeps a 2-core node's compression and network share fair).
+pub(crate) const PARALLEL_UPLOADS: usize = 3;
 
 fn remote(named: &Named, tag: &str) -> Reference {
     Reference::with_tag(
@@ -161,60 +165,24 @@ pub(crate) async fn start(
     blobs: Blobs,
     credentials: docker_format::registry::ConfigFile,
 ) -> Result<mpsc::Receiver<PushEvent>> {
-    let named = req.repository;
-    // Where else on this registry our layers may already be (other local
-    // repositories of the same domain): Docker mounts from those instead of
-    // uploading again.
-    let mut sources: HashMap<String, Vec<String>> = HashMap::new();
-    let prefix = format!("{}/", named.domain);
-    for e in &images {
-        for n in e.names() {
-            let Some(rest) = n.strip_prefix(&prefix) else {
-                continue;
-            };
-            let repo = rest.split([':', '@']).next().unwrap_or(rest);
-            if repo == named.path {
-                continue;
-            }
-            for l in &e.resolved.manifest.layers {
-                let v = sources.entry(l.digest.clone()).or_default();
-                if !v.iter().any(|r| r == repo) {
-                    v.push(repo.to_string());
-                }
-            }
-        }
-    }
-    // Blobs not here, and where else they are.
-    let mut remote: HashMap<String, Vec<BlobSource>> = HashMap::new();
-    for (_, e) in &req.tags {
-        for m in crate::remote::missing(&blobs.c, e, &images).await? {
-            remote.insert(m.descriptor.digest, m.sources);
-        }
-    }
-    let domains: Vec<&str> = std::iter::once(named.domain.as_str())
-        .chain(remote.values().flatten().map(|s| s.domain.as_str()))
-        .collect();
-    let client = crate::remote::client(domains, &req.insecure_registries)
-        .map_err(|e| Error::Registry(format!("setting up the registry client: {}", chain(&e))))?;
-    let auth = crate::remote::oci_auth(req.auth);
-    let (tx, rx) = mpsc::channel::<PushEvent>(16);
-    let job = Job {
-        client,
-        auth,
+    let pushed: Vec<&Image> = req.tags.iter().map(|(_, e)| e).collect();
+    let (job, rx) = Job::new(
+        req.repository.clone(),
+        req.auth,
+        &req.insecure_registries,
+        &pushed,
+        &images,
         blobs,
-        named,
-        sources,
-        remote,
         credentials,
-        tx,
-    };
+    )
+    .await?;
     let targets = req.tags;
     tokio::spawn(async move {
         let repo = familiar_name(&job.named.name()).to_string();
         // Docker names the repository in full here (`docker.io/library/app`).
         let _ = job.tx.send(PushEvent::Repository(job.named.name())).await;
         for (tag, e) in targets {
-            if let Err(msg) = job.push_one(&tag, &e).await {
+            if let Err(msg) = job.push_one(&tag, &e, &HashMap::new()).await {
                 tracing::warn!(repository = %repo, %tag, cause = %msg, "push failed");
                 let _ = job.tx.send(PushEvent::Failed(msg)).await;
                 return;
@@ -225,60 +193,170 @@ pub(crate) async fn start(
 }
 
 /// One push: the registry client, the repository and where progress goes.
-struct Job {
-    client: Client,
+pub(crate) struct Job {
+    pub(crate) client: Client,
     auth: RegistryAuth,
     blobs: Blobs,
-    named: Named,
+    pub(crate) named: Named,
     /// Layer digest → other repositories of the registry that may hold it.
     sources: HashMap<String, Vec<String>>,
     /// Blobs not in the content store → where else they may be.
     remote: HashMap<String, Vec<BlobSource>>,
     /// Source registries' credentials (a configured `config.json`).
     credentials: docker_format::registry::ConfigFile,
-    tx: mpsc::Sender<PushEvent>,
+    pub(crate) tx: mpsc::Sender<PushEvent>,
 }
 
 impl Job {
-    async fn send(&self, e: PushEvent) -> std::result::Result<(), String> {
+    /// A push of `named`, of which `pushed` are the images to send (`all`:
+    /// every local image, for the blobs' other repositories); its events
+    /// arrive on the returned channel.
+    pub(crate) async fn new(
+        named: Named,
+        auth: registry::RegistryAuth,
+        insecure_registries: &[String],
+        pushed: &[&Image],
+        images: &[Image],
+        blobs: Blobs,
+        credentials: docker_format::registry::ConfigFile,
+    ) -> Result<(Job, mpsc::Receiver<PushEvent>)> {
+        // Where else on this registry our layers may already be (other local
+        // repositories of the same domain): Docker mounts from those instead
+        // of uploading again.
+        let mut sources: HashMap<String, Vec<String>> = HashMap::new();
+        let prefix = format!("{}/", named.domain);
+        for e in images {
+            for n in e.names() {
+                let Some(rest) = n.strip_prefix(&prefix) else {
+                    continue;
+                };
+                let repo = rest.split([':', '@']).next().unwrap_or(rest);
+                if repo == named.path {
+                    continue;
+                }
+                for l in &e.resolved.manifest.layers {
+                    let v = sources.entry(l.digest.clone()).or_default();
+                    if !v.iter().any(|r| r == repo) {
+                        v.push(repo.to_string());
+                    }
+                }
+            }
+        }
+        // Blobs not here, and where else they are.
+        let mut remote: HashMap<String, Vec<BlobSource>> = HashMap::new();
+        for e in pushed {
+            for m in crate::remote::missing(&blobs.c, e, images).await? {
+                remote.insert(m.descriptor.digest, m.sources);
+            }
+        }
+        let domains: Vec<&str> = std::iter::once(named.domain.as_str())
+            .chain(remote.values().flatten().map(|s| s.domain.as_str()))
+            .collect();
+        let client = crate::remote::client(domains, insecure_registries).map_err(|e| {
+            Error::Registry(format!("setting up the registry client: {}", chain(&e)))
+        })?;
+        let auth = crate::remote::oci_auth(auth);
+        let (tx, rx) = mpsc::channel::<PushEvent>(16);
+        Ok((
+            Job {
+                client,
+                auth,
+                blobs,
+                named,
+                sources,
+                remote,
+                credentials,
+                tx,
+            },
+            rx,
+        ))
+    }
+
+    /// The registry's reference for `tag` of the repository.
+    pub(crate) fn reference(&self, tag: &str) -> Reference {
+        remote(&self.named, tag)
+    }
+
+    /// Logs in for pushing to the repository (a token, when the registry
+    /// asks for one).
+    pub(crate) async fn authenticate(
+        &self,
+        reference: &Reference,
+    ) -> std::result::Result<(), String> {
+        self.client
+            .auth(reference, &self.auth, RegistryOperation::Push)
+            .await
+            .map(|_| ())
+            .map_err(|err| {
+                self.fail(
+                    &format!("authenticating to {}", reference.registry()),
+                    &err,
+                    reference,
+                )
+            })
+    }
+
+    /// What the user reads when a registry call failed.
+    pub(crate) fn fail(
+        &self,
+        what: &str,
+        err: &OciDistributionError,
+        reference: &Reference,
+    ) -> String {
+        describe(what, err, reference.registry(), &self.auth)
+    }
+
+    pub(crate) async fn send(&self, e: PushEvent) -> std::result::Result<(), String> {
         self.tx
             .send(e)
             .await
             .map_err(|_| "client went away".to_string())
     }
 
-    fn fail(&self, what: &str, err: &OciDistributionError, reference: &Reference) -> String {
-        describe(what, err, reference.registry(), &self.auth)
-    }
-
-    async fn push_one(&self, tag: &str, e: &Image) -> std::result::Result<(), String> {
+    /// Pushes `e` under `tag`: its layers (but those in `already`, sent
+    /// and told of before), config and manifest.
+    pub(crate) async fn push_one(
+        &self,
+        tag: &str,
+        e: &Image,
+        already: &HashMap<String, Sent>,
+    ) -> std::result::Result<(), String> {
         let reference = remote(&self.named, tag);
-        self.client
-            .auth(&reference, &self.auth, RegistryOperation::Push)
-            .await
-            .map_err(|err| {
-                self.fail(
-                    &format!("authenticating to {}", reference.registry()),
-                    &err,
-                    &reference,
-                )
-            })?;
+        self.authenticate(&reference).await?;
         let r = &e.resolved;
         self.check_missing(&reference, e).await?;
-        for l in r.manifest.layers.iter().rev() {
+        let todo = |l: &&Descriptor| !already.contains_key(&l.digest);
+        for l in r.manifest.layers.iter().rev().filter(todo) {
             self.send(PushEvent::Preparing {
                 layer: l.digest.clone(),
             })
             .await?;
         }
-        for l in r.manifest.layers.iter().rev() {
-            let sent = self.push_blob(&reference, l, true).await?;
-            self.send(PushEvent::Layer {
-                layer: l.digest.clone(),
-                sent,
+        // Layers go up to `PARALLEL_UPLOADS` at once, as Docker's; the
+        // first failure stops the rest.
+        let layers: Vec<Descriptor> = r
+            .manifest
+            .layers
+            .iter()
+            .rev()
+            .filter(todo)
+            .cloned()
+            .collect();
+        let at = &reference;
+        let mut uploads = futures::stream::iter(layers)
+            .map(|l| async move {
+                let sent = self.push_blob(at, &l, true).await?;
+                self.send(PushEvent::Layer {
+                    layer: l.digest.clone(),
+                    sent,
+                })
+                .await
             })
-            .await?;
+            .buffer_unordered(PARALLEL_UPLOADS);
+        while let Some(done) = uploads.next().await {
+            done?;
         }
+        drop(uploads);
         self.push_blob(&reference, &r.manifest.config, false)
             .await?;
         let digest = &r.manifest_descriptor.digest;
@@ -372,7 +450,7 @@ impl Job {
     /// Pushes one blob unless the registry has it in this repository, or
     /// can mount it from another repository of the registry. `progress`:
     /// report bytes sent as Docker's `Pushing` lines.
-    async fn push_blob(
+    pub(crate) async fn push_blob(
         &self,
         reference: &Reference,
         d: &Descriptor,

@@ -1,22 +1,26 @@
 //! `POST /commit`: Docker's `ContainerCommit`.
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use commit_engine::{CommitRequest, Compression, Squash};
+use commit_engine::{CommitRequest, Compression, PushTarget, Squash};
 use docker_format::changes::Changes;
 use docker_format::reference::{self, Named};
 use docker_format::{body, reference::familiar_name};
+use futures::StreamExt;
 use tracing::info;
 
 use crate::Api;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Query, bool_value};
+use crate::views::push::{Message, lines};
 use crate::views::{self, commit::IdResponse};
 
 pub(crate) async fn commit(
     State(api): State<Api>,
     q: Query,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let body_config = body::decode_body(&body)?;
@@ -51,6 +55,21 @@ pub(crate) async fn commit(
         .filter(|p| !p.is_empty())
         .collect();
     let asked_exclude = !exclude.is_empty();
+    // commitd's own: push the new image at once (see `pipeline`).
+    let push = match (bool_value(q.get("push")), &name) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(ApiError::InvalidRequest(
+                "push needs a repository to push to: give repo (and tag)".into(),
+            ));
+        }
+        (true, Some(named)) => Some(PushTarget {
+            repository: named.clone(),
+            tag: named.tag.clone().unwrap_or_else(|| "latest".into()),
+            auth: super::push::registry_auth(&headers),
+            insecure_registries: api.options().insecure_registries.clone(),
+        }),
+    };
     let changes = Changes::new(q.all("changes"));
     if changes.len() > api.limits().max_changes {
         return Err(ApiError::InvalidRequest(format!(
@@ -84,9 +103,20 @@ pub(crate) async fn commit(
             async move {
                 let metrics = api.metrics();
                 let _in_flight = metrics.commit_started();
-                let result = api.engine().commit(req, api.abort_token()).await;
+                let result = match push {
+                    None => api
+                        .engine()
+                        .commit(req, api.abort_token())
+                        .await
+                        .map(|done| (done, None)),
+                    Some(to) => api
+                        .engine()
+                        .commit_and_push(req, to, api.abort_token())
+                        .await
+                        .map(|(done, events)| (done, Some(events))),
+                };
                 match &result {
-                    Ok(done) => {
+                    Ok((done, _)) => {
                         metrics.commit_done(done);
                         api.events().commit(
                             done,
@@ -102,10 +132,21 @@ pub(crate) async fn commit(
         },
         tracing::Span::current(),
     ));
-    let committed = task
+    let (committed, events) = task
         .await
         .map_err(|e| ApiError::Internal(format!("commit failed: {e}")))??;
     info!(container = %committed.container_id, image = %committed.image_name, id = %committed.image_id, "commit request done");
+    if let Some(events) = events {
+        // The image is made: its ID, then the push's progress as
+        // `docker push` streams it (the last line: its result or error).
+        let first = Message::image(&committed.image_id).line();
+        let rest = tokio_stream::wrappers::UnboundedReceiverStream::new(events)
+            .flat_map(|e| futures::stream::iter(lines(&e)));
+        let body = futures::stream::once(async move { first })
+            .chain(rest)
+            .map(Ok::<_, std::io::Error>);
+        return Ok(super::push::json_stream(Body::from_stream(body)));
+    }
     Ok(views::json(
         StatusCode::CREATED,
         &IdResponse {

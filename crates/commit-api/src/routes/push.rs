@@ -36,14 +36,7 @@ pub(crate) async fn push(
     // The credentials are read before the image is looked up, as Docker
     // does; one it cannot decode is ignored (anonymous), as Docker ignores
     // it "to increase compatibility with the existing API".
-    let auth =
-        match registry::decode_auth(headers.get("x-registry-auth").and_then(|h| h.to_str().ok())) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::debug!(cause = %e, "X-Registry-Auth ignored");
-                registry::RegistryAuth::Anonymous
-            }
-        };
+    let auth = registry_auth(headers);
     let tag = q.get("tag");
     if !tag.is_empty() {
         if !valid_tag(tag) {
@@ -114,7 +107,19 @@ pub(crate) async fn push(
     Ok(json_stream(Body::from_stream(body)))
 }
 
-fn json_stream(body: Body) -> Response {
+/// The credentials of `X-Registry-Auth`; one that does not decode is
+/// ignored (anonymous), as Docker ignores it.
+pub(crate) fn registry_auth(headers: &HeaderMap) -> registry::RegistryAuth {
+    match registry::decode_auth(headers.get("x-registry-auth").and_then(|h| h.to_str().ok())) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::debug!(cause = %e, "X-Registry-Auth ignored");
+            registry::RegistryAuth::Anonymous
+        }
+    }
+}
+
+pub(crate) fn json_stream(body: Body) -> Response {
     let mut resp = (StatusCode::OK, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

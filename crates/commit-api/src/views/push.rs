@@ -54,7 +54,20 @@ pub struct Message {
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    aux: Option<PushResult>,
+    aux: Option<Aux>,
+}
+
+/// What an `aux` carries.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Aux {
+    Push(PushResult),
+    /// The image a commit made (`POST /commit?push=1`), as `docker build`
+    /// tells the image it made: `{"aux":{"ID":"sha256:…"}}`.
+    Image {
+        #[serde(rename = "ID")]
+        id: String,
+    },
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -137,11 +150,19 @@ impl Message {
     fn result(tag: &str, digest: &str, size: usize) -> Self {
         Self {
             progress_detail: Some(ProgressDetail::default()),
-            aux: Some(PushResult {
+            aux: Some(Aux::Push(PushResult {
                 tag: tag.to_string(),
                 digest: digest.to_string(),
                 size,
-            }),
+            })),
+            ..Self::default()
+        }
+    }
+
+    /// The image a commit made: `{"aux":{"ID":"sha256:…"}}`.
+    pub fn image(id: &str) -> Self {
+        Self {
+            aux: Some(Aux::Image { id: id.to_string() }),
             ..Self::default()
         }
     }
