@@ -225,26 +225,7 @@ async fn by_service(
 
 /// The directories of a read-only view (the parent's layers), top first.
 fn lowers_of(mounts: &[Mount]) -> std::result::Result<(Vec<PathBuf>, Layout), String> {
-    let [m] = mounts else {
-        return Err(format!("{} mounts", mounts.len()));
-    };
-    let (dirs, layout) = match m.r#type.as_str() {
-        "bind" | "rbind" => (vec![PathBuf::from(&m.source)], Layout::Plain),
-        "overlay" => {
-            let layout = if m.options.iter().any(|o| o == "userxattr") {
-                Layout::OverlayUserXattr
-            } else {
-                Layout::Overlay
-            };
-            let lower = m
-                .options
-                .iter()
-                .find_map(|o| o.strip_prefix("lowerdir="))
-                .ok_or("an overlay view without lowerdir")?;
-            (lower.split(':').map(PathBuf::from).collect(), layout)
-        }
-        other => return Err(format!("it mounts as {other:?}")),
-    };
+    let (dirs, layout) = overlay::view(mounts)?;
     match dirs.iter().find(|d| !d.is_dir()) {
         Some(d) => Err(format!("{} is not a directory here", d.display())),
         None => Ok((dirs, layout)),
@@ -512,15 +493,7 @@ impl Lower {
     }
 
     fn opaque(&self, p: &Path) -> bool {
-        let Some(prefix) = self.layout.private_prefix() else {
-            return false;
-        };
-        let name = [prefix, b"opaque"].concat();
-        let Ok(name) = std::ffi::CString::new(name) else {
-            return false;
-        };
-        let mut buf = [0u8; 4];
-        matches!(rfs::lgetxattr(p, name.as_c_str(), &mut buf), Ok(1) if buf[0] == b'y')
+        overlay::is_opaque(self.layout, p)
     }
 
     fn is_whiteout(&self, st: &Stat) -> bool {

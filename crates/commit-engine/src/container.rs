@@ -197,7 +197,8 @@ pub(crate) async fn list(c: &Containerd, filters: Vec<String>) -> Result<Vec<Con
 /// args, env, cwd, user): with its labels, the stuff Docker's container
 /// config is rebuilt from. `None` without a readable spec.
 pub(crate) fn runtime(ct: &Container) -> Option<docker_format::container::Runtime> {
-    docker_format::container::Runtime::from_spec(&ct.spec.as_ref()?.value)
+    let spec = read_spec(&ct.spec.as_ref()?.value)?;
+    Some(docker_format::container::Runtime::from_spec(&spec))
 }
 
 /// A container as the engine shows it: containerd's record, in the

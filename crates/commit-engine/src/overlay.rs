@@ -32,24 +32,20 @@ pub fn dirs(mounts: &[Mount]) -> Result<OverlayDirs, String> {
     };
     match m.r#type.as_str() {
         "overlay" => {
-            let mut upper = None;
-            let mut lower = Vec::new();
-            let mut layout = Layout::Overlay;
             for opt in &m.options {
-                if opt == "userxattr" {
-                    layout = Layout::OverlayUserXattr;
-                }
-                match opt.split_once('=') {
-                    Some(("upperdir", v)) => upper = Some(PathBuf::from(v)),
-                    Some(("lowerdir", v)) => lower = v.split(':').map(PathBuf::from).collect(),
-                    Some(("redirect_dir" | "metacopy", v)) if v != "off" => {
-                        return Err(format!(
-                            "overlay option {opt} makes the upper directory incomplete"
-                        ));
-                    }
-                    _ => {}
+                if let Some(("redirect_dir" | "metacopy", v)) = opt.split_once('=')
+                    && v != "off"
+                {
+                    return Err(format!(
+                        "overlay option {opt} makes the upper directory incomplete"
+                    ));
                 }
             }
+            let Options {
+                upper,
+                lower,
+                layout,
+            } = options(&m.options);
             let upper = upper.ok_or("overlay mount has no upperdir (a read-only view)")?;
             for feature in ["redirect_dir", "metacopy"] {
                 let off = m.options.iter().any(|o| *o == format!("{feature}=off"));
@@ -87,21 +83,75 @@ pub fn upper_dirs(mounts: &[Mount], parent: &str) -> Result<OverlayDirs, String>
     Ok(dirs)
 }
 
-/// The directories of a read-only view's mounts, top first: an `overlay`
-/// mount's `lowerdir`, or the source of a `bind` mount (a one-layer view).
-/// `None` for any other shape.
-pub fn view_lowers(mounts: &[Mount]) -> Option<Vec<PathBuf>> {
+/// The directories of a read-only view's mounts, top first, and how to
+/// read them: an `overlay` mount's `lowerdir`, or the source of a `bind`
+/// mount (a one-layer view). `Err` says why the mounts are of another
+/// shape.
+pub fn view(mounts: &[Mount]) -> Result<(Vec<PathBuf>, Layout), String> {
     let [m] = mounts else {
-        return None;
+        return Err(format!("{} mounts", mounts.len()));
     };
     match m.r#type.as_str() {
-        "overlay" => m.options.iter().find_map(|o| {
-            o.strip_prefix("lowerdir=")
-                .map(|v| v.split(':').map(PathBuf::from).collect())
-        }),
-        "bind" | "rbind" => Some(vec![PathBuf::from(&m.source)]),
-        _ => None,
+        "bind" | "rbind" => Ok((vec![PathBuf::from(&m.source)], Layout::Plain)),
+        "overlay" => {
+            let o = options(&m.options);
+            if !m.options.iter().any(|o| o.starts_with("lowerdir=")) {
+                return Err("an overlay view without lowerdir".into());
+            }
+            Ok((o.lower, o.layout))
+        }
+        other => Err(format!("it mounts as {other:?}")),
     }
+}
+
+/// [`view`]'s directories, if the mounts are a view's.
+pub fn view_lowers(mounts: &[Mount]) -> Option<Vec<PathBuf>> {
+    view(mounts).ok().map(|(dirs, _)| dirs)
+}
+
+/// An overlay mount's options, read once for every reader of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// `upperdir`: none for a read-only view.
+    pub upper: Option<PathBuf>,
+    /// `lowerdir`, top first.
+    pub lower: Vec<PathBuf>,
+    /// Which xattr namespace is overlay's (`userxattr`).
+    pub layout: Layout,
+}
+
+/// Reads an `overlay` mount's options.
+pub fn options(options: &[String]) -> Options {
+    let mut out = Options {
+        upper: None,
+        lower: Vec::new(),
+        layout: Layout::Overlay,
+    };
+    for opt in options {
+        if opt == "userxattr" {
+            out.layout = Layout::OverlayUserXattr;
+        }
+        match opt.split_once('=') {
+            Some(("upperdir", v)) => out.upper = Some(PathBuf::from(v)),
+            Some(("lowerdir", v)) => out.lower = v.split(':').map(PathBuf::from).collect(),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whether `p`, a directory in a tree of `layout`, is marked opaque
+/// (overlay's `opaque` xattr is `y`): it hides what the layers below hold
+/// at its path. Never in a plain tree.
+pub fn is_opaque(layout: Layout, p: &Path) -> bool {
+    let Some(prefix) = layout.private_prefix() else {
+        return false;
+    };
+    let Ok(name) = std::ffi::CString::new([prefix, b"opaque"].concat()) else {
+        return false;
+    };
+    let mut buf = [0u8; 2];
+    matches!(rustix::fs::lgetxattr(p, name.as_c_str(), &mut buf), Ok(1) if buf[0] == b'y')
 }
 
 /// Whether the overlay module enables a feature by default on this host.

@@ -125,19 +125,12 @@ fn read_only(mounts: &[Mount]) -> std::result::Result<ReadOnly, String> {
     };
     let plan = match m.r#type.as_str() {
         "overlay" => {
-            let mut lowers = Vec::new();
-            let mut upper = None;
-            for o in &m.options {
-                match o.split_once('=') {
-                    Some(("upperdir", v)) => upper = Some(PathBuf::from(v)),
-                    Some(("lowerdir", v)) => lowers = v.split(':').map(PathBuf::from).collect(),
-                    _ => {}
-                }
-            }
-            lowers.splice(0..0, upper);
+            let o = crate::overlay::options(&m.options);
+            let mut lowers = o.lower;
+            lowers.splice(0..0, o.upper);
             ReadOnly::Overlay {
                 lowers,
-                userxattr: m.options.iter().any(|o| o == "userxattr"),
+                userxattr: o.layout == crate::walk::Layout::OverlayUserXattr,
             }
         }
         "bind" | "rbind" => ReadOnly::Bind(PathBuf::from(&m.source)),

@@ -48,31 +48,22 @@ pub(crate) struct SpecMount {
     pub bind: bool,
 }
 
-/// The mounts of an OCI runtime spec (JSON). The root itself and
-/// destinations that leave the root are skipped.
+/// The mounts of an OCI runtime spec (JSON, read typed by
+/// [`read_spec`](crate::container::read_spec) as every reader of a spec
+/// does). The root itself and destinations that leave the root are
+/// skipped.
 pub(crate) fn spec_mounts(spec: &[u8]) -> Vec<SpecMount> {
-    #[derive(serde::Deserialize)]
-    struct Spec {
-        #[serde(default)]
-        mounts: Vec<Mount>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Mount {
-        #[serde(default)]
-        destination: String,
-        #[serde(default, rename = "type")]
-        kind: String,
-        #[serde(default)]
-        options: Vec<String>,
-    }
-    let Ok(spec) = serde_json::from_slice::<Spec>(spec) else {
+    let Some(spec) = crate::container::read_spec(spec) else {
         return Vec::new();
     };
-    spec.mounts
-        .into_iter()
+    spec.mounts()
+        .iter()
+        .flatten()
         .filter_map(|m| {
-            let dest = clean(m.destination.as_bytes())?;
-            let bind = m.kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
+            let dest = clean(m.destination().as_os_str().as_bytes())?;
+            let options = m.options().as_deref().unwrap_or_default();
+            let bind = m.typ().as_deref() == Some("bind")
+                || options.iter().any(|o| o == "bind" || o == "rbind");
             Some(SpecMount { dest, bind })
         })
         .collect()
@@ -332,11 +323,7 @@ impl Changes for UpperDir<'_> {
     fn get(&self, path: &[u8]) -> Option<Meta> {
         let md = lstat_below(self.upper, path)?;
         let opaque = md.is_dir()
-            && self.layout.private_prefix().is_some_and(|p| {
-                let name = OsStr::from_bytes(&[p, b"opaque".as_slice()].concat()).to_owned();
-                let at = self.upper.join(OsStr::from_bytes(path));
-                matches!(xattr::get(&at, name), Ok(Some(v)) if v == b"y")
-            });
+            && crate::overlay::is_opaque(self.layout, &self.upper.join(OsStr::from_bytes(path)));
         Some(meta_of(&md, opaque))
     }
 

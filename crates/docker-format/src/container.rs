@@ -32,8 +32,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-
 use crate::image::RunConfig;
 use crate::merge::merge;
 
@@ -66,52 +64,26 @@ pub struct Runtime {
     pub hostname: String,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Spec {
-    process: Option<Process>,
-    hostname: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Process {
-    args: Option<Vec<String>>,
-    env: Option<Vec<String>>,
-    cwd: Option<String>,
-    user: User,
-    terminal: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct User {
-    uid: u32,
-    gid: u32,
-}
-
 impl Runtime {
-    /// Reads an OCI runtime spec (JSON). Only the fields above are looked
-    /// at, so a spec from any runtime version reads; `None` if it is not
-    /// JSON of a spec's shape.
-    pub fn from_spec(json: &[u8]) -> Option<Runtime> {
-        let spec: Spec = serde_json::from_slice(json).ok()?;
-        let hostname = spec.hostname.unwrap_or_default();
-        Some(match spec.process {
+    /// What a container's OCI runtime spec says of how it runs (the engine
+    /// reads the spec, typed, once; see its `container::read_spec`).
+    pub fn from_spec(spec: &oci_spec::runtime::Spec) -> Runtime {
+        let hostname = spec.hostname().clone().unwrap_or_default();
+        match spec.process() {
             None => Runtime {
                 hostname,
                 ..Runtime::default()
             },
             Some(p) => Runtime {
-                args: p.args,
-                env: p.env.unwrap_or_default(),
-                cwd: p.cwd.unwrap_or_default(),
-                uid: p.user.uid,
-                gid: p.user.gid,
-                terminal: p.terminal.unwrap_or(false),
+                args: p.args().clone(),
+                env: p.env().clone().unwrap_or_default(),
+                cwd: p.cwd().to_string_lossy().into_owned(),
+                uid: p.user().uid(),
+                gid: p.user().gid(),
+                terminal: p.terminal().unwrap_or(false),
                 hostname,
             },
-        })
+        }
     }
 }
 
@@ -368,13 +340,13 @@ mod tests {
     }
 
     #[test]
-    fn specs_of_any_runtime_read() {
-        let r = Runtime::from_spec(
-            br#"{"ociVersion":"1.0.2","process":{"terminal":true,"user":{"uid":5,"gid":6,"additionalGids":[7]},"args":["sh"],"env":["A=1"],"cwd":"/w","capabilities":{"bounding":["CAP_NEW_THING"]}},"hostname":"h","linux":{}}"#,
+    fn specs_read_as_runtimes() {
+        let spec: oci_spec::runtime::Spec = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","process":{"terminal":true,"user":{"uid":5,"gid":6,"additionalGids":[7]},"args":["sh"],"env":["A=1"],"cwd":"/w"},"hostname":"h","linux":{}}"#,
         )
         .unwrap();
         assert_eq!(
-            r,
+            Runtime::from_spec(&spec),
             Runtime {
                 args: Some(s(&["sh"])),
                 env: s(&["A=1"]),
@@ -385,7 +357,7 @@ mod tests {
                 hostname: "h".into(),
             }
         );
-        assert_eq!(Runtime::from_spec(b"{}").unwrap(), Runtime::default());
-        assert!(Runtime::from_spec(b"nope").is_none());
+        let empty: oci_spec::runtime::Spec = serde_json::from_str("{}").unwrap();
+        assert_eq!(Runtime::from_spec(&empty), Runtime::default());
     }
 }

@@ -3,6 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::duration::parse_duration;
+
 /// Go's zero `time.Time` as Docker formats it.
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
@@ -96,52 +98,6 @@ pub fn parse_unix_timestamp(value: &str) -> Result<Option<i64>, TimestampError> 
         .map_err(|e| TimestampError(format!("invalid timestamp {value:?}: {e}")))
 }
 
-/// Go's `time.ParseDuration` in nanoseconds (`1h30m`, `-1.5h`, `300ms`).
-pub fn parse_go_duration(s: &str) -> Option<i64> {
-    let (neg, mut rest) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Some(0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num = &rest[..num_end];
-        if num.is_empty() || num == "." {
-            return None;
-        }
-        let v: f64 = num.parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_end..];
-        total += v * unit;
-    }
-    if total > i64::MAX as f64 {
-        return None;
-    }
-    let n = total as i64;
-    Some(if neg { -n } else { n })
-}
-
 /// Docker's time-or-duration filter values (moby's `timestamp.Parse`, as
 /// the image list's `until` reads them): a Go duration before `now`, an
 /// RFC 3339 time or date (with or without zone; a time without one is
@@ -153,7 +109,7 @@ pub fn parse_time_or_duration(value: &str, now_nanos: i64) -> Result<i64, Timest
         ));
     }
     if value != "0" {
-        if let Some(d) = parse_go_duration(value) {
+        if let Ok(d) = parse_duration(value) {
             return Ok(now_nanos - d);
         }
     }
@@ -263,12 +219,12 @@ mod tests {
 
     #[test]
     fn go_durations() {
-        assert_eq!(parse_go_duration("1h30m"), Some(5_400_000_000_000));
-        assert_eq!(parse_go_duration("-1.5h"), Some(-5_400_000_000_000));
-        assert_eq!(parse_go_duration("300ms"), Some(300_000_000));
-        assert_eq!(parse_go_duration("10"), None);
-        assert_eq!(parse_go_duration("h"), None);
-        assert_eq!(parse_go_duration(""), None);
+        assert_eq!(parse_duration("1h30m"), Ok(5_400_000_000_000));
+        assert_eq!(parse_duration("-1.5h"), Ok(-5_400_000_000_000));
+        assert_eq!(parse_duration("300ms"), Ok(300_000_000));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("").is_err());
     }
 
     #[test]
