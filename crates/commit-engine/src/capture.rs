@@ -245,62 +245,12 @@ pub fn copy_running(
     opts: CopyOptions,
     policy: &dyn Policy,
 ) -> Result<Precopy, CopyError> {
-    struct Recorder {
-        copier: Copier,
-        pre: Precopy,
-        /// A clock read before the current entry's stat.
-        looked: i128,
-    }
-    impl Visit for Recorder {
-        fn entry(
-            &mut self,
-            e: &Entry<'_>,
-            dir: &OwnedFd,
-            data: Option<&OwnedFd>,
-        ) -> Result<(), WalkError> {
-            // A file with dirty pages may have one mapped writable, which
-            // the container can write again without moving its ctime: it
-            // is hot, copied again while paused. Every other page is clean
-            // and write-protected, so a write to it moves the ctime.
-            let hot = match (e.kind, e.link, data) {
-                (Kind::File, None, Some(fd)) => dirty_pages(fd)
-                    .map_err(|err| WalkError::io("cachestat of a container's file", err))?,
-                _ => false,
-            };
-            self.copier.last_copy = None;
-            self.copier.entry(e, dir, data)?;
-            let seen = match e.link.and_then(|first| self.pre.seen.get(first)) {
-                Some(first) => first.clone(),
-                None => {
-                    let id = Identity::of(e.stat);
-                    Seen {
-                        kind: e.kind,
-                        racy: hot || e.link.is_some() || id.ctime_ns() >= self.looked - RACY,
-                        id,
-                        copy: self.copier.last_copy.unwrap_or_default(),
-                    }
-                }
-            };
-            self.pre.seen.insert(e.path.to_vec(), seen);
-            self.looked = now_ns();
-            Ok(())
-        }
-
-        fn leave(&mut self, e: &Entry<'_>, fd: &OwnedFd) -> Result<(), WalkError> {
-            self.copier.leave(e, fd)?;
-            self.looked = now_ns();
-            Ok(())
-        }
-    }
-    // Written back first (the container runs meanwhile): then only what is
-    // written during the copy has dirty pages.
-    let root = walk::open_dir_path(src)?;
-    rfs::syncfs(&root).map_err(|e| WalkError::io("syncing the container's filesystem", e))?;
-    drop(root);
+    sync_source(src)?;
     let mut r = Recorder {
         copier: open_copier(dst, opts.to)?,
         pre: Precopy::default(),
         looked: now_ns(),
+        jobs: None,
     };
     let walked = Walk {
         layout: opts.from,
@@ -312,6 +262,331 @@ pub fn copy_running(
     r.pre.entries = walked.entries;
     r.pre.bytes = r.copier.copied.bytes;
     Ok(r.pre)
+}
+
+/// [`copy_running`] on every core: directories are shared out among
+/// threads, each copying the entries of one directory at a time (creating
+/// files in different directories does not contend for one directory's
+/// lock), and a directory's copy gets its attributes once its own entries
+/// are made. Hard links are linked within a directory; a group whose
+/// paths lie in different directories is copied once per directory here,
+/// and linked by the paused walk (a link each, no data). What the copy
+/// holds is the same as [`copy_running`]'s; the order it was made in is
+/// not, and nothing depends on it: the paused walk and the layer's tar
+/// walk the copy in one sorted order.
+pub fn copy_running_parallel(
+    src: &Path,
+    dst: &Path,
+    opts: CopyOptions,
+    policy: &(dyn Policy + Sync),
+) -> Result<Precopy, CopyError> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, MAX_COPY_THREADS);
+    sync_source(src)?;
+    let src_root = walk::open_dir_path(src)?;
+    let dst_root = walk::open_dir_path(dst)?;
+    let root_stat = rfs::fstat(&src_root).map_err(|e| WalkError::io("stat of the root", e))?;
+    let jobs = Jobs {
+        state: std::sync::Mutex::new(JobState {
+            queue: vec![DirJob {
+                path: Vec::new(),
+                id: (root_stat.st_dev, root_stat.st_ino),
+                attrs: None,
+            }],
+            active: 0,
+            failed: None,
+        }),
+        ready: std::sync::Condvar::new(),
+    };
+    let worker = || -> Result<Precopy, WalkError> {
+        let walk = Walk {
+            layout: opts.from,
+            max_path: opts.max_path,
+            tolerate_vanished: true,
+            policy,
+        };
+        let root = dst_root
+            .try_clone()
+            .map_err(|e| WalkError::io("dup of the copy's root", e))?;
+        let mut r = Recorder {
+            copier: Copier::new(root, DirStack::default(), opts.to),
+            pre: Precopy::default(),
+            looked: now_ns(),
+            jobs: Some(&jobs),
+        };
+        while let Some(job) = jobs.next() {
+            let done = r.run_job(job, &src_root, &walk);
+            let failed = done.is_err();
+            jobs.finish(done.err());
+            if failed {
+                break;
+            }
+        }
+        r.pre.bytes = r.copier.copied.bytes;
+        Ok(r.pre)
+    };
+    let parts: Vec<Result<Precopy, WalkError>> = std::thread::scope(|scope| {
+        let others: Vec<_> = (1..threads)
+            .map(|_| {
+                std::thread::Builder::new()
+                    .name("copy".into())
+                    .spawn_scoped(scope, worker)
+            })
+            .collect();
+        let mut parts = vec![worker()];
+        for h in others {
+            parts.push(match h {
+                Ok(h) => h.join().unwrap_or_else(|_| {
+                    Err(WalkError::io("a copy thread", io::Error::other("panicked")))
+                }),
+                // Fewer threads: the others did the work.
+                Err(_) => Ok(Precopy::default()),
+            });
+        }
+        parts
+    });
+    let failed = jobs
+        .state
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .failed;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let mut pre = Precopy::default();
+    for part in parts {
+        let part = part?;
+        pre.entries += part.entries;
+        pre.bytes += part.bytes;
+        pre.seen.extend(part.seen);
+    }
+    Ok(pre)
+}
+
+/// Threads a running copy uses at most.
+const MAX_COPY_THREADS: usize = 4;
+
+/// Written back first (the container runs meanwhile): then only what is
+/// written during the copy has dirty pages.
+fn sync_source(src: &Path) -> Result<(), CopyError> {
+    let root = walk::open_dir_path(src)?;
+    rfs::syncfs(&root).map_err(|e| WalkError::io("syncing the container's filesystem", e))
+}
+
+/// A directory made by the parallel running copy, whose entries are still
+/// to be copied.
+struct DirJob {
+    /// Below the roots (empty: the roots themselves).
+    path: Vec<u8>,
+    /// The source directory (device, inode) as listed.
+    id: (u64, u64),
+    /// Its attributes, set on the copy once its entries are made (`None`
+    /// for the root: the snapshotter's).
+    attrs: Option<DirAttrs>,
+}
+
+/// A directory entry as the walk reported it, kept for its copy's
+/// attributes.
+struct DirAttrs {
+    name: std::ffi::CString,
+    stat: rfs::Stat,
+    mtime: Time,
+    xattrs: Vec<walk::Xattr>,
+    opaque: bool,
+}
+
+/// Directories waiting to be copied, shared by the copy's threads.
+struct Jobs {
+    state: std::sync::Mutex<JobState>,
+    ready: std::sync::Condvar,
+}
+
+struct JobState {
+    /// Last in, first out: depth first, so the queue stays short.
+    queue: Vec<DirJob>,
+    /// Jobs being run (each may add more).
+    active: usize,
+    failed: Option<WalkError>,
+}
+
+impl Jobs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, JobState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn push(&self, job: DirJob) {
+        self.lock().queue.push(job);
+        self.ready.notify_one();
+    }
+
+    /// The next job; `None` once every job is done or one failed.
+    fn next(&self) -> Option<DirJob> {
+        let mut st = self.lock();
+        loop {
+            if st.failed.is_some() {
+                return None;
+            }
+            if let Some(job) = st.queue.pop() {
+                st.active += 1;
+                return Some(job);
+            }
+            if st.active == 0 {
+                return None;
+            }
+            st = self
+                .ready
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn finish(&self, failed: Option<WalkError>) {
+        let mut st = self.lock();
+        st.active -= 1;
+        if st.failed.is_none() {
+            st.failed = failed;
+        }
+        drop(st);
+        self.ready.notify_all();
+    }
+}
+
+/// The running copy's visitor: copies each entry and remembers what it
+/// was.
+struct Recorder<'j> {
+    copier: Copier,
+    pre: Precopy,
+    /// A clock read before the current entry's stat.
+    looked: i128,
+    /// Where directories go when the copy is shared out among threads:
+    /// made here, filled by whichever thread takes them.
+    jobs: Option<&'j Jobs>,
+}
+
+impl Recorder<'_> {
+    /// Copies the entries of one directory (made already), then sets the
+    /// copy's attributes. A source directory gone or replaced since it
+    /// was listed leaves its copy empty (the paused walk fills it).
+    fn run_job(
+        &mut self,
+        job: DirJob,
+        src_root: &OwnedFd,
+        walk: &Walk<'_>,
+    ) -> Result<(), WalkError> {
+        let ctx = |what: &str| format!("{what} {}", display_path(&job.path));
+        let dst = walk::open_dir_beneath(&self.copier.root, &job.path)
+            .map_err(|e| WalkError::io(ctx("opening the copy of"), e))?;
+        let src = match walk::open_dir_beneath(src_root, &job.path) {
+            Ok(fd) => match rfs::fstat(&fd) {
+                Ok(st) if (st.st_dev, st.st_ino) == job.id => Some(fd),
+                Ok(_) => None,
+                Err(e) => return Err(WalkError::io(ctx("stat"), e)),
+            },
+            // Gone, or a symlink (or a file) on the way now.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR | libc::EXDEV)
+                ) =>
+            {
+                None
+            }
+            Err(e) => return Err(WalkError::io(ctx("opening"), e)),
+        };
+        let st = rfs::fstat(&dst).map_err(|e| WalkError::io(ctx("stat of the copy of"), e))?;
+        self.copier.dirs = DirStack::default();
+        self.copier.dirs.push(dst, &st);
+        if let Some(src) = src {
+            self.looked = now_ns();
+            let walked = walk.run_dir(src, &job.path, self)?;
+            self.pre.entries += walked.entries;
+        }
+        let dst = self.copier.dirs.pop();
+        if let Some(a) = &job.attrs {
+            let e = Entry {
+                path: &job.path,
+                name: &a.name,
+                kind: Kind::Dir,
+                stat: &a.stat,
+                mtime: a.mtime,
+                xattrs: &a.xattrs,
+                opaque: a.opaque,
+                target: b"",
+                link: None,
+            };
+            self.copier.finish_fd(&dst, &e, a.opaque)?;
+        }
+        Ok(())
+    }
+}
+
+impl Visit for Recorder<'_> {
+    fn entry(
+        &mut self,
+        e: &Entry<'_>,
+        dir: &OwnedFd,
+        data: Option<&OwnedFd>,
+    ) -> Result<(), WalkError> {
+        // A file with dirty pages may have one mapped writable, which
+        // the container can write again without moving its ctime: it
+        // is hot, copied again while paused. Every other page is clean
+        // and write-protected, so a write to it moves the ctime.
+        let hot = match (e.kind, e.link, data) {
+            (Kind::File, None, Some(fd)) => dirty_pages(fd)
+                .map_err(|err| WalkError::io("cachestat of a container's file", err))?,
+            _ => false,
+        };
+        self.copier.last_copy = None;
+        match (self.jobs, e.kind) {
+            (Some(jobs), Kind::Dir) => {
+                // Made here, filled by whichever thread takes it.
+                let ctx = |what: &str| format!("{what} {}", display_path(e.path));
+                let dst = self.copier.dirs.top();
+                rfs::mkdirat(dst, e.name, Mode::from_raw_mode(0o700))
+                    .map_err(|err| WalkError::io(ctx("mkdir"), err))?;
+                let st = rfs::statat(dst, e.name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|err| WalkError::io(ctx("stat of the copy of"), err))?;
+                self.copier.last_copy = Some((st.st_dev, st.st_ino));
+                jobs.push(DirJob {
+                    path: e.path.to_vec(),
+                    id: (e.stat.st_dev, e.stat.st_ino),
+                    attrs: Some(DirAttrs {
+                        name: e.name.to_owned(),
+                        stat: *e.stat,
+                        mtime: e.mtime,
+                        xattrs: e.xattrs.to_vec(),
+                        opaque: e.opaque,
+                    }),
+                });
+            }
+            _ => self.copier.entry(e, dir, data)?,
+        }
+        let seen = match e.link.and_then(|first| self.pre.seen.get(first)) {
+            Some(first) => first.clone(),
+            None => {
+                let id = Identity::of(e.stat);
+                Seen {
+                    kind: e.kind,
+                    racy: hot || e.link.is_some() || id.ctime_ns() >= self.looked - RACY,
+                    id,
+                    copy: self.copier.last_copy.unwrap_or_default(),
+                }
+            }
+        };
+        self.pre.seen.insert(e.path.to_vec(), seen);
+        self.looked = now_ns();
+        Ok(())
+    }
+
+    fn leave(&mut self, e: &Entry<'_>, fd: &OwnedFd) -> Result<(), WalkError> {
+        self.copier.leave(e, fd)?;
+        self.looked = now_ns();
+        Ok(())
+    }
 }
 
 /// The second half, while the container is paused: walks `src` once
@@ -746,7 +1021,7 @@ impl Visit for Copier {
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|err| WalkError::io(ctx("creating the copy of"), err))?;
-                self.copied.bytes += copy_data(src, &d, e.stat.st_size as u64, &mut self.buf)
+                self.copied.bytes += copy_data(src, &d, e.stat, &mut self.buf)
                     .map_err(|err| WalkError::io(ctx("copying"), err))?;
                 self.finish_fd(&d, e, false)?;
             }
@@ -941,7 +1216,21 @@ fn link_at(root: &OwnedFd, first: &[u8], dir: &OwnedFd, name: &CStr) -> io::Resu
 /// Copies a file's data, keeping holes: only the data extents are copied
 /// (in the kernel where it can), then the length is set. Returns the bytes
 /// copied.
-fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64, buf: &mut Vec<u8>) -> io::Result<u64> {
+fn copy_data(src: &OwnedFd, dst: &OwnedFd, st: &rfs::Stat, buf: &mut Vec<u8>) -> io::Result<u64> {
+    let size = st.st_size as u64;
+    if size == 0 {
+        return Ok(0);
+    }
+    if (st.st_blocks as u64).saturating_mul(512) >= size {
+        // Blocks for every byte: no holes to look for (most files; two
+        // system calls fewer each), and no length to set when it is all
+        // there.
+        let n = copy_range(src, dst, 0, size, buf)?;
+        if n < size {
+            rfs::ftruncate(dst, size)?;
+        }
+        return Ok(n);
+    }
     let mut copied = 0;
     let mut pos = 0u64;
     while pos < size {
@@ -1362,6 +1651,18 @@ mod tests {
     /// walk copies only what changed after the running copy saw it.
     #[test]
     fn a_copy_brought_up_to_date_equals_a_fresh_copy() {
+        brought_up_to_date(false);
+    }
+
+    /// The same with the running copy on several threads: the same copy;
+    /// the hard-link group whose paths lie in two directories (grp,
+    /// keep/grp2) was copied twice and is linked while paused.
+    #[test]
+    fn a_parallel_copy_brought_up_to_date_equals_a_fresh_copy() {
+        brought_up_to_date(true);
+    }
+
+    fn brought_up_to_date(parallel: bool) {
         let src = tempfile::tempdir().unwrap();
         let s = src.path();
         let w = |p: &str, data: &[u8]| std::fs::write(s.join(p), data).unwrap();
@@ -1393,8 +1694,23 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(120));
 
         let dst = tempfile::tempdir().unwrap();
-        let pre = copy_running(s, dst.path(), OVERLAY, &Everything).unwrap();
+        let pre = match parallel {
+            false => copy_running(s, dst.path(), OVERLAY, &Everything).unwrap(),
+            true => copy_running_parallel(s, dst.path(), OVERLAY, &Everything).unwrap(),
+        };
         assert_eq!(pre.entries, 73);
+        if parallel {
+            // Made on several threads, it is what one walk makes.
+            let one = tempfile::tempdir().unwrap();
+            copy_running(s, one.path(), OVERLAY, &Everything).unwrap();
+            let unlinked = |l: Vec<String>| {
+                l.into_iter()
+                    .map(|e| e.replace(" /keep/grp2 nlink=1", " /grp nlink=2"))
+                    .map(|e| e.replace(" /grp nlink=1", " /grp nlink=2"))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(unlinked(listing(dst.path())), unlinked(listing(one.path())));
+        }
 
         // What the container does meanwhile.
         std::fs::remove_dir_all(s.join("gone")).unwrap();
@@ -1441,14 +1757,72 @@ mod tests {
         // Copied while paused: chmod/f, replaced + replaced/g, moved2 +
         // moved2/f, inplace, tofile, todir + todir/in, linked +
         // keep/linked2, unlinked, new, wh.
-        assert_eq!(work.copied_paused, 14, "{work:?}");
+        // (In parallel also keep/grp2, linked to grp.)
+        let linked_again = u64::from(parallel);
+        assert_eq!(work.copied_paused, 14 + linked_again, "{work:?}");
         // Removed: gone (a tree), moved, unlinked2; and the old copies of
         // chmod/f, replaced, inplace, tofile, todir, linked, unlinked, wh.
-        assert_eq!(work.removed_paused, 11, "{work:?}");
+        assert_eq!(work.removed_paused, 11 + linked_again, "{work:?}");
     }
 
     fn mknod_whiteout(p: &Path) {
         rfs::mknodat(rfs::CWD, p, FileType::CharacterDevice, Mode::empty(), 0).unwrap();
+    }
+
+    /// A measurement, not a test: `MEASURE_COPY_SRC=<dir>` (on the
+    /// filesystem of `MEASURE_COPY_DST`, default the temp dir) is copied
+    /// while "running", walked while "paused", and written as a tar.
+    #[test]
+    #[ignore = "a measurement; run with --ignored --nocapture"]
+    fn measure_copy() {
+        let Some(src) = std::env::var_os("MEASURE_COPY_SRC") else {
+            return;
+        };
+        let src = Path::new(&src);
+        let parent = std::env::var_os("MEASURE_COPY_DST").unwrap_or_else(|| "/tmp".into());
+        let dst = tempfile::tempdir_in(parent).unwrap();
+        let cpu = || {
+            // SAFETY: getrusage fills the struct it is given.
+            let u = unsafe {
+                let mut u = std::mem::zeroed::<libc::rusage>();
+                libc::getrusage(libc::RUSAGE_SELF, &mut u);
+                u
+            };
+            let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+            t(u.ru_utime) + t(u.ru_stime)
+        };
+        let (t, c) = (std::time::Instant::now(), cpu());
+        let pre = match std::env::var_os("MEASURE_COPY_SEQUENTIAL") {
+            Some(_) => copy_running(src, dst.path(), OVERLAY, &Everything).unwrap(),
+            None => copy_running_parallel(src, dst.path(), OVERLAY, &Everything).unwrap(),
+        };
+        eprintln!(
+            "running copy: {} entries {:.3} s wall {:.3} s cpu",
+            pre.entries,
+            t.elapsed().as_secs_f64(),
+            cpu() - c
+        );
+        let (t, c) = (std::time::Instant::now(), cpu());
+        let (copied, work) = copy_paused(src, dst.path(), OVERLAY, &Everything, &pre).unwrap();
+        eprintln!(
+            "paused walk: {work:?} {:.3} s wall {:.3} s cpu",
+            t.elapsed().as_secs_f64(),
+            cpu() - c
+        );
+        let (t, c) = (std::time::Instant::now(), cpu());
+        let w = crate::tarball::write_layer(
+            dst.path(),
+            Layout::Overlay,
+            &copied.true_times,
+            std::io::BufWriter::new(std::io::sink()),
+        )
+        .unwrap();
+        eprintln!(
+            "tar: {} entries {:.3} s wall {:.3} s cpu",
+            w.entries,
+            t.elapsed().as_secs_f64(),
+            cpu() - c
+        );
     }
 
     /// With nothing copied while running (or the running copy given up),

@@ -771,7 +771,7 @@ impl Committer<'_> {
                 let stubs = stubs::in_upper(&spec, &source, &lower, layout);
                 let mine = squash::Both(&stubs, &*filter);
                 let copied = match &merge {
-                    None => capture::copy_running(&source, &target, opts, &mine),
+                    None => capture::copy_running_parallel(&source, &target, opts, &mine),
                     Some(m) => capture::copy_running(
                         &source,
                         &target,

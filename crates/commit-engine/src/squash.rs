@@ -167,9 +167,9 @@ impl Policy for Merge {
 /// Two policies: an entry is included when both include it (the second
 /// is asked only if the first does: `Merge` records what it includes), and
 /// the times are the first's then the second's.
-pub struct Both<'a>(pub &'a dyn Policy, pub &'a dyn Policy);
+pub struct Both<'a, A: Policy + ?Sized, B: Policy + ?Sized>(pub &'a A, pub &'a B);
 
-impl Policy for Both<'_> {
+impl<A: Policy + ?Sized, B: Policy + ?Sized> Policy for Both<'_, A, B> {
     fn include(&self, path: &[u8], kind: Kind, stat: &Stat) -> bool {
         self.0.include(path, kind, stat) && self.1.include(path, kind, stat)
     }

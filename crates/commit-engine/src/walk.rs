@@ -342,10 +342,29 @@ impl Walk<'_> {
     /// Walks the tree under `root` (the root itself is not reported).
     pub fn run(&self, root: &Path, v: &mut dyn Visit) -> Result<Walked, WalkError> {
         let fd = open_dir_path(root)?;
-        self.run_fd(fd, v)
+        self.run_fd(fd, b"", true, v)
     }
 
-    fn run_fd(&self, root: OwnedFd, v: &mut dyn Visit) -> Result<Walked, WalkError> {
+    /// Reports the entries of one directory only, `dir` at `prefix` below
+    /// the root: its subdirectories are reported (with their open
+    /// descriptor) but not entered, and hard links are found among its
+    /// own entries only. For walks that share a tree out among threads.
+    pub fn run_dir(
+        &self,
+        dir: OwnedFd,
+        prefix: &[u8],
+        v: &mut dyn Visit,
+    ) -> Result<Walked, WalkError> {
+        self.run_fd(dir, prefix, false, v)
+    }
+
+    fn run_fd(
+        &self,
+        root: OwnedFd,
+        prefix: &[u8],
+        descend: bool,
+        v: &mut dyn Visit,
+    ) -> Result<Walked, WalkError> {
         let root_stat = rfs::fstat(&root).map_err(errno(|| "stat of the root".into()))?;
         let mut dirs = DirStack::default();
         let names = list_dir(&root).map_err(|e| WalkError::io("reading the root", e))?;
@@ -353,10 +372,10 @@ impl Walk<'_> {
         let mut frames = vec![Frame {
             names,
             next: 0,
-            path_len: 0,
+            path_len: prefix.len(),
             info: None,
         }];
-        let mut path: Vec<u8> = Vec::new();
+        let mut path: Vec<u8> = prefix.to_vec();
         let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
         let mut walked = Walked::default();
         let mut target = Vec::new();
@@ -483,7 +502,7 @@ impl Walk<'_> {
             if is_first {
                 links.insert(key, path.clone());
             }
-            if let (Kind::Dir, Some(fd)) = (kind, opened) {
+            if let (Kind::Dir, Some(fd), true) = (kind, opened, descend) {
                 let names = list_dir(&fd).map_err(|e| {
                     WalkError::io(format!("reading directory {}", display_path(&path)), e)
                 })?;
@@ -719,6 +738,40 @@ pub(crate) fn open_dir_path(p: &Path) -> Result<OwnedFd, WalkError> {
             e => Err(e),
         })
         .map_err(errno(|| format!("opening {}", p.display())))
+}
+
+/// Opens the directory at `path` below `root` without following any
+/// symlink on the way (a tree a container changes may swap a directory
+/// for one) and without leaving `root`. A path longer than one system
+/// call takes is opened a directory at a time.
+pub(crate) fn open_dir_beneath(root: &OwnedFd, path: &[u8]) -> io::Result<OwnedFd> {
+    if path.is_empty() {
+        return root.try_clone();
+    }
+    if path.len() < PATH_MAX - 1 {
+        let how = rfs::ResolveFlags::NO_SYMLINKS
+            | rfs::ResolveFlags::NO_MAGICLINKS
+            | rfs::ResolveFlags::BENEATH;
+        match rfs::openat2(root, path, DIR_FLAGS | OFlags::NOATIME, Mode::empty(), how) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::PERM) => {
+                return Ok(rfs::openat2(root, path, DIR_FLAGS, Mode::empty(), how)?);
+            }
+            // No openat2 (Linux < 5.6): a directory at a time.
+            Err(Errno::NOSYS) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut fd = root.try_clone()?;
+    for part in path.split(|&b| b == b'/') {
+        fd = rfs::openat(&fd, part, DIR_FLAGS | OFlags::NOATIME, Mode::empty()).or_else(
+            |e| match e {
+                Errno::PERM => rfs::openat(&fd, part, DIR_FLAGS, Mode::empty()),
+                e => Err(e),
+            },
+        )?;
+    }
+    Ok(fd)
 }
 
 fn open_dir_at(dir: &OwnedFd, name: &CStr, st: &Stat, path: &[u8]) -> Result<OwnedFd, WalkError> {
