@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+pub mod bench_push;
 pub mod fidelity;
 
 use commit_engine::{CommitRequest, Committed, Compression, Containerd, Engine, EngineConfig};

@@ -15,7 +15,9 @@
 //! Times are medians of the repetitions, measured around one API call
 //! (HTTP over the unix socket for commitd and Docker, gRPC for containerd).
 //! `BENCH_SETS=name,name` runs only those rows; huge rows run once and
-//! leave out the slowest peers, and say so in the report.
+//! leave out the slowest peers, and say so in the report. The row
+//! `200m-commit-push` (commit + push to a local registry beside `docker
+//! commit` + `docker push`) has a section of its own.
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -147,6 +149,10 @@ const XFS_PEERS: &[&str] = &[
     "containerd diff gzip",
     "containerd apply gzip",
 ];
+
+/// Commit + push of the 200 MiB set to a local registry, beside `docker
+/// commit` + `docker push` (its own section: tests/src/bench_push.rs).
+const PUSH_ROW: &str = "200m-commit-push";
 
 fn rows() -> Vec<Row> {
     use {Base::*, Files::*, Writer::*};
@@ -566,7 +572,7 @@ fn main() {
     if let Some(only) = &only {
         for name in only {
             assert!(
-                all.iter().any(|r| r.name == name),
+                all.iter().any(|r| r.name == name) || name == PUSH_ROW,
                 "BENCH_SETS: no row {name:?}; rows: {}",
                 all.iter().map(|r| r.name).collect::<Vec<_>>().join(",")
             );
@@ -594,9 +600,13 @@ fn main() {
         commitd.display()
     );
     let sets_dir = work.path().join("sets");
-    let want_docker = rows
-        .iter()
-        .any(|r| !r.xfs && r.peers.contains(&"docker commit"));
+    let want_push = only
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|n| n == PUSH_ROW));
+    let want_docker = want_push
+        || rows
+            .iter()
+            .any(|r| !r.xfs && r.peers.contains(&"docker commit"));
 
     eprintln!("bench: starting containerd…");
     let ext4_ctrd = Containerd::start().unwrap();
@@ -636,6 +646,9 @@ fn main() {
         if !bases.contains(&r.base) {
             bases.push(r.base);
         }
+    }
+    if want_push && !bases.contains(&Base::Busybox) {
+        bases.push(Base::Busybox);
     }
     for base in &bases {
         let t = Instant::now();
@@ -893,6 +906,27 @@ fn main() {
         eprintln!("bench: {} done in {took:.0} s", row.name);
         notes.push(format!("{}: {reps} repetition(s), {took:.0} s", row.name));
     }
+    let push_report = match (&docker, want_push) {
+        (Some(docker), true) => {
+            let files = generate(&sets_dir, Files::Mid);
+            let reps = reps_cap.map_or(3, |c| c.min(3)).max(1);
+            eprintln!("bench: {PUSH_ROW} ({reps} repetitions)…");
+            let t = Instant::now();
+            let section = commitd_e2e::bench_push::run(&commitd_e2e::bench_push::PushBench {
+                commitd: &ext4.fast.socket,
+                ctr: &ext4.ctr,
+                base: BASE,
+                docker,
+                docker_base: BASE.trim_start_matches("docker.io/library/"),
+                reps,
+                write_changes: &|pid| write_from_outside(pid, &files, true),
+            });
+            let took = t.elapsed().as_secs_f64();
+            notes.push(format!("{PUSH_ROW}: {reps} repetition(s), {took:.0} s"));
+            section
+        }
+        _ => String::new(),
+    };
     let peak_rss_kib = nodes
         .iter()
         .flat_map(|node| node.daemons())
@@ -905,6 +939,7 @@ fn main() {
 
     let names: Vec<&str> = rows.iter().map(|r| r.name).collect();
     let mut report = render(&names, ALL_PEERS, &table, peak_rss_kib);
+    report.push_str(&push_report);
     report.push_str(&format!(
         "\nRun: {:.1} min in all. Per row:\n\n",
         started.elapsed().as_secs_f64() / 60.0
