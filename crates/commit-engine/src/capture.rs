@@ -801,7 +801,36 @@ fn remove_at(dir: &OwnedFd, name: &CStr) -> io::Result<bool> {
     }
 }
 
+impl Syncer<'_> {
+    /// Whether the running copy of an entry still holds: the same kind,
+    /// identity and change time (a whiteout: the same owner), not racy,
+    /// and a hard link linked to the copy this walk keeps for its group.
+    fn holds(&self, path: &[u8], kind: Kind, st: &rfs::Stat, link: Option<&[u8]>) -> bool {
+        let fresh = self.frames.last().is_none_or(|f| f.fresh);
+        let Some(s) = self.pre.seen.get(path).filter(|_| !fresh) else {
+            return false;
+        };
+        s.kind == kind
+            && match kind {
+                // A whiteout's copy is a fresh device with its owner.
+                Kind::Whiteout => (s.id.uid, s.id.gid) == (st.st_uid, st.st_gid),
+                _ => !s.racy && s.id == Identity::of(st),
+            }
+            && match link {
+                // Linked to the copy this walk keeps for the group.
+                Some(_) => self.groups.get(&(st.st_dev, st.st_ino)) == Some(&(s.copy, false)),
+                None => true,
+            }
+    }
+}
+
 impl Visit for Syncer<'_> {
+    /// What the copy holds is not read again: no open, no xattrs (a
+    /// change of either moves the change time).
+    fn skim(&mut self, path: &[u8], kind: Kind, st: &rfs::Stat, link: Option<&[u8]>) -> bool {
+        self.holds(path, kind, st, link)
+    }
+
     fn entry(
         &mut self,
         e: &Entry<'_>,
@@ -810,6 +839,7 @@ impl Visit for Syncer<'_> {
     ) -> Result<(), WalkError> {
         self.remove_left_out()?;
         let ctx = |what: &str| format!("{what} {}", display_path(e.path));
+        let unchanged = self.holds(e.path, e.kind, e.stat, e.link);
         let parent = self
             .frames
             .last_mut()
@@ -829,19 +859,7 @@ impl Visit for Syncer<'_> {
         let same_inode = seen.is_some_and(|s| {
             s.kind == e.kind && (s.id.dev, s.id.ino) == (e.stat.st_dev, e.stat.st_ino)
         });
-        let unchanged = seen.is_some_and(|s| {
-            s.kind == e.kind
-                && match e.kind {
-                    // A whiteout's copy is a fresh device with its owner.
-                    Kind::Whiteout => (s.id.uid, s.id.gid) == (e.stat.st_uid, e.stat.st_gid),
-                    _ => !s.racy && s.id == Identity::of(e.stat),
-                }
-                && match e.link {
-                    // Linked to the copy this walk keeps for the group.
-                    Some(_) => self.groups.get(&key) == Some(&(s.copy, false)),
-                    None => true,
-                }
-        });
+
         if e.kind == Kind::Dir && same_inode {
             // The same directory: kept, its entries compared one by one.
             let top = self.copier.dirs.top();

@@ -196,6 +196,16 @@ pub trait Visit {
         data: Option<&OwnedFd>,
     ) -> Result<(), WalkError>;
 
+    /// Whether an entry that is not a directory is only compared, not
+    /// read: the walk then neither opens it nor reads its xattrs or link
+    /// target (the entry's `xattrs` and `target` are empty, `data` is
+    /// `None`). `link` is the first path of its hard-link group, if one
+    /// was reported.
+    fn skim(&mut self, path: &[u8], kind: Kind, st: &Stat, link: Option<&[u8]>) -> bool {
+        let _ = (path, kind, st, link);
+        false
+    }
+
     /// After a directory's contents. `fd` is the directory.
     fn leave(&mut self, e: &Entry<'_>, fd: &OwnedFd) -> Result<(), WalkError> {
         let _ = (e, fd);
@@ -439,9 +449,12 @@ impl Walk<'_> {
             let linked = kind != Kind::Dir && kind != Kind::Whiteout && st.st_nlink > 1;
             let first = if linked { links.get(&key) } else { None };
             let is_first = linked && first.is_none();
+            let skim = kind != Kind::Dir && v.skim(&path, kind, &st, first.map(Vec::as_slice));
             let opened = match kind {
                 Kind::Dir => Some(open_dir_at(dir, &name, &st, &path)),
-                Kind::File if first.is_none() => Some(open_file_at(dir, &name, &st, &path)),
+                Kind::File if first.is_none() && !skim => {
+                    Some(open_file_at(dir, &name, &st, &path))
+                }
                 _ => None,
             };
             let opened = match opened.transpose() {
@@ -450,6 +463,7 @@ impl Walk<'_> {
                 Err(e) => return Err(e),
             };
             let raw = match (kind, &opened) {
+                _ if skim => Ok(Vec::new()),
                 (Kind::Whiteout, _) => Ok(Vec::new()),
                 (_, Some(fd)) => read_xattrs(XattrSource::Fd(fd)),
                 (_, None) => read_xattrs(XattrSource::Path(&proc_path(dir, &name))),
@@ -468,7 +482,7 @@ impl Walk<'_> {
             };
             let (xattrs, opaque) = self.xattrs(raw, kind, &path)?;
             target.clear();
-            if kind == Kind::Symlink {
+            if kind == Kind::Symlink && !skim {
                 target = match rfs::readlinkat(dir, &name, std::mem::take(&mut target)) {
                     Ok(t) => t.into_bytes(),
                     // Gone, or no longer a symlink.
