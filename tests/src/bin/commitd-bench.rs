@@ -167,12 +167,12 @@ fn rows() -> Vec<Row> {
         peers,
     };
     vec![
-        row("empty", Empty, synced, Busybox, 5, ALL_PEERS),
-        row("100x4k", Small, synced, Busybox, 5, ALL_PEERS),
+        row("empty", Empty, synced, Busybox, 3, ALL_PEERS),
+        row("100x4k", Small, synced, Busybox, 3, ALL_PEERS),
         row("200m", Mid, synced, Busybox, 3, ALL_PEERS),
         row("200m-by-container", Mid, Container, Busybox, 3, CORE_PEERS),
         row("1g", Gig, synced, Busybox, 2, ALL_PEERS),
-        row("1g-by-container", Gig, Container, Busybox, 2, CORE_PEERS),
+        row("1g-by-container", Gig, Container, Busybox, 1, CORE_PEERS),
         row(
             "100x4k-on-100k-base",
             Small,
@@ -182,7 +182,7 @@ fn rows() -> Vec<Row> {
             ALL_PEERS,
         ),
         row("4k-on-1m-base", One4k, synced, Files1m, 1, CORE_PEERS),
-        row("50k-in-500-dirs", Many, synced, Busybox, 2, CORE_PEERS),
+        row("50k-in-500-dirs", Many, synced, Busybox, 1, CORE_PEERS),
         row(
             "50k-in-500-dirs-by-container",
             Many,
@@ -205,7 +205,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             xfs: true,
-            ..row("1g-on-xfs", Gig, Container, Busybox, 2, XFS_PEERS)
+            ..row("1g-on-xfs", Gig, Container, Busybox, 1, XFS_PEERS)
         },
     ]
 }
