@@ -233,11 +233,22 @@ impl Daemon {
         d
     }
 
+    /// Until the daemon answers `/_ping`: a connection alone is taken by
+    /// the socket's backlog before the daemon serves (and before it has
+    /// bound its other listeners, e.g. the metrics port).
     fn wait_ready(&self) {
+        use std::io::{Read, Write};
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                return;
+            if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&self.socket) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = [0u8; 12];
+                if s.write_all(b"GET /_ping HTTP/1.0\r\n\r\n").is_ok()
+                    && s.read_exact(&mut head).is_ok()
+                    && head.starts_with(b"HTTP/1.")
+                {
+                    return;
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
