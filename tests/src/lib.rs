@@ -123,6 +123,7 @@ pub fn request(container: &str, name: Option<&str>) -> CommitRequest {
         squash: None,
         timestamp: None,
         exclude: Vec::new(),
+        incremental: false,
     }
 }
 

@@ -12,9 +12,9 @@
 
 use commit_engine::{
     BASE_DIGEST, BASE_LAYERS, BASE_NAME, CapturePath, CommitRequest, Committed, Containerd, Engine,
-    EngineConfig, Squash,
+    EngineConfig, Incremental, Records, Squash,
 };
-use commitd_e2e::fidelity::{Compare, Difference, Lab, Script, Tree, diff};
+use commitd_e2e::fidelity::{Compare, Difference, Generator, Lab, Script, Tree, diff};
 use commitd_e2e::{commit, request};
 
 const VIEWS: Compare = Compare {
@@ -473,4 +473,225 @@ async fn excludes_leave_entries_out() {
     let err = commit(&lab.service, via).await.expect_err("diff service");
     assert!(err.to_string().contains("fast path"), "{err}");
     lab.w.assert_clean();
+}
+
+/// An engine that remembers its commits for `incremental=1`.
+fn recording(lab: &Lab, dir: &std::path::Path) -> Engine {
+    Engine::new(
+        Containerd::lazy(&lab.w.socket, &lab.w.ns).unwrap(),
+        EngineConfig {
+            records: Records::new(Some(dir.to_path_buf())),
+            ..EngineConfig::default()
+        },
+    )
+}
+
+async fn commit_incremental(engine: &Engine, id: &str, name: &str, incremental: bool) -> Committed {
+    let req = CommitRequest {
+        incremental,
+        ..request(id, Some(name))
+    };
+    commit(engine, req)
+        .await
+        .unwrap_or_else(|e| panic!("commit of {id} as {name} (incremental {incremental}): {e}"))
+}
+
+/// Runs a generated script in a container.
+fn run_script(lab: &Lab, id: &str, s: &Script) {
+    lab.sh(id, &format!("set -e\n{}", s.text()));
+}
+
+/// Incremental commits of one container across generated change sequences
+/// (adds, edits, deletes, type swaps, opaque directories, renames, modes,
+/// owners, times, xattrs, hard links), and of the base image's files:
+/// after each, the incremental image's filesystem is the full commit's of
+/// the same moment, and its snapshot is what containerd's applier makes
+/// of its layers elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_commits_equal_full_ones() {
+    let seed: u64 = std::env::var("COMMITD_INCREMENTAL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("incremental commits: COMMITD_INCREMENTAL_SEED={seed}");
+    let (lab, _) = lab("lineage-incremental");
+    let records = tempfile::tempdir().unwrap();
+    let engine = recording(&lab, records.path());
+    let base_layers = lab.resolved(&lab.image).await.manifest.layers.len();
+    let mut gens: Vec<Generator> = (0..8u64)
+        .map(|i| Generator::new(seed.wrapping_add(i), format!("/g/{i}").as_bytes()))
+        .collect();
+    lab.start(&lab.image, "inc");
+    let mut lower = Script::default();
+    for g in &mut gens {
+        lower.extend(&g.lower());
+    }
+    run_script(&lab, "inc", &lower);
+    // Besides the generated trees: the base's files edited, deleted and
+    // restored, a base directory made opaque, files that come back.
+    const BASE_CHANGES: &[&str] = &[
+        "",
+        "rm /fidelity/a.sh; echo x > /bin/new; echo keep > /kept",
+        "echo again > /fidelity/a.sh; rm /bin/new; echo y > /bin/new2",
+        "rm -rf /fidelity; mkdir /fidelity; echo o > /fidelity/o; rm /kept; mkdir /kept",
+        "rm -rf /kept; echo back > /kept; rm /fidelity/o; echo x > /bin/new",
+        "rm -rf /fidelity /bin/new; mkdir -p /fidelity/d; touch -d @1000000000 /bin/new2",
+    ];
+    let mut previous: Option<String> = None;
+    for (r, base_change) in BASE_CHANGES.iter().enumerate() {
+        if r > 0 {
+            let mut change = Script::default();
+            for g in &mut gens {
+                change.extend(&g.change());
+            }
+            change.sh(base_change);
+            run_script(&lab, "inc", &change);
+        }
+        let inc = format!("docker.io/library/lineage-inc:{r}");
+        let full = format!("docker.io/library/lineage-full:{r}");
+        let i = commit_incremental(&engine, "inc", &inc, true).await;
+        let f = commit_incremental(&engine, "inc", &full, false).await;
+        match (&previous, &i.incremental) {
+            (None, Incremental::Plain(why)) => {
+                assert!(why.contains("not committed"), "round {r}: {why}")
+            }
+            (Some(p), Incremental::On(on)) => assert_eq!(on, p, "round {r}"),
+            (p, other) => panic!("round {r}: {other:?} (previous {p:?})"),
+        }
+        assert_eq!(f.incremental, Incremental::NotAsked);
+        assert_eq!(i.depth, base_layers + 1 + r, "round {r}: one layer more");
+        assert_eq!(f.depth, base_layers + 1);
+        println!(
+            "round {r}: incremental layer {} bytes, full layer {} bytes",
+            i.uncompressed_size, f.uncompressed_size
+        );
+        assert_same(
+            &format!("round {r} (seed {seed}): incremental vs full"),
+            &view(&lab, &full).await,
+            &view(&lab, &inc).await,
+            VIEWS,
+        );
+        assert_pulled_is_local(&lab, &inc).await;
+        previous = Some(i.image_id.clone());
+    }
+    // Nothing changed: what the last commit could not prove settled (hard
+    // links, entries changed just before it) at most, on the previous image.
+    let same = commit_incremental(&engine, "inc", "docker.io/library/lineage-inc:same", true).await;
+    assert_eq!(same.incremental, Incremental::On(previous.clone().unwrap()));
+    let full = format!("docker.io/library/lineage-full:{}", BASE_CHANGES.len() - 1);
+    assert_same(
+        &format!("no change (seed {seed}): incremental vs full"),
+        &view(&lab, &full).await,
+        &view(&lab, "docker.io/library/lineage-inc:same").await,
+        VIEWS,
+    );
+    // The last incremental image runs.
+    let last = format!("docker.io/library/lineage-inc:{}", BASE_CHANGES.len() - 1);
+    lab.start(&last, "inc-runs");
+    assert_eq!(lab.sh("inc-runs", "cat /bin/new2; ls /fidelity"), "y\nd\n");
+}
+
+/// The second commit of a container that wrote a lot and then a little
+/// holds the little; plain commits when there is nothing to stand on, and
+/// the answer says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_commits_hold_only_what_changed_or_say_why_not() {
+    let (lab, _) = lab("lineage-incremental-size");
+    let records = tempfile::tempdir().unwrap();
+    let engine = recording(&lab, records.path());
+    lab.start(&lab.image, "big");
+    lab.sh(
+        "big",
+        "mkdir /big && busybox dd if=/dev/urandom of=/big/blob bs=1M count=32 2>/dev/null && sync",
+    );
+    // Never committed: a plain commit, which says so.
+    let c0 = commit_incremental(&engine, "big", "docker.io/library/lineage-big:0", true).await;
+    assert!(
+        matches!(&c0.incremental, Incremental::Plain(why) if why.contains("not committed")),
+        "{:?}",
+        c0.incremental
+    );
+    assert!(c0.uncompressed_size > 32 << 20);
+    // 4 KiB more: the incremental layer is about 4 KiB.
+    lab.sh(
+        "big",
+        "busybox dd if=/dev/urandom of=/big/small bs=4096 count=1 2>/dev/null",
+    );
+    let c1 = commit_incremental(&engine, "big", "docker.io/library/lineage-big:1", true).await;
+    assert_eq!(c1.incremental, Incremental::On(c0.image_id.clone()));
+    assert!(
+        c1.uncompressed_size < 16 << 10,
+        "incremental layer of a 4 KiB change: {} bytes",
+        c1.uncompressed_size
+    );
+    let f1 = commit_incremental(&engine, "big", "docker.io/library/lineage-bigfull:1", false).await;
+    assert!(f1.uncompressed_size > 32 << 20);
+    assert_same(
+        "incremental vs full",
+        &view(&lab, "docker.io/library/lineage-bigfull:1").await,
+        &view(&lab, "docker.io/library/lineage-big:1").await,
+        VIEWS,
+    );
+    // The previous image deleted: a plain commit, which says so.
+    lab.w
+        .ctr
+        .run(&["images", "rm", "docker.io/library/lineage-big:1"])
+        .unwrap();
+    lab.sh("big", "echo more > /big/more");
+    let c2 = commit_incremental(&engine, "big", "docker.io/library/lineage-big:2", true).await;
+    assert!(
+        matches!(&c2.incremental, Incremental::Plain(why) if why.contains("no longer exists")),
+        "{:?}",
+        c2.incremental
+    );
+    assert!(c2.uncompressed_size > 32 << 20);
+    // …and it is remembered: the next one is incremental again.
+    lab.sh("big", "rm /big/small");
+    let c3 = commit_incremental(&engine, "big", "docker.io/library/lineage-big:3", true).await;
+    assert_eq!(c3.incremental, Incremental::On(c2.image_id.clone()));
+    assert!(c3.uncompressed_size < 16 << 10);
+    // Nothing changed since: no layer at all (once the last change is
+    // older than a clock tick when a commit looks at it).
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let c4 = commit_incremental(&engine, "big", "docker.io/library/lineage-big:4", true).await;
+    assert_eq!(c4.incremental, Incremental::On(c3.image_id.clone()));
+    let c5 = commit_incremental(&engine, "big", "docker.io/library/lineage-big:5", true).await;
+    assert_eq!(c5.incremental, Incremental::On(c4.image_id.clone()));
+    assert!(c5.layer.is_none(), "nothing changed: no layer");
+    assert_eq!(c5.depth, c4.depth);
+    lab.start("docker.io/library/lineage-big:3", "big-runs");
+    assert_eq!(lab.sh("big-runs", "ls /big"), "blob\nmore\n");
+    // A squash captures everything; so does an engine that keeps no records.
+    let s = commit(
+        &engine,
+        CommitRequest {
+            incremental: true,
+            squash: Some(Squash::New),
+            ..request("big", Some("docker.io/library/lineage-big:squashed"))
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(&s.incremental, Incremental::Plain(why) if why.contains("squash")),
+        "{:?}",
+        s.incremental
+    );
+    let n = commit_incremental(
+        &lab.fast,
+        "big",
+        "docker.io/library/lineage-big:norec",
+        true,
+    )
+    .await;
+    assert!(
+        matches!(&n.incremental, Incremental::Plain(why) if why.contains("no records")),
+        "{:?}",
+        n.incremental
+    );
 }

@@ -141,6 +141,7 @@ fn engine_status(e: &EngineError) -> StatusCode {
         | EngineError::Malformed(_)
         | EngineError::Registry(_)
         | EngineError::Task { .. }
+        | EngineError::Incremental(_)
         | EngineError::Failpoint(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -235,6 +235,7 @@ fn record_activity(api: &Api) {
         capture: commit_engine::CapturePath::Overlay,
         squash: commit_engine::Squash::No,
         depth: 1,
+        incremental: commit_engine::Incremental::NotAsked,
         excluded: 0,
         paused: std::time::Duration::from_millis(3),
         capture_work: commit_engine::CaptureWork::default(),

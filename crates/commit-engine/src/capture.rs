@@ -123,6 +123,18 @@ pub struct Precopy {
     pub bytes: u64,
 }
 
+impl Precopy {
+    /// Whether the running copy does not prove an entry settled as `st`
+    /// shows it: not copied, changed within a clock tick of being looked
+    /// at, hot (dirty pages), a hard link, or changed since.
+    pub(crate) fn unsettled(&self, path: &[u8], st: &rfs::Stat) -> bool {
+        match self.seen.get(path) {
+            Some(s) => s.racy || s.id != Identity::of(st),
+            None => true,
+        }
+    }
+}
+
 /// An entry as the running copy saw it: the stat its copy was made from
 /// (for a hard link, the first path's) and the copy's inode.
 #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::Container;
@@ -18,6 +19,7 @@ use crate::diff::{self, Layer};
 use crate::error::{Error, Result};
 use crate::filter::{Filter, Pattern};
 use crate::images::{self, Resolved};
+use crate::incremental;
 use crate::keyed::Key;
 use crate::layer;
 use crate::lease::Lease;
@@ -61,6 +63,22 @@ pub struct CommitRequest {
     pub timestamp: Option<i64>,
     /// Globs on container paths left out of the layer and the snapshot.
     pub exclude: Vec<String>,
+    /// Only what changed since this daemon's last commit of the container,
+    /// on that commit's image (see `incremental`); a plain commit when that
+    /// cannot be, and the answer says why. Either way the capture is
+    /// remembered for the next one.
+    pub incremental: bool,
+}
+
+/// What `incremental=1` made of a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incremental {
+    /// Not asked for.
+    NotAsked,
+    /// Only what changed, on the previous commit's image (its ID).
+    On(String),
+    /// A plain commit, and why.
+    Plain(String),
 }
 
 /// How the layer was captured.
@@ -97,6 +115,8 @@ pub struct Committed {
     pub squash: Squash,
     /// The new image's layers.
     pub depth: usize,
+    /// What `incremental=1` made of it.
+    pub incremental: Incremental,
     /// Entries `exclude` left out (a directory once, with its contents).
     pub excluded: u64,
     /// How long the container was paused (zero if it was not).
@@ -151,6 +171,9 @@ struct Captured {
     paused: Duration,
     work: CaptureWork,
     fill: Fill,
+    /// What to remember for the next incremental commit: the container's
+    /// upper directory and its entries as captured.
+    record: Option<(std::path::PathBuf, HashMap<Vec<u8>, incremental::Mark>)>,
 }
 
 enum Fill {
@@ -191,6 +214,10 @@ struct Source<'s> {
     fold: usize,
     /// Excludes and timestamp.
     filter: std::sync::Arc<Filter>,
+    /// An incremental commit: what the previous one captured.
+    since: Option<Arc<incremental::Record>>,
+    /// Remember what is captured, for the next incremental commit.
+    record: bool,
 }
 
 impl Committer<'_> {
@@ -270,6 +297,92 @@ impl Committer<'_> {
         )))
     }
 
+    /// The container's previous commit and its image, when an incremental
+    /// commit can stand on them; else why not (a plain commit then).
+    async fn previous(
+        &self,
+        sn: &Snapshots<'_>,
+        ct: &Container,
+        info: &snapshot::Info,
+        squash: Option<Squash>,
+        base: Option<&Base>,
+    ) -> Result<std::result::Result<(Arc<incremental::Record>, Resolved), String>> {
+        let c = self.c;
+        if !self.cfg.records.is_kept() {
+            return Ok(Err(
+                "this daemon keeps no records (no state directory)".into()
+            ));
+        }
+        if !self.cfg.fast_path || !snapshot::is_active(info) {
+            return Ok(Err(
+                "an incremental commit needs the overlay fast path".into()
+            ));
+        }
+        if squash.unwrap_or(self.cfg.squash) != Squash::No {
+            return Ok(Err(
+                "a squash folds the lineage's layers: the commit captures everything".into(),
+            ));
+        }
+        let Some(rec) = self.cfg.records.load(c.namespace(), &ct.id) else {
+            return Ok(Err(
+                "the container was not committed with incremental=1 by this daemon before".into(),
+            ));
+        };
+        let upper = match overlay::dirs(&sn.mounts(&ct.snapshot_key).await?) {
+            Ok(d) => d.upper,
+            Err(why) => return Ok(Err(format!("the overlay fast path cannot read it: {why}"))),
+        };
+        if rec.base != record_base(&info.parent, &upper) {
+            return Ok(Err(
+                "the container's filesystem is not the one last committed".into(),
+            ));
+        }
+        let gone = || {
+            Ok(Err(format!(
+                "the previous image {} no longer exists",
+                rec.image
+            )))
+        };
+        let platform = ct
+            .labels
+            .get(container::PLATFORM_LABEL)
+            .and_then(|p| parse_platform(p))
+            .unwrap_or_else(image::host_platform);
+        let mut prev = None;
+        for img in images::list(c, vec![format!("target.digest=={}", rec.manifest)]).await? {
+            match images::resolve(c, &img, &platform).await {
+                Ok(r) if r.manifest.config.digest == rec.image => {
+                    prev = Some(r);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(prev) = prev else {
+            return gone();
+        };
+        if let Some(chain) = image::chain_id(&prev.config.rootfs.diff_ids) {
+            if !sn.exists(&chain).await? {
+                return gone();
+            }
+        }
+        // One more layer on the previous image: the depth guard's say.
+        if let Err(e) = self
+            .depth_guard(
+                sn,
+                ct,
+                info,
+                Some(Squash::No),
+                prev.manifest.layers.len(),
+                base,
+            )
+            .await
+        {
+            return Ok(Err(format!("one more layer is too many: {e}")));
+        }
+        Ok(Ok((Arc::new(rec), prev)))
+    }
+
     #[instrument(skip_all, fields(container = %req.container))]
     pub async fn commit(&self, req: CommitRequest) -> Result<Committed> {
         let started = Instant::now();
@@ -302,17 +415,6 @@ impl Committer<'_> {
         let filter = std::sync::Arc::new(Filter::new(excludes, req.timestamp));
         let lineage_base = parent.as_ref().map(|p| Base::of(p, &ct.image));
         let parent_layers = parent.as_ref().map_or(0, |p| p.manifest.layers.len());
-        let squash = self
-            .depth_guard(
-                &sn,
-                &ct,
-                &info,
-                req.squash,
-                parent_layers,
-                lineage_base.as_ref(),
-            )
-            .await?;
-        let kept = lineage::kept_layers(squash, parent.as_ref(), lineage_base.as_ref());
         let parent_diff_ids = parent
             .as_ref()
             .map(|p| p.config.rootfs.diff_ids.clone())
@@ -325,7 +427,6 @@ impl Committer<'_> {
                 parent_diff_ids.len()
             )));
         }
-
         // The caller's config first: a bad one costs nothing. Docker
         // starts from the container's config; containerd keeps its
         // run-time part in the OCI spec and labels.
@@ -345,44 +446,117 @@ impl Committer<'_> {
         let codec = self
             .cfg
             .codec(req.compression.unwrap_or(self.cfg.compression));
-        let src = Source {
-            ct: &ct,
-            sn: &sn,
-            info: &info,
-            diff_parent: if parent.is_some() && kept == parent_layers {
-                info.parent.clone()
-            } else {
-                image::chain_id(&parent_diff_ids[..kept]).unwrap_or_default()
-            },
-            pause: req.pause,
-            kept,
-            fold: parent_layers - kept,
-            filter: filter.clone(),
-        };
-        // A squash=all image is its own base; otherwise the lineage's.
-        let lineage_base = match squash {
-            Squash::All => None,
-            _ => lineage_base,
-        };
 
-        let lease = Lease::create(c, self.cfg.lease_expiry).await?;
-        let result = self
-            .commit_leased(
-                &lease,
-                &src,
-                parent,
-                run_config,
-                &created_by,
-                &req.image_name,
-                &req.author,
-                &req.comment,
-                codec,
-                lineage_base.as_ref(),
-                req.timestamp,
-            )
-            .await;
-        lease.release().await;
-        let (image_id, manifest, image_name, captured, phases, depth) = result?;
+        // An incremental commit stands on the container's previous image.
+        let mut outcome = Incremental::NotAsked;
+        let mut since = None;
+        if req.incremental {
+            match self
+                .previous(&sn, &ct, &info, req.squash, lineage_base.as_ref())
+                .await?
+            {
+                Ok(prev) => since = Some(prev),
+                Err(why) => {
+                    info!(container = %ct.id, %why, "a plain commit, not an incremental one");
+                    outcome = Incremental::Plain(why);
+                }
+            }
+        }
+
+        let record = req.incremental && self.cfg.records.is_kept();
+
+        let (result, squash) = loop {
+            let (squash, kept, layers_parent, diff_parent, prev) = match since.take() {
+                Some((prev_record, prev)) => {
+                    let diff_parent =
+                        image::chain_id(&prev.config.rootfs.diff_ids).unwrap_or_default();
+                    let kept = prev.manifest.layers.len();
+                    (Squash::No, kept, Some(prev), diff_parent, Some(prev_record))
+                }
+                None => {
+                    let squash = self
+                        .depth_guard(
+                            &sn,
+                            &ct,
+                            &info,
+                            req.squash,
+                            parent_layers,
+                            lineage_base.as_ref(),
+                        )
+                        .await?;
+                    let kept = lineage::kept_layers(squash, parent.as_ref(), lineage_base.as_ref());
+                    let diff_parent = if parent.is_some() && kept == parent_layers {
+                        info.parent.clone()
+                    } else {
+                        image::chain_id(&parent_diff_ids[..kept]).unwrap_or_default()
+                    };
+                    (squash, kept, parent.clone(), diff_parent, None)
+                }
+            };
+            let src = Source {
+                ct: &ct,
+                sn: &sn,
+                info: &info,
+                diff_parent,
+                pause: req.pause,
+                kept,
+                fold: match prev {
+                    Some(_) => 0,
+                    None => parent_layers - kept,
+                },
+                filter: filter.clone(),
+                since: prev.clone(),
+                record,
+            };
+            // A squash=all image is its own base; otherwise the lineage's.
+            let lineage_base = match squash {
+                Squash::All => None,
+                _ => lineage_base.clone(),
+            };
+            let lease = Lease::create(c, self.cfg.lease_expiry).await?;
+            let result = self
+                .commit_leased(
+                    &lease,
+                    &src,
+                    layers_parent,
+                    run_config.clone(),
+                    &created_by,
+                    &req.image_name,
+                    &req.author,
+                    &req.comment,
+                    codec,
+                    lineage_base.as_ref(),
+                    req.timestamp,
+                )
+                .await;
+            lease.release().await;
+            match (result, prev) {
+                (Err(Error::Incremental(why)), Some(_)) => {
+                    info!(container = %ct.id, %why, "a plain commit, not an incremental one");
+                    outcome = Incremental::Plain(why);
+                }
+                (result, prev) => {
+                    if let (Ok(_), Some(prev)) = (&result, prev) {
+                        outcome = Incremental::On(prev.image.clone());
+                    }
+                    break (result, squash);
+                }
+            }
+        };
+        let (image_id, manifest, image_name, mut captured, phases, depth) = result?;
+        if let Some((upper, entries)) = captured.record.take() {
+            let rec = incremental::Record {
+                image: image_id.clone(),
+                manifest: manifest.digest.clone(),
+                base: record_base(&info.parent, &upper),
+                entries,
+            };
+            let records = &self.cfg.records;
+            if let Err(e) = records.save(c.namespace(), &ct.id, &rec) {
+                warn!(container = %ct.id, cause = %e, "not remembered for the next incremental commit");
+                records.forget(c.namespace(), &ct.id);
+            }
+        }
         let committed = Committed {
             image_id,
             manifest,
@@ -396,6 +570,7 @@ impl Committer<'_> {
             capture: captured.path,
             squash,
             depth,
+            incremental: outcome,
             excluded: filter.excluded(),
             paused: captured.paused,
             capture_work: captured.work,
@@ -612,15 +787,26 @@ impl Committer<'_> {
         src: &Source<'_>,
         codec: crate::layer::Codec,
     ) -> Result<Captured> {
-        let parentless_or_same = src.diff_parent == src.info.parent || src.fold > 0;
+        let parentless_or_same =
+            src.diff_parent == src.info.parent || src.fold > 0 || src.since.is_some();
         if self.cfg.fast_path && snapshot::is_active(src.info) && parentless_or_same {
             match self.capture_overlay(lease, src, codec).await {
                 Ok(captured) => return Ok(captured),
+                Err(FastPath::Unsupported(why)) if src.since.is_some() => {
+                    return Err(Error::Incremental(format!(
+                        "the overlay fast path cannot read this container: {why}"
+                    )));
+                }
                 Err(FastPath::Unsupported(why)) => {
                     debug!(container = %src.ct.id, %why, "overlay fast path not usable; using the diff service");
                 }
                 Err(FastPath::Failed(e)) => return Err(e),
             }
+        }
+        if src.since.is_some() {
+            return Err(Error::Incremental(
+                "it needs commitd's overlay fast path".into(),
+            ));
         }
         if !src.filter.is_noop() {
             return Err(Error::InvalidArgument(
@@ -718,7 +904,9 @@ impl Committer<'_> {
         }
         // An empty upper directory is a consistent capture by itself: no
         // pause, no snapshot to prepare (unless layers below are folded).
+        let tracked = src.since.is_some() || src.record;
         if src.fold == 0
+            && !tracked
             && std::fs::read_dir(&from.upper)
                 .map(|mut d| d.next().is_none())
                 .unwrap_or(false)
@@ -731,6 +919,7 @@ impl Committer<'_> {
                 paused: Duration::ZERO,
                 work: CaptureWork::default(),
                 fill: Fill::Nothing,
+                record: None,
             });
         }
         let key = format!("{}-{}-commit", snapshot::UNPACK_PREFIX, crate::unique());
@@ -746,6 +935,12 @@ impl Committer<'_> {
                     "{} is not a fresh snapshot here",
                     to.upper.display()
                 )));
+            }
+            if src.since.is_some() && to.layout.private_prefix().is_none() {
+                return Err(Error::Incremental(
+                    "the snapshotter's directories cannot hold whiteouts".into(),
+                )
+                .into());
             }
             self.check_cancel("before capture")?;
             let opts = capture::CopyOptions {
@@ -767,18 +962,37 @@ impl Committer<'_> {
                 _ => Some(squash::Merge::new(&to.upper, to.layout).map_err(copy_failed)?),
             };
             let filter = src.filter.clone();
+            let since = src.since.clone();
             let (running, merge) = tokio::task::spawn_blocking(move || {
                 let stubs = stubs::in_upper(&spec, &source, &lower, layout);
                 let mine = squash::Both(&stubs, &*filter);
-                let copied = match &merge {
-                    None => capture::copy_running_parallel(&source, &target, opts, &mine),
-                    Some(m) => capture::copy_running(
-                        &source,
-                        &target,
-                        opts,
-                        &squash::Both(&mine, &m.top()),
-                    ),
+                if !tracked && merge.is_none() {
+                    let copied = capture::copy_running_parallel(&source, &target, opts, &mine);
+                    return (copied, merge);
+                }
+                let nothing = HashMap::new();
+                let inc = incremental::Since::new(
+                    since.as_deref().map_or(&nothing, |r| &r.entries),
+                    None,
+                );
+                let top = merge.as_ref().map(|m| m.top());
+                let with_top;
+                let policy: &dyn crate::walk::Policy = match &top {
+                    Some(t) => {
+                        with_top = squash::Both(&mine, t);
+                        &with_top
+                    }
+                    None => &mine,
                 };
+                let with_since;
+                let policy: &dyn crate::walk::Policy = match tracked {
+                    true => {
+                        with_since = squash::Both(policy, &inc);
+                        &with_since
+                    }
+                    false => policy,
+                };
+                let copied = capture::copy_running(&source, &target, opts, policy);
                 (copied, merge)
             })
             .await
@@ -803,29 +1017,84 @@ impl Committer<'_> {
             let (source, target) = (from.upper.clone(), to.upper.clone());
             let (spec, lower, layout) = (spec_of(src.ct), from.lower.clone(), from.layout);
             let filter = src.filter.clone();
+            let since = src.since.clone();
             let (copied, paused) = self
                 .while_paused(src, async {
                     tokio::task::spawn_blocking(move || {
                         // Read while paused: what the rule sees is what is copied.
                         let stubs = stubs::in_upper(&spec, &source, &lower, layout);
                         let mine = squash::Both(&stubs, &*filter);
-                        let copied = match &merge {
-                            None => capture::copy_paused(&source, &target, opts, &mine, &pre),
-                            Some(m) => capture::copy_paused(
-                                &source,
-                                &target,
-                                opts,
-                                &squash::Both(&mine, &m.top()),
-                                &pre,
-                            ),
+                        let nothing = HashMap::new();
+                        let inc = incremental::Since::new(
+                            since.as_deref().map_or(&nothing, |r| &r.entries),
+                            Some(&pre),
+                        );
+                        let top = merge.as_ref().map(|m| m.top());
+                        let with_top;
+                        let policy: &dyn crate::walk::Policy = match &top {
+                            Some(t) => {
+                                with_top = squash::Both(&mine, t);
+                                &with_top
+                            }
+                            None => &mine,
                         };
-                        (copied.map(|(copied, work)| (copied, work, stubs)), merge)
+                        let with_since;
+                        let policy: &dyn crate::walk::Policy = match tracked {
+                            true => {
+                                with_since = squash::Both(policy, &inc);
+                                &with_since
+                            }
+                            false => policy,
+                        };
+                        let copied = capture::copy_paused(&source, &target, opts, policy, &pre);
+                        let seen = tracked.then(|| inc.into_seen());
+                        (
+                            copied.map(|(copied, work)| (copied, work, stubs, seen)),
+                            merge,
+                        )
                     })
                     .await
                 })
                 .await?;
             let (copied, merge) = copied.map_err(Error::task("capture task"))?;
-            let (mut copied, work, stubs) = copied.map_err(copy_failed)?;
+            let (mut copied, work, stubs, seen) = copied.map_err(copy_failed)?;
+            let seen = match (&src.since, seen) {
+                (Some(prev), Some(seen)) => {
+                    // Whiteouts for what is gone since, and the directories
+                    // only walked through: no pause, the copy is ours.
+                    self.check_cancel("before finishing the incremental layer")?;
+                    let (prev, target, lowers, layout) = (
+                        prev.clone(),
+                        to.upper.clone(),
+                        from.lower.clone(),
+                        to.layout,
+                    );
+                    let (finished, seen) = tokio::task::spawn_blocking(move || {
+                        let r = incremental::finish(&target, layout, &lowers, &prev.entries, &seen);
+                        (r, seen)
+                    })
+                    .await
+                    .map_err(Error::task("incremental task"))?;
+                    match finished {
+                        Ok(()) => {}
+                        Err(incremental::Finish::Plain(why)) => {
+                            return Err(Error::Incremental(why).into());
+                        }
+                        Err(incremental::Finish::Io(e)) => {
+                            return Err(Error::io("writing the incremental layer", e).into());
+                        }
+                    }
+                    if std::fs::read_dir(&to.upper)
+                        .map(|mut d| d.next().is_none())
+                        .unwrap_or(false)
+                    {
+                        copied.entries = 0;
+                    }
+                    Some(seen)
+                }
+                (_, seen) => seen,
+            };
+            let record = seen.map(|s| (from.upper.clone(), s.next));
             if let Some(merge) = merge {
                 // Committed snapshots: nothing changes them, no pause.
                 self.check_cancel("before squashing")?;
@@ -863,6 +1132,7 @@ impl Committer<'_> {
                     paused,
                     work,
                     fill: Fill::Nothing,
+                    record,
                 });
             }
             self.check_cancel("before writing the layer")?;
@@ -887,6 +1157,7 @@ impl Committer<'_> {
                 paused,
                 work,
                 fill: Fill::Prepared(key.clone()),
+                record,
             })
         }
         .await;
@@ -937,6 +1208,7 @@ impl Committer<'_> {
                 paused,
                 work: CaptureWork::default(),
                 fill: Fill::Nothing,
+                record: None,
             });
         }
         let uncompressed = tar.descriptor.clone();
@@ -980,6 +1252,7 @@ impl Committer<'_> {
             paused,
             work: CaptureWork::default(),
             fill: Fill::Apply(uncompressed),
+            record: None,
         })
     }
 }
@@ -1171,6 +1444,12 @@ async fn load_parent(
         "{} (the image of container {}, whose layers are no longer in any image)",
         ct.image, ct.id
     )))
+}
+
+/// What a record is of: the container's snapshot parent and upper
+/// directory (a new container of the same name has another).
+fn record_base(parent: &str, upper: &std::path::Path) -> String {
+    format!("{parent}\n{}", upper.display())
 }
 
 fn parse_platform(s: &str) -> Option<image::Platform> {

@@ -69,6 +69,11 @@ pub enum Error {
     #[error("the container's changes cannot be put in a layer: {0}")]
     Unrepresentable(String),
 
+    /// An incremental commit cannot be made (the engine then makes a plain
+    /// one: this never leaves it).
+    #[error("not an incremental commit: {0}")]
+    Incremental(String),
+
     /// Data from containerd did not have the expected shape.
     #[error("{0}")]
     Malformed(String),

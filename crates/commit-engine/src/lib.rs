@@ -44,6 +44,7 @@ pub mod failpoint;
 mod filter;
 mod images;
 mod import;
+mod incremental;
 mod ingest;
 mod keyed;
 mod layer;
@@ -75,7 +76,7 @@ pub use crate::capture::CaptureWork;
 pub use crate::catalog::{Image, ImageIndex, ImageOf, ImageRecord, ImageStore};
 pub use crate::changes::{Change, ChangeKind};
 pub use crate::client::Containerd;
-pub use crate::commit::{CapturePath, CommitRequest, Committed, Phases};
+pub use crate::commit::{CapturePath, CommitRequest, Committed, Incremental, Phases};
 pub use crate::container::{ContainerRecord, Containers};
 pub use crate::content::Blobs;
 pub use crate::error::{Error, Kind, Result};
@@ -83,6 +84,7 @@ pub use crate::export::Exported;
 pub use crate::filter::Pattern as ExcludePattern;
 pub use crate::images::{Footing, Resolved};
 pub use crate::import::{ImportRequest, Imported};
+pub use crate::incremental::Records;
 pub use crate::lineage::{BASE_DIGEST, BASE_LAYERS, BASE_NAME, Squash};
 pub use crate::load::{LoadProgress, Loaded};
 pub use crate::pipeline::PushTarget;
@@ -172,6 +174,9 @@ pub struct EngineConfig {
     /// A Docker-style `config.json` whose credentials push and save use to
     /// read blobs from their source registries (None: anonymous).
     pub source_credentials: Option<std::path::PathBuf>,
+    /// Where commits remember what they captured of each container, for
+    /// `incremental=1` (none: every commit is a plain one).
+    pub records: Records,
 }
 
 impl Default for EngineConfig {
@@ -191,6 +196,7 @@ impl Default for EngineConfig {
             auto_squash: false,
             exclude: Vec::new(),
             source_credentials: None,
+            records: Records::default(),
         }
     }
 }

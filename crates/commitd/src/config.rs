@@ -337,6 +337,7 @@ impl Config {
             source_credentials: Some(self.registry.source_credentials.clone())
                 .filter(|p| !p.as_os_str().is_empty()),
             journal: commit_engine::PauseJournal::new(Some(self.state_dir())),
+            records: commit_engine::Records::new(Some(self.state_dir().join("incremental"))),
         }
     }
 }

@@ -70,6 +70,10 @@ pub(crate) async fn commit(
             insecure_registries: api.options().insecure_registries.clone(),
         }),
     };
+    let incremental = match q.get("incremental") {
+        "" => false,
+        v => bool_value(v),
+    };
     let changes = Changes::new(q.all("changes"));
     if changes.len() > api.limits().max_changes {
         return Err(ApiError::InvalidRequest(format!(
@@ -90,6 +94,7 @@ pub(crate) async fn commit(
         squash,
         timestamp,
         exclude,
+        incremental,
     };
 
     // The commit runs as its own task: a client hanging up does not stop it
@@ -152,6 +157,7 @@ pub(crate) async fn commit(
         &IdResponse {
             id: committed.image_id,
             excluded: (asked_exclude || committed.excluded > 0).then_some(committed.excluded),
+            incremental: views::commit::IncrementalView::of(&committed.incremental),
         },
     ))
 }

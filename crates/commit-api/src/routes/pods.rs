@@ -61,6 +61,7 @@ pub(crate) async fn commit(
                         squash: None,
                         timestamp: None,
                         exclude: Vec::new(),
+                        incremental: false,
                     },
                     api.abort_token(),
                 )
