@@ -609,6 +609,9 @@ async fn incremental_commits_hold_only_what_changed_or_say_why_not() {
         "big",
         "mkdir /big && busybox dd if=/dev/urandom of=/big/blob bs=1M count=32 2>/dev/null && sync",
     );
+    // Older than a clock tick when the commit looks (what changed just
+    // before a commit is taken again by the next one).
+    std::thread::sleep(std::time::Duration::from_millis(200));
     // Never committed: a plain commit, which says so.
     let c0 = commit_incremental(&engine, "big", "docker.io/library/lineage-big:0", true).await;
     assert!(
