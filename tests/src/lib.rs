@@ -80,13 +80,7 @@ impl World {
     /// Asks containerd to collect garbage now: deleting a lease with `--sync`
     /// runs the collector and waits for it.
     pub fn collect_garbage(&self) {
-        let id = format!("gc-trigger-{}", unique_namespace("x"));
-        self.ctr
-            .run(&["leases", "create", "--id", &id])
-            .expect("lease for GC");
-        self.ctr
-            .run(&["leases", "delete", "--sync", &id])
-            .expect("GC");
+        self.ctr.collect_garbage().expect("GC");
     }
 
     /// Nothing a commit makes temporarily is left: no lease, no view, no

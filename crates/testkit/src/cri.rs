@@ -316,15 +316,7 @@ impl CriNode {
     /// Runs containerd's garbage collector now and waits for it (deleting a lease
     /// with `--sync` does that).
     pub fn collect_garbage(&self) -> Result<()> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let lease = format!(
-            "commitd-testkit-gc-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let ctr = self.ctr();
-        ctr.run(&["leases", "create", "--id", &lease])?;
-        ctr.run(&["leases", "delete", "--sync", &lease]).map(drop)
+        self.ctr().collect_garbage()
     }
 
     /// [`pull`](Self::pull) with an image pull secret's credentials, as kubelet

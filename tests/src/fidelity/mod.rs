@@ -102,10 +102,7 @@ impl Drop for Lab {
         let _ = self.other.remove_all();
         // Collect what the imports unpacked now (a deleted lease with
         // --sync runs the collector), not when the process ends.
-        let id = unique_namespace("gc");
-        if self.other.run(&["leases", "create", "--id", &id]).is_ok() {
-            let _ = self.other.run(&["leases", "delete", "--sync", &id]);
-        }
+        let _ = self.other.collect_garbage();
     }
 }
 
