@@ -6,7 +6,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use commit_engine::{Error as EngineError, Kind};
+use commit_engine::{Error as EngineError, Kind, LoadError};
 use docker_format::{body, changes, filters, ports, reference, registry, time};
 use tracing::error;
 
@@ -122,6 +122,27 @@ fn engine_status(e: &EngineError) -> StatusCode {
         EngineError::ContainerNotFound(_) | EngineError::ImageNotFound(_) => StatusCode::NOT_FOUND,
         EngineError::AmbiguousContainer { .. }
         | EngineError::InvalidArgument(_)
+        | EngineError::Load(
+            LoadError::Reference { .. }
+            | LoadError::NoImage
+            | LoadError::TooLarge { .. }
+            | LoadError::File { .. }
+            | LoadError::Digest { .. }
+            | LoadError::Unreadable(_)
+            | LoadError::OciLayout(_)
+            | LoadError::OciVersion(_)
+            | LoadError::MissingIndex
+            | LoadError::Index(_)
+            | LoadError::UnrecognizedFormat
+            | LoadError::ManifestJson(_)
+            | LoadError::ConfigNotFound(_)
+            | LoadError::LayerNotFound(_)
+            | LoadError::DiffIds { .. }
+            | LoadError::NotJson { .. }
+            | LoadError::BadIndex { .. }
+            | LoadError::BadManifest { .. }
+            | LoadError::MissingContent(_),
+        )
         | EngineError::Changes(_)
         | EngineError::Unrepresentable(_) => StatusCode::BAD_REQUEST,
         EngineError::Conflict(_) => StatusCode::CONFLICT,

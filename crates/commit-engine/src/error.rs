@@ -92,6 +92,10 @@ pub enum Error {
     #[error("failpoint {0} hit")]
     Failpoint(&'static str),
 
+    /// An archive `docker load` cannot load.
+    #[error(transparent)]
+    Load(#[from] crate::load::LoadError),
+
     /// A registry could not be reached or set up for a push.
     #[error("{0}")]
     Registry(String),

@@ -156,9 +156,11 @@ impl Ingest {
         );
         if let Some(want) = expected {
             if want != digest {
-                return Err(Error::InvalidArgument(format!(
-                    "unexpected commit digest {digest}, expected {want}: failed precondition"
-                )));
+                return Err(crate::load::LoadError::Digest {
+                    digest,
+                    expected: want.to_string(),
+                }
+                .into());
             }
         }
         let size = self.offset;

@@ -86,7 +86,7 @@ pub use crate::images::{Footing, Resolved};
 pub use crate::import::{ImportRequest, Imported};
 pub use crate::incremental::Records;
 pub use crate::lineage::{BASE_DIGEST, BASE_LAYERS, BASE_NAME, Squash};
-pub use crate::load::{LoadProgress, Loaded};
+pub use crate::load::{LoadError, LoadProgress, Loaded};
 pub use crate::pipeline::PushTarget;
 pub use crate::prune::{Pruned, PrunedImage};
 pub use crate::push::{PushEvent, PushRequest, Sent};

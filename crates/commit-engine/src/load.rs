@@ -212,6 +212,71 @@ impl Files {
     }
 }
 
+/// Why an archive does not load: what `docker load` answers a client
+/// with (each a 400, as Docker's).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("normalize image ref {name:?}: {reason}")]
+    Reference { name: String, reason: String },
+    #[error("the archive holds no image")]
+    NoImage,
+    #[error("{path} in the archive is larger than {limit} bytes")]
+    TooLarge { path: String, limit: usize },
+    /// A file of the archive that did not load (its content is not what
+    /// its name says).
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: Box<LoadError>,
+    },
+    /// A blob whose digest is not the one its name promised.
+    #[error("unexpected commit digest {digest}, expected {expected}: failed precondition")]
+    Digest { digest: String, expected: String },
+    #[error("the archive cannot be read: {0}")]
+    Unreadable(#[source] io::Error),
+    #[error("untar oci layout \"oci-layout\": {0}")]
+    OciLayout(#[source] serde_json::Error),
+    #[error("unsupported OCI version {0}")]
+    OciVersion(String),
+    #[error("missing index.json in OCI layout 1.0.0")]
+    MissingIndex,
+    #[error("index.json of the archive: {0}")]
+    Index(#[source] serde_json::Error),
+    #[error("unrecognized image format")]
+    UnrecognizedFormat,
+    #[error("untar manifest \"manifest.json\": {0}")]
+    ManifestJson(#[source] serde_json::Error),
+    #[error("image config {0:?} not found")]
+    ConfigNotFound(String),
+    #[error("layer {0:?} not found")]
+    LayerNotFound(String),
+    #[error("image config {config} lists {diff_ids} diff IDs for {layers} layers")]
+    DiffIds {
+        config: String,
+        diff_ids: usize,
+        layers: usize,
+    },
+    #[error("{digest} ({media_type}) is not JSON: {source}")]
+    NotJson {
+        digest: String,
+        media_type: String,
+        source: serde_json::Error,
+    },
+    #[error("index {digest}: {source}")]
+    BadIndex {
+        digest: String,
+        source: serde_json::Error,
+    },
+    #[error("manifest {digest}: {source}")]
+    BadManifest {
+        digest: String,
+        source: serde_json::Error,
+    },
+    #[error("content digest {0}: not found (the archive does not hold it)")]
+    MissingContent(String),
+}
+
 /// One image record to write.
 struct Named {
     /// `None`: the archive does not name it.
@@ -222,8 +287,10 @@ struct Named {
 /// `ParseDockerRef`: a normalized reference, tagged `latest` when it has
 /// neither tag nor digest (a digest wins over a tag).
 fn docker_ref(s: &str) -> Result<String> {
-    let mut n = parse_normalized_named(s)
-        .map_err(|e| Error::InvalidArgument(format!("normalize image ref {s:?}: {e}")))?;
+    let mut n = parse_normalized_named(s).map_err(|e| LoadError::Reference {
+        name: s.to_string(),
+        reason: e.to_string(),
+    })?;
     if n.digest.is_some() {
         n.tag = None;
     } else if n.tag.is_none() {
@@ -283,7 +350,7 @@ impl Loader<'_> {
         let files = self.ingest(lease, archive, progress).await?;
         let named = self.images_of(lease, &files).await?;
         if named.is_empty() {
-            return Err(Error::InvalidArgument("the archive holds no image".into()));
+            return Err(LoadError::NoImage.into());
         }
         // Everything each image needs, before any name is written.
         let host = host_platform();
@@ -408,9 +475,11 @@ impl Loader<'_> {
                         };
                         if let Some(k) = keep {
                             if k.len() + data.len() > JSON_LIMIT {
-                                return Err(Error::InvalidArgument(format!(
-                                    "{path} in the archive is larger than {JSON_LIMIT} bytes"
-                                )));
+                                return Err(LoadError::TooLarge {
+                                    path: path.clone(),
+                                    limit: JSON_LIMIT,
+                                }
+                                .into());
                             }
                             k.extend_from_slice(&data);
                         }
@@ -445,9 +514,11 @@ impl Loader<'_> {
                                 .commit(expected.as_deref(), HashMap::new())
                                 .await
                                 .map_err(|e| match e {
-                                    Error::InvalidArgument(m) => {
-                                        Error::InvalidArgument(format!("{path}: {m}"))
+                                    Error::Load(e @ LoadError::Digest { .. }) => LoadError::File {
+                                        path: path.clone(),
+                                        source: Box::new(e),
                                     }
+                                    .into(),
                                     other => other,
                                 })?;
                             files.stored.insert(path, stored);
@@ -457,9 +528,7 @@ impl Loader<'_> {
                         files.links.insert(path, target);
                     }
                     Msg::Failed(e) => {
-                        return Err(Error::InvalidArgument(format!(
-                            "the archive cannot be read: {e}"
-                        )));
+                        return Err(LoadError::Unreadable(e).into());
                     }
                 }
             }
@@ -486,22 +555,16 @@ impl Loader<'_> {
                 #[serde(rename = "imageLayoutVersion", default)]
                 version: String,
             }
-            let l: Layout = serde_json::from_slice(layout).map_err(|e| {
-                Error::InvalidArgument(format!("untar oci layout \"oci-layout\": {e}"))
-            })?;
+            let l: Layout = serde_json::from_slice(layout).map_err(LoadError::OciLayout)?;
             if !l.version.is_empty() {
                 if l.version != "1.0.0" {
-                    return Err(Error::InvalidArgument(format!(
-                        "unsupported OCI version {}",
-                        l.version
-                    )));
+                    return Err(LoadError::OciVersion(l.version).into());
                 }
-                let index = files.metadata.get("index.json").ok_or_else(|| {
-                    Error::InvalidArgument("missing index.json in OCI layout 1.0.0".into())
-                })?;
-                let index: Index = serde_json::from_slice(index).map_err(|e| {
-                    Error::InvalidArgument(format!("index.json of the archive: {e}"))
-                })?;
+                let index = files
+                    .metadata
+                    .get("index.json")
+                    .ok_or(LoadError::MissingIndex)?;
+                let index: Index = serde_json::from_slice(index).map_err(LoadError::Index)?;
                 return Ok(index
                     .manifests
                     .into_iter()
@@ -516,7 +579,7 @@ impl Loader<'_> {
             }
         }
         let Some(manifests) = files.metadata.get("manifest.json") else {
-            return Err(Error::InvalidArgument("unrecognized image format".into()));
+            return Err(LoadError::UnrecognizedFormat.into());
         };
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "PascalCase")]
@@ -527,19 +590,18 @@ impl Loader<'_> {
             #[serde(default)]
             layers: Vec<String>,
         }
-        let entries: Vec<Entry> = serde_json::from_slice(manifests).map_err(|e| {
-            Error::InvalidArgument(format!("untar manifest \"manifest.json\": {e}"))
-        })?;
+        let entries: Vec<Entry> =
+            serde_json::from_slice(manifests).map_err(LoadError::ManifestJson)?;
         let mut out = Vec::new();
         for e in entries {
-            let config = files.get(&e.config).ok_or_else(|| {
-                Error::InvalidArgument(format!("image config {:?} not found", e.config))
-            })?;
+            let config = files
+                .get(&e.config)
+                .ok_or_else(|| LoadError::ConfigNotFound(e.config.clone()))?;
             let mut layers = Vec::new();
             for l in &e.layers {
                 let stored = files
                     .get(l)
-                    .ok_or_else(|| Error::InvalidArgument(format!("layer {l:?} not found")))?;
+                    .ok_or_else(|| LoadError::LayerNotFound(l.clone()))?;
                 layers.push(ManifestDescriptor {
                     media_type: layer_media_type(self.c, &stored.digest).await?,
                     digest: stored.digest.clone(),
@@ -598,12 +660,12 @@ impl Loader<'_> {
         let diff_ids = &r.config.rootfs.diff_ids;
         let layers = &r.manifest.layers;
         if diff_ids.len() != layers.len() {
-            return Err(Error::InvalidArgument(format!(
-                "image config {} lists {} diff IDs for {} layers",
-                r.manifest.config.digest,
-                diff_ids.len(),
-                layers.len()
-            )));
+            return Err(LoadError::DiffIds {
+                config: r.manifest.config.digest.clone(),
+                diff_ids: diff_ids.len(),
+                layers: layers.len(),
+            }
+            .into());
         }
         let sn = Snapshots::new(self.c, self.snapshotter);
         let mut parent = String::new();
@@ -705,13 +767,19 @@ async fn label_tree(c: &Containerd, top: &Descriptor) -> Result<()> {
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         };
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::InvalidArgument(format!("{} ({}) is not JSON: {e}", d.digest, d.media_type))
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|source| LoadError::NotJson {
+                digest: d.digest.clone(),
+                media_type: d.media_type.clone(),
+                source,
+            })?;
         let mut labels = HashMap::new();
         if value.get("manifests").is_some() {
-            let index: Index = serde_json::from_value(value)
-                .map_err(|e| Error::InvalidArgument(format!("index {}: {e}", d.digest)))?;
+            let index: Index =
+                serde_json::from_value(value).map_err(|source| LoadError::BadIndex {
+                    digest: d.digest.clone(),
+                    source,
+                })?;
             for (i, m) in index.manifests.iter().enumerate() {
                 labels.insert(
                     format!("containerd.io/gc.ref.content.m.{i}"),
@@ -720,8 +788,11 @@ async fn label_tree(c: &Containerd, top: &Descriptor) -> Result<()> {
                 todo.push(m.clone());
             }
         } else {
-            let m: Manifest = serde_json::from_value(value)
-                .map_err(|e| Error::InvalidArgument(format!("manifest {}: {e}", d.digest)))?;
+            let m: Manifest =
+                serde_json::from_value(value).map_err(|source| LoadError::BadManifest {
+                    digest: d.digest.clone(),
+                    source,
+                })?;
             labels.insert(
                 "containerd.io/gc.ref.content.config".to_string(),
                 m.config.digest.clone(),
@@ -740,10 +811,7 @@ async fn label_tree(c: &Containerd, top: &Descriptor) -> Result<()> {
 
 fn missing(d: &Descriptor, e: Error) -> Error {
     if e.is_not_found() {
-        Error::InvalidArgument(format!(
-            "content digest {}: not found (the archive does not hold it)",
-            d.digest
-        ))
+        LoadError::MissingContent(d.digest.clone()).into()
     } else {
         e
     }
@@ -765,6 +833,30 @@ fn to_proto(d: &Descriptor) -> containerd_client::types::Descriptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_errors_read_as_before() {
+        // Their texts are what clients saw as `InvalidArgument`s.
+        let e: Error = LoadError::File {
+            path: "blobs/sha256/ab".into(),
+            source: Box::new(LoadError::Digest {
+                digest: "sha256:cd".into(),
+                expected: "sha256:ab".into(),
+            }),
+        }
+        .into();
+        assert_eq!(
+            e.to_string(),
+            "blobs/sha256/ab: unexpected commit digest sha256:cd, expected sha256:ab: failed precondition"
+        );
+        let json = serde_json::from_slice::<Vec<u8>>(b"{").unwrap_err();
+        let text = format!("untar manifest \"manifest.json\": {json}");
+        assert_eq!(Error::from(LoadError::ManifestJson(json)).to_string(), text);
+        assert_eq!(
+            Error::from(LoadError::ConfigNotFound("c.json".into())).to_string(),
+            "image config \"c.json\" not found"
+        );
+    }
 
     #[test]
     fn archive_paths_are_cleaned() {
