@@ -30,7 +30,7 @@ pub fn quote(s: &str) -> String {
 /// Go's `strconv.IsPrint`, closely: letters, marks, numbers, punctuation,
 /// symbols and the ASCII space; not controls, other spaces, format
 /// characters, private use or noncharacters.
-pub fn is_print(c: char) -> bool {
+pub(crate) fn is_print(c: char) -> bool {
     let u = c as u32;
     if c == ' ' {
         return true;
@@ -54,7 +54,7 @@ pub enum IntError {
 }
 
 /// Go's `strconv.ParseInt(s, 10, bits)`: an optional sign, decimal digits.
-pub fn parse_int(s: &str, bits: u32) -> Result<i64, IntError> {
+pub(crate) fn parse_int(s: &str, bits: u32) -> Result<i64, IntError> {
     let (neg, digits) = match s.as_bytes().first() {
         Some(b'+') => (false, &s[1..]),
         Some(b'-') => (true, &s[1..]),
@@ -79,7 +79,7 @@ pub fn parse_int(s: &str, bits: u32) -> Result<i64, IntError> {
 }
 
 /// The text of Go's `*strconv.NumError` for `ParseInt`.
-pub fn parse_int_error(s: &str, e: IntError) -> String {
+pub(crate) fn parse_int_error(s: &str, e: IntError) -> String {
     let why = match e {
         IntError::Syntax => "invalid syntax",
         IntError::Range => "value out of range",

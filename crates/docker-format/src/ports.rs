@@ -18,7 +18,7 @@ pub enum PortError {
 
 /// moby's `parsePortSpec` for EXPOSE: `[ip:][hostPort:]port[-end][/proto]`
 /// gives `port/proto` for each port of the range.
-pub fn parse_port_spec(raw: &str) -> Result<Vec<String>, PortError> {
+pub(crate) fn parse_port_spec(raw: &str) -> Result<Vec<String>, PortError> {
     let parts: Vec<&str> = raw.split(':').collect();
     let container = parts[parts.len() - 1];
     let (port, proto) = match container.split_once('/') {

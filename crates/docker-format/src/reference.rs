@@ -254,19 +254,6 @@ impl ImageRef {
             or_id_prefix: is_hex(input).then(|| input.to_string()),
         })
     }
-
-    /// Whether an image ID (`sha256:…`) is the one this names by ID or
-    /// ID prefix (a name never matches here; the image store knows names).
-    pub fn matches_id(&self, id: &str) -> bool {
-        let hex = id.trim_start_matches("sha256:");
-        match self {
-            ImageRef::Id(want) => want == id,
-            ImageRef::IdPrefix(p) => hex.starts_with(p.trim_start_matches("sha256:")),
-            ImageRef::Name { or_id_prefix, .. } => {
-                or_id_prefix.as_deref().is_some_and(|p| hex.starts_with(p))
-            }
-        }
-    }
 }
 
 fn is_hex(s: &str) -> bool {

@@ -16,7 +16,7 @@ const NAMES: &[&str] = &[
 /// moby/sys/signal's `ParseSignal` (Linux): any non-zero integer Go's
 /// `strconv.Atoi` reads, or a name of `SignalMap` (with or without `SIG`,
 /// any case; `RTMIN+1`…`RTMIN+15`, `RTMAX-14`…`RTMAX-1`).
-pub fn parse_signal(raw: &str) -> Result<(), SignalError> {
+pub(crate) fn parse_signal(raw: &str) -> Result<(), SignalError> {
     let bad = || SignalError(raw.to_string());
     if let Ok(n) = crate::go::parse_int(raw, 64) {
         return if n == 0 { Err(bad()) } else { Ok(()) };

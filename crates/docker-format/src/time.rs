@@ -38,20 +38,6 @@ pub fn unix_seconds(rfc3339: Option<&str>) -> i64 {
         .unwrap_or(0)
 }
 
-/// Unix seconds (fractions allowed) or RFC 3339, in nanoseconds; empty is
-/// none. (`GET /events` reads [`parse_unix_timestamp`], as Docker does.)
-pub fn parse_timestamp(s: &str) -> Result<Option<i64>, TimestampError> {
-    if s.is_empty() {
-        return Ok(None);
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        return Ok(Some((secs * 1e9) as i64));
-    }
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_nanos_opt())
-        .map_err(|_| TimestampError(format!("invalid timestamp: {s}")))
-}
-
 /// Docker's `seconds[.nanoseconds]` (moby's `timestamp.parseTimestamp`):
 /// nanoseconds right-padded to 9 digits or cut to 9, at most 20 digits.
 fn unix_nanos(value: &str) -> Result<i64, String> {
