@@ -475,3 +475,56 @@ async fn native_snapshotter_containers_commit_exactly() {
     w.ctr.delete_container("n").unwrap();
     w.assert_clean();
 }
+
+/// A commit labels its layer blob with Docker's unpacked size, read from
+/// the tar's headers as the layer was written (no `docker images` reads a
+/// 10 GiB blob afterwards); the label is what measuring the blob gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_labels_its_layer_with_its_unpacked_size() {
+    let w = World::new("unpacked-label");
+    let engine = w.engine(true);
+    let long = "n".repeat(150);
+    w.running(
+        "c",
+        &format!(
+            "{CHANGES}\nmkdir -p /long/{long}/{long} && head -c 5000 /dev/urandom > /long/{long}/{long}/f \
+             && ln -s /{long}/{long}/{long} /long/sym && dd if=/dev/zero of=/zeros bs=1k count=3000 2>/dev/null"
+        ),
+    );
+    let done = commit(&engine, request("c", Some("docker.io/library/sized:1")))
+        .await
+        .expect("commit");
+    let layer = done.layer.expect("a layer").digest.to_string();
+    let label = |ctr: &commitd_testkit::Ctr| -> Option<i64> {
+        let out = ctr.run(&["content", "ls"]).unwrap();
+        let line = out.lines().find(|l| l.starts_with(&layer))?.to_string();
+        line.split_whitespace()
+            .last()?
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("commitd.io/unpacked-size="))
+            .map(|v| v.parse().unwrap())
+    };
+    let at_commit = label(&w.ctr).expect("labelled at commit");
+    assert!(at_commit > 3_000 * 1024 + 5_000, "{at_commit}");
+    // Measured from the blob by an engine that knows nothing yet.
+    w.ctr
+        .run(&["content", "label", &layer, "commitd.io/unpacked-size="])
+        .unwrap();
+    assert_eq!(label(&w.ctr), None);
+    let fresh = w.engine(true);
+    let img = fresh
+        .images()
+        .find(&ImageRef::Name {
+            name: "docker.io/library/sized:1".into(),
+            or_id_prefix: None,
+        })
+        .await
+        .unwrap();
+    let sizes = fresh.images().layer_sizes(&img).await.unwrap();
+    assert_eq!(
+        *sizes.last().unwrap(),
+        at_commit,
+        "the sizer agrees with the measure"
+    );
+    assert_eq!(label(&w.ctr), Some(at_commit), "kept again");
+}

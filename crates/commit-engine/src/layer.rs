@@ -418,6 +418,8 @@ struct TarSink {
     /// (no compression), whose digest is then the diff ID: hashed once.
     diff_id: Option<Sha256>,
     size: u64,
+    /// Docker's unpacked size, read from the tar's headers as they pass.
+    unpacked: crate::unpacked::Sizer,
 }
 
 impl Write for TarSink {
@@ -426,6 +428,7 @@ impl Write for TarSink {
         if let Some(h) = &mut self.diff_id {
             h.update(&data[..n]);
         }
+        self.unpacked.feed(&data[..n]);
         self.size += n as u64;
         Ok(n)
     }
@@ -444,6 +447,8 @@ pub struct Streamed {
 struct Finished {
     diff_id: String,
     uncompressed: u64,
+    /// Docker's unpacked size, when the tar's headers told it.
+    unpacked: Option<i64>,
     digest: String,
     size: i64,
 }
@@ -459,6 +464,7 @@ fn run_pipeline<R>(
         inner: Compressor::new(codec, out)?,
         diff_id: (codec.compression != Compression::None).then(Sha256::new),
         size: 0,
+        unpacked: crate::unpacked::Sizer::new(),
     };
     let mut buffered = BufWriter::with_capacity(256 << 10, sink);
     match produce(&mut buffered).and_then(|_| buffered.flush()) {
@@ -475,6 +481,7 @@ fn run_pipeline<R>(
         .diff_id
         .map(|h| format!("sha256:{}", hex::encode(h.finalize())));
     let uncompressed = sink.size;
+    let unpacked = sink.unpacked.finish();
     let mut out = sink.inner.finish()?;
     out.flush()?;
     out.send()?;
@@ -488,6 +495,7 @@ fn run_pipeline<R>(
         Finished {
             diff_id,
             uncompressed,
+            unpacked,
             digest,
             size,
         },
@@ -548,8 +556,14 @@ where
     })
 }
 
-fn labels(diff_id: &str) -> HashMap<String, String> {
-    HashMap::from([(UNCOMPRESSED_LABEL.to_string(), diff_id.to_string())])
+/// The blob's labels: its diff ID, and its unpacked size when known (so
+/// no `docker images` has to read the blob to tell it).
+fn labels(f: &Finished) -> HashMap<String, String> {
+    let mut l = HashMap::from([(UNCOMPRESSED_LABEL.to_string(), f.diff_id.clone())]);
+    if let Some(u) = f.unpacked {
+        l.insert(crate::unpacked::LABEL.to_string(), u.to_string());
+    }
+    l
 }
 
 async fn write_stream<R, F>(
@@ -591,7 +605,7 @@ where
                 expected: f.digest.clone(),
                 offset: f.size,
                 data: Vec::new(),
-                labels: labels(&f.diff_id),
+                labels: labels(&f),
             };
             tx.blocking_send(commit).map_err(|_| {
                 io::Error::new(io::ErrorKind::BrokenPipe, "content write stream closed")
@@ -605,7 +619,7 @@ where
         (Ok(f), Ok(())) => Ok(f),
         (Ok(f), Err(s)) if s.code() == Code::AlreadyExists => {
             // The same blob is in the store already (an identical layer).
-            content::adopt(c, lease, &f.digest, labels(&f.diff_id)).await?;
+            content::adopt(c, lease, &f.digest, labels(&f)).await?;
             Ok(f)
         }
         (_, Err(s)) => {
@@ -780,7 +794,7 @@ async fn register(c: &Containerd, lease: &str, f: &Finished) -> Result<()> {
         // its size check).
         offset: f.size,
         data: Vec::new(),
-        labels: labels(&f.diff_id),
+        labels: labels(f),
     };
     let req = c.leased(futures::stream::iter([commit]), lease);
     let result = async {
@@ -794,7 +808,7 @@ async fn register(c: &Containerd, lease: &str, f: &Finished) -> Result<()> {
     match result {
         Ok(()) => Ok(()),
         Err(s) if s.code() == Code::AlreadyExists => {
-            match content::adopt(c, lease, &f.digest, labels(&f.diff_id)).await {
+            match content::adopt(c, lease, &f.digest, labels(f)).await {
                 // An unreferenced blob of the same digest (e.g. an earlier
                 // commit's that failed later) collected before the lease
                 // held it: our file is linked again and registered (see
@@ -840,11 +854,11 @@ async fn upload_file(c: &Containerd, lease: &str, path: &Path, f: &Finished) -> 
     let reference = format!("commitd-layer-{}", crate::unique());
     let (tx, rx) = mpsc::channel::<WriteContentRequest>(IN_FLIGHT);
     let writer = spawn_writer(c, lease, rx);
-    let (path, size, digest, diff_id, r) = (
+    let (path, size, digest, blob_labels, r) = (
         path.to_path_buf(),
         f.size,
         f.digest.clone(),
-        f.diff_id.clone(),
+        labels(f),
         reference.clone(),
     );
     let sent = tokio::task::spawn_blocking(move || -> io::Result<()> {
@@ -875,7 +889,7 @@ async fn upload_file(c: &Containerd, lease: &str, path: &Path, f: &Finished) -> 
             expected: digest,
             offset,
             data: Vec::new(),
-            labels: labels(&diff_id),
+            labels: blob_labels,
         };
         tx.blocking_send(commit)
             .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
@@ -885,7 +899,7 @@ async fn upload_file(c: &Containerd, lease: &str, path: &Path, f: &Finished) -> 
     let written = writer.await.map_err(Error::task("layer upload"))?;
     match (sent, written) {
         (_, Err(s)) if s.code() == Code::AlreadyExists => {
-            content::adopt(c, lease, &f.digest, labels(&f.diff_id)).await
+            content::adopt(c, lease, &f.digest, labels(f)).await
         }
         (Ok(()), Ok(())) => Ok(()),
         (_, Err(s)) => {
