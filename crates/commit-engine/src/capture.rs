@@ -329,9 +329,11 @@ pub fn copy_running_parallel(
             jobs: Some(&jobs),
         };
         while let Some(job) = jobs.next() {
+            let mut running = Running(&jobs, None);
             let done = r.run_job(job, &src_root, &walk);
             let failed = done.is_err();
-            jobs.finish(done.err());
+            running.1 = Some(done.err());
+            drop(running);
             if failed {
                 break;
             }
@@ -464,6 +466,21 @@ impl Jobs {
         }
         drop(st);
         self.ready.notify_all();
+    }
+}
+
+/// A job being run: finished when dropped, with its outcome, or as failed
+/// if its thread panicked (so that the other threads stop instead of
+/// waiting for it).
+struct Running<'j>(&'j Jobs, Option<Option<WalkError>>);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let failed = self
+            .1
+            .take()
+            .unwrap_or_else(|| Some(WalkError::io("a copy thread", io::Error::other("panicked"))));
+        self.0.finish(failed);
     }
 }
 
@@ -1556,6 +1573,18 @@ mod tests {
         std::fs::write(src.path().join("d/.wh.x"), b"").unwrap();
         let dst = tempfile::tempdir().unwrap();
         match copy_running(src.path(), dst.path(), OVERLAY, &Everything) {
+            Err(e @ CopyError::Unrepresentable { .. }) => {
+                assert!(e.to_string().starts_with("/d/.wh.x: "), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // On several threads, among other directories: the same error,
+        // and every thread stops.
+        for i in 0..20 {
+            std::fs::create_dir_all(src.path().join(format!("e{i}/f"))).unwrap();
+        }
+        let dst = tempfile::tempdir().unwrap();
+        match copy_running_parallel(src.path(), dst.path(), OVERLAY, &Everything) {
             Err(e @ CopyError::Unrepresentable { .. }) => {
                 assert!(e.to_string().starts_with("/d/.wh.x: "), "{e}")
             }
