@@ -1151,12 +1151,19 @@ impl Copier {
     /// Owner, xattrs, mode and times of an open copy (file or directory).
     fn finish_fd(&mut self, fd: &OwnedFd, e: &Entry<'_>, opaque: bool) -> Result<(), WalkError> {
         let ctx = |what: &str| format!("{what} {}", display_path(e.path));
-        rfs::fchown(
-            fd,
-            Some(rfs::Uid::from_raw(e.stat.st_uid)),
-            Some(rfs::Gid::from_raw(e.stat.st_gid)),
-        )
-        .map_err(|err| WalkError::io(ctx("chown"), err))?;
+        let st = rfs::fstat(fd).map_err(|err| WalkError::io(ctx("stat of the copy of"), err))?;
+        // Owned as it should be already (made by us, as most entries
+        // are): no chown. One would clear nothing here either — a file
+        // just made has no set-id bits or capabilities yet, and a chown
+        // clears neither on a directory.
+        if (st.st_uid, st.st_gid) != (e.stat.st_uid, e.stat.st_gid) {
+            rfs::fchown(
+                fd,
+                Some(rfs::Uid::from_raw(e.stat.st_uid)),
+                Some(rfs::Gid::from_raw(e.stat.st_gid)),
+            )
+            .map_err(|err| WalkError::io(ctx("chown"), err))?;
+        }
         for (k, v) in self.stored(e, opaque) {
             rfs::fsetxattr(fd, k.as_slice(), &v, rfs::XattrFlags::empty()).map_err(|err| {
                 WalkError::io(ctx(&format!("setxattr {}", display_path(&k))), err)
@@ -1164,7 +1171,7 @@ impl Copier {
         }
         rfs::fchmod(fd, Mode::from_raw_mode(e.mode()))
             .map_err(|err| WalkError::io(ctx("chmod"), err))?;
-        let t = self.time(e, fd)?;
+        let t = self.time_for(e, &st);
         rfs::futimens(fd, &t).map_err(|err| WalkError::io(ctx("utimes"), err))
     }
 
