@@ -808,13 +808,6 @@ impl Committer<'_> {
                 "it needs commitd's overlay fast path".into(),
             ));
         }
-        if !src.filter.is_noop() {
-            return Err(Error::InvalidArgument(
-                "timestamp and exclude need commitd's overlay fast path, and this container's \
-                 snapshot can only be read through containerd's diff service"
-                    .into(),
-            ));
-        }
         self.capture_with_service(lease, src, codec).await
     }
 
@@ -1268,13 +1261,49 @@ impl Committer<'_> {
     }
 
     /// The diff service's tar without the runtime's mount stubs
-    /// ([`stubs::mount_stubs`]), read against a view of the parent; the tar
-    /// itself when it holds none.
+    /// ([`stubs::mount_stubs`], read against a view of the parent) and what
+    /// `exclude` leaves out, its times clamped to `timestamp`; the tar
+    /// itself when none of that changes it.
     async fn without_stubs(&self, lease: &Lease, src: &Source<'_>, tar: Layer) -> Result<Layer> {
+        let c = self.c;
+        let stubs = self.stubs_in_tar(lease, src, &tar).await?;
+        if stubs.is_empty() && src.filter.is_noop() {
+            return Ok(tar);
+        }
+        if !stubs.is_empty() {
+            debug!(mount_stubs = ?stubs.paths(), "leaving the runtime's mount stubs out");
+        }
+        let reader = layer::BlobReader::new(
+            c.clone(),
+            tar.descriptor.digest.clone(),
+            tar.descriptor.size,
+        );
+        let plain = self.cfg.codec(Compression::None);
+        let filter = src.filter.clone();
+        let streamed = layer::stream_layer(c, &lease.id(), plain, self.content_root, move |w| {
+            let clamp = filter.clamp().map(|t| t.sec);
+            stubs::rewrite_tar(
+                reader,
+                w,
+                &|p| stubs.covers(p) || filter.leaves_out(p),
+                clamp,
+            )
+        })
+        .await?;
+        Ok(streamed.layer)
+    }
+
+    /// The runtime's mount stubs in the diff service's tar.
+    async fn stubs_in_tar(
+        &self,
+        lease: &Lease,
+        src: &Source<'_>,
+        tar: &Layer,
+    ) -> Result<stubs::MountStubs> {
         let c = self.c;
         let mounts = stubs::spec_mounts(&spec_of(src.ct));
         if mounts.is_empty() {
-            return Ok(tar);
+            return Ok(stubs::MountStubs::default());
         }
         let reader = layer::BlobReader::new(
             c.clone(),
@@ -1287,7 +1316,7 @@ impl Committer<'_> {
                 .map_err(Error::task("layer read task"))?
                 .map_err(|e| Error::io("reading the diff service's layer", e))?;
         if !changes.touches(&mounts) {
-            return Ok(tar);
+            return Ok(stubs::MountStubs::default());
         }
         changes.lower = if src.diff_parent.is_empty() {
             Some(Vec::new())
@@ -1297,22 +1326,7 @@ impl Committer<'_> {
             src.sn.remove_quietly(&view).await;
             overlay::view_lowers(&m?)
         };
-        let stubs = stubs::mount_stubs(&mounts, &changes);
-        if stubs.is_empty() {
-            return Ok(tar);
-        }
-        debug!(mount_stubs = ?stubs.paths(), "leaving the runtime's mount stubs out");
-        let reader = layer::BlobReader::new(
-            c.clone(),
-            tar.descriptor.digest.clone(),
-            tar.descriptor.size,
-        );
-        let plain = self.cfg.codec(Compression::None);
-        let streamed = layer::stream_layer(c, &lease.id(), plain, self.content_root, move |w| {
-            stubs::filter_tar(reader, w, &stubs)
-        })
-        .await?;
-        Ok(streamed.layer)
+        Ok(stubs::mount_stubs(&mounts, &changes))
     }
 }
 

@@ -108,6 +108,42 @@ impl Filter {
         self.clamp
     }
 
+    /// Whether an entry of a layer tar (its cleaned path) is left out: it
+    /// or a directory above it matches. A whiteout (`.wh.NAME`) stands for
+    /// NAME, an opaque marker for its directory, as the walk sees them.
+    pub fn leaves_out(&self, tar_path: &[u8]) -> bool {
+        let (dir, name) = match tar_path.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&tar_path[..i], &tar_path[i + 1..]),
+            None => (&b""[..], tar_path),
+        };
+        let path: Vec<u8> = if name == crate::walk::OPAQUE_MARKER {
+            dir.to_vec()
+        } else if let Some(real) = name.strip_prefix(crate::walk::WHITEOUT_PREFIX) {
+            match dir.is_empty() {
+                true => real.to_vec(),
+                false => [dir, b"/", real].concat(),
+            }
+        } else {
+            tar_path.to_vec()
+        };
+        let ends = path
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'/')
+            .map(|(i, _)| i)
+            .chain([path.len()]);
+        for end in ends {
+            let prefix = &path[..end];
+            if !prefix.is_empty() && self.excludes.iter().any(|p| p.matches(prefix)) {
+                if let Ok(mut e) = self.excluded.lock() {
+                    e.insert(prefix.to_vec());
+                }
+                return true;
+            }
+        }
+        false
+    }
+
     /// Entries left out so far (a directory counts once, with what is in it).
     pub fn excluded(&self) -> u64 {
         self.excluded.lock().map_or(0, |e| e.len() as u64)
@@ -167,5 +203,37 @@ mod tests {
         let t = |sec, nsec| Time { sec, nsec };
         assert_eq!(f.mtime(b"x", &st, t(2000, 5)), t(1000, 0));
         assert_eq!(f.mtime(b"x", &st, t(999, 5)), t(999, 5));
+    }
+
+    #[test]
+    fn tar_paths_left_out_as_the_walk_leaves_them_out() {
+        let f = Filter::new(
+            vec![
+                Pattern::parse("/tmp/**").unwrap(),
+                Pattern::parse("/data/*.log").unwrap(),
+            ],
+            None,
+        );
+        for p in [
+            &b"tmp/a"[..],
+            b"tmp/a/b/c",
+            b"tmp/.wh.gone",
+            b"data/x.log",
+            b"data/.wh.y.log",
+            b"tmp/d/.wh..wh..opq",
+        ] {
+            assert!(f.leaves_out(p), "{}", String::from_utf8_lossy(p));
+        }
+        for p in [
+            &b"tmp"[..],
+            b"data",
+            b"data/x.txt",
+            b".wh.tmp",
+            b"tmp/.wh..wh..opq",
+        ] {
+            assert!(!f.leaves_out(p), "{}", String::from_utf8_lossy(p));
+        }
+        // tmp/a (once), tmp/gone, data/x.log, data/y.log, tmp/d
+        assert_eq!(f.excluded(), 5);
     }
 }

@@ -443,10 +443,21 @@ impl Changes for TarChanges {
 /// Copies an uncompressed tar from `r` to `w` without the entries `stubs`
 /// covers (with their PAX and GNU long-name headers); every other block is
 /// copied as it is.
-pub(crate) fn filter_tar(
+#[cfg(test)]
+pub(crate) fn filter_tar(r: impl Read, w: &mut dyn Write, stubs: &MountStubs) -> io::Result<u64> {
+    rewrite_tar(r, w, &|p| stubs.covers(p), None)
+}
+
+/// Copies an uncompressed tar from `r` to `w` without the entries whose
+/// cleaned path `drop` names (with their PAX and GNU long-name headers),
+/// and with every modification time after `clamp` (seconds) set to it (in
+/// the ustar header and PAX records; PAX access and change times are left
+/// out). Every other block is copied as it is. Returns the entries dropped.
+pub(crate) fn rewrite_tar(
     mut r: impl Read,
     w: &mut dyn Write,
-    stubs: &MountStubs,
+    drop: &dyn Fn(&[u8]) -> bool,
+    clamp: Option<i64>,
 ) -> io::Result<u64> {
     let mut pending: Vec<u8> = Vec::new();
     let mut long_name: Option<Vec<u8>> = None;
@@ -483,16 +494,32 @@ pub(crate) fn filter_tar(
                     }
                     _ => {}
                 }
-                pending.extend_from_slice(&header);
-                pending.extend_from_slice(&data);
+                match (header[156], clamp) {
+                    (b'x', Some(t)) => {
+                        let body = clamp_pax(body, t);
+                        let mut h = header;
+                        set_octal(&mut h[124..136], body.len() as u64);
+                        set_checksum(&mut h);
+                        pending.extend_from_slice(&h);
+                        pending.extend_from_slice(&body);
+                        pending.resize(pending.len().div_ceil(512) * 512, 0);
+                    }
+                    _ => {
+                        pending.extend_from_slice(&header);
+                        pending.extend_from_slice(&data);
+                    }
+                }
             }
             _ => {
                 let path = long_name.take().unwrap_or_else(|| ustar_path(&header));
-                let out = clean(&path).is_some_and(|p| stubs.covers(&p));
+                let out = clean(&path).is_some_and(|p| drop(&p));
                 if out {
                     io::copy(&mut (&mut r).take(padded), &mut io::sink())?;
                     dropped += 1;
                 } else {
+                    if let Some(t) = clamp {
+                        clamp_header(&mut header, t);
+                    }
                     w.write_all(&pending)?;
                     w.write_all(&header)?;
                     let copied = io::copy(&mut (&mut r).take(padded), w)?;
@@ -507,6 +534,100 @@ pub(crate) fn filter_tar(
             }
         }
     }
+}
+
+/// An octal numeric field: digits, then a NUL.
+fn set_octal(field: &mut [u8], v: u64) {
+    let digits = field.len() - 1;
+    let text = format!("{v:0digits$o}");
+    field[..digits].copy_from_slice(&text.as_bytes()[text.len() - digits..]);
+    field[digits] = 0;
+}
+
+fn set_checksum(h: &mut [u8; 512]) {
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
+    let text = format!("{sum:06o}");
+    h[148..154].copy_from_slice(&text.as_bytes()[text.len() - 6..]);
+    h[154] = 0;
+    h[155] = b' ';
+}
+
+/// The ustar header's modification time, at most `t`.
+fn clamp_header(h: &mut [u8; 512], t: i64) {
+    let field = &h[136..148];
+    let mtime = if field[0] & 0x80 != 0 {
+        i64::MAX // base-256: beyond the octal field, later than any clamp
+    } else {
+        let text: String = field
+            .iter()
+            .take_while(|&&b| b != 0)
+            .filter(|&&b| b != b' ')
+            .map(|&b| b as char)
+            .collect();
+        i64::from_str_radix(&text, 8).unwrap_or(i64::MAX)
+    };
+    if mtime > t {
+        set_octal(&mut h[136..148], u64::try_from(t.max(0)).unwrap_or(0));
+        set_checksum(h);
+    }
+}
+
+/// A PAX body with `mtime` at most `t`, and no `atime` or `ctime`.
+fn clamp_pax(mut body: &[u8], t: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let Some(space) = body.iter().position(|&b| b == b' ') else {
+            out.extend_from_slice(body);
+            break;
+        };
+        let len: usize = match std::str::from_utf8(&body[..space])
+            .ok()
+            .and_then(|l| l.parse().ok())
+        {
+            Some(l) if l > space && l <= body.len() => l,
+            _ => {
+                out.extend_from_slice(body);
+                break;
+            }
+        };
+        let record = &body[space + 1..len];
+        let kv = record.strip_suffix(b"\n").unwrap_or(record);
+        let times = kv.starts_with(b"atime=") || kv.starts_with(b"ctime=");
+        if times {
+            // Left out: the layer records modification times only.
+        } else if let Some(v) = kv.strip_prefix(b"mtime=") {
+            let later = std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.split('.').next()?.parse::<i64>().ok())
+                .is_none_or(|sec| sec >= t);
+            if later {
+                out.extend_from_slice(&pax_record(b"mtime", t.to_string().as_bytes()));
+            } else {
+                out.extend_from_slice(&body[..len]);
+            }
+        } else {
+            out.extend_from_slice(&body[..len]);
+        }
+        body = &body[len..];
+    }
+    out
+}
+
+/// One PAX record: `LEN key=value\n`, LEN counting itself.
+fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    let mut r = len.to_string().into_bytes();
+    r.push(b' ');
+    r.extend_from_slice(key);
+    r.push(b'=');
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
 }
 
 fn read_block(r: &mut impl Read, block: &mut [u8; 512]) -> io::Result<bool> {
@@ -818,5 +939,70 @@ mod tests {
         let mut same = Vec::new();
         filter_tar(&tar[..], &mut same, &MountStubs::default()).unwrap();
         assert_eq!(same, tar);
+    }
+
+    #[test]
+    fn tar_rewritten_with_times_clamped() {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, mtime, pax) in [
+            ("old", 1_000, None),
+            ("new", 2_000_000_000, None),
+            ("paxed", 2_000_000_000, Some("2000000000.5")),
+            ("tmp/x", 2_000_000_000, None),
+        ] {
+            if let Some(v) = pax {
+                b.append_pax_extensions([("mtime", v.as_bytes()), ("atime", v.as_bytes())])
+                    .unwrap();
+            }
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_size(1);
+            h.set_mtime(mtime);
+            b.append_data(&mut h, path, &b"x"[..]).unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        let mut out = Vec::new();
+        let dropped = rewrite_tar(
+            &tar[..],
+            &mut out,
+            &|p| p.starts_with(b"tmp/"),
+            Some(1_700_000_000),
+        )
+        .unwrap();
+        assert_eq!(dropped, 1);
+        let mut a = tar::Archive::new(&out[..]);
+        let mut seen = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let pax: Vec<(String, String)> = match e.pax_extensions().unwrap() {
+                Some(x) => x
+                    .map(|r| {
+                        let r = r.unwrap();
+                        (r.key().unwrap().to_string(), r.value().unwrap().to_string())
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            let h = e.header();
+            assert!(h.cksum().unwrap() > 0);
+            seen.push((
+                String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+                e.header().mtime().unwrap(),
+                pax,
+            ));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("old".to_string(), 1_000, vec![]),
+                ("new".to_string(), 1_700_000_000, vec![]),
+                (
+                    "paxed".to_string(),
+                    1_700_000_000,
+                    vec![("mtime".to_string(), "1700000000".to_string())]
+                ),
+            ]
+        );
     }
 }
