@@ -369,9 +369,15 @@ pub fn copy_running_parallel(
     if let Some(e) = failed {
         return Err(e);
     }
-    let mut pre = Precopy::default();
+    let mut parts = parts
+        .into_iter()
+        .collect::<Result<Vec<Precopy>, WalkError>>()?;
+    // The others folded into the largest: memory for one more part at
+    // most, not for the whole again.
+    parts.sort_by_key(|p| std::cmp::Reverse(p.seen.len()));
+    let mut parts = parts.into_iter();
+    let mut pre = parts.next().unwrap_or_default();
     for part in parts {
-        let part = part?;
         pre.entries += part.entries;
         pre.bytes += part.bytes;
         pre.seen.extend(part.seen);
