@@ -65,7 +65,7 @@ pub async fn delete(c: &Containerd, name: &str) -> Result<()> {
     }
 }
 
-fn to_proto(d: &Descriptor) -> ProtoDescriptor {
+pub(crate) fn to_proto(d: &Descriptor) -> ProtoDescriptor {
     ProtoDescriptor {
         media_type: d.media_type.clone(),
         digest: d.digest.clone(),

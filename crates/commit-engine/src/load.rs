@@ -358,7 +358,7 @@ impl Loader<'_> {
         for n in &named {
             let record = Record {
                 name: n.name.clone().unwrap_or_default(),
-                target: Some(to_proto(&n.target)),
+                target: Some(images::to_proto(&n.target)),
                 ..Default::default()
             };
             label_tree(self.c, &n.target).await?;
@@ -814,19 +814,6 @@ fn missing(d: &Descriptor, e: Error) -> Error {
         LoadError::MissingContent(d.digest.clone()).into()
     } else {
         e
-    }
-}
-
-fn to_proto(d: &Descriptor) -> containerd_client::types::Descriptor {
-    containerd_client::types::Descriptor {
-        media_type: d.media_type.clone(),
-        digest: d.digest.clone(),
-        size: d.size,
-        annotations: d
-            .annotations
-            .clone()
-            .map(|a| a.into_iter().collect())
-            .unwrap_or_default(),
     }
 }
 

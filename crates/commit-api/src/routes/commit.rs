@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use commit_engine::{CommitRequest, Compression, PushTarget, Squash};
-use docker_format::changes::Changes;
 use docker_format::reference::{self, Named};
 use docker_format::{body, reference::familiar_name};
 use futures::StreamExt;
@@ -74,14 +73,7 @@ pub(crate) async fn commit(
         "" => false,
         v => bool_value(v),
     };
-    let changes = Changes::new(q.all("changes"));
-    if changes.len() > api.limits().max_changes {
-        return Err(ApiError::InvalidRequest(format!(
-            "too many changes: {} (at most {})",
-            changes.len(),
-            api.limits().max_changes
-        )));
-    }
+    let changes = super::changes(&api, &q)?;
     let req = CommitRequest {
         container,
         image_name: name.as_ref().map(Named::full),

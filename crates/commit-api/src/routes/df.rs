@@ -15,9 +15,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use commit_engine::{ContainerRecord, ContainerSize, DEFAULT_SNAPSHOTTER};
-use docker_format::time::unix_seconds;
 
-use super::images::{labels, repo_digests, repo_tags};
+use super::images::summary;
 use crate::Api;
 use crate::error::ApiError;
 use crate::extract::{ApiVersion, Query, bool_value};
@@ -136,7 +135,7 @@ pub(crate) async fn disk_usage(
             total_size: total,
             ..Default::default()
         };
-        for i in &items {
+        for i in items.iter().map(|i| &i.summary) {
             if i.containers > 0 {
                 usage.active_count += 1;
             } else if i.containers == 0 {
@@ -187,18 +186,8 @@ async fn image_usage(
         let Some(u) = by_id.get(e.id.as_str()) else {
             continue;
         };
-        let l = labels(e);
         items.push(v::ImageItem {
-            containers: u.containers,
-            created: unix_seconds(e.config().created.as_deref()),
-            id: e.id.clone(),
-            labels: (!l.is_empty()).then_some(l),
-            parent_id: "",
-            descriptor: e.target().clone(),
-            repo_digests: repo_digests(e),
-            repo_tags: repo_tags(e),
-            shared_size: u.shared,
-            size: u.size,
+            summary: summary(e, u.containers, u.shared, u.size),
             virtual_size: with_virtual_size.then_some(u.size),
         });
     }

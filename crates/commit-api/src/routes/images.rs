@@ -19,6 +19,23 @@ use crate::version::compare;
 use crate::views::{self, images as v};
 use crate::{Api, Events};
 
+/// Docker's `image.Summary` of `e`, with its counts.
+pub(crate) fn summary(e: &Image, containers: i64, shared_size: i64, size: i64) -> v::ImageSummary {
+    let l = labels(e);
+    v::ImageSummary {
+        containers,
+        created: unix_seconds(e.config().created.as_deref()),
+        id: e.id.clone(),
+        labels: (!l.is_empty()).then_some(l),
+        parent_id: "",
+        descriptor: e.target().clone(),
+        repo_digests: repo_digests(e),
+        repo_tags: repo_tags(e),
+        shared_size,
+        size,
+    }
+}
+
 pub(crate) fn repo_tags(e: &Image) -> Vec<String> {
     e.names()
         .into_iter()
@@ -146,18 +163,7 @@ pub(crate) async fn list(
         } else {
             -1
         };
-        out.push(v::ImageSummary {
-            containers,
-            created,
-            id: e.id.clone(),
-            labels: (!l.is_empty()).then_some(l),
-            parent_id: "",
-            descriptor: e.target().clone(),
-            repo_digests: repo_digests(e),
-            repo_tags: tags,
-            shared_size: -1,
-            size: store.size(e).await?,
-        });
+        out.push(summary(e, containers, -1, store.size(e).await?));
     }
     Ok(views::json(StatusCode::OK, &out))
 }

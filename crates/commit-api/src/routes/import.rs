@@ -12,7 +12,6 @@
 
 use axum::body::Body;
 use axum::response::Response;
-use docker_format::changes::Changes;
 use docker_format::reference::{self, Named, familiar_name};
 
 use super::load::{body_reader, json_stream};
@@ -42,14 +41,7 @@ pub(crate) async fn create(api: &Api, q: &Query, body: Body) -> Result<Response,
         }
     }
     let name = reference::repo_tag_reference(q.get("repo"), q.get("tag"))?;
-    let changes = Changes::new(q.all("changes"));
-    if changes.len() > api.limits().max_changes {
-        return Err(ApiError::InvalidRequest(format!(
-            "too many changes: {} (at most {})",
-            changes.len(),
-            api.limits().max_changes
-        )));
-    }
+    let changes = super::changes(api, q)?;
     let message = match q.get("message") {
         "" => "Imported from -".to_string(),
         m => m.to_string(),

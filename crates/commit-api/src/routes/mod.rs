@@ -29,11 +29,26 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use commit_engine::{Error as EngineError, Image};
+use docker_format::changes::Changes;
 use docker_format::reference::{ImageRef, familiar_name};
 
 use crate::Api;
 use crate::error::ApiError;
 use crate::extract::Query;
+
+/// The request's `changes` values (commit, import), at most the
+/// configured number.
+pub(crate) fn changes(api: &Api, q: &Query) -> Result<Changes, ApiError> {
+    let changes = Changes::new(q.all("changes"));
+    if changes.len() > api.limits().max_changes {
+        return Err(ApiError::InvalidRequest(format!(
+            "too many changes: {} (at most {})",
+            changes.len(),
+            api.limits().max_changes
+        )));
+    }
+    Ok(changes)
+}
 
 /// The image a user named, or 404 `No such image: …` naming it as Docker
 /// does: a name with its tag (`app` → `app:latest`), a full ID as

@@ -3,13 +3,11 @@
 //! current one (`ImageUsage`, `ContainerUsage`, `VolumeUsage`,
 //! `BuildCacheUsage`), each present when the API version has it.
 
-use std::collections::BTreeMap;
-
-use docker_format::image::Descriptor;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::containers::ContainerSummary;
+use super::images::ImageSummary;
 
 fn is_zero(n: &i64) -> bool {
     *n == 0
@@ -74,16 +72,8 @@ impl<T> Default for Usage<T> {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ImageItem {
-    pub containers: i64,
-    pub created: i64,
-    pub id: String,
-    pub labels: Option<BTreeMap<String, String>>,
-    pub parent_id: &'static str,
-    pub descriptor: Descriptor,
-    pub repo_digests: Vec<String>,
-    pub repo_tags: Vec<String>,
-    pub shared_size: i64,
-    pub size: i64,
+    #[serde(flatten)]
+    pub summary: ImageSummary,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub virtual_size: Option<i64>,
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use docker_format::image::{Descriptor, RunConfig};
 use serde::Serialize;
 
-/// Docker's `image.Summary` (`GET /images/json`).
-#[derive(Debug, Serialize)]
+/// Docker's `image.Summary` (`GET /images/json`, `system df`).
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ImageSummary {
     /// Containers made from it (API 1.51+); -1 before, as Docker.
