@@ -16,8 +16,10 @@ use commitd_testkit::{Ctr, Dockerd};
 
 /// What the row needs from the bench.
 pub struct PushBench<'a> {
-    /// A commitd with the default configuration (fast path, gzip).
+    /// A commitd of the row's own, default configuration (fast path, gzip).
     pub commitd: &'a Path,
+    /// Its peak resident memory so far (VmHWM, KiB).
+    pub peak_rss_kib: &'a dyn Fn() -> u64,
     pub ctr: &'a Ctr,
     /// The base image, as containerd names it.
     pub base: &'a str,
@@ -224,6 +226,11 @@ pub fn run(b: &PushBench<'_>) -> String {
     s.push_str(&format!(
         "\nTarget: commit + push at least 3× faster than Docker's: {ratio:.2}× — {}.\n",
         if ratio >= 3.0 { "met" } else { "NOT met" }
+    ));
+    let peak = (b.peak_rss_kib)() as f64 / 1024.0;
+    s.push_str(&format!(
+        "\nPeak RSS of the commitd that ran this row (VmHWM after start-up): {peak:.1} MiB — {} 64 MiB.\n",
+        if peak < 64.0 { "under" } else { "OVER" }
     ));
     s
 }

@@ -186,8 +186,8 @@ pub(crate) struct Tee {
     pub handle: tokio::runtime::Handle,
 }
 
-/// Bytes handed on at once: oci-client's chunk, one PATCH each.
-pub(crate) const TEE_CHUNK: usize = 4 << 20;
+/// Bytes handed on at once (the receiver gathers them into requests).
+pub(crate) const TEE_PIECE: usize = 256 << 10;
 
 /// How long the layer waits for the receiver to take a chunk.
 pub(crate) const TEE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -202,7 +202,7 @@ impl TeeOut {
     fn new(tee: Tee) -> Self {
         Self {
             tee,
-            buf: Vec::with_capacity(TEE_CHUNK),
+            buf: Vec::with_capacity(TEE_PIECE),
             finished: false,
         }
     }
@@ -210,10 +210,10 @@ impl TeeOut {
     /// Copies `data`; false when the copy stopped.
     fn write(&mut self, mut data: &[u8]) -> bool {
         while !data.is_empty() {
-            let n = data.len().min(TEE_CHUNK - self.buf.len());
+            let n = data.len().min(TEE_PIECE - self.buf.len());
             self.buf.extend_from_slice(&data[..n]);
             data = &data[n..];
-            if self.buf.len() == TEE_CHUNK && !self.hand_on() {
+            if self.buf.len() == TEE_PIECE && !self.hand_on() {
                 return false;
             }
         }
@@ -226,7 +226,7 @@ impl TeeOut {
         }
         let chunk = bytes::Bytes::from(std::mem::replace(
             &mut self.buf,
-            Vec::with_capacity(TEE_CHUNK),
+            Vec::with_capacity(TEE_PIECE),
         ));
         self.send(Ok(chunk))
     }

@@ -46,8 +46,14 @@ pub struct PushTarget {
     pub insecure_registries: Vec<String>,
 }
 
-/// Chunks of the new layer waiting for the upload (4 MiB each).
-const TEE_QUEUE: usize = 2;
+/// Pieces of the new layer waiting for the upload (256 KiB each).
+const TEE_QUEUE: usize = 8;
+
+/// Bytes sent in one PATCH of the upload. A registry spends ~30 ms on a
+/// PATCH whatever its size (distribution 2.8 here: 64 MiB took 3.4 s in
+/// 1 MiB PATCHes, 0.6 s in 4 MiB ones); one is gathered while none is in
+/// flight, so memory stays at one request and the queue.
+const UPLOAD_CHUNK: usize = 4 << 20;
 
 impl Engine {
     /// Commits a container and pushes the new image to `to` at once. Answers
@@ -115,8 +121,7 @@ impl Engine {
                 if !ok {
                     return Err("not logged in to the registry".to_string());
                 }
-                let chunks = tokio_stream::wrappers::ReceiverStream::new(tee_rx)
-                    .map(|r| r.map_err(|e| OciDistributionError::GenericError(Some(e))));
+                let chunks = gather(tokio_stream::wrappers::ReceiverStream::new(tee_rx));
                 job.client
                     .push_blob_stream_chunked(&reference, chunks)
                     .await
@@ -245,6 +250,44 @@ async fn push_layers(
         done.insert(digest, sent);
     }
     Ok(done)
+}
+
+/// The tee's pieces gathered into [`UPLOAD_CHUNK`]s (the last one
+/// shorter); an error piece ends the stream with it.
+fn gather(
+    pieces: impl futures::Stream<Item = std::result::Result<bytes::Bytes, String>> + Send + Unpin,
+) -> impl futures::Stream<Item = std::result::Result<bytes::Bytes, OciDistributionError>> + Send {
+    futures::stream::unfold(
+        (pieces, bytes::BytesMut::new(), false),
+        |(mut pieces, mut buf, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                if buf.len() >= UPLOAD_CHUNK {
+                    let chunk = buf.split_to(UPLOAD_CHUNK).freeze();
+                    return Some((Ok(chunk), (pieces, buf, false)));
+                }
+                match pieces.next().await {
+                    Some(Ok(b)) => {
+                        if buf.capacity() == 0 {
+                            buf.reserve(UPLOAD_CHUNK);
+                        }
+                        buf.extend_from_slice(&b);
+                    }
+                    Some(Err(e)) => {
+                        let err = OciDistributionError::GenericError(Some(e));
+                        return Some((Err(err), (pieces, buf, true)));
+                    }
+                    None if buf.is_empty() => return None,
+                    None => {
+                        let last = buf.split().freeze();
+                        return Some((Ok(last), (pieces, buf, true)));
+                    }
+                }
+            }
+        },
+    )
 }
 
 /// The push's events, buffered without bound while the commit runs (the

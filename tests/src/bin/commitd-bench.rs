@@ -927,8 +927,19 @@ fn main() {
             let reps = reps_cap.map_or(3, |c| c.min(3)).max(1);
             eprintln!("bench: {PUSH_ROW} ({reps} repetitions)…");
             let t = Instant::now();
+            // A daemon of its own: its peak memory is reported in the
+            // section, the commit rows' peak stays theirs.
+            let pusher = Daemon::start(
+                &commitd,
+                ext4.ctrd.socket(),
+                work.path(),
+                "push",
+                "[commit]\nfast_path = true\n",
+            );
+            std::fs::write(format!("/proc/{}/clear_refs", pusher.child.id()), "5").unwrap();
             let section = commitd_e2e::bench_push::run(&commitd_e2e::bench_push::PushBench {
-                commitd: &ext4.fast.socket,
+                commitd: &pusher.socket,
+                peak_rss_kib: &|| pusher.status("VmHWM:"),
                 ctr: &ext4.ctr,
                 base: BASE,
                 docker,
