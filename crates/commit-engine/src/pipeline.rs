@@ -304,3 +304,45 @@ fn forward(mut rx: mpsc::Receiver<PushEvent>) -> mpsc::UnboundedReceiver<PushEve
     });
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(pieces: Vec<std::result::Result<bytes::Bytes, String>>) -> Vec<Result<usize, ()>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(
+            gather(futures::stream::iter(pieces))
+                .map(|r| r.map(|b| b.len()).map_err(|_| ()))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn pieces_are_gathered_into_whole_requests() {
+        let piece = |n: usize| Ok(bytes::Bytes::from(vec![7u8; n]));
+        // 17 pieces of 256 KiB and a short one: 4 MiB, then the rest.
+        let mut pieces: Vec<_> = (0..17).map(|_| piece(256 << 10)).collect();
+        pieces.push(piece(10));
+        assert_eq!(
+            sizes(pieces),
+            [Ok(UPLOAD_CHUNK), Ok((256 << 10) + 10)],
+            "whole chunks, then what is left"
+        );
+        // A piece larger than a chunk is cut at chunk boundaries.
+        assert_eq!(
+            sizes(vec![piece(UPLOAD_CHUNK * 2 + 1)]),
+            [Ok(UPLOAD_CHUNK), Ok(UPLOAD_CHUNK), Ok(1)]
+        );
+        // Nothing: no request.
+        assert!(sizes(Vec::new()).is_empty());
+        // A layer that failed: the stream ends with the error, never with
+        // a short chunk taken for the end of the blob.
+        assert_eq!(
+            sizes(vec![piece(100), Err("the layer was not finished".into())]),
+            [Err(())]
+        );
+    }
+}
