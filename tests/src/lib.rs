@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+pub mod bench_lineage;
 pub mod bench_push;
 pub mod fidelity;
 

@@ -161,6 +161,9 @@ const XFS_PEERS: &[&str] = &[
 /// Commit + push of the 200 MiB set to a local registry, beside `docker
 /// commit` + `docker push` (its own section: tests/src/bench_push.rs).
 const PUSH_ROW: &str = "200m-commit-push";
+/// The lineage rows (issue 14: incremental and squash=new; their own
+/// section: tests/src/bench_lineage.rs).
+const LINEAGE_ROWS: [&str; 2] = commitd_e2e::bench_lineage::ROWS;
 
 fn rows() -> Vec<Row> {
     use {Base::*, Files::*, Writer::*};
@@ -580,7 +583,9 @@ fn main() {
     if let Some(only) = &only {
         for name in only {
             assert!(
-                all.iter().any(|r| r.name == name) || name == PUSH_ROW,
+                all.iter().any(|r| r.name == name)
+                    || name == PUSH_ROW
+                    || LINEAGE_ROWS.contains(&name.as_str()),
                 "BENCH_SETS: no row {name:?}; rows: {}",
                 all.iter().map(|r| r.name).collect::<Vec<_>>().join(",")
             );
@@ -611,7 +616,13 @@ fn main() {
     let want_push = only
         .as_ref()
         .is_none_or(|o| o.iter().any(|n| n == PUSH_ROW));
+    // The lineage rows (issue 14): their own section, tests/src/bench_lineage.rs.
+    let want_lineage: Vec<&str> = LINEAGE_ROWS
+        .into_iter()
+        .filter(|r| only.as_ref().is_none_or(|o| o.iter().any(|n| n == r)))
+        .collect();
     let want_docker = want_push
+        || want_lineage.contains(&LINEAGE_ROWS[0])
         || rows
             .iter()
             .any(|r| !r.xfs && r.peers.contains(&"docker commit"));
@@ -655,7 +666,7 @@ fn main() {
             bases.push(r.base);
         }
     }
-    if want_push && !bases.contains(&Base::Busybox) {
+    if (want_push || !want_lineage.is_empty()) && !bases.contains(&Base::Busybox) {
         bases.push(Base::Busybox);
     }
     for base in &bases {
@@ -689,7 +700,7 @@ fn main() {
         // The same bases, through commitd's docker save and Docker's load
         // (those of the rows Docker runs in).
         let docker_runs_on = |b: Base| {
-            (want_push && b == Base::Busybox)
+            ((want_push || !want_lineage.is_empty()) && b == Base::Busybox)
                 || rows
                     .iter()
                     .any(|r| !r.xfs && r.base == b && r.peers.contains(&"docker commit"))
@@ -960,6 +971,36 @@ fn main() {
         }
         _ => String::new(),
     };
+    let lineage_report = match docker.as_ref() {
+        docker if !want_lineage.is_empty() => {
+            // The 1 GiB set only for the incremental row.
+            let files = want_lineage
+                .contains(&LINEAGE_ROWS[0])
+                .then(|| generate(&sets_dir, Files::Gig));
+            let reps = reps_cap.map_or(2, |c| c.min(2)).max(1);
+            eprintln!("bench: {} ({reps} repetitions)…", want_lineage.join(", "));
+            let t = Instant::now();
+            let section = commitd_e2e::bench_lineage::run(
+                &commitd_e2e::bench_lineage::LineageBench {
+                    commitd: &ext4.fast.socket,
+                    ctr: &ext4.ctr,
+                    base: BASE,
+                    docker,
+                    docker_base: BASE.trim_start_matches("docker.io/library/"),
+                    reps,
+                    write_big: &|pid| write_from_outside(pid, files.as_ref().unwrap(), true),
+                },
+                &want_lineage,
+            );
+            let took = t.elapsed().as_secs_f64();
+            notes.push(format!(
+                "{}: {reps} repetition(s), {took:.0} s",
+                want_lineage.join(", ")
+            ));
+            section
+        }
+        _ => String::new(),
+    };
     let peak_rss_kib = nodes
         .iter()
         .flat_map(|node| node.daemons())
@@ -970,6 +1011,7 @@ fn main() {
     let names: Vec<&str> = rows.iter().map(|r| r.name).collect();
     let mut report = render(&names, ALL_PEERS, &table, peak_rss_kib);
     report.push_str(&push_report);
+    report.push_str(&lineage_report);
     report.push_str(&format!(
         "\nRun: {:.1} min in all. Per row:\n\n",
         started.elapsed().as_secs_f64() / 60.0
