@@ -165,6 +165,27 @@ fn commit_api_source_names_no_grpc_or_registry_type() {
 }
 
 #[test]
+fn commit_api_reads_no_runtime_label() {
+    // What containerd, nerdctl and the CRI plugin mean by their labels and
+    // annotations the engine reads into its container view (restart
+    // policy, networks, pod sandbox, name); commit-api only presents it.
+    let found = naming(
+        "crates/commit-api/src",
+        &[
+            "\"containerd.io/",
+            "\"nerdctl/",
+            "\"io.kubernetes.",
+            "\"io.cri-containerd.",
+        ],
+    );
+    assert!(
+        found.is_empty(),
+        "commit-api reads a runtime's label or annotation by name:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
 fn docker_format_source_does_no_io() {
     let found = naming(
         "crates/docker-format/src",

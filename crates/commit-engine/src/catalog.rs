@@ -574,6 +574,7 @@ mod tests {
                 snapshot_key: String::new(),
                 runtime: String::new(),
                 spec: None,
+                ..Default::default()
             };
             let o = index.image_of(&ct, parent);
             assert_eq!(index.get(&o).map(|e| e.id.as_str()).unwrap_or(""), o.id);

@@ -20,6 +20,14 @@ pub const K8S_POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
 pub const K8S_POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 /// The CRI plugin's label: `sandbox` or `container`.
 pub const CRI_KIND_LABEL: &str = "io.cri-containerd.kind";
+/// The CRI plugin's annotations on a container's spec: whether it is a
+/// pod's sandbox or an app container, and which sandbox it belongs to.
+const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+/// nerdctl's label listing a container's networks (a JSON array).
+const NERDCTL_NETWORKS_LABEL: &str = "nerdctl/networks";
+/// containerd's restart manager's label: `name[:count]`.
+const RESTART_POLICY_LABEL: &str = "containerd.io/restart.policy";
 
 /// Resolves `query` as Docker does: an exact ID, then an exact name, then a
 /// unique ID prefix. Kubernetes containers also answer to
@@ -221,6 +229,56 @@ pub struct ContainerRecord {
     /// Its OCI runtime spec (`None` when it has none or it does not read;
     /// see [`read_spec`]).
     pub spec: Option<Spec>,
+    /// The restart policy a manager keeps it running by (containerd's
+    /// restart label), if it has one.
+    pub restart: Option<RestartPolicy>,
+    /// The networks nerdctl attached it to, in its order.
+    pub networks: Vec<String>,
+    /// For a Kubernetes app container: the ID of its pod's sandbox, whose
+    /// namespaces it joined.
+    pub sandbox: Option<String>,
+}
+
+/// A restart policy: its name (`always`, `on-failure`, `unless-stopped`)
+/// and, for `on-failure`, how many restarts it allows (0: no limit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartPolicy {
+    pub name: String,
+    pub maximum_retry_count: i64,
+}
+
+/// containerd's restart label read: `name` or `name:count` (a count that
+/// does not read is 0).
+fn restart_policy(labels: &HashMap<String, String>) -> Option<RestartPolicy> {
+    let p = labels.get(RESTART_POLICY_LABEL)?;
+    Some(match p.split_once(':') {
+        Some((name, n)) => RestartPolicy {
+            name: name.to_string(),
+            maximum_retry_count: n.parse::<i64>().unwrap_or(0),
+        },
+        None => RestartPolicy {
+            name: p.clone(),
+            maximum_retry_count: 0,
+        },
+    })
+}
+
+/// nerdctl's networks label read (none when it does not read).
+fn networks(labels: &HashMap<String, String>) -> Vec<String> {
+    labels
+        .get(NERDCTL_NETWORKS_LABEL)
+        .and_then(|l| serde_json::from_str::<Vec<String>>(l).ok())
+        .unwrap_or_default()
+}
+
+/// The CRI sandbox a Kubernetes app container shares namespaces with.
+fn cri_sandbox(spec: Option<&Spec>) -> Option<String> {
+    let ann = spec?.annotations().as_ref()?;
+    (ann.get(CRI_CONTAINER_TYPE).map(String::as_str) == Some("container"))
+        .then(|| ann.get(CRI_SANDBOX_ID))
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .cloned()
 }
 
 impl ContainerRecord {
@@ -230,6 +288,9 @@ impl ContainerRecord {
             name: display_name(&ct),
             created: ct.created_at.map(|t| (t.seconds, t.nanos)),
             runtime: ct.runtime.map(|r| r.name).unwrap_or_default(),
+            restart: restart_policy(&ct.labels),
+            networks: networks(&ct.labels),
+            sandbox: cri_sandbox(spec.as_ref()),
             id: ct.id,
             image: ct.image,
             labels: ct.labels,
@@ -527,5 +588,42 @@ mod tests {
         assert_eq!(bare.process().as_ref().unwrap().user().uid(), 0);
         assert!(read_spec(b"not json").is_none());
         assert!(read_spec(br#"{"linux":{"namespaces":[{"type":"nope"}]}}"#).is_none());
+    }
+
+    #[test]
+    fn runtime_labels_and_annotations_read_typed() {
+        let labels = |kv: &[(&str, &str)]| ct("c", kv).labels;
+        let p = |name: &str, n| {
+            Some(RestartPolicy {
+                name: name.into(),
+                maximum_retry_count: n,
+            })
+        };
+        assert_eq!(
+            restart_policy(&labels(&[(RESTART_POLICY_LABEL, "on-failure:3")])),
+            p("on-failure", 3)
+        );
+        assert_eq!(
+            restart_policy(&labels(&[(RESTART_POLICY_LABEL, "always")])),
+            p("always", 0)
+        );
+        assert_eq!(
+            restart_policy(&labels(&[(RESTART_POLICY_LABEL, "on-failure:x")])),
+            p("on-failure", 0)
+        );
+        assert_eq!(restart_policy(&labels(&[])), None);
+        assert_eq!(
+            networks(&labels(&[(NERDCTL_NETWORKS_LABEL, r#"["bridge","n2"]"#)])),
+            ["bridge", "n2"]
+        );
+        assert!(networks(&labels(&[(NERDCTL_NETWORKS_LABEL, "bridge")])).is_empty());
+        let spec = |v: serde_json::Value| read_spec(v.to_string().as_bytes());
+        let app = spec(serde_json::json!({"annotations": {
+            CRI_CONTAINER_TYPE: "container", CRI_SANDBOX_ID: "5a00"}}));
+        assert_eq!(cri_sandbox(app.as_ref()).as_deref(), Some("5a00"));
+        let sandbox = spec(serde_json::json!({"annotations": {
+            CRI_CONTAINER_TYPE: "sandbox", CRI_SANDBOX_ID: "5a00"}}));
+        assert_eq!(cri_sandbox(sandbox.as_ref()), None);
+        assert_eq!(cri_sandbox(None), None);
     }
 }

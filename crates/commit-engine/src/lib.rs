@@ -77,7 +77,7 @@ pub use crate::catalog::{Image, ImageIndex, ImageOf, ImageRecord, ImageStore};
 pub use crate::changes::{Change, ChangeKind};
 pub use crate::client::Containerd;
 pub use crate::commit::{CapturePath, CommitRequest, Committed, Incremental, Phases};
-pub use crate::container::{ContainerRecord, Containers};
+pub use crate::container::{ContainerRecord, Containers, RestartPolicy};
 pub use crate::content::Blobs;
 pub use crate::error::{Error, Kind, Result};
 pub use crate::export::Exported;

@@ -20,8 +20,8 @@ use docker_format::time::{ZERO_TIME, rfc3339_nano};
 use oci_spec::runtime::{LinuxNamespaceType as NsKind, Process, Spec};
 
 use super::spec::{
-    cri_sandbox, int, linux, mounts, network_mode, ns_mode, options, path_text, process, resources,
-    sandbox_key, sorted,
+    int, linux, mounts, network_mode, ns_mode, options, path_text, process, resources, sandbox_key,
+    sorted,
 };
 use super::state::{is_up, started_at};
 use super::{Seen, annotations, manifest_for, see};
@@ -30,9 +30,6 @@ use crate::error::ApiError;
 use crate::extract::{ApiVersion, Query, bool_value};
 use crate::version::compare;
 use crate::views::{self, containers as v};
-
-/// containerd's restart monitor's policy label.
-const RESTART_POLICY: &str = "containerd.io/restart.policy";
 
 /// `size=64m` of a tmpfs option, in bytes.
 fn tmpfs_size(options: &[String]) -> Option<i64> {
@@ -93,12 +90,9 @@ fn host_config(ct: &Container, binds: &[v::MountPoint], version: &str) -> v::Hos
         .and_then(|m| tmpfs_size(options(m)))
         .unwrap_or(0);
     let (name, maximum_retry_count) = ct
-        .labels
-        .get(RESTART_POLICY)
-        .map(|p| match p.split_once(':') {
-            Some((name, n)) => (name.to_string(), n.parse::<i64>().unwrap_or(0)),
-            None => (p.clone(), 0),
-        })
+        .restart
+        .as_ref()
+        .map(|p| (p.name.clone(), p.maximum_retry_count))
         .unwrap_or_else(|| ("no".into(), 0));
     let binds: Vec<String> = binds
         .iter()
@@ -115,7 +109,7 @@ fn host_config(ct: &Container, binds: &[v::MountPoint], version: &str) -> v::Hos
     let linux = linux(spec);
     v::HostConfig {
         binds: (!binds.is_empty()).then_some(binds),
-        network_mode: network_mode(spec, &ct.labels),
+        network_mode: network_mode(ct),
         restart_policy: v::RestartPolicy {
             name,
             maximum_retry_count,
@@ -125,18 +119,18 @@ fn host_config(ct: &Container, binds: &[v::MountPoint], version: &str) -> v::Hos
             console.map(|c| int(c.width())).unwrap_or(0),
         ],
         annotations: annotations(spec, version),
-        cgroupns_mode: ns_mode(spec, NsKind::Cgroup, "private"),
-        ipc_mode: ns_mode(spec, NsKind::Ipc, "private"),
+        cgroupns_mode: ns_mode(ct, NsKind::Cgroup, "private"),
+        ipc_mode: ns_mode(ct, NsKind::Ipc, "private"),
         oom_score_adj: process
             .and_then(|p| p.oom_score_adj())
             .map(i64::from)
             .unwrap_or(0),
-        pid_mode: ns_mode(spec, NsKind::Pid, ""),
+        pid_mode: ns_mode(ct, NsKind::Pid, ""),
         readonly_rootfs: spec
             .and_then(|s| s.root().as_ref())
             .and_then(|r| r.readonly())
             .unwrap_or(false),
-        uts_mode: ns_mode(spec, NsKind::Uts, ""),
+        uts_mode: ns_mode(ct, NsKind::Uts, ""),
         shm_size: shm,
         sysctls: sorted(linux.and_then(|l| l.sysctl().as_ref())),
         runtime: ct.runtime.clone(),
@@ -277,7 +271,7 @@ fn inspect_body(s: &Seen, images: &ImageIndex, version: &str, now: i64) -> v::Co
         shell: run.and_then(|r| r.shell.clone()).filter(|s| !s.is_empty()),
     };
     let network = v::NetworkSettings {
-        sandbox_id: cri_sandbox(spec).unwrap_or("").to_string(),
+        sandbox_id: s.ct.sandbox.clone().unwrap_or_default(),
         sandbox_key: sandbox_key(spec),
         ports: Empty {},
         networks: Empty {},
@@ -340,13 +334,12 @@ fn inspect_body(s: &Seen, images: &ImageIndex, version: &str, now: i64) -> v::Co
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::{container, seen, spec, task, to_json};
+    use super::super::fixtures::{container, named, seen, task, to_json};
     use super::super::list::summary;
-    use super::super::spec::{CRI_CONTAINER_TYPE, CRI_SANDBOX_ID, NERDCTL_NETWORKS, mount_points};
+    use super::super::spec::mount_points;
     use super::*;
     use commit_engine::{ImageIndex, TaskInfo, TaskState};
     use serde_json::{Value, json};
-    use std::collections::HashMap;
 
     #[test]
     fn specs_read_back_as_host_config() {
@@ -419,23 +412,39 @@ mod tests {
         assert_eq!(hc["ReadonlyPaths"], Value::Null);
         assert_eq!(user(process(ct.spec.as_ref())), "1000");
 
-        let host = spec(json!({ "linux": { "namespaces": [{ "type": "pid" }] } }));
-        assert_eq!(network_mode(host.as_ref(), &HashMap::new()), "host");
-        let nerdctl = HashMap::from([(NERDCTL_NETWORKS.to_string(), r#"["bridge"]"#.to_string())]);
-        let fresh = spec(json!({ "linux": { "namespaces": [{ "type": "network" }] } }));
-        assert_eq!(network_mode(fresh.as_ref(), &nerdctl), "bridge");
-        let cri = spec(json!({
-            "annotations": { CRI_CONTAINER_TYPE: "container", CRI_SANDBOX_ID: "5a00" },
-            "linux": { "namespaces": [
-                { "type": "network", "path": "/var/run/netns/cni-1" },
-                { "type": "ipc", "path": "/proc/9/ns/ipc" },
-            ] },
-        }));
-        let cri = cri.as_ref();
-        assert_eq!(network_mode(cri, &HashMap::new()), "container:5a00");
-        assert_eq!(ns_mode(cri, NsKind::Ipc, "private"), "container:5a00");
-        assert_eq!(sandbox_key(cri), "/var/run/netns/cni-1");
-        assert_eq!(network_mode(None, &HashMap::new()), "");
+        // The engine reads nerdctl's networks and the CRI sandbox; these
+        // are its typed answers.
+        let with = |json_spec: Value, sandbox: Option<&str>, networks: &[&str]| Container {
+            sandbox: sandbox.map(str::to_string),
+            networks: networks.iter().map(|n| n.to_string()).collect(),
+            ..container("n1", &[], json_spec)
+        };
+        let host = with(
+            json!({ "linux": { "namespaces": [{ "type": "pid" }] } }),
+            None,
+            &[],
+        );
+        assert_eq!(network_mode(&host), "host");
+        let fresh = json!({ "linux": { "namespaces": [{ "type": "network" }] } });
+        assert_eq!(
+            network_mode(&with(fresh.clone(), None, &["bridge"])),
+            "bridge"
+        );
+        assert_eq!(network_mode(&with(fresh, None, &[])), "none");
+        let cri = with(
+            json!({
+                "linux": { "namespaces": [
+                    { "type": "network", "path": "/var/run/netns/cni-1" },
+                    { "type": "ipc", "path": "/proc/9/ns/ipc" },
+                ] },
+            }),
+            Some("5a00"),
+            &[],
+        );
+        assert_eq!(network_mode(&cri), "container:5a00");
+        assert_eq!(ns_mode(&cri, NsKind::Ipc, "private"), "container:5a00");
+        assert_eq!(sandbox_key(cri.spec.as_ref()), "/var/run/netns/cni-1");
+        assert_eq!(network_mode(&with(Value::Null, None, &[])), "");
     }
 
     #[test]
@@ -466,12 +475,15 @@ mod tests {
 
     #[test]
     fn inspect_has_dockers_shape() {
-        let ct = container(
-            "c1",
-            &[("nerdctl/name", "web")],
-            json!({"process": {"args": ["sh", "-c", "sleep 1"], "cwd": "/", "env": ["A=1"],
-                               "user": {"uid": 0, "gid": 0}},
-                   "linux": {"namespaces": [{"type": "network"}]}}),
+        let ct = named(
+            "web",
+            container(
+                "c1",
+                &[],
+                json!({"process": {"args": ["sh", "-c", "sleep 1"], "cwd": "/", "env": ["A=1"],
+                                   "user": {"uid": 0, "gid": 0}},
+                       "linux": {"namespaces": [{"type": "network"}]}}),
+            ),
         );
         let running = TaskInfo {
             pid: 42,

@@ -375,7 +375,7 @@ pub(super) fn summary(
         state: s.state(),
         status: status_text(&s.task, created, now),
         host_config: v::SummaryHostConfig {
-            network_mode: network_mode(s.spec(), &s.ct.labels),
+            network_mode: network_mode(&s.ct),
             annotations: annotations(s.spec(), version),
         },
         network_settings: v::SummaryNetworkSettings { networks: Empty {} },
@@ -385,7 +385,7 @@ pub(super) fn summary(
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::{container, seen, task};
+    use super::super::fixtures::{container, named, seen, task};
     use super::*;
     use commit_engine::{TaskInfo, TaskState};
     use serde_json::Value;
@@ -445,15 +445,14 @@ mod tests {
     #[test]
     fn filters_select_as_docker_does() {
         let running = seen(
-            container(
-                "run1",
-                &[("nerdctl/name", "web-1"), ("team", "infra")],
-                Value::Null,
+            named(
+                "web-1",
+                container("run1", &[("team", "infra")], Value::Null),
             ),
             task(TaskState::Running),
         );
         let exited = seen(
-            container("stop1", &[("nerdctl/name", "job")], Value::Null),
+            named("job", container("stop1", &[], Value::Null)),
             TaskInfo {
                 exit_status: 137,
                 ..task(TaskState::Stopped)
@@ -486,7 +485,7 @@ mod tests {
 
         let ids = ["run1", "run10", "abc"];
         let record = |q: &str, ct: &Container| selection(q).unwrap().keeps_record(ct, &ids);
-        let ct = container("run1", &[("nerdctl/name", "web-1")], Value::Null);
+        let ct = named("web-1", container("run1", &[], Value::Null));
         assert!(record(&filters(r#"{"name":["web"]}"#), &ct));
         assert!(record(&filters(r#"{"name":["^/web-\\d$"]}"#), &ct));
         assert!(record(&filters(r#"{"name":["^web-1$"]}"#), &ct));

@@ -155,8 +155,6 @@ fn annotations(spec: Option<&Spec>, version: &str) -> Option<BTreeMap<String, St
 mod fixtures {
     //! Containers and tasks as the engine hands them over.
 
-    use std::collections::HashMap;
-
     use commit_engine::{ContainerRecord as Container, ImageIndex, ImageOf, TaskInfo, TaskState};
     use oci_spec::runtime::Spec;
     use serde_json::Value;
@@ -179,24 +177,28 @@ mod fixtures {
         }
     }
 
-    /// A container named by nerdctl's label, if it has one (the engine
-    /// names containers; its own tests hold how).
+    /// A container named by its ID (see [`named`]).
     pub(super) fn container(id: &str, labels: &[(&str, &str)], json_spec: Value) -> Container {
-        let labels: HashMap<String, String> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         Container {
             id: id.into(),
-            name: labels
-                .get("nerdctl/name")
-                .cloned()
-                .unwrap_or_else(|| id.into()),
-            labels,
+            name: id.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             snapshotter: "overlayfs".into(),
             runtime: "io.containerd.runc.v2".into(),
             spec: spec(json_spec),
             ..Default::default()
+        }
+    }
+
+    /// A container with the name the engine gave it (the engine's own
+    /// tests hold how it names one).
+    pub(super) fn named(name: &str, ct: Container) -> Container {
+        Container {
+            name: name.into(),
+            ..ct
         }
     }
 

@@ -7,13 +7,9 @@ use oci_spec::runtime::{
     Linux, LinuxNamespaceType as NsKind, LinuxResources, Mount, Process, Spec,
 };
 
-use crate::views::containers as v;
+use commit_engine::ContainerRecord as Container;
 
-/// The CRI plugin's annotations on a container's spec.
-pub(super) const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
-pub(super) const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
-/// nerdctl's label listing a container's networks (a JSON array).
-pub(super) const NERDCTL_NETWORKS: &str = "nerdctl/networks";
+use crate::views::containers as v;
 
 pub(super) fn process(spec: Option<&Spec>) -> Option<&Process> {
     spec.and_then(|s| s.process().as_ref())
@@ -75,20 +71,13 @@ pub(super) fn namespace(spec: Option<&Spec>, kind: NsKind) -> Ns {
     }
 }
 
-/// The CRI sandbox a Kubernetes app container shares namespaces with.
-pub(super) fn cri_sandbox(spec: Option<&Spec>) -> Option<&str> {
-    let ann = spec?.annotations().as_ref()?;
-    (ann.get(CRI_CONTAINER_TYPE).map(String::as_str) == Some("container"))
-        .then(|| ann.get(CRI_SANDBOX_ID).map(String::as_str))
-        .flatten()
-        .filter(|s| !s.is_empty())
-}
-
 /// Docker's `NetworkMode`: `host` without a network namespace,
-/// `container:<sandbox>` for a Kubernetes app container, nerdctl's first
-/// network, else `none` (a fresh namespace with only loopback, as `ctr run`
-/// makes) or `default` (a namespace set up by someone else, e.g. CNI).
-pub(super) fn network_mode(spec: Option<&Spec>, labels: &HashMap<String, String>) -> String {
+/// `container:<sandbox>` for a Kubernetes app container (the engine reads
+/// its pod's sandbox), the first network nerdctl attached, else `none` (a
+/// fresh namespace with only loopback, as `ctr run` makes) or `default` (a
+/// namespace set up by someone else, e.g. CNI).
+pub(super) fn network_mode(ct: &Container) -> String {
+    let spec = ct.spec.as_ref();
     let ns = namespace(spec, NsKind::Network);
     if ns == Ns::Host {
         return "host".into();
@@ -96,15 +85,11 @@ pub(super) fn network_mode(spec: Option<&Spec>, labels: &HashMap<String, String>
     if ns == Ns::Unknown {
         return String::new();
     }
-    if let Some(sandbox) = cri_sandbox(spec) {
+    if let Some(sandbox) = &ct.sandbox {
         return format!("container:{sandbox}");
     }
-    let nerdctl: Option<String> = labels
-        .get(NERDCTL_NETWORKS)
-        .and_then(|l| serde_json::from_str::<Vec<String>>(l).ok())
-        .and_then(|n| n.into_iter().next());
-    if let Some(n) = nerdctl {
-        return n;
+    if let Some(n) = ct.networks.first() {
+        return n.clone();
     }
     match ns {
         Ns::Joined(_) => "default".into(),
@@ -115,10 +100,12 @@ pub(super) fn network_mode(spec: Option<&Spec>, labels: &HashMap<String, String>
 /// Docker's modes for the other namespaces (`IpcMode`, `PidMode`, …):
 /// `host` when not unshared, `container:<sandbox>` when joined from a
 /// Kubernetes sandbox, else the mode Docker shows for a private one.
-pub(super) fn ns_mode(spec: Option<&Spec>, kind: NsKind, private: &str) -> String {
-    match namespace(spec, kind) {
+pub(super) fn ns_mode(ct: &Container, kind: NsKind, private: &str) -> String {
+    match namespace(ct.spec.as_ref(), kind) {
         Ns::Host => "host".into(),
-        Ns::Joined(_) => cri_sandbox(spec)
+        Ns::Joined(_) => ct
+            .sandbox
+            .as_ref()
             .map(|s| format!("container:{s}"))
             .unwrap_or_else(|| private.into()),
         Ns::New => private.into(),
