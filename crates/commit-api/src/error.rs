@@ -6,7 +6,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use commit_engine::{Error as EngineError, Kind, LoadError};
+use commit_engine::{Error as EngineError, ImportError, Kind, LoadError};
 use docker_format::{body, changes, filters, ports, reference, registry, time};
 use tracing::error;
 
@@ -143,6 +143,7 @@ fn engine_status(e: &EngineError) -> StatusCode {
             | LoadError::BadManifest { .. }
             | LoadError::MissingContent(_),
         )
+        | EngineError::Import(ImportError::Tarball(_))
         | EngineError::Changes(_)
         | EngineError::Unrepresentable(_) => StatusCode::BAD_REQUEST,
         EngineError::Conflict(_) => StatusCode::CONFLICT,
@@ -160,6 +161,7 @@ fn engine_status(e: &EngineError) -> StatusCode {
         },
         EngineError::Io { .. }
         | EngineError::Malformed(_)
+        | EngineError::Import(ImportError::NoLayer | ImportError::Json(_))
         | EngineError::Registry(_)
         | EngineError::Task { .. }
         | EngineError::Incremental(_)

@@ -96,6 +96,10 @@ pub enum Error {
     #[error(transparent)]
     Load(#[from] crate::load::LoadError),
 
+    /// A tarball `docker import` cannot import.
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
+
     /// A registry could not be reached or set up for a push.
     #[error("{0}")]
     Registry(String),

@@ -28,6 +28,21 @@ use crate::layer::{self, Codec, ContentRoot};
 use crate::lease::Lease;
 use crate::snapshot::Snapshots;
 
+/// What `docker import` can fail with that is its own (containerd's and
+/// the content store's failures stay [`Error`]'s).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The tarball does not read as a tar archive: the client's.
+    #[error("{0}")]
+    Tarball(io::Error),
+    /// The image made has no layer (a bug here).
+    #[error("an imported image without a layer")]
+    NoLayer,
+    /// Its config or manifest did not serialize.
+    #[error("{0}")]
+    Json(serde_json::Error),
+}
+
 /// What to import.
 #[derive(Debug, Clone, Default)]
 pub struct ImportRequest {
@@ -90,7 +105,7 @@ impl Importer<'_> {
             .await
             .map_err(|e| match e {
                 Error::Io { source, .. } if source.kind() == io::ErrorKind::InvalidData => {
-                    Error::InvalidArgument(source.to_string())
+                    ImportError::Tarball(source).into()
                 }
                 other => other,
             })?;
@@ -98,8 +113,7 @@ impl Importer<'_> {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let config =
             crate::commit::child_config(None, 0, run, Some(&layer), "", &req.message, "", &now);
-        let chain = image::chain_id(&config.rootfs.diff_ids)
-            .ok_or_else(|| Error::Malformed("an imported image without a layer".into()))?;
+        let chain = image::chain_id(&config.rootfs.diff_ids).ok_or(ImportError::NoLayer)?;
         let sn = Snapshots::new(c, self.snapshotter);
         diff::apply_checked(
             c,
@@ -112,8 +126,7 @@ impl Importer<'_> {
         )
         .await?;
 
-        let config_bytes =
-            serde_json::to_vec(&config).map_err(|e| Error::Malformed(e.to_string()))?;
+        let config_bytes = serde_json::to_vec(&config).map_err(ImportError::Json)?;
         let config_digest = content::sha256_digest(&config_bytes);
         let config_size = config_bytes.len() as i64;
         let manifest = Manifest {
@@ -123,8 +136,7 @@ impl Importer<'_> {
             layers: vec![layer.descriptor.clone()],
             annotations: None,
         };
-        let manifest_bytes =
-            serde_json::to_vec(&manifest).map_err(|e| Error::Malformed(e.to_string()))?;
+        let manifest_bytes = serde_json::to_vec(&manifest).map_err(ImportError::Json)?;
         let manifest_size = manifest_bytes.len() as i64;
         let unique = crate::unique();
         content::write_blob(
@@ -301,5 +313,18 @@ mod tests {
         let mut junk = vec![7u8; 2048];
         junk[0] = b'x';
         assert!(copy_tar(&junk[..], &mut out).is_err());
+    }
+
+    #[test]
+    fn import_errors_keep_their_texts() {
+        let bad = io::Error::new(io::ErrorKind::InvalidData, "not a tar archive");
+        assert_eq!(
+            Error::from(ImportError::Tarball(bad)).to_string(),
+            "not a tar archive"
+        );
+        assert_eq!(
+            Error::from(ImportError::NoLayer).to_string(),
+            "an imported image without a layer"
+        );
     }
 }

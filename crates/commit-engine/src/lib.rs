@@ -83,7 +83,7 @@ pub use crate::error::{Error, Kind, Result};
 pub use crate::export::Exported;
 pub use crate::filter::Pattern as ExcludePattern;
 pub use crate::images::{Footing, Resolved};
-pub use crate::import::{ImportRequest, Imported};
+pub use crate::import::{ImportError, ImportRequest, Imported};
 pub use crate::incremental::Records;
 pub use crate::lineage::{BASE_DIGEST, BASE_LAYERS, BASE_NAME, Squash};
 pub use crate::load::{LoadError, LoadProgress, Loaded};
