@@ -59,16 +59,35 @@ pub async fn state(c: &Containerd, container: &str) -> Result<TaskState> {
 
 /// Pauses a running task. `Ok(false)` when the task went away meanwhile
 /// (nothing to pause, nothing to resume).
+///
+/// runc gives up freezing a cgroup whose tasks do not all stop in time
+/// ("unable to freeze": a task in uninterruptible sleep under heavy I/O
+/// holds the freeze up) and thaws it again; a moment later it usually
+/// freezes, so that failure is tried again a few times before the commit
+/// fails with it (seen under the soak's sixteen clients on a loaded node).
 pub async fn pause(c: &Containerd, container: &str) -> Result<bool> {
-    let req = c.request(PauseTaskRequest {
-        container_id: container.to_string(),
-    });
-    match c.tasks().pause(req).await {
-        Ok(_) => Ok(true),
-        Err(s) if s.code() == Code::NotFound => Ok(false),
-        Err(s) => Err(c.err("task pause", s)),
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        let req = c.request(PauseTaskRequest {
+            container_id: container.to_string(),
+        });
+        match c.tasks().pause(req).await {
+            Ok(_) => return Ok(true),
+            Err(s) if s.code() == Code::NotFound => return Ok(false),
+            Err(s) if attempt < FREEZE_ATTEMPTS && s.message().contains("unable to freeze") => {
+                warn!(container, attempt, cause = %s.message(), "the container did not freeze; trying again");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(s) => return Err(c.err("task pause", s)),
+        }
     }
 }
+
+/// How often a pause that runc could not complete is tried.
+const FREEZE_ATTEMPTS: u32 = 4;
 
 pub async fn resume(c: &Containerd, container: &str) -> Result<()> {
     let req = c.request(ResumeTaskRequest {
