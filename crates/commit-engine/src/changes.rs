@@ -128,12 +128,7 @@ pub(crate) async fn changes(
                     Err(WalkError::Unsupported(why)) => {
                         debug!(container = %ct.id, %why, "upper directory not readable; using the diff service");
                     }
-                    Err(e @ WalkError::Unrepresentable { .. }) => {
-                        return Err(Error::Unrepresentable(e.to_string()));
-                    }
-                    Err(WalkError::Io { context, source }) => {
-                        return Err(Error::io(context, source));
-                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
             Err(why) => {

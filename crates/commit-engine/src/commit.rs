@@ -1342,10 +1342,7 @@ fn spec_of(ct: &Container) -> Vec<u8> {
 fn copy_failed(e: CopyError) -> FastPath {
     match e {
         CopyError::Unsupported(why) => FastPath::Unsupported(why),
-        e @ CopyError::Unrepresentable { .. } => {
-            FastPath::Failed(Error::Unrepresentable(e.to_string()))
-        }
-        CopyError::Io { context, source } => FastPath::Failed(Error::io(context, source)),
+        e => FastPath::Failed(e.into()),
     }
 }
 

@@ -193,6 +193,22 @@ impl Error {
     }
 }
 
+/// A walk of a container's files (the diff's read of the upper directory,
+/// the capture's copy) failed: an entry no layer can carry is the client's
+/// (`Unrepresentable`), the rest local I/O. A walk's `Unsupported` is the
+/// caller's cue to take the diff service instead and never reaches here
+/// but from a bug; it reads as I/O.
+impl From<crate::walk::WalkError> for Error {
+    fn from(e: crate::walk::WalkError) -> Self {
+        use crate::walk::WalkError;
+        match e {
+            e @ WalkError::Unrepresentable { .. } => Error::Unrepresentable(e.to_string()),
+            WalkError::Io { context, source } => Error::io(context, source),
+            WalkError::Unsupported(why) => Error::io(why, std::io::ErrorKind::Unsupported.into()),
+        }
+    }
+}
+
 /// Whether a status means the connection to containerd failed, rather than
 /// containerd answering with an error.
 fn is_transport_failure(s: &tonic::Status) -> bool {
@@ -225,4 +241,27 @@ fn transport_detail(s: &tonic::Status) -> String {
         source = e.source();
     }
     detail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::walk::WalkError;
+
+    #[test]
+    fn walk_failures_keep_their_texts_and_kinds() {
+        let e = Error::from(WalkError::Unrepresentable {
+            path: b"a/.wh.b".to_vec(),
+            why: "a whiteout name".into(),
+        });
+        assert!(matches!(e, Error::Unrepresentable(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("the container's changes cannot be put in a layer: "),
+            "{e}"
+        );
+        let e = Error::from(WalkError::io("stat", std::io::Error::other("gone")));
+        assert!(matches!(e, Error::Io { .. }), "{e:?}");
+        assert_eq!(e.to_string(), "stat: gone");
+    }
 }
