@@ -118,7 +118,7 @@ pub fn request(container: &str, name: Option<&str>) -> CommitRequest {
         squash: None,
         timestamp: None,
         exclude: Vec::new(),
-        incremental: false,
+        incremental: None,
     }
 }
 

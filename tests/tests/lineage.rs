@@ -531,7 +531,7 @@ fn recording(lab: &Lab, dir: &std::path::Path) -> Engine {
 
 async fn commit_incremental(engine: &Engine, id: &str, name: &str, incremental: bool) -> Committed {
     let req = CommitRequest {
-        incremental,
+        incremental: Some(incremental),
         ..request(id, Some(name))
     };
     commit(engine, req)
@@ -716,7 +716,7 @@ async fn incremental_commits_hold_only_what_changed_or_say_why_not() {
     let s = commit(
         &engine,
         CommitRequest {
-            incremental: true,
+            incremental: Some(true),
             squash: Some(Squash::New),
             ..request("big", Some("docker.io/library/lineage-big:squashed"))
         },
@@ -739,5 +739,33 @@ async fn incremental_commits_hold_only_what_changed_or_say_why_not() {
         matches!(&n.incremental, Incremental::Plain(why) if why.contains("no records")),
         "{:?}",
         n.incremental
+    );
+    // [commit] incremental = true: commits that do not say are incremental
+    // (here on the squashed image, the last one recorded).
+    let by_default = Engine::new(
+        Containerd::lazy(&lab.w.socket, &lab.w.ns).unwrap(),
+        EngineConfig {
+            records: Records::new(Some(records.path().to_path_buf())),
+            incremental: true,
+            ..EngineConfig::default()
+        },
+    );
+    lab.sh("big", "echo d > /big/d; rm /big/more");
+    let d = commit(
+        &by_default,
+        request("big", Some("docker.io/library/lineage-big:default")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(d.incremental, Incremental::On(s.image_id.clone()));
+    let full =
+        commit_incremental(&engine, "big", "docker.io/library/lineage-big:full2", false).await;
+    assert!(d.uncompressed_size < 16 << 10);
+    assert!(full.uncompressed_size > 32 << 20);
+    assert_same(
+        "incremental on a squashed image vs full",
+        &view(&lab, "docker.io/library/lineage-big:full2").await,
+        &view(&lab, "docker.io/library/lineage-big:default").await,
+        VIEWS,
     );
 }

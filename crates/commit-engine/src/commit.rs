@@ -66,8 +66,8 @@ pub struct CommitRequest {
     /// Only what changed since this daemon's last commit of the container,
     /// on that commit's image (see `incremental`); a plain commit when that
     /// cannot be, and the answer says why. Either way the capture is
-    /// remembered for the next one.
-    pub incremental: bool,
+    /// remembered for the next one. `None`: the configured default.
+    pub incremental: Option<bool>,
 }
 
 /// What `incremental=1` made of a commit.
@@ -450,7 +450,8 @@ impl Committer<'_> {
         // An incremental commit stands on the container's previous image.
         let mut outcome = Incremental::NotAsked;
         let mut since = None;
-        if req.incremental {
+        let asked_incremental = req.incremental.unwrap_or(self.cfg.incremental);
+        if asked_incremental {
             match self
                 .previous(&sn, &ct, &info, req.squash, lineage_base.as_ref())
                 .await?
@@ -463,7 +464,7 @@ impl Committer<'_> {
             }
         }
 
-        let record = req.incremental && self.cfg.records.is_kept();
+        let record = asked_incremental && self.cfg.records.is_kept();
 
         let (result, squash) = loop {
             let (squash, kept, layers_parent, diff_parent, prev) = match since.take() {

@@ -171,6 +171,8 @@ pub struct EngineConfig {
     pub auto_squash: bool,
     /// `exclude` patterns every commit applies, before the request's.
     pub exclude: Vec<String>,
+    /// Commits that do not say are `incremental=1`.
+    pub incremental: bool,
     /// A Docker-style `config.json` whose credentials push and save use to
     /// read blobs from their source registries (None: anonymous).
     pub source_credentials: Option<std::path::PathBuf>,
@@ -195,6 +197,7 @@ impl Default for EngineConfig {
             max_depth: 0,
             auto_squash: false,
             exclude: Vec::new(),
+            incremental: false,
             source_credentials: None,
             records: Records::default(),
         }

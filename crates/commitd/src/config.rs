@@ -86,6 +86,7 @@ pub struct CommitConfig {
     pub max_depth: usize,
     pub auto_squash: bool,
     pub exclude: Vec<String>,
+    pub incremental: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -129,6 +130,7 @@ struct PartialCommit {
     max_depth: Option<usize>,
     auto_squash: Option<bool>,
     exclude: Option<Vec<String>>,
+    incremental: Option<bool>,
 }
 
 /// commitd: Docker's commit API for containerd containers, on a unix socket.
@@ -243,6 +245,7 @@ impl Config {
                 self.commit.max_depth => c.max_depth,
                 self.commit.auto_squash => c.auto_squash,
                 self.commit.exclude => c.exclude,
+                self.commit.incremental => c.incremental,
             );
         }
         Ok(())
@@ -334,6 +337,7 @@ impl Config {
             max_depth: self.commit.max_depth,
             auto_squash: self.commit.auto_squash,
             exclude: self.commit.exclude.clone(),
+            incremental: self.commit.incremental,
             source_credentials: Some(self.registry.source_credentials.clone())
                 .filter(|p| !p.as_os_str().is_empty()),
             journal: commit_engine::PauseJournal::new(Some(self.state_dir())),
@@ -448,6 +452,7 @@ mod tests {
     #[test]
     fn source_credentials_from_the_file() {
         assert_eq!(Config::defaults().engine().source_credentials, None);
+        assert!(!Config::defaults().engine().incremental, "incremental: off");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("commitd.toml");
         std::fs::write(

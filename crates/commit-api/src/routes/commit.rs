@@ -70,8 +70,8 @@ pub(crate) async fn commit(
         }),
     };
     let incremental = match q.get("incremental") {
-        "" => false,
-        v => bool_value(v),
+        "" => None,
+        v => Some(bool_value(v)),
     };
     let changes = super::changes(&api, &q)?;
     let req = CommitRequest {

@@ -61,7 +61,7 @@ pub(crate) async fn commit(
                         squash: None,
                         timestamp: None,
                         exclude: Vec::new(),
-                        incremental: false,
+                        incremental: None,
                     },
                     api.abort_token(),
                 )
