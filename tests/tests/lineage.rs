@@ -341,6 +341,68 @@ async fn the_depth_guard_refuses_or_squashes() {
     assert_eq!(lab.sh("g3", "cat /g0 /g1 /g2"), "0\n1\n2\n");
 }
 
+/// Without a configured maximum the guard stops an unsquashed lineage at
+/// what this node's overlay snapshotter can mount, measured from the
+/// container's own mount: every image the lineage made up to there starts
+/// and runs; the next commit answers 400 naming the depth and the way out,
+/// instead of writing an image no container could mount; `squash=new` then
+/// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsquashed_lineage_stops_at_the_measured_mount_limit() {
+    let (lab, _) = lab("lineage-limit");
+    let base_layers = lab.resolved(&lab.image).await.manifest.layers.len();
+    let mut parent = lab.image.clone();
+    let mut last = String::new();
+    for i in 0..500 {
+        let id = format!("m{i}");
+        // Every image made so far is mounted here (the start fails loudly).
+        lab.start(&parent, &id);
+        lab.sh(&id, &format!("echo {i} > /m{i}"));
+        if !last.is_empty() {
+            lab.w.ctr.delete_container(&last).unwrap();
+        }
+        last.clone_from(&id);
+        let name = format!("docker.io/library/lineage-limit:{i}");
+        match commit(&lab.fast, request(&id, Some(&name))).await {
+            Ok(c) => {
+                assert_eq!(c.depth, base_layers + 1 + i);
+                parent = name;
+            }
+            Err(e) => {
+                assert!(matches!(e, commit_engine::Error::InvalidArgument(_)), "{e}");
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(&format!("{} layers", base_layers + 1 + i))
+                        && msg.contains("what this node's overlay snapshotter can mount")
+                        && msg.contains("squash=new"),
+                    "{msg}"
+                );
+                assert!(
+                    i >= 10,
+                    "a limit of {} layers is not overlay's",
+                    base_layers + i
+                );
+                // The deepest image runs and holds the whole lineage.
+                assert_eq!(
+                    lab.sh(&id, &format!("cat /m0 /m{}", i - 1)),
+                    format!("0\n{}\n", i - 1)
+                );
+                lab.w.assert_clean();
+                let req = CommitRequest {
+                    squash: Some(Squash::New),
+                    ..request(&id, Some(&name))
+                };
+                let c = commit(&lab.fast, req).await.unwrap();
+                assert_eq!(c.depth, base_layers + 1);
+                lab.start(&name, "after");
+                assert_eq!(lab.sh("after", &format!("cat /m{i}")), format!("{i}\n"));
+                return;
+            }
+        }
+    }
+    panic!("no depth limit met in 500 layers");
+}
+
 /// `timestamp=`: the same change committed in separate containers, by
 /// separate engines (a daemon restarted), gives the same image, for every
 /// compression; and the image's snapshot is what its layer gives elsewhere.
