@@ -581,6 +581,39 @@ async fn excludes_leave_entries_out() {
 }
 
 /// An engine that remembers its commits for `incremental=1`.
+/// The incremental records of containers removed since their last commit
+/// go (the daemon sweeps at start and hourly); the others stay and still
+/// serve their container's next incremental commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_removed_containers_are_swept() {
+    let (lab, _) = lab("lineage-records");
+    let records = tempfile::tempdir().unwrap();
+    let engine = recording(&lab, records.path());
+    for id in ["kept", "removed"] {
+        lab.start(&lab.image, id);
+        lab.sh(id, "echo x > /x");
+        let name = format!("docker.io/library/lineage-records:{id}");
+        commit_incremental(&engine, id, &name, true).await;
+    }
+    let file = |id: &str| records.path().join(&lab.w.ns).join(id);
+    assert!(file("kept").exists() && file("removed").exists());
+    lab.w.ctr.delete_container("removed").unwrap();
+    assert_eq!(engine.forget_removed_containers().await.unwrap(), 1);
+    assert!(file("kept").exists(), "a live container's record stays");
+    assert!(
+        !file("removed").exists(),
+        "a removed container's record goes"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    lab.sh("kept", "echo y > /y");
+    let c = commit_incremental(&engine, "kept", "docker.io/library/lineage-records:2", true).await;
+    assert!(
+        matches!(c.incremental, Incremental::On(_)),
+        "{:?}",
+        c.incremental
+    );
+}
+
 fn recording(lab: &Lab, dir: &std::path::Path) -> Engine {
     Engine::new(
         Containerd::lazy(&lab.w.socket, &lab.w.ns).unwrap(),

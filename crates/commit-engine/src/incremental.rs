@@ -256,6 +256,35 @@ impl Records {
         }
     }
 
+    /// Forgets every container of `namespace` that is not in `alive` (it
+    /// was deleted since its last commit; a record serves only its own
+    /// container). Files being written (dot names) are left alone. A record
+    /// removed by a race with a new container's first commit costs that
+    /// container one plain commit, nothing more. Returns how many went.
+    pub(crate) fn keep_only(
+        &self,
+        namespace: &str,
+        alive: &std::collections::HashSet<String>,
+    ) -> usize {
+        let Some(dir) = self.dir.as_ref().map(|d| d.join(namespace)) else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut gone = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.')
+                && !alive.contains(&name)
+                && std::fs::remove_file(e.path()).is_ok()
+            {
+                gone += 1;
+            }
+        }
+        gone
+    }
+
     /// Forgets the container (its record no longer holds).
     pub(crate) fn forget(&self, namespace: &str, container: &str) {
         if let Some(p) = self.path(namespace, container) {

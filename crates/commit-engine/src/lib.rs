@@ -548,6 +548,24 @@ impl Engine {
     /// resume (it died mid-commit).
     pub async fn recover(&self) {
         task::recover(&self.c, &self.cfg.journal).await;
+        if let Err(e) = self.forget_removed_containers().await {
+            tracing::warn!(cause = %e, "incremental records of removed containers not swept");
+        }
+    }
+
+    /// Removes the incremental records (see `incremental=1`) of containers
+    /// that no longer exist in this namespace; the daemon does it at start
+    /// and then every hour. Returns how many went.
+    pub async fn forget_removed_containers(&self) -> Result<usize> {
+        if !self.cfg.records.is_kept() {
+            return Ok(0);
+        }
+        let alive: std::collections::HashSet<String> = container::list(&self.c, Vec::new())
+            .await?
+            .into_iter()
+            .map(|ct| ct.id)
+            .collect();
+        Ok(self.cfg.records.keep_only(self.c.namespace(), &alive))
     }
 
     /// Where layers can be written directly, if anywhere (fast path only).

@@ -177,6 +177,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             delay = (delay * 2).min(Duration::from_secs(10));
         }
         engine.recover().await;
+        // Records of containers removed while the daemon runs, hourly.
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            if let Err(e) = engine.forget_removed_containers().await {
+                warn!(cause = %e, "incremental records of removed containers not swept");
+            }
+        }
     });
     if !cfg.metrics_address.is_empty() {
         let listener = tokio::net::TcpListener::bind(&cfg.metrics_address)
