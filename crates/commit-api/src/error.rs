@@ -6,7 +6,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use commit_engine::{Error as EngineError, ImportError, Kind, LoadError};
+use commit_engine::{Error as EngineError, ImportError, Kind, LoadError, RegistryError};
 use docker_format::{body, changes, filters, ports, reference, registry, time};
 use tracing::error;
 
@@ -147,6 +147,10 @@ fn engine_status(e: &EngineError) -> StatusCode {
         | EngineError::Changes(_)
         | EngineError::Unrepresentable(_) => StatusCode::BAD_REQUEST,
         EngineError::Conflict(_) => StatusCode::CONFLICT,
+        // Once a push has begun its failures are progress messages (after
+        // `200`, as Docker's); these are the ones that can come before.
+        EngineError::Registry(RegistryError::Unauthorized { .. }) => StatusCode::UNAUTHORIZED,
+        EngineError::Registry(RegistryError::Denied { .. }) => StatusCode::FORBIDDEN,
         EngineError::Unavailable { .. } | EngineError::Cancelled(_) => {
             StatusCode::SERVICE_UNAVAILABLE
         }
@@ -162,7 +166,17 @@ fn engine_status(e: &EngineError) -> StatusCode {
         EngineError::Io { .. }
         | EngineError::Malformed(_)
         | EngineError::Import(ImportError::NoLayer | ImportError::Json(_))
-        | EngineError::Registry(_)
+        | EngineError::Registry(
+            RegistryError::Client(_)
+            | RegistryError::Credentials { .. }
+            | RegistryError::Call { .. }
+            | RegistryError::Nowhere { .. }
+            | RegistryError::Source { .. }
+            | RegistryError::Local { .. }
+            | RegistryError::ImageGone
+            | RegistryError::NotLoggedIn
+            | RegistryError::ClientGone,
+        )
         | EngineError::Task { .. }
         | EngineError::Incremental(_)
         | EngineError::Failpoint(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -100,9 +100,9 @@ pub enum Error {
     #[error(transparent)]
     Import(#[from] crate::import::ImportError),
 
-    /// A registry could not be reached or set up for a push.
-    #[error("{0}")]
-    Registry(String),
+    /// A registry could not be set up, reached or persuaded.
+    #[error(transparent)]
+    Registry(#[from] crate::remote::RegistryError),
 }
 
 /// What kind of failure containerd reported: its gRPC status code, in the

@@ -95,8 +95,6 @@ pub(crate) fn start(
                         {
                             Ok(s) => s.boxed(),
                             Err(why) => {
-                                let why =
-                                    format!("fetching blob {} from its source: {why}", d.digest);
                                 let _ = tx.send(Err(std::io::Error::other(why))).await;
                                 return;
                             }

@@ -90,7 +90,7 @@ pub use crate::load::{LoadError, LoadProgress, Loaded};
 pub use crate::pipeline::PushTarget;
 pub use crate::prune::{Pruned, PrunedImage};
 pub use crate::push::{PushEvent, PushRequest, Sent};
-pub use crate::remote::{BlobSource, Missing};
+pub use crate::remote::{BlobSource, Login, Missing, RegistryError};
 pub use crate::system::{DEFAULT_SNAPSHOTTER, SystemInfo};
 pub use crate::task::{PauseJournal, TaskInfo, TaskState};
 pub use crate::usage::{ContainerSize, ImageUsage, ImagesUsage};
@@ -317,8 +317,7 @@ impl Engine {
             .flatten()
             .map(|s: &BlobSource| s.domain.as_str())
             .collect();
-        let client = remote::client(domains, insecure_registries)
-            .map_err(|e| Error::Registry(format!("setting up the registry client: {e}")))?;
+        let client = remote::client(domains, insecure_registries)?;
         let credentials =
             remote::source_credentials(self.cfg.source_credentials.as_deref()).await?;
         let rx = export::start(

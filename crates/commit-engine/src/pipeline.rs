@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commit::{CommitRequest, Committed};
 use crate::layer::Tee;
 use crate::push::{Job, PARALLEL_UPLOADS, PushEvent, Sent};
+use crate::remote::RegistryError;
 use crate::{Engine, Result};
 
 /// Where a commit is pushed.
@@ -119,7 +120,7 @@ impl Engine {
                     .await
                     .is_ok_and(|v| *v == Some(true));
                 if !ok {
-                    return Err("not logged in to the registry".to_string());
+                    return Err(RegistryError::NotLoggedIn);
                 }
                 let chunks = gather(tokio_stream::wrappers::ReceiverStream::new(tee_rx));
                 job.client
@@ -148,13 +149,23 @@ impl Engine {
         let (tag, layer) = (to.tag, committed.layer.clone());
         tokio::spawn(async move {
             let result = async {
-                let mut already = early
-                    .await
-                    .map_err(|e| format!("pushing the base layers: {e}"))??;
+                let mut already = early.await.map_err(|e| RegistryError::Local {
+                    what: "pushing the base layers".into(),
+                    detail: e.to_string(),
+                })??;
                 let image = image
-                    .map_err(|e| format!("reading the new image: {e}"))?
-                    .ok_or_else(|| "the new image is gone".to_string())?;
-                let streamed = upload.await.map_err(|e| e.to_string()).and_then(|r| r);
+                    .map_err(|e| RegistryError::Local {
+                        what: "reading the new image".into(),
+                        detail: e.to_string(),
+                    })?
+                    .ok_or(RegistryError::ImageGone)?;
+                let streamed = upload
+                    .await
+                    .map_err(|e| RegistryError::Local {
+                        what: "uploading the new layer".into(),
+                        detail: e.to_string(),
+                    })
+                    .and_then(|r| r);
                 if let Some(l) = layer {
                     match streamed {
                         Ok((digest, size)) if digest == l.digest && size as i64 == l.size => {
@@ -190,9 +201,9 @@ impl Engine {
                 job.push_one(&tag, &image, &already).await
             }
             .await;
-            if let Err(msg) = result {
-                tracing::warn!(repository = %job.named.name(), %tag, cause = %msg, "push of a commit failed");
-                let _ = job.send(PushEvent::Failed(msg)).await;
+            if let Err(err) = result {
+                tracing::warn!(repository = %job.named.name(), %tag, cause = %err, "push of a commit failed");
+                let _ = job.send(PushEvent::Failed(err.to_string())).await;
             }
         });
         Ok((committed, events))
@@ -226,7 +237,7 @@ async fn push_layers(
     job: &Job,
     reference: &oci_client::Reference,
     layers: Vec<Descriptor>,
-) -> std::result::Result<HashMap<String, Sent>, String> {
+) -> std::result::Result<HashMap<String, Sent>, RegistryError> {
     for l in &layers {
         job.send(PushEvent::Preparing {
             layer: l.digest.clone(),
@@ -241,7 +252,7 @@ async fn push_layers(
                 sent: sent.clone(),
             })
             .await?;
-            Ok::<_, String>((l.digest, sent))
+            Ok::<_, RegistryError>((l.digest, sent))
         })
         .buffer_unordered(PARALLEL_UPLOADS);
     let mut done = HashMap::new();

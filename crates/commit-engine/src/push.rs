@@ -30,15 +30,15 @@ use docker_format::image::Descriptor;
 use docker_format::reference::{Named, familiar_name};
 use docker_format::registry;
 use futures::StreamExt;
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use tokio::sync::mpsc;
 
 use crate::catalog::Image;
 use crate::content::Blobs;
-use crate::error::{Error, Result};
-use crate::remote::{BlobSource, registry_host, source_ref};
+use crate::error::Result;
+use crate::remote::{BlobSource, RegistryError, registry_host, source_ref};
 
 /// What to push: tags of one repository, each naming a local image.
 pub struct PushRequest {
@@ -101,62 +101,6 @@ fn remote(named: &Named, tag: &str) -> Reference {
     )
 }
 
-/// An error with its causes ("error sending request: … Connection refused").
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = e.source();
-    }
-    out
-}
-
-/// The HTTP status behind a registry error, when there is one.
-fn status_of(err: &OciDistributionError) -> Option<u16> {
-    match err {
-        OciDistributionError::RequestError(e) => e.status().map(|s| s.as_u16()),
-        OciDistributionError::ServerError { code, .. } => Some(*code),
-        OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => Some(401),
-        OciDistributionError::RegistryError { envelope, .. } => {
-            envelope.errors.iter().find_map(|e| match e.code {
-                OciErrorCode::Unauthorized => Some(401),
-                OciErrorCode::Denied => Some(403),
-                _ => None,
-            })
-        }
-        _ => None,
-    }
-}
-
-/// What the user reads when a registry call fails: Docker's words for
-/// refused credentials and denied access, then the details.
-fn describe(what: &str, err: &OciDistributionError, registry: &str, auth: &RegistryAuth) -> String {
-    let detail = chain(err);
-    match status_of(err) {
-        Some(401) => match auth {
-            RegistryAuth::Anonymous => format!(
-                "unauthorized: authentication required: {registry} needs credentials (docker login {registry}) ({what}: {detail})"
-            ),
-            RegistryAuth::Basic(user, _) => format!(
-                "unauthorized: authentication required: {registry} refused the credentials of {user} ({what}: {detail})"
-            ),
-            RegistryAuth::Bearer(_) => format!(
-                "unauthorized: authentication required: {registry} refused the registry token ({what}: {detail})"
-            ),
-        },
-        Some(403) => {
-            format!("denied: requested access to the resource is denied ({what}: {detail})")
-        }
-        _ => format!("{what}: {detail}"),
-    }
-}
-
 /// Starts a push; its events arrive on the returned channel, which the
 /// push stops writing to (and stops) when the receiver is dropped.
 pub(crate) async fn start(
@@ -182,9 +126,9 @@ pub(crate) async fn start(
         // Docker names the repository in full here (`docker.io/library/app`).
         let _ = job.tx.send(PushEvent::Repository(job.named.name())).await;
         for (tag, e) in targets {
-            if let Err(msg) = job.push_one(&tag, &e, &HashMap::new()).await {
-                tracing::warn!(repository = %repo, %tag, cause = %msg, "push failed");
-                let _ = job.tx.send(PushEvent::Failed(msg)).await;
+            if let Err(err) = job.push_one(&tag, &e, &HashMap::new()).await {
+                tracing::warn!(repository = %repo, %tag, cause = %err, "push failed");
+                let _ = job.tx.send(PushEvent::Failed(err.to_string())).await;
                 return;
             }
         }
@@ -252,9 +196,7 @@ impl Job {
         let domains: Vec<&str> = std::iter::once(named.domain.as_str())
             .chain(remote.values().flatten().map(|s| s.domain.as_str()))
             .collect();
-        let client = crate::remote::client(domains, insecure_registries).map_err(|e| {
-            Error::Registry(format!("setting up the registry client: {}", chain(&e)))
-        })?;
+        let client = crate::remote::client(domains, insecure_registries)?;
         let auth = crate::remote::oci_auth(auth);
         let (tx, rx) = mpsc::channel::<PushEvent>(16);
         Ok((
@@ -282,7 +224,7 @@ impl Job {
     pub(crate) async fn authenticate(
         &self,
         reference: &Reference,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), RegistryError> {
         self.client
             .auth(reference, &self.auth, RegistryOperation::Push)
             .await
@@ -296,21 +238,18 @@ impl Job {
             })
     }
 
-    /// What the user reads when a registry call failed.
+    /// A registry call `what` failed.
     pub(crate) fn fail(
         &self,
         what: &str,
         err: &OciDistributionError,
         reference: &Reference,
-    ) -> String {
-        describe(what, err, reference.registry(), &self.auth)
+    ) -> RegistryError {
+        RegistryError::call(what, err, reference.registry(), &self.auth)
     }
 
-    pub(crate) async fn send(&self, e: PushEvent) -> std::result::Result<(), String> {
-        self.tx
-            .send(e)
-            .await
-            .map_err(|_| "client went away".to_string())
+    pub(crate) async fn send(&self, e: PushEvent) -> std::result::Result<(), RegistryError> {
+        self.tx.send(e).await.map_err(|_| RegistryError::ClientGone)
     }
 
     /// Pushes `e` under `tag`: its layers (but those in `already`, sent
@@ -320,7 +259,7 @@ impl Job {
         tag: &str,
         e: &Image,
         already: &HashMap<String, Sent>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), RegistryError> {
         let reference = remote(&self.named, tag);
         self.authenticate(&reference).await?;
         let r = &e.resolved;
@@ -364,9 +303,17 @@ impl Job {
             .blobs
             .read(digest)
             .await
-            .map_err(|err| format!("reading manifest {digest}: {err}"))?;
-        let media = http::HeaderValue::from_str(&r.manifest_descriptor.media_type)
-            .map_err(|err| format!("manifest media type: {err}"))?;
+            .map_err(|err| RegistryError::Local {
+                what: format!("reading manifest {digest}"),
+                detail: err.to_string(),
+            })?;
+        let media =
+            http::HeaderValue::from_str(&r.manifest_descriptor.media_type).map_err(|err| {
+                RegistryError::Local {
+                    what: "manifest media type".into(),
+                    detail: err.to_string(),
+                }
+            })?;
         let size = manifest.len();
         self.client
             .push_manifest_raw(&reference, manifest, media)
@@ -393,7 +340,7 @@ impl Job {
         &self,
         reference: &Reference,
         e: &Image,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), RegistryError> {
         let mut nowhere = Vec::new();
         for d in e.resolved.blobs() {
             let Some(sources) = self.remote.get(&d.digest) else {
@@ -439,12 +386,10 @@ impl Job {
         if nowhere.is_empty() {
             return Ok(());
         }
-        Err(format!(
-            "cannot push {}: this node discarded {} of its blobs after unpacking and no registry has them: {}; nothing was pushed",
-            familiar_name(&self.named.name()),
-            nowhere.len(),
-            nowhere.join("; ")
-        ))
+        Err(RegistryError::Nowhere {
+            repository: familiar_name(&self.named.name()).to_string(),
+            nowhere,
+        })
     }
 
     /// Pushes one blob unless the registry has it in this repository, or
@@ -455,7 +400,7 @@ impl Job {
         reference: &Reference,
         d: &Descriptor,
         progress: bool,
-    ) -> std::result::Result<Sent, String> {
+    ) -> std::result::Result<Sent, RegistryError> {
         if self
             .client
             .blob_exists(reference, &d.digest)
@@ -538,7 +483,7 @@ impl Job {
         reference: &Reference,
         d: &Descriptor,
         sources: &[BlobSource],
-    ) -> std::result::Result<Sent, String> {
+    ) -> std::result::Result<Sent, RegistryError> {
         for s in sources.iter().filter(|s| s.domain == self.named.domain) {
             if self
                 .client
@@ -553,9 +498,7 @@ impl Job {
                 return Ok(Sent::Mounted(s.repo.clone()));
             }
         }
-        let stream = crate::remote::fetch(&self.client, d, sources, &self.credentials)
-            .await
-            .map_err(|why| format!("fetching blob {} from its source: {why}", d.digest))?;
+        let stream = crate::remote::fetch(&self.client, d, sources, &self.credentials).await?;
         let digest = d.digest.clone();
         let chunks = stream.map(move |r| {
             r.map_err(|e| generic(format!("fetching blob {digest} from its source: {e}")))

@@ -17,19 +17,166 @@
 //! Docker-style `config.json` ([`source_credentials`]), as kubelet's.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use docker_format::image::Descriptor;
 use docker_format::reference::parse_normalized_named;
 use docker_format::registry::{self, ConfigFile};
 use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 
 use crate::catalog::Image;
 use crate::client::Containerd;
 use crate::content;
-use crate::error::{Error, Result};
+use crate::error::Result;
+
+/// A registry could not be set up, reached or persuaded: the failures of a
+/// push (and of a save's fetch of a discarded blob), each with the text its
+/// client reads (Docker's words for refused credentials and denied access).
+/// Those of a push under way end its progress stream
+/// ([`crate::PushEvent::Failed`]); those before it starts are errors of the
+/// call ([`crate::Error::Registry`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry client could not be built.
+    #[error("setting up the registry client: {0}")]
+    Client(String),
+    /// The configured source registries' `config.json` cannot be read.
+    #[error("reading source registry credentials {}: {detail}", path.display())]
+    Credentials { path: PathBuf, detail: String },
+    /// The registry wants credentials, or refused the ones given (401).
+    #[error(
+        "unauthorized: authentication required: {} ({what}: {detail})",
+        login.refused_by(registry)
+    )]
+    Unauthorized {
+        registry: String,
+        login: Login,
+        what: String,
+        detail: String,
+    },
+    /// The registry denied access to the repository (403).
+    #[error("denied: requested access to the resource is denied ({what}: {detail})")]
+    Denied { what: String, detail: String },
+    /// Any other failed registry call: the connection, or the registry's
+    /// answer (an error status, an unexpected reply, another digest).
+    #[error("{what}: {detail}")]
+    Call { what: String, detail: String },
+    /// Blobs this node discarded that no registry has: nothing was pushed.
+    #[error(
+        "cannot push {repository}: this node discarded {} of its blobs after unpacking and no registry has them: {}; nothing was pushed",
+        .nowhere.len(),
+        .nowhere.join("; ")
+    )]
+    Nowhere {
+        repository: String,
+        /// Each blob, with the sources tried.
+        nowhere: Vec<String>,
+    },
+    /// A discarded blob could be fetched from none of its sources.
+    #[error("fetching blob {digest} from its source: {why}")]
+    Source { digest: String, why: String },
+    /// What the push reads here failed (a manifest from the content store,
+    /// the new image's record, a task of its own).
+    #[error("{what}: {detail}")]
+    Local { what: String, detail: String },
+    /// The committed image was gone before its push could start.
+    #[error("the new image is gone")]
+    ImageGone,
+    /// The registry refused the login, so the new layer's upload never began.
+    #[error("not logged in to the registry")]
+    NotLoggedIn,
+    /// The client stopped reading the push's events.
+    #[error("client went away")]
+    ClientGone,
+}
+
+/// Which credentials a registry refused (said as Docker's hints say them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Login {
+    Anonymous,
+    User(String),
+    Token,
+}
+
+impl Login {
+    fn of(auth: &RegistryAuth) -> Login {
+        match auth {
+            RegistryAuth::Anonymous => Login::Anonymous,
+            RegistryAuth::Basic(user, _) => Login::User(user.clone()),
+            RegistryAuth::Bearer(_) => Login::Token,
+        }
+    }
+
+    fn refused_by(&self, registry: &str) -> String {
+        match self {
+            Login::Anonymous => {
+                format!("{registry} needs credentials (docker login {registry})")
+            }
+            Login::User(user) => format!("{registry} refused the credentials of {user}"),
+            Login::Token => format!("{registry} refused the registry token"),
+        }
+    }
+}
+
+impl RegistryError {
+    /// A failed registry call `what` to `registry` with `auth`: refused
+    /// credentials and denied access in Docker's words, the rest as they
+    /// came (with their causes).
+    pub(crate) fn call(
+        what: &str,
+        err: &OciDistributionError,
+        registry: &str,
+        auth: &RegistryAuth,
+    ) -> Self {
+        let (what, detail) = (what.to_string(), chain(err));
+        match status_of(err) {
+            Some(401) => RegistryError::Unauthorized {
+                registry: registry.to_string(),
+                login: Login::of(auth),
+                what,
+                detail,
+            },
+            Some(403) => RegistryError::Denied { what, detail },
+            _ => RegistryError::Call { what, detail },
+        }
+    }
+}
+
+/// An error with its causes ("error sending request: … Connection refused").
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
+
+/// The HTTP status behind a registry error, when there is one.
+fn status_of(err: &OciDistributionError) -> Option<u16> {
+    match err {
+        OciDistributionError::RequestError(e) => e.status().map(|s| s.as_u16()),
+        OciDistributionError::ServerError { code, .. } => Some(*code),
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => Some(401),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().find_map(|e| match e.code {
+                OciErrorCode::Unauthorized => Some(401),
+                OciErrorCode::Denied => Some(403),
+                _ => None,
+            })
+        }
+        _ => None,
+    }
+}
 
 /// containerd's label naming where a blob was pulled from.
 pub const SOURCE_LABEL_PREFIX: &str = "containerd.io/distribution.source.";
@@ -194,7 +341,7 @@ pub(crate) fn source_ref(s: &BlobSource) -> Reference {
 pub(crate) fn client<'d>(
     domains: impl IntoIterator<Item = &'d str>,
     insecure_registries: &[String],
-) -> std::result::Result<Client, oci_client::errors::OciDistributionError> {
+) -> std::result::Result<Client, RegistryError> {
     let plain: Vec<String> = domains
         .into_iter()
         .filter(|d| docker_format::registry::is_insecure(d, insecure_registries))
@@ -208,31 +355,32 @@ pub(crate) fn client<'d>(
         },
         ..Default::default()
     })
+    .map_err(|e| RegistryError::Client(chain(&e)))
 }
 
 /// The source registries' credentials: the configured Docker-style
 /// `config.json` (kubelet's `/var/lib/kubelet/config.json`), read afresh
 /// for each push or save so that a rewritten file counts. None configured,
 /// or the file absent: anonymous pulls.
-pub(crate) async fn source_credentials(path: Option<&Path>) -> Result<ConfigFile> {
+pub(crate) async fn source_credentials(
+    path: Option<&Path>,
+) -> std::result::Result<ConfigFile, RegistryError> {
     let Some(path) = path else {
         return Ok(ConfigFile::default());
     };
     match tokio::fs::read_to_string(path).await {
-        Ok(text) => ConfigFile::parse(&text).map_err(|e| {
-            Error::Registry(format!(
-                "reading source registry credentials {}: {e}",
-                path.display()
-            ))
+        Ok(text) => ConfigFile::parse(&text).map_err(|e| RegistryError::Credentials {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             tracing::debug!(path = %path.display(), "no source registry credentials file");
             Ok(ConfigFile::default())
         }
-        Err(e) => Err(Error::Registry(format!(
-            "reading source registry credentials {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(RegistryError::Credentials {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        }),
     }
 }
 
@@ -255,7 +403,7 @@ pub(crate) async fn fetch(
     d: &Descriptor,
     sources: &[BlobSource],
     credentials: &ConfigFile,
-) -> std::result::Result<oci_client::client::SizedStream, String> {
+) -> std::result::Result<oci_client::client::SizedStream, RegistryError> {
     let mut tried = Vec::new();
     for s in sources {
         let r = source_ref(s);
@@ -266,16 +414,63 @@ pub(crate) async fn fetch(
             Err(e) => tried.push(format!("{s}: {e}")),
         }
     }
-    Err(if tried.is_empty() {
-        "no registry is known to hold it".into()
-    } else {
-        format!("tried {}", tried.join("; "))
+    Err(RegistryError::Source {
+        digest: d.digest.clone(),
+        why: if tried.is_empty() {
+            "no registry is known to hold it".into()
+        } else {
+            format!("tried {}", tried.join("; "))
+        },
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_failures_read_as_docker_says_them() {
+        let refused = OciDistributionError::UnauthorizedError { url: "u".into() };
+        let call = |auth: &RegistryAuth| {
+            RegistryError::call("pushing blob b", &refused, "r:5000", auth).to_string()
+        };
+        assert_eq!(
+            call(&RegistryAuth::Anonymous),
+            "unauthorized: authentication required: r:5000 needs credentials (docker login r:5000) (pushing blob b: Not authorized: url u)"
+        );
+        assert_eq!(
+            call(&RegistryAuth::Basic("ann".into(), "pw".into())),
+            "unauthorized: authentication required: r:5000 refused the credentials of ann (pushing blob b: Not authorized: url u)"
+        );
+        assert!(
+            call(&RegistryAuth::Bearer("t".into())).contains("r:5000 refused the registry token"),
+        );
+        let denied = OciDistributionError::ServerError {
+            code: 403,
+            url: "u".into(),
+            message: "no".into(),
+        };
+        let e = RegistryError::call("x", &denied, "r", &RegistryAuth::Anonymous);
+        assert!(matches!(e, RegistryError::Denied { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("denied: requested access to the resource is denied (x: ")
+        );
+        let gone = OciDistributionError::ServerError {
+            code: 500,
+            url: "u".into(),
+            message: "m".into(),
+        };
+        let e = RegistryError::call("checking blob b", &gone, "r", &RegistryAuth::Anonymous);
+        assert!(matches!(e, RegistryError::Call { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "checking blob b: Server error: url u, code: 500, message: m"
+        );
+        // Joined to the engine's error, the text is the same.
+        let e = crate::Error::from(RegistryError::NotLoggedIn);
+        assert_eq!(e.to_string(), "not logged in to the registry");
+    }
 
     #[test]
     fn labels_name_hosts_and_repositories() {
