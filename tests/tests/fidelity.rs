@@ -17,7 +17,7 @@
 //! Cases are batched: all hand-written cases share one lower stage and one
 //! change stage (one container each), under `/c/<case>/`.
 
-use commit_engine::Error;
+use commit_engine::{Error, WalkError};
 use commitd_e2e::fidelity::{
     Blindspot, Exception, Generator, Lab, Script, Stages, check, run_stages, sample_acl,
     sample_capability, show,
@@ -707,9 +707,10 @@ async fn refuses_what_no_layer_can_carry() {
             .commit("r", true, &format!("docker.io/library/refused:{i}"))
             .await
             .expect_err(what);
-        let Error::Unrepresentable(msg) = &err else {
+        let Error::Walk(WalkError::Unrepresentable { .. }) = &err else {
             panic!("{what}: want Unrepresentable, got {err:?}");
         };
+        let msg = err.to_string();
         let shown = show(path);
         assert!(msg.contains(&shown), "{what}: {msg} names {shown}");
         assert_eq!(

@@ -6,7 +6,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use commit_engine::{Error as EngineError, ImportError, Kind, LoadError, RegistryError};
+use commit_engine::{Error as EngineError, ImportError, Kind, LoadError, RegistryError, WalkError};
 use docker_format::{body, changes, filters, ports, reference, registry, time};
 use tracing::error;
 
@@ -145,7 +145,7 @@ fn engine_status(e: &EngineError) -> StatusCode {
         )
         | EngineError::Import(ImportError::Tarball(_))
         | EngineError::Changes(_)
-        | EngineError::Unrepresentable(_) => StatusCode::BAD_REQUEST,
+        | EngineError::Walk(WalkError::Unrepresentable { .. }) => StatusCode::BAD_REQUEST,
         EngineError::Conflict(_) => StatusCode::CONFLICT,
         // Once a push has begun its failures are progress messages (after
         // `200`, as Docker's); these are the ones that can come before.
@@ -164,6 +164,7 @@ fn engine_status(e: &EngineError) -> StatusCode {
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         },
         EngineError::Io { .. }
+        | EngineError::Walk(WalkError::Io { .. } | WalkError::Unsupported(_))
         | EngineError::Malformed(_)
         | EngineError::Import(ImportError::NoLayer | ImportError::Json(_))
         | EngineError::Registry(

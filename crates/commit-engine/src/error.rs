@@ -63,11 +63,13 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// The container holds something no layer can carry as it is (a name
-    /// unpackers read as a whiteout, a path too long for containerd's
-    /// applier, …); the message names the path.
-    #[error("the container's changes cannot be put in a layer: {0}")]
-    Unrepresentable(String),
+    /// A walk of the container's files (the diff's read of the upper
+    /// directory, the capture's copy) failed: it holds something no layer
+    /// can carry as it is (`WalkError::Unrepresentable`: a name unpackers
+    /// read as a whiteout, a path too long for containerd's applier, …; the
+    /// client's, the message names the path), or local I/O failed.
+    #[error("{}", walk_message(.0))]
+    Walk(#[from] crate::walk::WalkError),
 
     /// An incremental commit cannot be made (the engine then makes a plain
     /// one: this never leaves it).
@@ -193,18 +195,21 @@ impl Error {
     }
 }
 
-/// A walk of a container's files (the diff's read of the upper directory,
-/// the capture's copy) failed: an entry no layer can carry is the client's
-/// (`Unrepresentable`), the rest local I/O. A walk's `Unsupported` is the
+/// A walk's failure as the client reads it. A walk's `Unsupported` is the
 /// caller's cue to take the diff service instead and never reaches here
 /// but from a bug; it reads as I/O.
-impl From<crate::walk::WalkError> for Error {
-    fn from(e: crate::walk::WalkError) -> Self {
-        use crate::walk::WalkError;
-        match e {
-            e @ WalkError::Unrepresentable { .. } => Error::Unrepresentable(e.to_string()),
-            WalkError::Io { context, source } => Error::io(context, source),
-            WalkError::Unsupported(why) => Error::io(why, std::io::ErrorKind::Unsupported.into()),
+fn walk_message(e: &crate::walk::WalkError) -> String {
+    use crate::walk::WalkError;
+    match e {
+        WalkError::Unrepresentable { .. } => {
+            format!("the container's changes cannot be put in a layer: {e}")
+        }
+        WalkError::Io { .. } => e.to_string(),
+        WalkError::Unsupported(why) => {
+            format!(
+                "{why}: {}",
+                std::io::Error::from(std::io::ErrorKind::Unsupported)
+            )
         }
     }
 }
@@ -254,14 +259,19 @@ mod tests {
             path: b"a/.wh.b".to_vec(),
             why: "a whiteout name".into(),
         });
-        assert!(matches!(e, Error::Unrepresentable(_)), "{e:?}");
+        assert!(
+            matches!(e, Error::Walk(WalkError::Unrepresentable { .. })),
+            "{e:?}"
+        );
         assert!(
             e.to_string()
                 .starts_with("the container's changes cannot be put in a layer: "),
             "{e}"
         );
         let e = Error::from(WalkError::io("stat", std::io::Error::other("gone")));
-        assert!(matches!(e, Error::Io { .. }), "{e:?}");
+        assert!(matches!(e, Error::Walk(WalkError::Io { .. })), "{e:?}");
         assert_eq!(e.to_string(), "stat: gone");
+        let e = Error::from(WalkError::Unsupported("idmapped".into()));
+        assert_eq!(e.to_string(), "idmapped: unsupported");
     }
 }

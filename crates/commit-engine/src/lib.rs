@@ -94,6 +94,7 @@ pub use crate::remote::{BlobSource, Login, Missing, RegistryError};
 pub use crate::system::{DEFAULT_SNAPSHOTTER, SystemInfo};
 pub use crate::task::{PauseJournal, TaskInfo, TaskState};
 pub use crate::usage::{ContainerSize, ImageUsage, ImagesUsage};
+pub use crate::walk::WalkError;
 
 /// Which config a commit starts from (before the request's body and
 /// `changes`), and so what fills in what the request leaves out.
