@@ -243,7 +243,7 @@ impl Drop for InFlight {
 }
 
 /// Counts every request by method, route template and status.
-pub async fn track(
+pub(crate) async fn track(
     State(api): State<Api>,
     req: axum::extract::Request,
     next: axum::middleware::Next,

@@ -15,7 +15,7 @@ use crate::extract::ApiVersion;
 use crate::{API_VERSION, MIN_API_VERSION};
 
 /// Compares dotted versions numerically, as Docker's `versions.compare`.
-pub fn compare(a: &str, b: &str) -> Ordering {
+pub(crate) fn compare(a: &str, b: &str) -> Ordering {
     let mut x = a.split('.');
     let mut y = b.split('.');
     loop {
@@ -35,7 +35,7 @@ pub fn compare(a: &str, b: &str) -> Ordering {
 
 /// Splits `/v1.45/commit` into `("1.45", "/commit")`. The version is what
 /// Docker's router accepts: digits and dots.
-pub fn split_prefix(path: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_prefix(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix("/v")?;
     let end = rest.find('/')?;
     let (version, tail) = rest.split_at(end);
@@ -45,7 +45,7 @@ pub fn split_prefix(path: &str) -> Option<(&str, &str)> {
     Some((version, tail))
 }
 
-pub async fn middleware(
+pub(crate) async fn middleware(
     State(server): State<Arc<String>>,
     mut req: Request,
     next: Next,

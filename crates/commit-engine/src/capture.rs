@@ -50,14 +50,14 @@ use std::path::Path;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, SeekFrom, Timestamps};
 
-pub use crate::walk::WalkError as CopyError;
+pub(crate) use crate::walk::WalkError as CopyError;
 use crate::walk::{
     self, DirStack, Entry, Kind, Layout, Policy, Time, Visit, Walk, WalkError, display_path,
 };
 
 /// What a copy saw.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Copied {
+pub(crate) struct Copied {
     /// Entries below the root (files, directories, links, whiteouts …).
     pub entries: u64,
     /// Bytes of file data copied.
@@ -69,7 +69,7 @@ pub struct Copied {
 
 /// How to copy an upper directory.
 #[derive(Debug, Clone, Copy)]
-pub struct CopyOptions {
+pub(crate) struct CopyOptions {
     /// The container's upper directory.
     pub from: Layout,
     /// The new snapshot's upper directory.
@@ -83,7 +83,7 @@ pub struct CopyOptions {
 /// the snapshotter, as with an applied layer). What [`copy_paused`] makes
 /// of an empty [`Precopy`].
 #[cfg(test)]
-pub fn copy_upper(src: &Path, dst: &Path, opts: CopyOptions) -> Result<Copied, CopyError> {
+pub(crate) fn copy_upper(src: &Path, dst: &Path, opts: CopyOptions) -> Result<Copied, CopyError> {
     copy_paused(src, dst, opts, &walk::Everything, &Precopy::default()).map(|(c, _)| c)
 }
 
@@ -115,7 +115,7 @@ const RACY: i128 = 50_000_000; // ns
 /// to tell, once the container is paused, whether the copy of an entry
 /// still holds (see [`copy_running`]).
 #[derive(Debug, Default)]
-pub struct Precopy {
+pub(crate) struct Precopy {
     seen: HashMap<Vec<u8>, Seen>,
     /// Entries copied.
     pub entries: u64,
@@ -251,7 +251,7 @@ fn open_copier(dst: &Path, to: Layout) -> Result<Copier, CopyError> {
 ///
 /// On an I/O error the copy is unfinished: empty `dst` ([`clear_dir`])
 /// and call [`copy_paused`] with an empty [`Precopy`].
-pub fn copy_running(
+pub(crate) fn copy_running(
     src: &Path,
     dst: &Path,
     opts: CopyOptions,
@@ -286,7 +286,7 @@ pub fn copy_running(
 /// holds is the same as [`copy_running`]'s; the order it was made in is
 /// not, and nothing depends on it: the paused walk and the layer's tar
 /// walk the copy in one sorted order.
-pub fn copy_running_parallel(
+pub(crate) fn copy_running_parallel(
     src: &Path,
     dst: &Path,
     opts: CopyOptions,
@@ -631,7 +631,7 @@ impl Visit for Recorder<'_> {
 /// appeared is copied, what vanished is removed, and directories whose
 /// contents the copy changed get their times again. The pause costs a
 /// walk of metadata plus the copy of what changed meanwhile.
-pub fn copy_paused(
+pub(crate) fn copy_paused(
     src: &Path,
     dst: &Path,
     opts: CopyOptions,
@@ -693,7 +693,7 @@ pub fn copy_paused(
 /// and only made opaque if the entry is. The policy leaves out whatever
 /// the copy already shadows. For committed snapshots, which nothing
 /// changes.
-pub fn merge_upper_with(
+pub(crate) fn merge_upper_with(
     src: &Path,
     dst: &Path,
     opts: CopyOptions,
@@ -714,7 +714,7 @@ pub fn merge_upper_with(
 }
 
 /// Removes everything in the directory `dst` (not `dst` itself).
-pub fn clear_dir(dst: &Path) -> io::Result<()> {
+pub(crate) fn clear_dir(dst: &Path) -> io::Result<()> {
     for entry in std::fs::read_dir(dst)? {
         let entry = entry?;
         if entry.file_type()?.is_dir() {

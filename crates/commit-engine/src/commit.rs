@@ -384,7 +384,7 @@ impl Committer<'_> {
     }
 
     #[instrument(skip_all, fields(container = %req.container))]
-    pub async fn commit(&self, req: CommitRequest) -> Result<Committed> {
+    pub(crate) async fn commit(&self, req: CommitRequest) -> Result<Committed> {
         let started = Instant::now();
         let c = self.c;
         let ct = container::resolve(c, &req.container).await?;

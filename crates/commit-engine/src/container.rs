@@ -11,15 +11,15 @@ use crate::client::Containerd;
 use crate::error::{Error, Result};
 
 /// nerdctl's label for a container's name (what `docker ps` shows as NAMES).
-pub const NAME_LABEL: &str = "nerdctl/name";
+pub(crate) const NAME_LABEL: &str = "nerdctl/name";
 /// nerdctl's label for the platform a container's image was chosen for.
-pub const PLATFORM_LABEL: &str = "nerdctl/platform";
+pub(crate) const PLATFORM_LABEL: &str = "nerdctl/platform";
 /// The CRI plugin's labels: Kubernetes containers are named by these.
-pub const K8S_CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
-pub const K8S_POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
-pub const K8S_POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+pub(crate) const K8S_CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
+pub(crate) const K8S_POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
+pub(crate) const K8S_POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 /// The CRI plugin's label: `sandbox` or `container`.
-pub const CRI_KIND_LABEL: &str = "io.cri-containerd.kind";
+pub(crate) const CRI_KIND_LABEL: &str = "io.cri-containerd.kind";
 /// The CRI plugin's annotations on a container's spec: whether it is a
 /// pod's sandbox or an app container, and which sandbox it belongs to.
 const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";

@@ -17,11 +17,11 @@ use docker_format::image::Descriptor;
 
 /// The label containerd's differ puts on a layer blob: the digest of the
 /// uncompressed tar, i.e. the layer's diff ID.
-pub const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
+pub(crate) const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
 
 /// A captured layer, in the content store.
 #[derive(Debug, Clone)]
-pub struct Layer {
+pub(crate) struct Layer {
     pub descriptor: Descriptor,
     pub diff_id: String,
 }
@@ -29,7 +29,7 @@ pub struct Layer {
 /// Diffs `key` (the container's snapshot) against `parent` with the diff
 /// service. Returns `None` when the layer has no entries.
 #[instrument(skip_all, fields(snapshot = %key, parent = %parent))]
-pub async fn capture(
+pub(crate) async fn capture(
     c: &Containerd,
     lease: &str,
     sn: &Snapshots<'_>,
@@ -111,7 +111,7 @@ pub async fn capture(
 
 /// Whether a layer blob holds no tar entries: its first header block is the
 /// end-of-archive marker. Reads only the first few KiB of the blob.
-pub async fn has_no_entries(c: &Containerd, layer: &Descriptor) -> Result<bool> {
+pub(crate) async fn has_no_entries(c: &Containerd, layer: &Descriptor) -> Result<bool> {
     let head = content::read_range(c, &layer.digest, 0, layer.size.min(64 << 10)).await?;
     let mut block = [0u8; 512];
     let filled = match layer.media_type.as_str() {
@@ -145,7 +145,7 @@ fn read_prefix(mut r: impl Read, buf: &mut [u8]) -> usize {
 /// diff service: prepare under a unique `extract-` key, apply, commit. An
 /// existing snapshot of that name is success. The prepared snapshot is
 /// removed on failure.
-pub async fn apply(
+pub(crate) async fn apply(
     c: &Containerd,
     lease: &str,
     sn: &Snapshots<'_>,
@@ -159,7 +159,7 @@ pub async fn apply(
 /// [`apply`], refusing (before the snapshot is committed) a layer whose
 /// tar is not `diff_id` — what its image's config says it is.
 #[instrument(skip_all, fields(phase = "apply", chain_id = %chain_id))]
-pub async fn apply_checked(
+pub(crate) async fn apply_checked(
     c: &Containerd,
     lease: &str,
     sn: &Snapshots<'_>,

@@ -24,7 +24,7 @@ const ALIGN: usize = 4096;
 /// Bytes gathered before a write.
 const BUFFER: usize = 1 << 20;
 
-pub struct DirectFile {
+pub(crate) struct DirectFile {
     file: File,
     buf: AlignedBuf,
     /// Whether the file is (still) open with `O_DIRECT`.
@@ -34,7 +34,7 @@ pub struct DirectFile {
 impl DirectFile {
     /// Creates `path` (which must not exist) for writing, directly when the
     /// filesystem allows.
-    pub fn create_new(path: &Path) -> io::Result<Self> {
+    pub(crate) fn create_new(path: &Path) -> io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let direct = std::fs::OpenOptions::new()
             .write(true)
@@ -57,7 +57,7 @@ impl DirectFile {
     }
 
     /// Writes what is buffered and returns the file (positioned at its end).
-    pub fn into_inner(mut self) -> io::Result<File> {
+    pub(crate) fn into_inner(mut self) -> io::Result<File> {
         self.drain(true)?;
         let DirectFile { file, .. } = self;
         Ok(file)
@@ -178,7 +178,7 @@ impl Drop for AlignedBuf {
 /// walk, or the compressor's output) hands over 1 MiB chunks and goes on,
 /// so reading, hashing and writing overlap. A dead writer (an I/O error)
 /// is reported at the next handover and at [`Offload::finish`].
-pub struct Offload {
+pub(crate) struct Offload {
     tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     /// Emptied chunks coming back, to be filled again (no allocation per
     /// chunk).
@@ -191,7 +191,7 @@ pub struct Offload {
 const OFFLOAD_DEPTH: usize = 1;
 
 impl Offload {
-    pub fn new(file: DirectFile) -> io::Result<Self> {
+    pub(crate) fn new(file: DirectFile) -> io::Result<Self> {
         use sha2::Digest;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(OFFLOAD_DEPTH);
         let (back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -248,7 +248,7 @@ impl Offload {
     }
 
     /// Writes what is left and returns the blob's SHA-256 and its file.
-    pub fn finish(mut self) -> io::Result<(sha2::Sha256, File)> {
+    pub(crate) fn finish(mut self) -> io::Result<(sha2::Sha256, File)> {
         self.hand_over()?;
         self.join()
     }

@@ -82,7 +82,7 @@ fn match_parts(pat: &[String], path: &[&str]) -> bool {
 
 /// The commit's choices as a walk policy.
 #[derive(Debug, Default)]
-pub struct Filter {
+pub(crate) struct Filter {
     excludes: Vec<Pattern>,
     clamp: Option<Time>,
     /// Entries left out (each once, however often walked).
@@ -90,7 +90,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn new(excludes: Vec<Pattern>, timestamp: Option<i64>) -> Filter {
+    pub(crate) fn new(excludes: Vec<Pattern>, timestamp: Option<i64>) -> Filter {
         Filter {
             excludes,
             clamp: timestamp.map(|sec| Time { sec, nsec: 0 }),
@@ -99,19 +99,19 @@ impl Filter {
     }
 
     /// Whether it changes anything.
-    pub fn is_noop(&self) -> bool {
+    pub(crate) fn is_noop(&self) -> bool {
         self.excludes.is_empty() && self.clamp.is_none()
     }
 
     /// The time every entry is clamped to.
-    pub fn clamp(&self) -> Option<Time> {
+    pub(crate) fn clamp(&self) -> Option<Time> {
         self.clamp
     }
 
     /// Whether an entry of a layer tar (its cleaned path) is left out: it
     /// or a directory above it matches. A whiteout (`.wh.NAME`) stands for
     /// NAME, an opaque marker for its directory, as the walk sees them.
-    pub fn leaves_out(&self, tar_path: &[u8]) -> bool {
+    pub(crate) fn leaves_out(&self, tar_path: &[u8]) -> bool {
         let (dir, name) = match tar_path.iter().rposition(|&b| b == b'/') {
             Some(i) => (&tar_path[..i], &tar_path[i + 1..]),
             None => (&b""[..], tar_path),
@@ -145,7 +145,7 @@ impl Filter {
     }
 
     /// Entries left out so far (a directory counts once, with what is in it).
-    pub fn excluded(&self) -> u64 {
+    pub(crate) fn excluded(&self) -> u64 {
         self.excluded.lock().map_or(0, |e| e.len() as u64)
     }
 }

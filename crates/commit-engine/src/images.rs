@@ -21,17 +21,17 @@ use docker_format::image::Descriptor;
 const DANGLING_PREFIX: &str = "moby-dangling@";
 
 /// The record name Docker gives an image that has no name.
-pub fn dangling_name(manifest_digest: &str) -> String {
+pub(crate) fn dangling_name(manifest_digest: &str) -> String {
     format!("{DANGLING_PREFIX}{manifest_digest}")
 }
 
-pub fn is_dangling(img: &Image) -> bool {
+pub(crate) fn is_dangling(img: &Image) -> bool {
     img.target
         .as_ref()
         .is_some_and(|t| img.name == dangling_name(&t.digest))
 }
 
-pub async fn get(c: &Containerd, name: &str) -> Result<Option<Image>> {
+pub(crate) async fn get(c: &Containerd, name: &str) -> Result<Option<Image>> {
     let req = c.request(GetImageRequest {
         name: name.to_string(),
     });
@@ -42,7 +42,7 @@ pub async fn get(c: &Containerd, name: &str) -> Result<Option<Image>> {
     }
 }
 
-pub async fn list(c: &Containerd, filters: Vec<String>) -> Result<Vec<Image>> {
+pub(crate) async fn list(c: &Containerd, filters: Vec<String>) -> Result<Vec<Image>> {
     let req = c.request(ListImagesRequest { filters });
     let resp = c
         .images()
@@ -52,7 +52,7 @@ pub async fn list(c: &Containerd, filters: Vec<String>) -> Result<Vec<Image>> {
     Ok(resp.into_inner().images)
 }
 
-pub async fn delete(c: &Containerd, name: &str) -> Result<()> {
+pub(crate) async fn delete(c: &Containerd, name: &str) -> Result<()> {
     let req = c.request(DeleteImageRequest {
         name: name.to_string(),
         sync: false,
@@ -89,7 +89,7 @@ fn now() -> prost_types::Timestamp {
 /// Points `name` at `target`, creating the record or moving it. The image a
 /// moved name leaves behind stays listed under its dangling name when no
 /// other record points at it. Naming an image drops its dangling record.
-pub async fn name_image(
+pub(crate) async fn name_image(
     c: &Containerd,
     lease: &str,
     name: &str,
@@ -260,7 +260,7 @@ pub enum Footing {
 /// chain ID is `chain`, if it does. Callers decide what a remapped copy
 /// counts as: the image a container shows and the images it keeps in use
 /// count it; a commit does not (its files' owners are shifted).
-pub fn footing(snapshot_parent: &str, chain: &str) -> Option<Footing> {
+pub(crate) fn footing(snapshot_parent: &str, chain: &str) -> Option<Footing> {
     let rest = snapshot_parent.strip_prefix(chain)?;
     if rest.is_empty() {
         return Some(Footing::Direct);
@@ -270,7 +270,7 @@ pub fn footing(snapshot_parent: &str, chain: &str) -> Option<Footing> {
     (digits(uid) && digits(gid)).then_some(Footing::Remapped)
 }
 
-pub fn from_proto(d: &ProtoDescriptor) -> Descriptor {
+pub(crate) fn from_proto(d: &ProtoDescriptor) -> Descriptor {
     Descriptor {
         media_type: d.media_type.clone(),
         digest: d.digest.clone(),
@@ -284,7 +284,7 @@ pub fn from_proto(d: &ProtoDescriptor) -> Descriptor {
 
 /// Reads an image record's manifest (choosing from an index by `platform`)
 /// and config.
-pub async fn resolve(
+pub(crate) async fn resolve(
     c: &Containerd,
     img: &Image,
     platform: &docker_format::image::Platform,

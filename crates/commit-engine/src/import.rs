@@ -74,7 +74,7 @@ pub(crate) struct Importer<'a> {
 }
 
 impl Importer<'_> {
-    pub async fn import<R>(&self, tarball: R, req: ImportRequest) -> Result<Imported>
+    pub(crate) async fn import<R>(&self, tarball: R, req: ImportRequest) -> Result<Imported>
     where
         R: tokio::io::AsyncRead + Send + Unpin + 'static,
     {

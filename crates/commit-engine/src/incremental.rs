@@ -46,7 +46,7 @@ use crate::walk::{Entry, Kind, Layout, Policy};
 
 /// An entry as a commit captured it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mark {
+pub(crate) struct Mark {
     kind: u8,
     /// Not proven settled: taken again next time.
     racy: bool,
@@ -105,7 +105,7 @@ impl Mark {
 
 /// What a commit captured of a container, and the image it made.
 #[derive(Debug, Default)]
-pub struct Record {
+pub(crate) struct Record {
     /// The image's ID (config digest).
     pub image: String,
     /// The image's manifest digest.
@@ -296,7 +296,7 @@ impl Records {
 /// The capture's walk policy of an incremental commit (and the recorder of
 /// any commit that records): asked after the commit's other policies, so
 /// it sees exactly the entries the layer may hold.
-pub struct Since<'a> {
+pub(crate) struct Since<'a> {
     /// The previous commit's entries (empty: everything is taken).
     prev: &'a HashMap<Vec<u8>, Mark>,
     /// The running copy, in the paused walk: what it proves settled. `None`
@@ -311,7 +311,7 @@ pub struct Since<'a> {
 
 /// What the paused walk saw: the next record's entries, and what
 /// [`finish`] needs.
-pub struct Seen {
+pub(crate) struct Seen {
     pub next: HashMap<Vec<u8>, Mark>,
     whole: Vec<Vec<u8>>,
     through: Vec<Vec<u8>>,
@@ -324,7 +324,7 @@ fn below(prefixes: &[Vec<u8>], path: &[u8]) -> bool {
 }
 
 impl<'a> Since<'a> {
-    pub fn new(prev: &'a HashMap<Vec<u8>, Mark>, pre: Option<&'a Precopy>) -> Self {
+    pub(crate) fn new(prev: &'a HashMap<Vec<u8>, Mark>, pre: Option<&'a Precopy>) -> Self {
         Since {
             prev,
             pre,
@@ -334,7 +334,7 @@ impl<'a> Since<'a> {
         }
     }
 
-    pub fn into_seen(self) -> Seen {
+    pub(crate) fn into_seen(self) -> Seen {
         Seen {
             next: self.next.into_inner(),
             whole: self.whole.into_inner(),
@@ -380,7 +380,7 @@ impl Policy for Since<'_> {
 
 /// Why an incremental layer cannot be written.
 #[derive(Debug)]
-pub enum Finish {
+pub(crate) enum Finish {
     /// A plain commit is needed (the reason).
     Plain(String),
     Io(io::Error),
@@ -441,7 +441,7 @@ fn lower_has(lowers: &[PathBuf], path: &[u8]) -> bool {
 /// dropped (nothing below them taken) or kept without an opaque marker
 /// (what is below them in the previous image is theirs). `lowers`: the
 /// container's lower directories.
-pub fn finish(
+pub(crate) fn finish(
     root: &Path,
     to: Layout,
     lowers: &[PathBuf],

@@ -45,7 +45,7 @@ pub(crate) struct Stored {
 impl Ingest {
     /// Starts writing a blob under `lease`; `reference` names the ingest
     /// (unique per writer).
-    pub fn start(c: &Containerd, lease: &str, reference: String) -> Self {
+    pub(crate) fn start(c: &Containerd, lease: &str, reference: String) -> Self {
         let (tx, rx) = mpsc::channel::<WriteContentRequest>(QUEUE);
         let req = c.leased(ReceiverStream::new(rx), lease);
         let client = c.clone();
@@ -68,7 +68,7 @@ impl Ingest {
         }
     }
 
-    pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
+    pub(crate) async fn write(&mut self, mut data: &[u8]) -> Result<()> {
         self.hash.update(data);
         while !data.is_empty() {
             let room = WRITE_CHUNK - self.buf.len();
@@ -132,7 +132,7 @@ impl Ingest {
     /// Commits the blob with `labels`. `expected`: the digest it must have
     /// (containerd refuses another). A blob that is in the store already
     /// is success, with `labels` added.
-    pub async fn commit(
+    pub(crate) async fn commit(
         mut self,
         expected: Option<&str>,
         labels: HashMap<String, String>,
@@ -193,7 +193,7 @@ impl Ingest {
     }
 
     /// Drops the unfinished ingest.
-    pub async fn abort(mut self) {
+    pub(crate) async fn abort(mut self) {
         self.tx = None;
         if let Some(w) = self.writer.take() {
             let _ = w.await;

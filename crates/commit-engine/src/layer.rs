@@ -57,7 +57,7 @@ const TEMP_PREFIX: &str = ".commitd-";
 
 /// Compression settings of the pipeline.
 #[derive(Debug, Clone, Copy)]
-pub struct Codec {
+pub(crate) struct Codec {
     pub compression: Compression,
     /// gzip level (1 fastest … 9 smallest).
     pub gzip_level: u32,
@@ -72,7 +72,7 @@ pub struct Codec {
 }
 
 impl Codec {
-    pub fn media_type(&self) -> &'static str {
+    pub(crate) fn media_type(&self) -> &'static str {
         match self.compression {
             Compression::Gzip => media_type::OCI_LAYER_GZIP,
             Compression::Zstd => media_type::OCI_LAYER_ZSTD,
@@ -83,12 +83,12 @@ impl Codec {
 
 /// containerd's local content store directory, as containerd reports it.
 #[derive(Debug, Clone)]
-pub struct ContentRoot(PathBuf);
+pub(crate) struct ContentRoot(PathBuf);
 
 impl ContentRoot {
     /// Asks containerd where its content store lives; `None` when it does
     /// not say or the directory is not visible from here.
-    pub async fn discover(c: &Containerd) -> Option<Self> {
+    pub(crate) async fn discover(c: &Containerd) -> Option<Self> {
         let req = c.request(PluginsRequest {
             filters: vec!["type==io.containerd.content.v1".into()],
         });
@@ -106,7 +106,7 @@ impl ContentRoot {
         blobs.is_dir().then(|| ContentRoot(PathBuf::from(root)))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 
@@ -126,7 +126,7 @@ impl ContentRoot {
     /// quarter of an hour is abandoned (a pid check would not do: another
     /// commitd may run in another pid namespace). Also sweeps `blobs/sha256`,
     /// where earlier versions made them.
-    pub fn sweep_stale(&self) {
+    pub(crate) fn sweep_stale(&self) {
         let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(15 * 60);
         let entries = [self.temp_dir().to_path_buf(), self.blobs()]
             .into_iter()
@@ -438,7 +438,7 @@ impl Write for TarSink {
 }
 
 /// What the pipeline made.
-pub struct Streamed {
+pub(crate) struct Streamed {
     pub layer: Layer,
     pub uncompressed_size: u64,
 }
@@ -507,7 +507,7 @@ fn run_pipeline<R>(
 /// the sink it is given, and puts the result into the content store as a
 /// layer blob labelled with its diff ID.
 #[instrument(skip_all, fields(phase = "layer", compression = ?codec.compression, local = root.is_some()))]
-pub async fn stream_layer<R, F>(
+pub(crate) async fn stream_layer<R, F>(
     c: &Containerd,
     lease: &str,
     codec: Codec,
@@ -923,7 +923,7 @@ async fn abort(c: &Containerd, reference: &str) {
 
 /// A blocking reader over a blob in the content store, for a producer
 /// thread: reads ranges through the runtime.
-pub struct BlobReader {
+pub(crate) struct BlobReader {
     c: Containerd,
     digest: String,
     offset: i64,
@@ -934,7 +934,7 @@ pub struct BlobReader {
 }
 
 impl BlobReader {
-    pub fn new(c: Containerd, digest: String, size: i64) -> Self {
+    pub(crate) fn new(c: Containerd, digest: String, size: i64) -> Self {
         Self {
             c,
             digest,

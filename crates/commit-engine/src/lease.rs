@@ -25,7 +25,7 @@ use crate::error::Result;
 /// containerd's label that makes the garbage collector drop a lease.
 const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
 
-pub struct Lease {
+pub(crate) struct Lease {
     c: Containerd,
     state: Arc<Mutex<Chain>>,
     renewer: Option<JoinHandle<()>>,
@@ -39,7 +39,7 @@ struct Chain {
 impl Lease {
     /// Creates a lease expiring after `expiry`, renewed every third of it
     /// for as long as this value lives.
-    pub async fn create(c: &Containerd, expiry: Duration) -> Result<Self> {
+    pub(crate) async fn create(c: &Containerd, expiry: Duration) -> Result<Self> {
         let first = create_one(c, expiry).await?;
         let state = Arc::new(Mutex::new(Chain { ids: vec![first] }));
         let renewer = tokio::spawn(renew(c.clone(), Arc::clone(&state), expiry));
@@ -51,14 +51,14 @@ impl Lease {
     }
 
     /// The lease new resources should go to.
-    pub fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         let chain = self.state.lock().unwrap_or_else(|p| p.into_inner());
         chain.ids.last().cloned().unwrap_or_default()
     }
 
     /// Deletes every lease of the chain. Whatever the commit made that is not
     /// referenced from an image becomes garbage.
-    pub async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         if let Some(r) = self.renewer.take() {
             r.abort();
             let _ = r.await;
@@ -190,7 +190,12 @@ async fn add_resource(c: &Containerd, lease: &str, resource: Resource) -> Result
 }
 
 /// Attaches an existing snapshot to a lease.
-pub async fn add_snapshot(c: &Containerd, lease: &str, snapshotter: &str, key: &str) -> Result<()> {
+pub(crate) async fn add_snapshot(
+    c: &Containerd,
+    lease: &str,
+    snapshotter: &str,
+    key: &str,
+) -> Result<()> {
     add_resource(
         c,
         lease,
@@ -203,7 +208,7 @@ pub async fn add_snapshot(c: &Containerd, lease: &str, snapshotter: &str, key: &
 }
 
 /// Attaches an existing blob to a lease.
-pub async fn add_content(c: &Containerd, lease: &str, digest: &str) -> Result<()> {
+pub(crate) async fn add_content(c: &Containerd, lease: &str, digest: &str) -> Result<()> {
     add_resource(
         c,
         lease,

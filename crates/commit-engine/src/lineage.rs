@@ -52,7 +52,7 @@ impl std::str::FromStr for Squash {
 
 /// The base of a lineage.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Base {
+pub(crate) struct Base {
     pub name: String,
     pub digest: String,
     /// How many of the image's first layers are the base's.
@@ -63,7 +63,7 @@ impl Base {
     /// The base of `parent` (the container's image, named `parent_name`):
     /// inherited from its annotations when it is a lineage commitd wrote,
     /// else the parent itself.
-    pub fn of(parent: &Resolved, parent_name: &str) -> Base {
+    pub(crate) fn of(parent: &Resolved, parent_name: &str) -> Base {
         let own = parent.manifest.layers.len();
         let inherited = parent.manifest.annotations.as_ref().and_then(|a| {
             let layers = a.get(BASE_LAYERS)?.parse::<usize>().ok()?;
@@ -81,7 +81,7 @@ impl Base {
     }
 
     /// The annotations of a manifest on this base.
-    pub fn annotations(&self) -> BTreeMap<String, String> {
+    pub(crate) fn annotations(&self) -> BTreeMap<String, String> {
         let mut a = BTreeMap::from([(BASE_LAYERS.to_string(), self.layers.to_string())]);
         if !self.name.is_empty() {
             a.insert(BASE_NAME.into(), self.name.clone());
@@ -94,7 +94,7 @@ impl Base {
 }
 
 /// The layers of a parent a commit keeps below its new layer.
-pub fn kept_layers(squash: Squash, parent: Option<&Resolved>, base: Option<&Base>) -> usize {
+pub(crate) fn kept_layers(squash: Squash, parent: Option<&Resolved>, base: Option<&Base>) -> usize {
     let all = parent.map(|p| p.manifest.layers.len()).unwrap_or(0);
     match squash {
         Squash::No => all,
@@ -106,7 +106,7 @@ pub fn kept_layers(squash: Squash, parent: Option<&Resolved>, base: Option<&Base
 /// The parent's history with the entries of folded layers marked empty
 /// (their changes are in the new layer now): the first `kept` layers keep
 /// their entries as they were.
-pub fn folded_history(history: &[History], kept: usize) -> Vec<History> {
+pub(crate) fn folded_history(history: &[History], kept: usize) -> Vec<History> {
     let mut layers = 0;
     history
         .iter()
@@ -124,7 +124,10 @@ pub fn folded_history(history: &[History], kept: usize) -> Vec<History> {
 }
 
 /// The kept part of a manifest's layers.
-pub fn kept_manifest_layers(m: &Manifest, kept: usize) -> Vec<docker_format::image::Descriptor> {
+pub(crate) fn kept_manifest_layers(
+    m: &Manifest,
+    kept: usize,
+) -> Vec<docker_format::image::Descriptor> {
     m.layers.iter().take(kept).cloned().collect()
 }
 

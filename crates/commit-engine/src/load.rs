@@ -324,7 +324,7 @@ pub(crate) struct Loader<'a> {
 
 impl Loader<'_> {
     #[instrument(skip_all)]
-    pub async fn load<R>(
+    pub(crate) async fn load<R>(
         &self,
         archive: R,
         progress: Option<mpsc::Sender<LoadProgress>>,

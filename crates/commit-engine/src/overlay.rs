@@ -14,7 +14,7 @@ use crate::walk::Layout;
 
 /// The directories of an overlay snapshot as containerd mounts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OverlayDirs {
+pub(crate) struct OverlayDirs {
     /// Where the snapshot's own changes live.
     pub upper: PathBuf,
     /// Lower layers, top first; empty for a parentless snapshot.
@@ -26,7 +26,7 @@ pub struct OverlayDirs {
 /// Reads the upper (and lower) directories from a snapshot's mounts: one
 /// `overlay` mount, or one `bind` mount for a snapshot with no parent.
 /// `Err` says why the mounts do not qualify.
-pub fn dirs(mounts: &[Mount]) -> Result<OverlayDirs, String> {
+pub(crate) fn dirs(mounts: &[Mount]) -> Result<OverlayDirs, String> {
     let [m] = mounts else {
         return Err(format!("{} mounts, want one", mounts.len()));
     };
@@ -75,7 +75,7 @@ pub fn dirs(mounts: &[Mount]) -> Result<OverlayDirs, String> {
 /// is a whole tree (the native snapshotter copies the parent into every
 /// snapshot), and taking it as the changes would bring back every file the
 /// container deleted.
-pub fn upper_dirs(mounts: &[Mount], parent: &str) -> Result<OverlayDirs, String> {
+pub(crate) fn upper_dirs(mounts: &[Mount], parent: &str) -> Result<OverlayDirs, String> {
     let dirs = dirs(mounts)?;
     if dirs.layout == Layout::Plain && !parent.is_empty() {
         return Err("a bind-mounted snapshot with a parent holds a whole tree".into());
@@ -87,7 +87,7 @@ pub fn upper_dirs(mounts: &[Mount], parent: &str) -> Result<OverlayDirs, String>
 /// read them: an `overlay` mount's `lowerdir`, or the source of a `bind`
 /// mount (a one-layer view). `Err` says why the mounts are of another
 /// shape.
-pub fn view(mounts: &[Mount]) -> Result<(Vec<PathBuf>, Layout), String> {
+pub(crate) fn view(mounts: &[Mount]) -> Result<(Vec<PathBuf>, Layout), String> {
     let [m] = mounts else {
         return Err(format!("{} mounts", mounts.len()));
     };
@@ -105,13 +105,13 @@ pub fn view(mounts: &[Mount]) -> Result<(Vec<PathBuf>, Layout), String> {
 }
 
 /// [`view`]'s directories, if the mounts are a view's.
-pub fn view_lowers(mounts: &[Mount]) -> Option<Vec<PathBuf>> {
+pub(crate) fn view_lowers(mounts: &[Mount]) -> Option<Vec<PathBuf>> {
     view(mounts).ok().map(|(dirs, _)| dirs)
 }
 
 /// An overlay mount's options, read once for every reader of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Options {
+pub(crate) struct Options {
     /// `upperdir`: none for a read-only view.
     pub upper: Option<PathBuf>,
     /// `lowerdir`, top first.
@@ -121,7 +121,7 @@ pub struct Options {
 }
 
 /// Reads an `overlay` mount's options.
-pub fn options(options: &[String]) -> Options {
+pub(crate) fn options(options: &[String]) -> Options {
     let mut out = Options {
         upper: None,
         lower: Vec::new(),
@@ -143,7 +143,7 @@ pub fn options(options: &[String]) -> Options {
 /// Whether `p`, a directory in a tree of `layout`, is marked opaque
 /// (overlay's `opaque` xattr is `y`): it hides what the layers below hold
 /// at its path. Never in a plain tree.
-pub fn is_opaque(layout: Layout, p: &Path) -> bool {
+pub(crate) fn is_opaque(layout: Layout, p: &Path) -> bool {
     let Some(prefix) = layout.private_prefix() else {
         return false;
     };
@@ -162,7 +162,7 @@ fn kernel_default_on(param: &str) -> bool {
 }
 
 /// overlayfs's most lower layers (the kernel's `OVL_MAX_STACK`).
-pub const OVL_MAX_STACK: usize = 500;
+pub(crate) const OVL_MAX_STACK: usize = 500;
 
 /// The most layers an image may have for its containers to mount on this
 /// node, from the mount of one of its containers (`m`) and the page size:
@@ -173,7 +173,7 @@ pub const OVL_MAX_STACK: usize = 500;
 /// Each lower directory is counted one digit longer than the snapshot
 /// directory's own name, as new snapshots get larger numbers. `None` when
 /// the snapshot does not mount as overlay.
-pub fn max_depth(m: &Mount, page_size: usize) -> Option<usize> {
+pub(crate) fn max_depth(m: &Mount, page_size: usize) -> Option<usize> {
     if m.r#type != "overlay" {
         return None;
     }
@@ -195,7 +195,7 @@ pub fn max_depth(m: &Mount, page_size: usize) -> Option<usize> {
 }
 
 /// This host's page size.
-pub fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     usize::try_from(n).unwrap_or(4096)

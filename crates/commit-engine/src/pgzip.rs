@@ -21,13 +21,13 @@ use std::thread::JoinHandle;
 use libdeflater::{CompressionLvl, Compressor, Crc};
 
 /// Bytes per gzip member.
-pub const CHUNK: usize = 1 << 20;
+pub(crate) const CHUNK: usize = 1 << 20;
 /// Bytes sampled to decide whether a chunk compresses.
 const SAMPLE: usize = 64 << 10;
 /// A chunk whose sample compresses to more than this fraction is stored.
 const STORE_ABOVE: f64 = 0.97;
 
-pub struct ParGzip<W: Write + Send + 'static> {
+pub(crate) struct ParGzip<W: Write + Send + 'static> {
     buf: Vec<u8>,
     seq: u64,
     jobs: Option<SyncSender<(u64, Vec<u8>)>>,
@@ -36,7 +36,7 @@ pub struct ParGzip<W: Write + Send + 'static> {
 }
 
 impl<W: Write + Send + 'static> ParGzip<W> {
-    pub fn new(inner: W, level: u32, threads: usize) -> io::Result<Self> {
+    pub(crate) fn new(inner: W, level: u32, threads: usize) -> io::Result<Self> {
         let threads = threads.max(1);
         let level = CompressionLvl::new(i32::try_from(level).unwrap_or(1)).map_err(|e| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("gzip level: {e:?}"))
@@ -96,7 +96,7 @@ impl<W: Write + Send + 'static> ParGzip<W> {
 
     /// Compresses what is buffered, waits for every member to be written,
     /// and returns the inner writer. An empty input gives one empty member.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub(crate) fn finish(mut self) -> io::Result<W> {
         if self.seq == 0 && self.buf.is_empty() {
             // gzip of nothing is still a (tiny) gzip file.
             let jobs = self
@@ -190,7 +190,7 @@ fn write_in_order<W: Write>(mut inner: W, rx: &Receiver<(u64, Vec<u8>)>) -> io::
 }
 
 /// A gzip member holding `data` in stored (uncompressed) deflate blocks.
-pub fn stored_member(data: &[u8]) -> Vec<u8> {
+pub(crate) fn stored_member(data: &[u8]) -> Vec<u8> {
     let blocks = data.len().div_ceil(65535).max(1);
     let mut out = Vec::with_capacity(data.len() + blocks * 5 + 18);
     // ID1 ID2 CM FLG MTIME(4) XFL OS=unix

@@ -179,7 +179,7 @@ fn status_of(err: &OciDistributionError) -> Option<u16> {
 }
 
 /// containerd's label naming where a blob was pulled from.
-pub const SOURCE_LABEL_PREFIX: &str = "containerd.io/distribution.source.";
+pub(crate) const SOURCE_LABEL_PREFIX: &str = "containerd.io/distribution.source.";
 
 /// A repository of a registry that may hold a blob.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

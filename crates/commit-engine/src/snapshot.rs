@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-pub use containerd_client::services::v1::snapshots::Info;
+pub(crate) use containerd_client::services::v1::snapshots::Info;
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, Kind, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
     StatSnapshotRequest, ViewSnapshotRequest,
@@ -16,28 +16,28 @@ use crate::error::{Error, Result};
 
 /// containerd's prefix for snapshots being filled from a layer; its
 /// garbage collector and `ctr snapshots` know them by it.
-pub const UNPACK_PREFIX: &str = "extract";
+pub(crate) const UNPACK_PREFIX: &str = "extract";
 
 /// Snapshot calls bound to one snapshotter.
 #[derive(Clone)]
-pub struct Snapshots<'a> {
+pub(crate) struct Snapshots<'a> {
     c: &'a Containerd,
     snapshotter: String,
 }
 
 impl<'a> Snapshots<'a> {
-    pub fn new(c: &'a Containerd, snapshotter: &str) -> Self {
+    pub(crate) fn new(c: &'a Containerd, snapshotter: &str) -> Self {
         Self {
             c,
             snapshotter: snapshotter.to_string(),
         }
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.snapshotter
     }
 
-    pub async fn stat(&self, key: &str) -> Result<Info> {
+    pub(crate) async fn stat(&self, key: &str) -> Result<Info> {
         let req = self.c.request(StatSnapshotRequest {
             snapshotter: self.snapshotter.clone(),
             key: key.into(),
@@ -54,7 +54,7 @@ impl<'a> Snapshots<'a> {
     }
 
     /// Whether a snapshot exists.
-    pub async fn exists(&self, key: &str) -> Result<bool> {
+    pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
         match self.stat(key).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == Some(crate::error::Kind::NotFound) => Ok(false),
@@ -62,7 +62,7 @@ impl<'a> Snapshots<'a> {
         }
     }
 
-    pub async fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+    pub(crate) async fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
         let req = self.c.request(MountsRequest {
             snapshotter: self.snapshotter.clone(),
             key: key.into(),
@@ -76,7 +76,7 @@ impl<'a> Snapshots<'a> {
         Ok(resp.into_inner().mounts)
     }
 
-    pub async fn view(&self, lease: &str, key: &str, parent: &str) -> Result<Vec<Mount>> {
+    pub(crate) async fn view(&self, lease: &str, key: &str, parent: &str) -> Result<Vec<Mount>> {
         let req = self.c.leased(
             ViewSnapshotRequest {
                 snapshotter: self.snapshotter.clone(),
@@ -95,7 +95,7 @@ impl<'a> Snapshots<'a> {
         Ok(resp.into_inner().mounts)
     }
 
-    pub async fn prepare(&self, lease: &str, key: &str, parent: &str) -> Result<Vec<Mount>> {
+    pub(crate) async fn prepare(&self, lease: &str, key: &str, parent: &str) -> Result<Vec<Mount>> {
         let req = self.c.leased(
             PrepareSnapshotRequest {
                 snapshotter: self.snapshotter.clone(),
@@ -118,7 +118,7 @@ impl<'a> Snapshots<'a> {
     /// of that name already exists (same chain ID, same content): the
     /// active one is then removed and the existing one serves.
     #[tracing::instrument(skip_all, fields(phase = "apply", snapshot = %name))]
-    pub async fn commit(&self, lease: &str, name: &str, key: &str) -> Result<bool> {
+    pub(crate) async fn commit(&self, lease: &str, name: &str, key: &str) -> Result<bool> {
         let req = self.c.leased(
             CommitSnapshotRequest {
                 snapshotter: self.snapshotter.clone(),
@@ -151,7 +151,7 @@ impl<'a> Snapshots<'a> {
         }
     }
 
-    pub async fn remove(&self, key: &str) -> Result<()> {
+    pub(crate) async fn remove(&self, key: &str) -> Result<()> {
         let req = self.c.request(RemoveSnapshotRequest {
             snapshotter: self.snapshotter.clone(),
             key: key.into(),
@@ -165,13 +165,13 @@ impl<'a> Snapshots<'a> {
 
     /// Removes a temporary snapshot; a failure is logged, not returned: the
     /// snapshot belongs to the commit's lease and is collected with it.
-    pub async fn remove_quietly(&self, key: &str) {
+    pub(crate) async fn remove_quietly(&self, key: &str) {
         if let Err(e) = self.remove(key).await {
             warn!(snapshot = %key, cause = %e, "could not remove temporary snapshot; the lease's expiry will");
         }
     }
 }
 
-pub fn is_active(info: &Info) -> bool {
+pub(crate) fn is_active(info: &Info) -> bool {
     info.kind == Kind::Active as i32
 }

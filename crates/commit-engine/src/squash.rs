@@ -36,7 +36,7 @@ use crate::capture::{self, Copied, CopyError, CopyOptions};
 use crate::walk::{self, Entry, Kind, Layout, Policy};
 
 /// How layers are folded into the copy.
-pub struct Merge {
+pub(crate) struct Merge {
     /// The copy's root.
     root: OwnedFd,
     /// The copy's layout: whether it can hold whiteouts and opaque markers.
@@ -52,7 +52,7 @@ pub struct Merge {
 }
 
 impl Merge {
-    pub fn new(dst: &Path, to: Layout) -> Result<Self, CopyError> {
+    pub(crate) fn new(dst: &Path, to: Layout) -> Result<Self, CopyError> {
         Ok(Merge {
             root: walk::open_dir_path(dst)?,
             to,
@@ -102,14 +102,14 @@ impl Merge {
 
 /// The policy of the container's own upper directory, copied first (as a
 /// commit copies it, see [`Merge::top`]).
-pub struct Top<'a>(&'a Merge);
+pub(crate) struct Top<'a>(&'a Merge);
 
 impl Merge {
     /// The policy for the copy of the top layer (into an empty copy):
     /// everything goes in, but for whiteouts where the copy holds none;
     /// whiteouts and opaque directories are remembered for the layers
     /// below.
-    pub fn top(&self) -> Top<'_> {
+    pub(crate) fn top(&self) -> Top<'_> {
         Top(self)
     }
 }
@@ -167,7 +167,7 @@ impl Policy for Merge {
 /// Two policies: an entry is included when both include it (the second
 /// is asked only if the first does: `Merge` records what it includes), and
 /// the times are the first's then the second's.
-pub struct Both<'a, A: Policy + ?Sized, B: Policy + ?Sized>(pub &'a A, pub &'a B);
+pub(crate) struct Both<'a, A: Policy + ?Sized, B: Policy + ?Sized>(pub &'a A, pub &'a B);
 
 impl<A: Policy + ?Sized, B: Policy + ?Sized> Policy for Both<'_, A, B> {
     fn include(&self, path: &[u8], kind: Kind, stat: &Stat) -> bool {
@@ -187,7 +187,7 @@ impl<A: Policy + ?Sized, B: Policy + ?Sized> Policy for Both<'_, A, B> {
 /// Folds `lowers` (top first; committed snapshots, which nothing changes)
 /// into `dst`, which already holds the copy of the layers above them made
 /// with the same `merge` policy; `outer` decides first (excludes, times).
-pub fn fold_lowers(
+pub(crate) fn fold_lowers(
     lowers: &[PathBuf],
     dst: &Path,
     opts: CopyOptions,

@@ -135,15 +135,15 @@ pub(crate) trait Changes {
 /// The stubs found: paths below the root, each left out with everything
 /// below it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MountStubs(BTreeSet<Vec<u8>>);
+pub(crate) struct MountStubs(BTreeSet<Vec<u8>>);
 
 impl MountStubs {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// Whether `path` (below the root, no leading `/`) is a stub or below one.
-    pub fn covers(&self, path: &[u8]) -> bool {
+    pub(crate) fn covers(&self, path: &[u8]) -> bool {
         let mut p = path;
         loop {
             if self.0.contains(p) {
@@ -157,7 +157,7 @@ impl MountStubs {
     }
 
     /// The stubs, as `/`-rooted paths (lossy UTF-8), in byte order.
-    pub fn paths(&self) -> Vec<String> {
+    pub(crate) fn paths(&self) -> Vec<String> {
         self.0
             .iter()
             .map(|p| format!("/{}", String::from_utf8_lossy(p)))
@@ -370,7 +370,7 @@ pub(crate) struct TarChanges {
 
 impl TarChanges {
     /// Reads the headers of an uncompressed layer tar.
-    pub fn read(tar: impl Read, lower: Option<Vec<PathBuf>>) -> io::Result<Self> {
+    pub(crate) fn read(tar: impl Read, lower: Option<Vec<PathBuf>>) -> io::Result<Self> {
         let mut entries = BTreeMap::new();
         let mut children: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
         let mut archive = tar::Archive::new(tar);
@@ -416,7 +416,7 @@ impl TarChanges {
     }
 
     /// Whether any of `mounts` is a changed path.
-    pub fn touches(&self, mounts: &[SpecMount]) -> bool {
+    pub(crate) fn touches(&self, mounts: &[SpecMount]) -> bool {
         mounts.iter().any(|m| self.entries.contains_key(&m.dest))
     }
 }

@@ -35,7 +35,7 @@ use crate::walk::{
 
 /// What the tar holds.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Written {
+pub(crate) struct Written {
     /// Entries (PAX extended headers not counted).
     pub entries: u64,
 }
@@ -50,7 +50,7 @@ const OCTAL_7: u64 = 0o777_7777;
 /// xattrs are overlay's in `root`; `true_times` the times to record instead
 /// of the ones found, by inode (see [`crate::capture::Copied::true_times`]).
 #[cfg(test)]
-pub fn write_layer(
+pub(crate) fn write_layer(
     root: &Path,
     layout: Layout,
     true_times: &HashMap<(u64, u64), Time>,
@@ -62,7 +62,7 @@ pub fn write_layer(
 /// [`write_layer`] with every time clamped to `clamp` (a reproducible
 /// layer: see `crate::filter`); whiteouts, whose times the copy does not
 /// set, get `clamp` itself.
-pub fn write_layer_clamped(
+pub(crate) fn write_layer_clamped(
     root: &Path,
     layout: Layout,
     true_times: &HashMap<(u64, u64), Time>,
@@ -105,7 +105,7 @@ pub fn write_layer_clamped(
 /// `docker export`) into `out`, ending with the end-of-archive marker.
 /// Entries that vanish while the tree is read (a running container's) are
 /// skipped.
-pub fn write_tree(root: &Path, out: impl Write) -> io::Result<Written> {
+pub(crate) fn write_tree(root: &Path, out: impl Write) -> io::Result<Written> {
     let mut w = TarWriter {
         out,
         buf: Vec::new(),

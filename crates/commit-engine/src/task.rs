@@ -38,7 +38,7 @@ impl TaskState {
     }
 }
 
-pub async fn state(c: &Containerd, container: &str) -> Result<TaskState> {
+pub(crate) async fn state(c: &Containerd, container: &str) -> Result<TaskState> {
     let req = c.request(GetRequest {
         container_id: container.to_string(),
         exec_id: String::new(),
@@ -65,7 +65,7 @@ pub async fn state(c: &Containerd, container: &str) -> Result<TaskState> {
 /// holds the freeze up) and thaws it again; a moment later it usually
 /// freezes, so that failure is tried again a few times before the commit
 /// fails with it (seen under the soak's sixteen clients on a loaded node).
-pub async fn pause(c: &Containerd, container: &str) -> Result<bool> {
+pub(crate) async fn pause(c: &Containerd, container: &str) -> Result<bool> {
     let mut delay = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
@@ -89,7 +89,7 @@ pub async fn pause(c: &Containerd, container: &str) -> Result<bool> {
 /// How often a pause that runc could not complete is tried.
 const FREEZE_ATTEMPTS: u32 = 4;
 
-pub async fn resume(c: &Containerd, container: &str) -> Result<()> {
+pub(crate) async fn resume(c: &Containerd, container: &str) -> Result<()> {
     let req = c.request(ResumeTaskRequest {
         container_id: container.to_string(),
     });
@@ -156,7 +156,7 @@ impl PauseJournal {
 
 /// Resumes what a previous run left paused (see [`PauseJournal`]); retries
 /// in the background while containerd does not answer.
-pub async fn recover(c: &Containerd, journal: &PauseJournal) {
+pub(crate) async fn recover(c: &Containerd, journal: &PauseJournal) {
     for id in journal.pending(c.namespace()) {
         match state(c, &id).await {
             Ok(TaskState::Paused) => {
@@ -179,7 +179,7 @@ pub async fn recover(c: &Containerd, journal: &PauseJournal) {
 /// Resumes the task, and if that fails, keeps trying in the background until
 /// it works or the task is gone. Returns the first error, if any, for the
 /// caller to report. The journal forgets the container once it runs.
-pub async fn resume_or_retry(
+pub(crate) async fn resume_or_retry(
     c: &Containerd,
     container: &str,
     journal: &PauseJournal,
@@ -502,7 +502,7 @@ pub struct TaskInfo {
 }
 
 /// The task of `container` (no task: `state` is [`TaskState::None`]).
-pub async fn info(c: &Containerd, container: &str) -> Result<TaskInfo> {
+pub(crate) async fn info(c: &Containerd, container: &str) -> Result<TaskInfo> {
     let req = c.request(GetRequest {
         container_id: container.to_string(),
         exec_id: String::new(),
@@ -532,14 +532,14 @@ pub async fn info(c: &Containerd, container: &str) -> Result<TaskInfo> {
 }
 
 /// The CRI plugin's namespace.
-pub const CRI_NAMESPACE: &str = "k8s.io";
+pub(crate) const CRI_NAMESPACE: &str = "k8s.io";
 
 /// A Kubernetes container's state as the CRI plugin keeps it, for a
 /// container with no task: the plugin deletes an exited container's task
 /// and keeps its exit in its own metadata. `None` when the plugin does not
 /// know the container (not a CRI container, no CRI plugin) or it has not
 /// exited.
-pub async fn cri_exit(c: &Containerd, container: &str) -> Option<TaskInfo> {
+pub(crate) async fn cri_exit(c: &Containerd, container: &str) -> Option<TaskInfo> {
     if c.namespace() != CRI_NAMESPACE {
         return None;
     }

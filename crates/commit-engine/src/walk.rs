@@ -49,20 +49,20 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
 /// Linux's `PATH_MAX`: the longest path a system call takes, with its NUL.
-pub const PATH_MAX: usize = 4096;
+pub(crate) const PATH_MAX: usize = 4096;
 
 /// Directories a walk keeps open at once (per side); deeper ancestors are
 /// reopened through `..` when the walk comes back to them.
-pub const OPEN_DIRS: usize = 48;
+pub(crate) const OPEN_DIRS: usize = 48;
 
 /// The OCI whiteout prefix.
-pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
+pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
 /// The OCI opaque-directory marker.
-pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+pub(crate) const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
 /// What kind of tree is walked: which xattr namespace, if any, is overlay's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
+pub(crate) enum Layout {
     /// An overlay upper directory; overlay's xattrs are `trusted.overlay.*`.
     Overlay,
     /// An overlay upper directory mounted with `userxattr`: overlay's xattrs
@@ -75,7 +75,7 @@ pub enum Layout {
 
 impl Layout {
     /// The prefix of overlay's private xattrs, if any.
-    pub fn private_prefix(self) -> Option<&'static [u8]> {
+    pub(crate) fn private_prefix(self) -> Option<&'static [u8]> {
         match self {
             Layout::Overlay => Some(b"trusted.overlay."),
             Layout::OverlayUserXattr => Some(b"user.overlay."),
@@ -86,7 +86,7 @@ impl Layout {
     /// The name under which an xattr of a user is stored in a tree of this
     /// layout: overlay escapes names in its own namespace
     /// (`trusted.overlay.x` → `trusted.overlay.overlay.x`).
-    pub fn stored_name(self, name: &[u8]) -> Vec<u8> {
+    pub(crate) fn stored_name(self, name: &[u8]) -> Vec<u8> {
         match self.private_prefix() {
             Some(p) if name.starts_with(p) => [p, b"overlay.", &name[p.len()..]].concat(),
             _ => name.to_vec(),
@@ -97,22 +97,22 @@ impl Layout {
 /// A timestamp as the kernel keeps it: seconds since the epoch (negative
 /// before 1970) and nanoseconds (`0..1e9`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Time {
+pub(crate) struct Time {
     pub sec: i64,
     pub nsec: u32,
 }
 
 impl Time {
-    pub const EPOCH: Time = Time { sec: 0, nsec: 0 };
+    pub(crate) const EPOCH: Time = Time { sec: 0, nsec: 0 };
 
     /// Go's `time.Unix(0, 1<<63-1)`: 2262-04-11T23:47:16.854775807Z, the
     /// latest time containerd's applier sets (`archive.boundTime`).
-    pub const APPLIER_MAX: Time = Time {
+    pub(crate) const APPLIER_MAX: Time = Time {
         sec: 9_223_372_036,
         nsec: 854_775_807,
     };
 
-    pub fn mtime(st: &Stat) -> Time {
+    pub(crate) fn mtime(st: &Stat) -> Time {
         Time {
             sec: st.st_mtime,
             nsec: st.st_mtime_nsec as u32,
@@ -123,7 +123,7 @@ impl Time {
     /// containerd 1.6 (`archive.boundTime`) and Docker
     /// (`system.Chtimes`) both set times before the epoch or after
     /// [`Time::APPLIER_MAX`] to the epoch.
-    pub fn applied(self) -> Time {
+    pub(crate) fn applied(self) -> Time {
         if self < Time::EPOCH || self > Time::APPLIER_MAX {
             Time::EPOCH
         } else {
@@ -131,7 +131,7 @@ impl Time {
         }
     }
 
-    pub fn timespec(self) -> rfs::Timespec {
+    pub(crate) fn timespec(self) -> rfs::Timespec {
         rfs::Timespec {
             tv_sec: self.sec,
             tv_nsec: self.nsec.into(),
@@ -141,7 +141,7 @@ impl Time {
 
 /// What an entry is in a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Dir,
     File,
     Symlink,
@@ -154,11 +154,11 @@ pub enum Kind {
 }
 
 /// An extended attribute: its real name (unescaped) and value.
-pub type Xattr = (Vec<u8>, Vec<u8>);
+pub(crate) type Xattr = (Vec<u8>, Vec<u8>);
 
 /// One entry of the walked tree, as it goes into a layer.
 #[derive(Debug)]
-pub struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     /// Path below the root: bytes, no leading or trailing `/`.
     pub path: &'a [u8],
     /// The last component of `path`.
@@ -179,13 +179,13 @@ pub struct Entry<'a> {
 
 impl Entry<'_> {
     /// Permission bits with set-id and sticky bits.
-    pub fn mode(&self) -> u32 {
+    pub(crate) fn mode(&self) -> u32 {
         self.stat.st_mode & 0o7777
     }
 }
 
 /// What a walk reports to.
-pub trait Visit {
+pub(crate) trait Visit {
     /// An entry, in walk order. `dir` is the open directory holding it;
     /// `data` is the open file of a regular file (not of a repeated hard
     /// link) and the directory itself for a directory.
@@ -214,7 +214,7 @@ pub trait Visit {
 }
 
 /// Decisions that belong to the caller, not to the layer format.
-pub trait Policy {
+pub(crate) trait Policy {
     /// Whether an entry (and, for a directory, everything below it) goes
     /// into the layer and the snapshot.
     fn include(&self, path: &[u8], kind: Kind, stat: &Stat) -> bool {
@@ -237,7 +237,7 @@ pub trait Policy {
 
 /// Everything, with its own times.
 #[cfg_attr(not(test), allow(dead_code))]
-pub struct Everything;
+pub(crate) struct Everything;
 impl Policy for Everything {}
 
 #[derive(Debug, thiserror::Error)]
@@ -283,7 +283,7 @@ fn errno(context: impl FnOnce() -> String) -> impl FnOnce(Errno) -> WalkError {
 /// A path below the root for messages: `/` first; valid UTF-8 as it is
 /// (control characters escaped), other bytes as `\xNN`; a very long path
 /// is shortened in the middle.
-pub fn display_path(path: &[u8]) -> String {
+pub(crate) fn display_path(path: &[u8]) -> String {
     const HEAD: usize = 160;
     const TAIL: usize = 80;
     let mut out = String::from("/");
@@ -313,7 +313,7 @@ pub fn display_path(path: &[u8]) -> String {
 }
 
 /// How to walk.
-pub struct Walk<'p> {
+pub(crate) struct Walk<'p> {
     pub layout: Layout,
     /// The longest path (bytes below the root) a layer may hold; see
     /// [`applier_path_room`].
@@ -327,7 +327,7 @@ pub struct Walk<'p> {
 
 /// What a walk saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Walked {
+pub(crate) struct Walked {
     /// Entries reported (sockets and entries left out not counted).
     pub entries: u64,
 }
@@ -337,7 +337,7 @@ pub struct Walked {
 /// `<root>/snapshots/<id>/fs/<path>` whole, so that must fit in
 /// `PATH_MAX`. The ID is taken at its widest (20 digits), so the answer
 /// holds for any later snapshot of this node.
-pub fn applier_path_room(upper: &Path) -> usize {
+pub(crate) fn applier_path_room(upper: &Path) -> usize {
     use std::os::unix::ffi::OsStrExt;
     let snapshots = upper.parent().and_then(Path::parent);
     let prefix = match snapshots {
@@ -350,7 +350,7 @@ pub fn applier_path_room(upper: &Path) -> usize {
 
 impl Walk<'_> {
     /// Walks the tree under `root` (the root itself is not reported).
-    pub fn run(&self, root: &Path, v: &mut dyn Visit) -> Result<Walked, WalkError> {
+    pub(crate) fn run(&self, root: &Path, v: &mut dyn Visit) -> Result<Walked, WalkError> {
         let fd = open_dir_path(root)?;
         self.run_fd(fd, b"", true, v)
     }
@@ -359,7 +359,7 @@ impl Walk<'_> {
     /// the root: its subdirectories are reported (with their open
     /// descriptor) but not entered, and hard links are found among its
     /// own entries only. For walks that share a tree out among threads.
-    pub fn run_dir(
+    pub(crate) fn run_dir(
         &self,
         dir: OwnedFd,
         prefix: &[u8],
@@ -638,7 +638,7 @@ fn unsupported(path: &[u8], name: &[u8]) -> WalkError {
 /// not: containerd's applier refuses it ("admin attributes from archive
 /// not supported", then skips it) and Docker's differ never writes it.
 /// `security.selinux` is the host's label, not the image's.
-pub fn carried(name: &[u8]) -> bool {
+pub(crate) fn carried(name: &[u8]) -> bool {
     !name.starts_with(b"trusted.") && name != b"security.selinux"
 }
 
@@ -680,12 +680,12 @@ struct Frame {
 /// Open directories from the root down, of which only the innermost
 /// [`OPEN_DIRS`] hold a descriptor.
 #[derive(Default)]
-pub struct DirStack {
+pub(crate) struct DirStack {
     frames: Vec<(Option<OwnedFd>, u64, u64)>,
 }
 
 impl DirStack {
-    pub fn push(&mut self, fd: OwnedFd, st: &Stat) {
+    pub(crate) fn push(&mut self, fd: OwnedFd, st: &Stat) {
         self.frames.push((Some(fd), st.st_dev, st.st_ino));
         let n = self.frames.len();
         if n > OPEN_DIRS {
@@ -697,7 +697,7 @@ impl DirStack {
     ///
     /// # Panics
     /// On an empty stack.
-    pub fn top(&self) -> &OwnedFd {
+    pub(crate) fn top(&self) -> &OwnedFd {
         match self.frames.last() {
             Some((Some(fd), ..)) => fd,
             _ => panic!("DirStack::top of an empty stack or a closed directory"),
@@ -706,7 +706,7 @@ impl DirStack {
 
     /// Removes the innermost directory and returns it; call
     /// [`DirStack::reopen_top`] with it before using the new top.
-    pub fn pop(&mut self) -> OwnedFd {
+    pub(crate) fn pop(&mut self) -> OwnedFd {
         match self.frames.pop() {
             Some((Some(fd), ..)) => fd,
             _ => panic!("DirStack::pop of an empty stack or a closed directory"),
@@ -715,7 +715,7 @@ impl DirStack {
 
     /// Reopens the (new) innermost directory if it was closed, as `..` of
     /// `child`, checking that it is the same directory.
-    pub fn reopen_top(&mut self, child: &OwnedFd) -> Result<(), WalkError> {
+    pub(crate) fn reopen_top(&mut self, child: &OwnedFd) -> Result<(), WalkError> {
         let Some((slot @ None, dev, ino)) = self.frames.last_mut() else {
             return Ok(());
         };
@@ -827,14 +827,14 @@ fn same_inode(fd: &OwnedFd, st: &Stat, path: &[u8]) -> Result<(), WalkError> {
 
 /// `/proc/self/fd/DIR/NAME`: a short path to an entry of any depth, for the
 /// calls that have no descriptor form (xattrs of symlinks and devices).
-pub fn proc_path(dir: &OwnedFd, name: &CStr) -> CString {
+pub(crate) fn proc_path(dir: &OwnedFd, name: &CStr) -> CString {
     let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
     p.extend_from_slice(name.to_bytes());
     CString::new(p).unwrap_or_else(|_| unreachable!("a file name has no NUL"))
 }
 
 /// Lists a directory's entries (without `.` and `..`), sorted by name.
-pub fn list_dir(fd: &OwnedFd) -> io::Result<Vec<CString>> {
+pub(crate) fn list_dir(fd: &OwnedFd) -> io::Result<Vec<CString>> {
     let mut dir = rfs::Dir::read_from(fd)?;
     let mut names = Vec::new();
     while let Some(entry) = dir.read() {
@@ -850,14 +850,14 @@ pub fn list_dir(fd: &OwnedFd) -> io::Result<Vec<CString>> {
 
 /// Where xattrs are read from: an open file or directory, or (for what
 /// cannot be opened) a path, without following a final symlink.
-pub enum XattrSource<'a> {
+pub(crate) enum XattrSource<'a> {
     Fd(&'a OwnedFd),
     Path(&'a CStr),
 }
 
 /// Every xattr of an entry, names and values as bytes. A filesystem
 /// without xattrs has none.
-pub fn read_xattrs(src: XattrSource<'_>) -> io::Result<Vec<Xattr>> {
+pub(crate) fn read_xattrs(src: XattrSource<'_>) -> io::Result<Vec<Xattr>> {
     let names = sized(
         || match &src {
             XattrSource::Fd(fd) => rfs::flistxattr_query(fd.as_fd()),

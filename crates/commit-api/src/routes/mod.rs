@@ -17,7 +17,7 @@ pub(crate) mod images;
 pub(crate) mod import;
 pub(crate) mod info;
 pub(crate) mod load;
-pub mod metrics;
+pub(crate) mod metrics;
 pub(crate) mod pods;
 pub(crate) mod prune;
 pub(crate) mod push;

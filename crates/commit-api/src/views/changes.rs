@@ -4,7 +4,7 @@ use serde::Serialize;
 
 /// One changed path: `Kind` 0 modified, 1 added, 2 deleted.
 #[derive(Debug, Serialize)]
-pub struct FilesystemChange {
+pub(crate) struct FilesystemChange {
     #[serde(rename = "Path")]
     pub path: String,
     #[serde(rename = "Kind")]

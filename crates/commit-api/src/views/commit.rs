@@ -5,7 +5,7 @@ use serde::Serialize;
 /// Docker's `IDResponse`, with what commitd's own parameters did (only
 /// when asked for, so Docker's clients see Docker's answer).
 #[derive(Debug, Serialize)]
-pub struct IdResponse {
+pub(crate) struct IdResponse {
     #[serde(rename = "Id")]
     pub id: String,
     /// Entries `exclude` left out (with `exclude` only).
@@ -19,7 +19,7 @@ pub struct IdResponse {
 /// `{"Parent": "sha256:…"}` for an incremental commit (the image it
 /// stands on), `{"Plain": "why"}` for a plain one.
 #[derive(Debug, Serialize)]
-pub struct IncrementalView {
+pub(crate) struct IncrementalView {
     #[serde(rename = "Parent", skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     #[serde(rename = "Plain", skip_serializing_if = "Option::is_none")]
@@ -27,7 +27,7 @@ pub struct IncrementalView {
 }
 
 impl IncrementalView {
-    pub fn of(i: &commit_engine::Incremental) -> Option<Self> {
+    pub(crate) fn of(i: &commit_engine::Incremental) -> Option<Self> {
         match i {
             commit_engine::Incremental::NotAsked => None,
             commit_engine::Incremental::On(parent) => Some(IncrementalView {
@@ -44,7 +44,7 @@ impl IncrementalView {
 
 /// One image of a pod snapshot (`POST /pods/{namespace}/{pod}/commit`).
 #[derive(Debug, Serialize)]
-pub struct PodCommitted {
+pub(crate) struct PodCommitted {
     #[serde(rename = "Container")]
     pub container: String,
     #[serde(rename = "Id")]

@@ -12,12 +12,12 @@ use serde::Serialize;
 /// A field Docker sends as `null` here: a slice, map or pointer it leaves
 /// nil for a container that did not set it, which no containerd record
 /// can set.
-pub type Null = ();
+pub(crate) type Null = ();
 
 /// Docker's `container.Summary` (`docker ps`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ContainerSummary {
+pub(crate) struct ContainerSummary {
     pub id: String,
     pub names: Vec<String>,
     pub image: String,
@@ -45,7 +45,7 @@ pub struct ContainerSummary {
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct SummaryHostConfig {
+pub(crate) struct SummaryHostConfig {
     pub network_mode: String,
     /// API 1.46 on, when the spec has any.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,7 +54,7 @@ pub struct SummaryHostConfig {
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct SummaryNetworkSettings {
+pub(crate) struct SummaryNetworkSettings {
     /// Always empty: networks are CNI's.
     pub networks: Empty,
 }
@@ -62,7 +62,7 @@ pub struct SummaryNetworkSettings {
 /// Docker's `container.MountPoint` (bind mounts only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct MountPoint {
+pub(crate) struct MountPoint {
     #[serde(rename = "Type")]
     pub kind: &'static str,
     pub source: String,
@@ -76,7 +76,7 @@ pub struct MountPoint {
 /// Docker's `container.InspectResponse` (`docker inspect`).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ContainerInspect {
+pub(crate) struct ContainerInspect {
     pub id: String,
     pub created: String,
     pub path: String,
@@ -114,7 +114,7 @@ pub struct ContainerInspect {
 /// Docker's `container.State` (no `Health`: nothing here has a check).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ContainerState {
+pub(crate) struct ContainerState {
     pub status: &'static str,
     pub running: bool,
     pub paused: bool,
@@ -131,7 +131,7 @@ pub struct ContainerState {
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct GraphDriver {
+pub(crate) struct GraphDriver {
     pub name: String,
     pub data: Null,
 }
@@ -139,7 +139,7 @@ pub struct GraphDriver {
 /// Docker's `container.HostConfig`, `Resources` embedded.
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct HostConfig {
+pub(crate) struct HostConfig {
     /// `null` when there are none.
     pub binds: Option<Vec<String>>,
     #[serde(rename = "ContainerIDFile")]
@@ -189,7 +189,7 @@ pub struct HostConfig {
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct LogConfig {
+pub(crate) struct LogConfig {
     #[serde(rename = "Type")]
     pub kind: &'static str,
     pub config: Null,
@@ -197,7 +197,7 @@ pub struct LogConfig {
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct RestartPolicy {
+pub(crate) struct RestartPolicy {
     pub name: String,
     pub maximum_retry_count: i64,
 }
@@ -205,7 +205,7 @@ pub struct RestartPolicy {
 /// Docker's `container.Resources`.
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Resources {
+pub(crate) struct Resources {
     pub cpu_shares: i64,
     pub memory: i64,
     pub nano_cpus: i64,
@@ -245,7 +245,7 @@ pub struct Resources {
 /// Docker's `container.Config`, as inspect shows it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Config {
+pub(crate) struct Config {
     pub hostname: String,
     pub domainname: String,
     pub user: String,
@@ -279,7 +279,7 @@ pub struct Config {
 /// deprecated fields of the default network ([`LegacyNetwork`]).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct NetworkSettings {
+pub(crate) struct NetworkSettings {
     #[serde(rename = "SandboxID")]
     pub sandbox_id: String,
     pub sandbox_key: String,
@@ -293,7 +293,7 @@ pub struct NetworkSettings {
 /// The fields API 1.52 dropped from `NetworkSettings`, all zero here.
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct LegacyNetwork {
+pub(crate) struct LegacyNetwork {
     pub bridge: &'static str,
     pub hairpin_mode: bool,
     #[serde(rename = "LinkLocalIPv6Address")]

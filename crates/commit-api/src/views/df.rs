@@ -16,7 +16,7 @@ fn is_zero(n: &i64) -> bool {
 /// Docker's `diskUsageCompat`: the legacy fields and the current ones.
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct DiskUsage {
+pub(crate) struct DiskUsage {
     #[serde(skip_serializing_if = "is_zero")]
     pub layers_size: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,7 +42,7 @@ pub struct DiskUsage {
 /// `omitempty`).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Usage<T> {
+pub(crate) struct Usage<T> {
     #[serde(skip_serializing_if = "is_zero")]
     pub active_count: i64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -71,7 +71,7 @@ impl<T> Default for Usage<T> {
 /// API 1.44).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ImageItem {
+pub(crate) struct ImageItem {
     #[serde(flatten)]
     pub summary: ImageSummary,
     #[serde(skip_serializing_if = "Option::is_none")]

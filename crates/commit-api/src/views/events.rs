@@ -6,7 +6,7 @@ use serde::Serialize;
 
 /// Docker's `events.Message`, fields in Docker's order.
 #[derive(Debug, Clone, Serialize)]
-pub struct Message {
+pub(crate) struct Message {
     /// The action again (Docker's deprecated field, still sent).
     pub status: String,
     pub id: String,
@@ -26,7 +26,7 @@ pub struct Message {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Actor {
+pub(crate) struct Actor {
     #[serde(rename = "ID")]
     pub id: String,
     #[serde(rename = "Attributes")]

@@ -9,7 +9,7 @@ use serde::Serialize;
 /// Docker's `image.Summary` (`GET /images/json`, `system df`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ImageSummary {
+pub(crate) struct ImageSummary {
     /// Containers made from it (API 1.51+); -1 before, as Docker.
     pub containers: i64,
     pub created: i64,
@@ -27,7 +27,7 @@ pub struct ImageSummary {
 /// Docker's `image.InspectResponse` (`GET /images/{name}/json`).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ImageInspect {
+pub(crate) struct ImageInspect {
     pub id: String,
     pub repo_tags: Vec<String>,
     pub repo_digests: Vec<String>,
@@ -53,14 +53,14 @@ pub struct ImageInspect {
 /// Docker's `DriverData`; its `Data` is `null` here.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct GraphDriver {
+pub(crate) struct GraphDriver {
     pub name: String,
     pub data: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct RootFs {
+pub(crate) struct RootFs {
     #[serde(rename = "Type")]
     pub kind: String,
     pub layers: Vec<String>,
@@ -68,14 +68,14 @@ pub struct RootFs {
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Metadata {
+pub(crate) struct Metadata {
     pub last_tag_time: String,
 }
 
 /// Docker's `image.HistoryResponseItem` (`GET /images/{name}/history`).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct HistoryItem {
+pub(crate) struct HistoryItem {
     /// The image ID on the newest entry, `<missing>` on the others.
     pub id: String,
     pub created: i64,
@@ -89,7 +89,7 @@ pub struct HistoryItem {
 /// One line of Docker's `image.DeleteResponse` (`DELETE /images/{name}`).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub enum DeleteItem {
+pub(crate) enum DeleteItem {
     Untagged(String),
     Deleted(String),
 }
@@ -97,7 +97,7 @@ pub enum DeleteItem {
 /// Docker's `image.PruneReport` (`POST /images/prune`).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct PruneReport {
+pub(crate) struct PruneReport {
     /// `null` when nothing was deleted, as Docker answers.
     pub images_deleted: Option<Vec<DeleteItem>>,
     pub space_reclaimed: u64,

@@ -8,7 +8,7 @@ use serde::Serialize;
 /// API version does not have are `None` and left out.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Info {
+pub(crate) struct Info {
     #[serde(rename = "ID")]
     pub id: String,
     pub containers: usize,
@@ -89,7 +89,7 @@ pub struct Info {
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Plugins {
+pub(crate) struct Plugins {
     pub volume: Vec<String>,
     pub network: Vec<String>,
     pub authorization: Option<Vec<String>>,
@@ -99,7 +99,7 @@ pub struct Plugins {
 /// Docker's `registry.ServiceConfig`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct RegistryConfig {
+pub(crate) struct RegistryConfig {
     /// Before API 1.47 only (`null` there).
     #[serde(
         rename = "AllowNondistributableArtifactsCIDRs",
@@ -120,7 +120,7 @@ pub struct RegistryConfig {
 /// Docker's `registry.IndexInfo`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct IndexInfo {
+pub(crate) struct IndexInfo {
     pub name: String,
     pub mirrors: Vec<String>,
     pub secure: bool,
@@ -129,7 +129,7 @@ pub struct IndexInfo {
 
 /// Docker's `system.RuntimeWithStatus`.
 #[derive(Debug, Serialize)]
-pub struct Runtime {
+pub(crate) struct Runtime {
     pub path: String,
     /// From API 1.44 on.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,7 +139,7 @@ pub struct Runtime {
 /// Docker's `swarm.Info` of a node outside any swarm.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Swarm {
+pub(crate) struct Swarm {
     #[serde(rename = "NodeID")]
     pub node_id: &'static str,
     pub node_addr: &'static str,
@@ -165,7 +165,7 @@ impl Default for Swarm {
 /// Docker's `system.Commit`; `Expected` before API 1.49 only.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Commit {
+pub(crate) struct Commit {
     #[serde(rename = "ID")]
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -175,7 +175,7 @@ pub struct Commit {
 /// Docker's `system.ContainerdInfo`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ContainerdInfo {
+pub(crate) struct ContainerdInfo {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub address: String,
     pub namespaces: ContainerdNamespaces,
@@ -183,7 +183,7 @@ pub struct ContainerdInfo {
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ContainerdNamespaces {
+pub(crate) struct ContainerdNamespaces {
     pub containers: String,
     pub plugins: String,
 }

@@ -7,7 +7,7 @@ use docker_format::size::human_size;
 use serde::Serialize;
 
 /// The lines Docker writes for one push event.
-pub fn lines(e: &PushEvent) -> Vec<Bytes> {
+pub(crate) fn lines(e: &PushEvent) -> Vec<Bytes> {
     match e {
         PushEvent::Repository(repo) => {
             vec![Message::status(format!("The push refers to repository [{repo}]")).line()]
@@ -38,7 +38,7 @@ pub fn lines(e: &PushEvent) -> Vec<Bytes> {
 /// Docker's `jsonmessage.JSONMessage`, fields in Go's order (so lines read
 /// as Docker's do).
 #[derive(Debug, Default, Serialize)]
-pub struct Message {
+pub(crate) struct Message {
     #[serde(skip_serializing_if = "Option::is_none")]
     stream: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,7 +93,7 @@ struct PushResult {
 }
 
 impl Message {
-    pub fn status(status: impl Into<String>) -> Self {
+    pub(crate) fn status(status: impl Into<String>) -> Self {
         Self {
             status: Some(status.into()),
             ..Self::default()
@@ -111,7 +111,7 @@ impl Message {
     }
 
     /// A line of text: `{"stream":"Loaded image: app:1\n"}`.
-    pub fn stream(text: impl Into<String>) -> Self {
+    pub(crate) fn stream(text: impl Into<String>) -> Self {
         Self {
             stream: Some(text.into()),
             ..Self::default()
@@ -124,7 +124,7 @@ impl Message {
 
     /// A progress bar: `{"status":"Loading layer","progressDetail":{…},
     /// "progress":"[==>  ] …","id":"0123456789ab"}`.
-    pub fn progress(status: &str, digest: &str, current: i64, total: i64) -> Self {
+    pub(crate) fn progress(status: &str, digest: &str, current: i64, total: i64) -> Self {
         Self {
             status: Some(status.into()),
             progress_detail: Some(ProgressDetail {
@@ -137,7 +137,7 @@ impl Message {
         }
     }
 
-    pub fn failure(message: String) -> Self {
+    pub(crate) fn failure(message: String) -> Self {
         Self {
             error_detail: Some(ErrorDetail {
                 message: message.clone(),
@@ -160,7 +160,7 @@ impl Message {
     }
 
     /// The image a commit made: `{"aux":{"ID":"sha256:…"}}`.
-    pub fn image(id: &str) -> Self {
+    pub(crate) fn image(id: &str) -> Self {
         Self {
             aux: Some(Aux::Image { id: id.to_string() }),
             ..Self::default()
@@ -168,7 +168,7 @@ impl Message {
     }
 
     /// One line of the stream.
-    pub fn line(&self) -> Bytes {
+    pub(crate) fn line(&self) -> Bytes {
         let mut b = serde_json::to_vec(self).unwrap_or_default();
         b.push(b'\n');
         Bytes::from(b)

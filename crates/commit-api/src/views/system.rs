@@ -4,14 +4,14 @@ use serde::Serialize;
 
 /// Docker's error body.
 #[derive(Debug, Serialize)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     pub message: String,
 }
 
 /// Docker's `types.Version`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Version {
+pub(crate) struct Version {
     pub platform: Platform,
     pub components: Vec<Component>,
     pub version: String,
@@ -29,14 +29,14 @@ pub struct Version {
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Platform {
+pub(crate) struct Platform {
     pub name: String,
 }
 
 /// One component of the daemon: the engine, containerd.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Component {
+pub(crate) struct Component {
     pub name: &'static str,
     pub version: String,
     pub details: ComponentDetails,
@@ -44,7 +44,7 @@ pub struct Component {
 
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-pub enum ComponentDetails {
+pub(crate) enum ComponentDetails {
     #[serde(rename_all = "PascalCase")]
     Engine {
         api_version: &'static str,
