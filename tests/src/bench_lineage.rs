@@ -10,12 +10,12 @@
 //!   folded into one) beside a plain commit of it (one layer more).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use commitd_testkit::{Ctr, Dockerd};
+
+use crate::post;
 
 /// The rows, by name (`BENCH_SETS`).
 pub const ROWS: [&str; 2] = ["1g-then-4k-incremental", "squash-new-on-50-commits"];
@@ -38,30 +38,10 @@ pub struct LineageBench<'a> {
     pub write_big: &'a dyn Fn(u32),
 }
 
-/// An HTTP/1.1 POST over a unix socket, read to its end: (status, body).
-fn post(socket: &Path, path: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(socket).unwrap_or_else(|e| panic!("{}: {e}", socket.display()));
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, body.to_string())
-}
-
 /// Commits over the API; answers the wall seconds and the answer's body.
 fn timed_commit(socket: &Path, query: &str) -> (f64, String) {
     let t = Instant::now();
-    let (code, body) = post(socket, &format!("/commit?{query}"));
+    let (code, body) = post(socket, &format!("/commit?{query}"), &[]);
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(code, 201, "commit {query}: {body}");
     (secs, body)
@@ -205,6 +185,7 @@ fn squash_lineage(b: &LineageBench<'_>) -> String {
             let (code, body) = post(
                 b.commitd,
                 &format!("/commit?container={id}&repo=bench/lineage{rep}&tag={i}"),
+                &[],
             );
             let _ = b.ctr.delete_container(&id);
             if code == 400 && body.contains("max depth exceeded") {
@@ -233,6 +214,7 @@ fn squash_lineage(b: &LineageBench<'_>) -> String {
         let (code, body) = post(
             b.commitd,
             &format!("/commit?container={id}&repo=bench/lineage{rep}&tag=plain"),
+            &[],
         );
         // One layer more may pass the depth limit: then only the squash.
         if code == 201 {

@@ -6,13 +6,16 @@
 //! starts a fresh registry, so every peer uploads the base as well.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use commitd_testkit::{Ctr, Dockerd};
+
+use crate::post;
+
+/// `X-Registry-Auth` of no credentials.
+const ANONYMOUS: &[(&str, &str)] = &[("X-Registry-Auth", "e30=")];
 
 /// What the row needs from the bench.
 pub struct PushBench<'a> {
@@ -87,50 +90,6 @@ impl Drop for Registry {
     }
 }
 
-/// An HTTP/1.1 POST over a unix socket with `X-Registry-Auth: e30=`
-/// (anonymous), read to its end: (status, body, chunked encoding undone).
-fn post(socket: &Path, path: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(socket).unwrap_or_else(|e| panic!("{}: {e}", socket.display()));
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\nX-Registry-Auth: e30=\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    (
-        code,
-        if chunked {
-            unchunk(body)
-        } else {
-            body.to_string()
-        },
-    )
-}
-
-fn unchunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 /// The push stream ended with a pushed digest, not an error.
 fn assert_pushed(peer: &str, code: u16, body: &str) {
     assert_eq!(code, 200, "{peer}: {body}");
@@ -162,12 +121,16 @@ pub fn run(b: &PushBench<'_>) -> String {
             let commit = format!("/commit?container={id}&repo={repo}&tag={rep}");
             let t = Instant::now();
             if i == 0 {
-                let (code, body) = post(b.commitd, &format!("{commit}&push=1"));
+                let (code, body) = post(b.commitd, &format!("{commit}&push=1"), ANONYMOUS);
                 assert_pushed(peer, code, &body);
             } else {
-                let (code, body) = post(b.commitd, &commit);
+                let (code, body) = post(b.commitd, &commit, ANONYMOUS);
                 assert_eq!(code, 201, "{peer}: {body}");
-                let (code, body) = post(b.commitd, &format!("/images/{repo}/push?tag={rep}"));
+                let (code, body) = post(
+                    b.commitd,
+                    &format!("/images/{repo}/push?tag={rep}"),
+                    ANONYMOUS,
+                );
                 assert_pushed(peer, code, &body);
             }
             times[i].push(t.elapsed().as_secs_f64());
@@ -203,11 +166,13 @@ pub fn run(b: &PushBench<'_>) -> String {
         let (code, body) = post(
             b.docker.socket(),
             &format!("/v1.41/commit?container={name}&repo={repo}&tag={rep}"),
+            ANONYMOUS,
         );
         assert_eq!(code, 201, "docker commit: {body}");
         let (code, body) = post(
             b.docker.socket(),
             &format!("/v1.41/images/{repo}/push?tag={rep}"),
+            ANONYMOUS,
         );
         assert_pushed(PEERS[2], code, &body);
         times[2].push(t.elapsed().as_secs_f64());

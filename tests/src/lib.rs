@@ -12,6 +12,22 @@ use commit_engine::{CommitRequest, Committed, Compression, Containerd, Engine, E
 use commitd_testkit::{Ctr, SNAPSHOTTER, busybox_image, shared, unique_namespace};
 use tokio_util::sync::CancellationToken;
 
+/// `POST path` to a Docker-API server on `socket`, read to its end (the
+/// benchmarks' calls: no answer within an hour is a failure): its status
+/// and body (chunked encoding undone).
+pub fn post(socket: &std::path::Path, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let r = commitd_testkit::http_request_with(
+        socket,
+        "POST",
+        path,
+        headers,
+        None,
+        Duration::from_secs(3600),
+    )
+    .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    (r.status, r.text())
+}
+
 /// One test's world: its own namespace, the base image imported.
 pub struct World {
     pub ns: String,
