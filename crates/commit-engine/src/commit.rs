@@ -159,7 +159,13 @@ pub(crate) struct Committer<'a> {
     /// Where the new layer's compressed bytes are also handed, as they are
     /// written (a commit pushed at once, see [`crate::pipeline`]).
     pub tee: Option<&'a std::sync::Mutex<Option<layer::Tee>>>,
+    /// The resume of this commit's pause, under way while the layer and
+    /// the image are written (see [`Committer::resumed`]).
+    pub resuming: Resuming,
 }
+
+/// A resume sent after the paused walk, awaited before the commit answers.
+pub(crate) type Resuming = std::sync::Mutex<Option<tokio::task::JoinHandle<Option<Error>>>>;
 
 /// The layer as captured, and how to fill the new image's snapshot.
 struct Captured {
@@ -610,11 +616,15 @@ impl Committer<'_> {
         let sn = src.sn;
         self.check_cancel("before capture")?;
         let capture_started = Instant::now();
-        let captured = {
-            // Two captures of one container at once would pause and resume
-            // it under each other: they take turns.
-            let _turn = self.locks.lock(Key::Container(&src.ct.id)).await;
-            self.capture(lease, src, codec).await?
+        // Two captures of one container at once would pause and resume it
+        // under each other: they take turns, until the resume is done.
+        let turn = self.locks.lock(Key::Container(&src.ct.id)).await;
+        let captured = match self.capture(lease, src, codec).await {
+            Ok(captured) => captured,
+            Err(e) => {
+                self.resumed(&src.ct.id).await;
+                return Err(e);
+            }
         };
         let mut phases = Phases {
             capture: capture_started
@@ -641,35 +651,39 @@ impl Committer<'_> {
                 &now,
             );
 
-            // Fill the new image's snapshot so it runs at once.
+            // Fill the new image's snapshot so it runs at once, and write
+            // its blobs meanwhile: neither needs the other (the lease holds
+            // both until the image record references them).
             let chain_id = image::chain_id(&config.rootfs.diff_ids);
             self.check_cancel("before filling the image's snapshot")?;
             crate::failpoint::delay(&src.ct.id, crate::failpoint::step::BEFORE_FILL).await;
             crate::failpoint::check(&src.ct.id, crate::failpoint::step::BEFORE_FILL)?;
-            let fill_started = Instant::now();
-            match (&captured.fill, &chain_id) {
-                (Fill::Prepared(key), Some(chain)) => {
-                    sn.commit(&lease.id(), chain, key).await?;
+            let fill = async {
+                let fill_started = Instant::now();
+                match (&captured.fill, &chain_id) {
+                    (Fill::Prepared(key), Some(chain)) => {
+                        sn.commit(&lease.id(), chain, key).await?;
+                    }
+                    (Fill::Apply(tar), Some(chain)) => {
+                        diff::apply(c, &lease.id(), sn, chain, &src.diff_parent, tar).await?;
+                    }
+                    _ => {}
                 }
-                (Fill::Apply(tar), Some(chain)) => {
-                    diff::apply(c, &lease.id(), sn, chain, &src.diff_parent, tar).await?;
-                }
-                _ => {}
-            }
-            phases.fill = fill_started.elapsed();
-            self.check_cancel("before writing the image")?;
+                Ok::<_, Error>(fill_started.elapsed())
+            };
             let image_started = Instant::now();
-            let (config_digest, manifest) = self
-                .write_image(
-                    lease,
-                    sn.name(),
-                    &config,
-                    &chain_id,
-                    parent.as_ref().map(|p| (p, src.kept)),
-                    layer,
-                    base,
-                )
-                .await?;
+            let write = self.write_image(
+                lease,
+                sn.name(),
+                &config,
+                &chain_id,
+                parent.as_ref().map(|p| (p, src.kept)),
+                layer,
+                base,
+            );
+            let (filled, written) = tokio::join!(fill, write);
+            phases.fill = filled?;
+            let (config_digest, manifest) = written?;
             let depth = config.rootfs.diff_ids.len();
 
             // The image record: the commit becomes visible here, all at once.
@@ -692,6 +706,8 @@ impl Committer<'_> {
                 sn.remove_quietly(key).await;
             }
         }
+        self.resumed(&src.ct.id).await;
+        drop(turn);
         let (config_digest, manifest, name, depth) = result?;
         Ok((config_digest, manifest, name, captured, phases, depth))
     }
@@ -865,12 +881,33 @@ impl Committer<'_> {
         let mut paused = Duration::ZERO;
         if let Some(at) = paused_at {
             paused = at.elapsed();
-            if let Some(e) = task::resume_or_retry(c, id, journal).await {
-                warn!(container = %id, cause = %e, "container not resumed yet; retrying in the background");
-            }
+            // The resume goes on while the layer and the image are
+            // written; the commit answers once it is done (`resumed`).
+            let (c, id, journal) = (c.clone(), id.clone(), journal.clone());
+            let resume =
+                tokio::spawn(async move { task::resume_or_retry(&c, &id, &journal).await });
+            *self.resuming.lock().unwrap_or_else(|p| p.into_inner()) = Some(resume);
         }
         injected?;
         Ok((out, paused))
+    }
+
+    /// Waits for the resume `while_paused` sent, if any: no commit answers
+    /// while its container is still being resumed.
+    async fn resumed(&self, id: &str) {
+        let resume = self
+            .resuming
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(resume) = resume else { return };
+        match resume.await {
+            Ok(None) => {}
+            Ok(Some(e)) => {
+                warn!(container = %id, cause = %e, "container not resumed yet; retrying in the background");
+            }
+            Err(e) => warn!(container = %id, cause = %e, "the resume task failed"),
+        }
     }
 
     #[instrument(skip_all, fields(phase = "capture", path = "overlay"))]

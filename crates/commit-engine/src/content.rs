@@ -26,16 +26,32 @@ pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// Reads a whole blob that is expected to be small metadata.
+/// Reads a whole blob that is expected to be small metadata, in one call:
+/// the read streams it to the end, and one that outgrows
+/// [`MAX_METADATA_BLOB`] is refused as it comes.
 pub(crate) async fn read_blob(c: &Containerd, digest: &str) -> Result<Vec<u8>> {
-    let info = info(c, digest).await?;
-    if info.size > MAX_METADATA_BLOB {
-        return Err(Error::Malformed(format!(
-            "blob {digest} is {} bytes, too large for metadata",
-            info.size
-        )));
+    let req = c.request(ReadContentRequest {
+        digest: digest.to_string(),
+        offset: 0,
+        size: 0,
+    });
+    let mut stream = c
+        .content()
+        .read(req)
+        .await
+        .map_err(|s| c.err("content read", s))?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(msg) = stream.next().await {
+        let msg = msg.map_err(|s| c.err("content read", s))?;
+        out.extend_from_slice(&msg.data);
+        if out.len() as i64 > MAX_METADATA_BLOB {
+            return Err(Error::Malformed(format!(
+                "blob {digest} is over {MAX_METADATA_BLOB} bytes, too large for metadata"
+            )));
+        }
     }
-    read_range(c, digest, 0, info.size).await
+    Ok(out)
 }
 
 /// Reads `size` bytes at `offset` of a blob (`size` 0: to the end).

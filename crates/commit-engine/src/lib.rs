@@ -362,6 +362,7 @@ impl Engine {
             layer_slots: &self.layer_slots,
             pod: None,
             tee: None,
+            resuming: Default::default(),
         }
         .commit(req)
         .await
@@ -414,6 +415,7 @@ impl Engine {
                     layer_slots: &self.layer_slots,
                     pod: Some(&turn),
                     tee: None,
+                    resuming: Default::default(),
                 }
                 .commit(req)
                 .await;

@@ -225,6 +225,7 @@ impl Engine {
             layer_slots: &self.layer_slots,
             pod: None,
             tee: Some(tee),
+            resuming: Default::default(),
         }
         .commit(req)
         .await
