@@ -1007,23 +1007,9 @@ impl Committer<'_> {
                     None,
                 );
                 let top = merge.as_ref().map(|m| m.top());
-                let with_top;
-                let policy: &dyn crate::walk::Policy = match &top {
-                    Some(t) => {
-                        with_top = squash::Both(&mine, t);
-                        &with_top
-                    }
-                    None => &mine,
-                };
-                let with_since;
-                let policy: &dyn crate::walk::Policy = match tracked {
-                    true => {
-                        with_since = squash::Both(policy, &inc);
-                        &with_since
-                    }
-                    false => policy,
-                };
-                let copied = capture::copy_running(&source, &target, opts, policy);
+                let copied = capture_policy(&mine, top.as_ref(), tracked.then_some(&inc), |p| {
+                    capture::copy_running(&source, &target, opts, p)
+                });
                 (copied, merge)
             })
             .await
@@ -1061,23 +1047,10 @@ impl Committer<'_> {
                             Some(&pre),
                         );
                         let top = merge.as_ref().map(|m| m.top());
-                        let with_top;
-                        let policy: &dyn crate::walk::Policy = match &top {
-                            Some(t) => {
-                                with_top = squash::Both(&mine, t);
-                                &with_top
-                            }
-                            None => &mine,
-                        };
-                        let with_since;
-                        let policy: &dyn crate::walk::Policy = match tracked {
-                            true => {
-                                with_since = squash::Both(policy, &inc);
-                                &with_since
-                            }
-                            false => policy,
-                        };
-                        let copied = capture::copy_paused(&source, &target, opts, policy, &pre);
+                        let copied =
+                            capture_policy(&mine, top.as_ref(), tracked.then_some(&inc), |p| {
+                                capture::copy_paused(&source, &target, opts, p, &pre)
+                            });
                         let seen = tracked.then(|| inc.into_seen());
                         (
                             copied.map(|(copied, work)| (copied, work, stubs, seen)),
@@ -1377,6 +1350,30 @@ fn spec_of(ct: &Container) -> Vec<u8> {
 }
 
 /// What a failed copy means for the commit.
+/// The capture's walk policy, one stack for the running and the paused
+/// copy: the runtime's stubs and the `exclude=`/`timestamp=` filter
+/// (`mine`), then a squash's rule for the top layer, then incremental's
+/// `Since` — each only when the commit asks for it.
+fn capture_policy<R>(
+    mine: &dyn crate::walk::Policy,
+    top: Option<&squash::Top<'_>>,
+    since: Option<&incremental::Since<'_>>,
+    copy: impl FnOnce(&dyn crate::walk::Policy) -> R,
+) -> R {
+    let with_top;
+    let policy: &dyn crate::walk::Policy = match top {
+        Some(t) => {
+            with_top = squash::Both(mine, t);
+            &with_top
+        }
+        None => mine,
+    };
+    match since {
+        Some(s) => copy(&squash::Both(policy, s)),
+        None => copy(policy),
+    }
+}
+
 fn copy_failed(e: CopyError) -> FastPath {
     match e {
         CopyError::Unsupported(why) => FastPath::Unsupported(why),
