@@ -148,22 +148,23 @@ struct Seen {
 
 /// What tells an entry changed: identity and change time. ctime cannot be
 /// set from inside a container, and any change of data, attributes, link
-/// count or name of an inode sets it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Identity {
-    dev: u64,
-    ino: u64,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    nlink: u64,
-    size: i64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
+/// count or name of an inode sets it. Also what an incremental record
+/// keeps of each entry ([`crate::incremental`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    pub(crate) mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) nlink: u64,
+    pub(crate) size: i64,
+    pub(crate) mtime: (i64, i64),
+    pub(crate) ctime: (i64, i64),
 }
 
 impl Identity {
-    fn of(st: &rfs::Stat) -> Identity {
+    pub(crate) fn of(st: &rfs::Stat) -> Identity {
         Identity {
             dev: st.st_dev,
             ino: st.st_ino,

@@ -41,24 +41,17 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, FileType, Mode, Stat, Timestamps};
 
-use crate::capture::Precopy;
+use crate::capture::{Identity, Precopy};
 use crate::walk::{Entry, Kind, Layout, Policy};
 
-/// An entry as a commit captured it.
+/// An entry as a commit captured it: its kind and the identity the
+/// capture's copies compare ([`Identity`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Mark {
     kind: u8,
     /// Not proven settled: taken again next time.
     racy: bool,
-    dev: u64,
-    ino: u64,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    nlink: u64,
-    size: i64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
+    id: Identity,
 }
 
 fn kind_code(k: Kind) -> u8 {
@@ -81,25 +74,13 @@ impl Mark {
         Mark {
             kind: kind_code(kind),
             racy,
-            dev: st.st_dev,
-            ino: st.st_ino,
-            mode: st.st_mode,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            nlink: st.st_nlink,
-            size: st.st_size,
-            mtime: (st.st_mtime, st.st_mtime_nsec as i64),
-            ctime: (st.st_ctime, st.st_ctime_nsec as i64),
+            id: Identity::of(st),
         }
     }
 
     /// The same entry, unchanged (racy marks match nothing).
     fn holds(&self, now: &Mark) -> bool {
-        !self.racy
-            && Mark {
-                racy: false,
-                ..*now
-            } == *self
+        !self.racy && self.kind == now.kind && self.id == now.id
     }
 }
 
@@ -115,6 +96,12 @@ pub(crate) struct Record {
     pub entries: HashMap<Vec<u8>, Mark>,
 }
 
+/// A record's first bytes. Its layout (unchanged since version 1; a file
+/// that does not read as one is no record: the next commit is a plain one,
+/// "not committed with incremental=1 … before"): the image, manifest and
+/// base as length-prefixed strings, the entry count, then per entry its
+/// path, kind and racy bytes, dev, ino, nlink (u64), mode, uid, gid (u32),
+/// size, mtime, ctime (i64 seconds and nanoseconds), little-endian.
 const MAGIC: &[u8] = b"commitd-incremental 1\n";
 
 impl Record {
@@ -126,14 +113,15 @@ impl Record {
         w.write_all(&(self.entries.len() as u64).to_le_bytes())?;
         for (path, m) in &self.entries {
             put_bytes(w, path)?;
+            let id = &m.id;
             w.write_all(&[m.kind, u8::from(m.racy)])?;
-            for v in [m.dev, m.ino, m.nlink] {
+            for v in [id.dev, id.ino, id.nlink] {
                 w.write_all(&v.to_le_bytes())?;
             }
-            for v in [m.mode, m.uid, m.gid] {
+            for v in [id.mode, id.uid, id.gid] {
                 w.write_all(&v.to_le_bytes())?;
             }
-            for v in [m.size, m.mtime.0, m.mtime.1, m.ctime.0, m.ctime.1] {
+            for v in [id.size, id.mtime.0, id.mtime.1, id.ctime.0, id.ctime.1] {
                 w.write_all(&v.to_le_bytes())?;
             }
         }
@@ -168,15 +156,17 @@ impl Record {
                 Mark {
                     kind,
                     racy: racy != 0,
-                    dev,
-                    ino,
-                    mode,
-                    uid,
-                    gid,
-                    nlink,
-                    size,
-                    mtime: (ms, mn),
-                    ctime: (cs, cn),
+                    id: Identity {
+                        dev,
+                        ino,
+                        mode,
+                        uid,
+                        gid,
+                        nlink,
+                        size,
+                        mtime: (ms, mn),
+                        ctime: (cs, cn),
+                    },
                 },
             );
         }
@@ -529,6 +519,76 @@ mod tests {
         let m = Mark::of(Kind::Dir, &st, false);
         assert!(m.holds(&m));
         assert!(!Mark { racy: true, ..m }.holds(&m));
-        assert!(!m.holds(&Mark { ctime: (0, 1), ..m }));
+        let touched = Identity {
+            ctime: (0, 1),
+            ..m.id
+        };
+        assert!(!m.holds(&Mark { id: touched, ..m }));
+        assert!(!m.holds(&Mark { kind: DIR + 1, ..m }));
+    }
+
+    /// A record as the previous version wrote it, byte by byte.
+    fn version_1_record() -> Vec<u8> {
+        let mut b = b"commitd-incremental 1\n".to_vec();
+        for s in ["sha256:i", "sha256:m", "base"] {
+            b.extend((s.len() as u32).to_le_bytes());
+            b.extend(s.as_bytes());
+        }
+        b.extend(1u64.to_le_bytes());
+        b.extend(3u32.to_le_bytes());
+        b.extend(b"etc");
+        b.extend([DIR, 0]);
+        for v in [11u64, 12, 2] {
+            b.extend(v.to_le_bytes());
+        }
+        for v in [0o40755u32, 1000, 1001] {
+            b.extend(v.to_le_bytes());
+        }
+        for v in [4096i64, 1_700_000_000, 5, 1_700_000_001, 6] {
+            b.extend(v.to_le_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn records_of_the_previous_version_still_load() {
+        let r = Record::read_from(&mut version_1_record().as_slice()).unwrap();
+        assert_eq!((r.image.as_str(), r.base.as_str()), ("sha256:i", "base"));
+        let want = Mark {
+            kind: DIR,
+            racy: false,
+            id: Identity {
+                dev: 11,
+                ino: 12,
+                mode: 0o40755,
+                uid: 1000,
+                gid: 1001,
+                nlink: 2,
+                size: 4096,
+                mtime: (1_700_000_000, 5),
+                ctime: (1_700_000_001, 6),
+            },
+        };
+        assert_eq!(r.entries.get(&b"etc"[..]), Some(&want));
+        let mut again = Vec::new();
+        r.write_to(&mut again).unwrap();
+        assert_eq!(again, version_1_record(), "written as it was read");
+    }
+
+    #[test]
+    fn a_record_that_does_not_read_is_none() {
+        let dir = std::env::temp_dir().join(format!("commitd-records-{}", crate::unique()));
+        let records = Records::new(Some(dir.clone()));
+        let file = dir.join("ns").join("ct");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let mut other = version_1_record();
+        other[MAGIC.len() - 2] = b'2';
+        for bytes in [other, b"junk".to_vec(), version_1_record()[..40].to_vec()] {
+            std::fs::write(&file, bytes).unwrap();
+            assert!(records.load("ns", "ct").is_none());
+        }
+        std::fs::write(&file, version_1_record()).unwrap();
+        assert!(records.load("ns", "ct").is_some());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
