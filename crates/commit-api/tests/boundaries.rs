@@ -186,6 +186,30 @@ fn commit_api_reads_no_runtime_label() {
 }
 
 #[test]
+fn commit_api_answers_docker_json_from_views() {
+    // Docker's JSON is written by `views/`' `Serialize` structs; a `json!`
+    // value is for unit tests only (after a file's `#[cfg(test)]`).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut files = Vec::new();
+    sources(&root.join("crates/commit-api/src"), &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (n, line) in code.lines().enumerate() {
+            if line.contains("json!") {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "commit-api builds Docker JSON with json! instead of a views/ struct:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
 fn docker_format_source_does_no_io() {
     let found = naming(
         "crates/docker-format/src",
