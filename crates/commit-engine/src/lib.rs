@@ -353,19 +353,31 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Committed> {
         let content_root = self.content_root().await;
+        self.committer(cancel, content_root.as_ref(), None, None)
+            .commit(req)
+            .await
+    }
+
+    /// A commit of this engine's: `pod`, its turn in a pod snapshot's one
+    /// pause; `tee`, where commit+push hands the new layer's bytes.
+    fn committer<'a>(
+        &'a self,
+        cancel: &'a CancellationToken,
+        content_root: Option<&'a layer::ContentRoot>,
+        pod: Option<&'a task::PodTurn>,
+        tee: Option<&'a std::sync::Mutex<Option<layer::Tee>>>,
+    ) -> commit::Committer<'a> {
         commit::Committer {
             c: &self.c,
             cfg: &self.cfg,
             cancel,
-            content_root: content_root.as_ref(),
+            content_root,
             locks: &self.locks,
             layer_slots: &self.layer_slots,
-            pod: None,
-            tee: None,
+            pod,
+            tee,
             resuming: Default::default(),
         }
-        .commit(req)
-        .await
     }
 
     /// A pod snapshot: one image per app container of the pod
@@ -406,19 +418,10 @@ impl Engine {
             let turn = shared.turn();
             let content_root = content_root.as_ref();
             async move {
-                let r = commit::Committer {
-                    c: &self.c,
-                    cfg: &self.cfg,
-                    cancel,
-                    content_root,
-                    locks: &self.locks,
-                    layer_slots: &self.layer_slots,
-                    pod: Some(&turn),
-                    tee: None,
-                    resuming: Default::default(),
-                }
-                .commit(req)
-                .await;
+                let r = self
+                    .committer(cancel, content_root, Some(&turn), None)
+                    .commit(req)
+                    .await;
                 turn.leave(r.is_ok());
                 r.map(|committed| (name.clone(), committed))
             }

@@ -131,7 +131,11 @@ impl Engine {
             }
         });
 
-        let committed = self.commit_teed(req, cancel, &tee).await;
+        let content_root = self.content_root().await;
+        let committed = self
+            .committer(cancel, content_root.as_ref(), None, Some(&tee))
+            .commit(req)
+            .await;
         drop(tee);
         let committed = match committed {
             Ok(c) => c,
@@ -207,28 +211,6 @@ impl Engine {
             }
         });
         Ok((committed, events))
-    }
-
-    async fn commit_teed(
-        &self,
-        req: CommitRequest,
-        cancel: &CancellationToken,
-        tee: &Mutex<Option<Tee>>,
-    ) -> Result<Committed> {
-        let content_root = self.content_root().await;
-        crate::commit::Committer {
-            c: &self.c,
-            cfg: &self.cfg,
-            cancel,
-            content_root: content_root.as_ref(),
-            locks: &self.locks,
-            layer_slots: &self.layer_slots,
-            pod: None,
-            tee: Some(tee),
-            resuming: Default::default(),
-        }
-        .commit(req)
-        .await
     }
 }
 
