@@ -462,16 +462,7 @@ impl Job {
                 }
             }
         });
-        self.client
-            .push_blob_stream(
-                reference,
-                chunks,
-                &d.digest,
-                Some(u64::try_from(d.size).unwrap_or(0)),
-            )
-            .await
-            .map_err(|err| self.fail(&format!("pushing blob {}", d.digest), &err, reference))?;
-        Ok(Sent::Pushed)
+        self.upload(reference, d, chunks).await
     }
 }
 
@@ -503,6 +494,20 @@ impl Job {
         let chunks = stream.map(move |r| {
             r.map_err(|e| generic(format!("fetching blob {digest} from its source: {e}")))
         });
+        self.upload(reference, d, chunks).await
+    }
+}
+
+impl Job {
+    /// Uploads a blob's bytes as they come (one PATCH per chunk).
+    async fn upload(
+        &self,
+        reference: &Reference,
+        d: &Descriptor,
+        chunks: impl futures::Stream<Item = std::result::Result<Bytes, OciDistributionError>>
+        + Send
+        + 'static,
+    ) -> std::result::Result<Sent, RegistryError> {
         self.client
             .push_blob_stream(
                 reference,
