@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use containerd_client::services::v1::Container;
 use docker_format::changes::Changes;
 use docker_format::merge;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
@@ -391,6 +392,32 @@ impl Committer<'_> {
 
     #[instrument(skip_all, fields(container = %req.container))]
     pub(crate) async fn commit(&self, req: CommitRequest) -> Result<Committed> {
+        // The lease is made while the container and its image are read;
+        // whatever the commit ends in, it is released before the answer.
+        let (c, expiry) = (self.c.clone(), self.cfg.lease_expiry);
+        let mut early = Some(tokio::spawn(async move { Lease::create(&c, expiry).await }));
+        let result = self.commit_with(req, &mut early).await;
+        if let Some(made) = early {
+            if let Ok(Ok(lease)) = made.await {
+                lease.release().await;
+            }
+        }
+        result
+    }
+
+    /// A lease for one attempt: the one made early, the first time.
+    async fn lease(&self, early: &mut Option<JoinHandle<Result<Lease>>>) -> Result<Lease> {
+        match early.take() {
+            Some(made) => made.await.map_err(Error::task("lease task"))?,
+            None => Lease::create(self.c, self.cfg.lease_expiry).await,
+        }
+    }
+
+    async fn commit_with(
+        &self,
+        req: CommitRequest,
+        early: &mut Option<JoinHandle<Result<Lease>>>,
+    ) -> Result<Committed> {
         let started = Instant::now();
         let c = self.c;
         let ct = container::resolve(c, &req.container).await?;
@@ -401,8 +428,9 @@ impl Committer<'_> {
             )));
         }
         let sn = Snapshots::new(c, container::snapshotter_of(&ct.snapshotter));
-        let info = sn.stat(&ct.snapshot_key).await?;
-        let parent = load_parent(c, &ct, &info.parent).await?;
+        let (info, found) = tokio::join!(sn.stat(&ct.snapshot_key), find_parent(c, &ct));
+        let info = info?;
+        let parent = load_parent(c, &ct, &info.parent, found?).await?;
         let excludes = self
             .cfg
             .exclude
@@ -520,7 +548,7 @@ impl Committer<'_> {
                 Squash::All => None,
                 _ => lineage_base.clone(),
             };
-            let lease = Lease::create(c, self.cfg.lease_expiry).await?;
+            let lease = self.lease(early).await?;
             let result = self
                 .commit_leased(
                     &lease,
@@ -1454,21 +1482,39 @@ pub(crate) fn child_config(
 /// (`FROM scratch`). The container's image record names the parent, but a
 /// name can move (e.g. a commit to the container's own tag); then the image
 /// whose layers are the container snapshot's parent is looked for.
+/// The platform a container's image is resolved for.
+fn platform_of(ct: &Container) -> image::Platform {
+    ct.labels
+        .get(container::PLATFORM_LABEL)
+        .and_then(|p| parse_platform(p))
+        .unwrap_or_else(image::host_platform)
+}
+
+/// The image record the container names, resolved (`None`: no such record,
+/// or a `FROM scratch` container). Read while its snapshot is looked at.
+async fn find_parent(c: &Containerd, ct: &Container) -> Result<Option<Resolved>> {
+    if ct.image.is_empty() {
+        return Ok(None);
+    }
+    match images::get(c, &ct.image).await? {
+        Some(img) => images::resolve(c, &img, &platform_of(ct)).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The container's parent image: `found` (see [`find_parent`]) when its
+/// layers are the snapshot's parent, else the image that has them.
 async fn load_parent(
     c: &Containerd,
     ct: &Container,
     snapshot_parent: &str,
+    found: Option<Resolved>,
 ) -> Result<Option<Resolved>> {
     if ct.image.is_empty() {
         return Ok(None);
     }
-    let platform = ct
-        .labels
-        .get(container::PLATFORM_LABEL)
-        .and_then(|p| parse_platform(p))
-        .unwrap_or_else(image::host_platform);
-    if let Some(img) = images::get(c, &ct.image).await? {
-        let resolved = images::resolve(c, &img, &platform).await?;
+    let platform = platform_of(ct);
+    if let Some(resolved) = found {
         // Only directly: a remapped copy's files have their owners shifted,
         // and a layer must not carry those.
         if snapshot_parent.is_empty()
