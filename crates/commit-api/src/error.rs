@@ -6,7 +6,9 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use commit_engine::{Error as EngineError, ImportError, Kind, LoadError, RegistryError, WalkError};
+use commit_engine::{
+    Error as EngineError, ImportError, Kind, LoadError, OptionError, RegistryError, WalkError,
+};
 use docker_format::{body, changes, filters, ports, reference, registry, time};
 use tracing::error;
 
@@ -144,6 +146,12 @@ fn engine_status(e: &EngineError) -> StatusCode {
             | LoadError::MissingContent(_),
         )
         | EngineError::Import(ImportError::Tarball(_))
+        | EngineError::Option(
+            OptionError::Compression(_)
+            | OptionError::Squash(_)
+            | OptionError::Exclude { .. }
+            | OptionError::Timestamp(_),
+        )
         | EngineError::Changes(_)
         | EngineError::Walk(WalkError::Unrepresentable { .. }) => StatusCode::BAD_REQUEST,
         EngineError::Conflict(_) => StatusCode::CONFLICT,

@@ -437,13 +437,10 @@ impl Committer<'_> {
             .iter()
             .chain(&req.exclude)
             .map(|p| Pattern::parse(p))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(Error::InvalidArgument)?;
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         if let Some(t) = req.timestamp {
             if !(0..=253_402_300_799).contains(&t) {
-                return Err(Error::InvalidArgument(format!(
-                    "invalid timestamp {t}: want seconds since 1970 up to the year 9999"
-                )));
+                return Err(crate::OptionError::Timestamp(t).into());
             }
         }
         let filter = std::sync::Arc::new(Filter::new(excludes, req.timestamp));

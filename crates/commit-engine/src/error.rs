@@ -98,6 +98,10 @@ pub enum Error {
     #[error(transparent)]
     Load(#[from] crate::load::LoadError),
 
+    /// A commit option the engine cannot take.
+    #[error(transparent)]
+    Option(#[from] OptionError),
+
     /// A tarball `docker import` cannot import.
     #[error(transparent)]
     Import(#[from] crate::import::ImportError),
@@ -105,6 +109,20 @@ pub enum Error {
     /// A registry could not be set up, reached or persuaded.
     #[error(transparent)]
     Registry(#[from] crate::remote::RegistryError),
+}
+
+/// A commit option the engine cannot take (a query value of `POST /commit`,
+/// a `[commit]` setting): the caller's, said with what would do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    #[error("unknown compression {0:?}: want gzip, zstd or none")]
+    Compression(String),
+    #[error("invalid squash {0:?}: want new, all or no")]
+    Squash(String),
+    #[error("invalid exclude pattern {pattern:?}: {why}")]
+    Exclude { pattern: String, why: &'static str },
+    #[error("invalid timestamp {0}: want seconds since 1970 up to the year 9999")]
+    Timestamp(i64),
 }
 
 /// What kind of failure containerd reported: its gRPC status code, in the
@@ -252,6 +270,31 @@ fn transport_detail(s: &tonic::Status) -> String {
 mod tests {
     use super::*;
     use crate::walk::WalkError;
+
+    #[test]
+    fn option_errors_say_what_would_do() {
+        let text = |e: OptionError| Error::from(e).to_string();
+        assert_eq!(
+            text("brotli".parse::<crate::Compression>().unwrap_err()),
+            "unknown compression \"brotli\": want gzip, zstd or none"
+        );
+        assert_eq!(
+            text("most".parse::<crate::Squash>().unwrap_err()),
+            "invalid squash \"most\": want new, all or no"
+        );
+        assert_eq!(
+            text(crate::ExcludePattern::parse("/a/../b").unwrap_err()),
+            "invalid exclude pattern \"/a/../b\": \"..\" is not allowed"
+        );
+        assert_eq!(
+            text(crate::ExcludePattern::parse("tmp").unwrap_err()),
+            "invalid exclude pattern \"tmp\": it must be an absolute path in the container"
+        );
+        assert_eq!(
+            text(OptionError::Timestamp(-1)),
+            "invalid timestamp -1: want seconds since 1970 up to the year 9999"
+        );
+    }
 
     #[test]
     fn walk_failures_keep_their_texts_and_kinds() {

@@ -31,11 +31,13 @@ pub struct Pattern {
 
 impl Pattern {
     /// Parses an absolute path pattern.
-    pub fn parse(s: &str) -> Result<Pattern, String> {
+    pub fn parse(s: &str) -> Result<Pattern, crate::OptionError> {
+        let invalid = |why| crate::OptionError::Exclude {
+            pattern: s.to_string(),
+            why,
+        };
         let Some(rel) = s.strip_prefix('/') else {
-            return Err(format!(
-                "invalid exclude pattern {s:?}: it must be an absolute path in the container"
-            ));
+            return Err(invalid("it must be an absolute path in the container"));
         };
         let parts: Vec<String> = rel
             .split('/')
@@ -43,16 +45,10 @@ impl Pattern {
             .map(str::to_string)
             .collect();
         if parts.is_empty() {
-            return Err(format!(
-                "invalid exclude pattern {s:?}: it would leave out the whole filesystem"
-            ));
+            return Err(invalid("it would leave out the whole filesystem"));
         }
-        for p in &parts {
-            if p == ".." {
-                return Err(format!(
-                    "invalid exclude pattern {s:?}: \"..\" is not allowed"
-                ));
-            }
+        if parts.iter().any(|p| p == "..") {
+            return Err(invalid("\"..\" is not allowed"));
         }
         Ok(Pattern { parts })
     }

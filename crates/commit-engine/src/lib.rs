@@ -79,7 +79,7 @@ pub use crate::client::Containerd;
 pub use crate::commit::{CapturePath, CommitRequest, Committed, Incremental, Phases};
 pub use crate::container::{ContainerRecord, Containers, RestartPolicy};
 pub use crate::content::Blobs;
-pub use crate::error::{Error, Kind, Result};
+pub use crate::error::{Error, Kind, OptionError, Result};
 pub use crate::export::Exported;
 pub use crate::filter::Pattern as ExcludePattern;
 pub use crate::images::{Footing, Resolved};
@@ -124,15 +124,13 @@ pub enum Compression {
 }
 
 impl std::str::FromStr for Compression {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    type Err = OptionError;
+    fn from_str(s: &str) -> std::result::Result<Self, OptionError> {
         match s {
             "gzip" => Ok(Compression::Gzip),
             "zstd" => Ok(Compression::Zstd),
             "none" | "uncompressed" => Ok(Compression::None),
-            other => Err(format!(
-                "unknown compression {other:?}: want gzip, zstd or none"
-            )),
+            other => Err(OptionError::Compression(other.to_string())),
         }
     }
 }

@@ -39,13 +39,13 @@ pub enum Squash {
 }
 
 impl std::str::FromStr for Squash {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = crate::OptionError;
+    fn from_str(s: &str) -> Result<Self, crate::OptionError> {
         match s {
             "no" | "none" | "false" | "0" => Ok(Squash::No),
             "new" => Ok(Squash::New),
             "all" | "true" | "1" => Ok(Squash::All),
-            other => Err(format!("invalid squash {other:?}: want new, all or no")),
+            other => Err(crate::OptionError::Squash(other.to_string())),
         }
     }
 }

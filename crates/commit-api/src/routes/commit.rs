@@ -34,11 +34,14 @@ pub(crate) async fn commit(
     let pause = q.get("pause").trim().is_empty() || bool_value(q.get("pause"));
     let compression = match q.get("compression") {
         "" => None,
-        c => Some(c.parse::<Compression>().map_err(ApiError::InvalidRequest)?),
+        c => Some(
+            c.parse::<Compression>()
+                .map_err(commit_engine::Error::from)?,
+        ),
     };
     let squash = match q.get("squash") {
         "" => None,
-        s => Some(s.parse::<Squash>().map_err(ApiError::InvalidRequest)?),
+        s => Some(s.parse::<Squash>().map_err(commit_engine::Error::from)?),
     };
     let timestamp = match q.get("timestamp") {
         "" => None,
