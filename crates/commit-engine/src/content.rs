@@ -30,28 +30,7 @@ pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
 /// the read streams it to the end, and one that outgrows
 /// [`MAX_METADATA_BLOB`] is refused as it comes.
 pub(crate) async fn read_blob(c: &Containerd, digest: &str) -> Result<Vec<u8>> {
-    let req = c.request(ReadContentRequest {
-        digest: digest.to_string(),
-        offset: 0,
-        size: 0,
-    });
-    let mut stream = c
-        .content()
-        .read(req)
-        .await
-        .map_err(|s| c.err("content read", s))?
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(msg) = stream.next().await {
-        let msg = msg.map_err(|s| c.err("content read", s))?;
-        out.extend_from_slice(&msg.data);
-        if out.len() as i64 > MAX_METADATA_BLOB {
-            return Err(Error::Malformed(format!(
-                "blob {digest} is over {MAX_METADATA_BLOB} bytes, too large for metadata"
-            )));
-        }
-    }
-    Ok(out)
+    read(c, digest, 0, 0, Some(MAX_METADATA_BLOB)).await
 }
 
 /// Reads `size` bytes at `offset` of a blob (`size` 0: to the end).
@@ -60,6 +39,18 @@ pub(crate) async fn read_range(
     digest: &str,
     offset: i64,
     size: i64,
+) -> Result<Vec<u8>> {
+    read(c, digest, offset, size, None).await
+}
+
+/// One read call, streamed to its end into memory; past `limit` bytes it is
+/// refused as it comes.
+async fn read(
+    c: &Containerd,
+    digest: &str,
+    offset: i64,
+    size: i64,
+    limit: Option<i64>,
 ) -> Result<Vec<u8>> {
     let req = c.request(ReadContentRequest {
         digest: digest.to_string(),
@@ -76,6 +67,11 @@ pub(crate) async fn read_range(
     while let Some(msg) = stream.next().await {
         let msg = msg.map_err(|s| c.err("content read", s))?;
         out.extend_from_slice(&msg.data);
+        if let Some(limit) = limit.filter(|l| out.len() as i64 > *l) {
+            return Err(Error::Malformed(format!(
+                "blob {digest} is over {limit} bytes, too large for metadata"
+            )));
+        }
     }
     Ok(out)
 }
