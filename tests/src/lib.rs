@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 pub mod bench_lineage;
+pub mod bench_nerdctl;
 pub mod bench_push;
 pub mod fidelity;
 

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use containerd_client::services::v1::{
     containers_client::ContainersClient, content_client::ContentClient, diff_client::DiffClient,
-    leases_client::LeasesClient, snapshots::snapshots_client::SnapshotsClient,
+    images_client::ImagesClient, leases_client::LeasesClient,
+    snapshots::snapshots_client::SnapshotsClient, tasks_client::TasksClient,
 };
 use tonic::Request;
 use tonic::metadata::MetadataValue;
@@ -78,5 +79,11 @@ impl Grpc {
     }
     pub fn leases(&self) -> LeasesClient<Channel> {
         LeasesClient::new(self.channel.clone())
+    }
+    pub fn tasks(&self) -> TasksClient<Channel> {
+        TasksClient::new(self.channel.clone())
+    }
+    pub fn images(&self) -> ImagesClient<Channel> {
+        ImagesClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
 }
