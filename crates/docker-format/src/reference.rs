@@ -1,16 +1,72 @@
 //! Docker's image references: `repo[:tag]` as users write them, normalized
 //! the way Docker's `reference.ParseNormalizedNamed` does
 //! (`app` → `docker.io/library/app:latest`), with Docker's error texts.
-//! The grammar itself is `oci_spec`'s port of distribution/reference.
+//! The grammar is distribution/reference's, ASCII as in Go.
 
-use std::str::FromStr;
+use std::sync::LazyLock;
 
-use oci_spec::distribution::{ParseError, Reference};
+use regex::Regex;
 
 const DEFAULT_DOMAIN: &str = "docker.io";
 const LEGACY_DEFAULT_DOMAIN: &str = "index.docker.io";
 const OFFICIAL_REPO_PREFIX: &str = "library/";
 const DEFAULT_TAG: &str = "latest";
+/// distribution's `NameTotalLengthMax`.
+const NAME_TOTAL_LENGTH_MAX: usize = 255;
+
+/// distribution/reference's `ReferenceRegexp`: `name[:tag][@digest]`,
+/// capturing the three. Its classes are ASCII, as Go's `\w` is: built
+/// with Unicode's `\w` (as `oci_spec`'s is) it took ~20 MiB to compile
+/// and kept 7 MiB, in every daemon, for good.
+static REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
+    let alnum = "[a-z0-9]+";
+    let separator = "(?:[._]|__|[-]*)";
+    let component = format!("{alnum}(?:(?:{separator}{alnum})+)?");
+    let domain_component = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
+    let domain = format!(r"{domain_component}(?:(?:\.{domain_component})+)?(?::[0-9]+)?");
+    let name = format!("(?:{domain}/)?{component}(?:(?:/{component})+)?");
+    let tag = "[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}";
+    let digest = "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][0-9a-fA-F]{32,}";
+    Regex::new(&format!("^({name})(?::({tag}))?(?:@({digest}))?$")).expect("static regex")
+});
+
+/// `reference.Parse` of a string with its domain written out: the name,
+/// tag and digest it holds.
+fn parse(s: &str) -> Result<(&str, Option<&str>, Option<&str>), ReferenceError> {
+    if s.is_empty() {
+        return Err(ReferenceError::NameEmpty);
+    }
+    let caps = REFERENCE.captures(s).ok_or(ReferenceError::Format)?;
+    let part = |i| caps.get(i).map(|m| m.as_str());
+    let (name, tag, digest) = (part(1).unwrap_or(""), part(2), part(3));
+    // The repository without its domain (and with Docker Hub's `library/`).
+    let repository = match name.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => match first {
+            DEFAULT_DOMAIN | LEGACY_DEFAULT_DOMAIN if !rest.contains('/') => {
+                OFFICIAL_REPO_PREFIX.len() + rest.len()
+            }
+            _ => rest.len(),
+        },
+        Some(_) => name.len(),
+        None => OFFICIAL_REPO_PREFIX.len() + name.len(),
+    };
+    if repository > NAME_TOTAL_LENGTH_MAX {
+        return Err(ReferenceError::NameTooLong);
+    }
+    // Hex of the algorithm's length.
+    if let Some(d) = digest {
+        let ok = match d.split_once(':') {
+            Some(("sha256", hex)) => hex.len() == 64,
+            Some(("sha384", hex)) => hex.len() == 96,
+            Some(("sha512", hex)) => hex.len() == 128,
+            _ => false,
+        };
+        if !ok {
+            return Err(ReferenceError::Format);
+        }
+    }
+    Ok((name, tag, digest))
+}
 
 /// A reference Docker would refuse, with Docker's message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,9 +159,8 @@ pub fn parse_normalized_named(s: &str) -> Result<Named, ReferenceError> {
         return Err(ReferenceError::Uppercase(remote.to_string()));
     }
     let joined = format!("{domain}/{remainder}");
-    let r = Reference::from_str(&joined).map_err(|e| reference_error(&e))?;
-    // oci_spec adds `latest` when neither tag nor digest is given; Docker's
-    // parse does not: keep the tag only if the user wrote one.
+    let (_, tag, digest) = parse(&joined)?;
+    // Keep the tag only if the user wrote one.
     let wrote_tag = {
         let without_digest = remainder.split('@').next().unwrap_or("");
         without_digest
@@ -114,15 +169,10 @@ pub fn parse_normalized_named(s: &str) -> Result<Named, ReferenceError> {
             .is_some_and(|last| last.contains(':'))
     };
     let tag = if wrote_tag {
-        r.tag().map(str::to_string)
+        tag.map(str::to_string)
     } else {
         None
     };
-    // oci_spec's tag grammar is `\w`, which in Rust takes any Unicode
-    // letter; Go's (Docker's) is ASCII only.
-    if tag.as_deref().is_some_and(|t| !valid_tag(t)) {
-        return Err(ReferenceError::Format);
-    }
     // Domain and path as Docker splits them (an upper-case first component
     // is a registry: `Foo/bar` is `bar` on registry `Foo`), not as oci_spec
     // re-splits the joined string.
@@ -135,21 +185,8 @@ pub fn parse_normalized_named(s: &str) -> Result<Named, ReferenceError> {
         domain,
         path: path.to_string(),
         tag,
-        digest: r.digest().map(str::to_string),
+        digest: digest.map(str::to_string),
     })
-}
-
-fn reference_error(e: &ParseError) -> ReferenceError {
-    match e {
-        ParseError::NameEmpty => ReferenceError::NameEmpty,
-        ParseError::NameTooLong => ReferenceError::NameTooLong,
-        ParseError::NameContainsUppercase => ReferenceError::NameContainsUppercase,
-        ParseError::TagInvalidFormat => ReferenceError::Tag,
-        ParseError::DigestInvalidFormat
-        | ParseError::DigestInvalidLength
-        | ParseError::DigestUnsupported
-        | ParseError::ReferenceInvalidFormat => ReferenceError::Format,
-    }
 }
 
 fn split_docker_domain(name: &str) -> (String, String) {
@@ -270,6 +307,73 @@ pub fn short_id(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The grammar accepts and splits what distribution's (as ported by
+    /// `oci_spec`) does, but for non-ASCII tags, which Go refuses.
+    #[test]
+    fn grammar_is_distributions() {
+        use oci_spec::distribution::Reference;
+        use std::str::FromStr;
+        let hex = "0123456789abcdef".repeat(4);
+        let long = "a".repeat(250);
+        let inputs = [
+            "docker.io/library/busybox".to_string(),
+            "docker.io/library/busybox:1.36".into(),
+            format!("docker.io/library/busybox@sha256:{hex}"),
+            format!("docker.io/library/busybox:v1@sha256:{hex}"),
+            format!("docker.io/library/busybox@sha256:{}", &hex[..40]),
+            format!("docker.io/library/busybox@sha512:{hex}"),
+            format!("docker.io/library/busybox@md5:{hex}"),
+            "localhost:5000/a/b-c__d.e:t_1.x-y".into(),
+            "localhost/app:1".into(),
+            "registry.example.com:443/team/app:latest".into(),
+            "index.docker.io/app".into(),
+            "docker.io/a--b/c".into(),
+            "docker.io/a_b/c".into(),
+            "docker.io/a___b/c".into(),
+            "docker.io/library/UPPER".into(),
+            "docker.io/library/app:".into(),
+            "docker.io/library/app:.x".into(),
+            format!("docker.io/library/app:{}", "t".repeat(128)),
+            format!("docker.io/library/app:{}", "t".repeat(129)),
+            format!("docker.io/library/{long}"),
+            format!("docker.io/library/{}", "a".repeat(247)),
+            format!("docker.io/library/{}", "a".repeat(248)),
+            format!("example.com/{long}/{long}"),
+            format!("docker.io/x/{}", "a".repeat(253)),
+            format!("docker.io/x/{}", "a".repeat(254)),
+            "docker.io//a".into(),
+            "docker.io/-a".into(),
+            "".into(),
+        ];
+        for input in &inputs {
+            let theirs = Reference::from_str(input);
+            let ours = parse(input);
+            match (&theirs, &ours) {
+                (Ok(r), Ok((_, tag, digest))) => {
+                    let tag = tag.or(digest.is_none().then_some(DEFAULT_TAG));
+                    assert_eq!((r.tag(), r.digest()), (tag, *digest), "{input}");
+                }
+                (Err(e), Err(o)) => {
+                    let want = match e {
+                        oci_spec::distribution::ParseError::NameEmpty => ReferenceError::NameEmpty,
+                        oci_spec::distribution::ParseError::NameTooLong => {
+                            ReferenceError::NameTooLong
+                        }
+                        _ => ReferenceError::Format,
+                    };
+                    assert_eq!(o, &want, "{input}");
+                }
+                _ => panic!("{input}: oci_spec {theirs:?}, ours {ours:?}"),
+            }
+        }
+        // Go's `\w` is ASCII.
+        assert!(Reference::from_str("docker.io/library/app:é").is_ok());
+        assert_eq!(
+            parse("docker.io/library/app:é"),
+            Err(ReferenceError::Format)
+        );
+    }
 
     #[test]
     fn image_refs_read_like_docker() {
