@@ -8,9 +8,10 @@
 //! of its time failing to find matches in such data, and gains nothing.
 //!
 //! Memory is bounded: at most `threads` chunks wait for a worker (the job
-//! queue), one is compressed per worker, and `2 × threads` compressed
-//! members wait for the writer (the done queue), which holds back only
-//! members that arrive before the one it must write next.
+//! queue), one is compressed per worker straight into the member it sends,
+//! and `threads` compressed members wait for the writer (the done queue),
+//! which holds back only members that arrive before the one it must write
+//! next.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -42,7 +43,7 @@ impl<W: Write + Send + 'static> ParGzip<W> {
             io::Error::new(io::ErrorKind::InvalidInput, format!("gzip level: {e:?}"))
         })?;
         let (jobs, job_rx) = sync_channel::<(u64, Vec<u8>)>(threads);
-        let (done_tx, done_rx) = sync_channel::<(u64, Vec<u8>)>(threads * 2);
+        let (done_tx, done_rx) = sync_channel::<(u64, Vec<u8>)>(threads);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let workers = (0..threads)
             .map(|_| {
@@ -147,7 +148,6 @@ fn work(
     // Level 1 for the sample (libdeflate's "fastest" is 0: no compression).
     let mut fast = Compressor::new(CompressionLvl::new(1).unwrap_or(level));
     let mut c = Compressor::new(level);
-    let mut out = Vec::new();
     let mut sample_out = vec![0u8; fast.gzip_compress_bound(SAMPLE)];
     loop {
         let job = rx.lock().map(|r| r.recv());
@@ -158,14 +158,24 @@ fn work(
             Err(_) => false,
         };
         let member = if compressible {
-            out.resize(c.gzip_compress_bound(chunk.len()), 0);
+            // Compressed into the member itself (no copy of it held).
+            let mut out = vec![0u8; c.gzip_compress_bound(chunk.len())];
             match c.gzip_compress(&chunk, &mut out) {
-                Ok(n) if n < chunk.len() + chunk.len() / 1000 + 64 => out[..n].to_vec(),
-                _ => stored_member(&chunk),
+                Ok(n) if n < chunk.len() + chunk.len() / 1000 + 64 => {
+                    // In place: the allocator keeps the rest.
+                    out.truncate(n);
+                    out.shrink_to_fit();
+                    out
+                }
+                _ => {
+                    drop(out);
+                    stored_member(&chunk)
+                }
             }
         } else {
             stored_member(&chunk)
         };
+        drop(chunk);
         if tx.send((seq, member)).is_err() {
             return;
         }
