@@ -186,6 +186,24 @@ impl Identity {
 /// Whether an open file has pages in the page cache that are dirty or
 /// under writeback (`cachestat(2)`, Linux 6.5).
 fn dirty_pages(fd: &OwnedFd) -> io::Result<bool> {
+    let st = cachestat(fd)?;
+    Ok(st.dirty + st.writeback > 0)
+}
+
+/// An open file's pages in the page cache (`cachestat(2)`, Linux 6.5):
+/// `cachestat_range` and `cachestat` in the kernel's layout.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct CacheStat {
+    pub(crate) cache: u64,
+    pub(crate) dirty: u64,
+    pub(crate) writeback: u64,
+    pub(crate) evicted: u64,
+    pub(crate) recently_evicted: u64,
+}
+
+/// `cachestat(2)` of a whole open file.
+pub(crate) fn cachestat(fd: &OwnedFd) -> io::Result<CacheStat> {
     use std::os::fd::AsRawFd;
     /// `cachestat`'s number in Linux's unified syscall table.
     const SYS_CACHESTAT: libc::c_long = 451;
@@ -195,17 +213,8 @@ fn dirty_pages(fd: &OwnedFd) -> io::Result<bool> {
         off: u64,
         len: u64,
     }
-    #[repr(C)]
-    #[derive(Default)]
-    struct Stat {
-        cache: u64,
-        dirty: u64,
-        writeback: u64,
-        evicted: u64,
-        recently_evicted: u64,
-    }
     let range = Range::default(); // len 0: to the end
-    let mut st = Stat::default();
+    let mut st = CacheStat::default();
     // SAFETY: the arguments are cachestat(2)'s: an open descriptor and
     // pointers to a range and a result of the kernel's layout.
     let rc = unsafe {
@@ -213,14 +222,14 @@ fn dirty_pages(fd: &OwnedFd) -> io::Result<bool> {
             SYS_CACHESTAT,
             fd.as_raw_fd(),
             &range as *const Range,
-            &mut st as *mut Stat,
+            &mut st as *mut CacheStat,
             0u32,
         )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(st.dirty + st.writeback > 0)
+    Ok(st)
 }
 
 fn now_ns() -> i128 {

@@ -413,130 +413,167 @@ impl Walk<'_> {
             path.extend_from_slice(name.to_bytes());
             let dir = dirs.top();
 
-            let st = match rfs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::NOENT) if self.tolerate_vanished => continue,
-                Err(e) => return Err(WalkError::io(format!("stat {}", display_path(&path)), e)),
-            };
-            let Some(kind) = self.kind(&st, &path)? else {
-                continue; // a socket: no layer carries one
-            };
-            if kind != Kind::Whiteout && name.to_bytes().starts_with(WHITEOUT_PREFIX) {
-                return Err(WalkError::Unrepresentable {
-                    path: path.clone(),
-                    why: "a layer cannot carry a name starting with \".wh.\": every unpacker \
-                          reads it as a whiteout or an opaque marker"
-                        .into(),
-                });
-            }
-            if let Some(max) = self.max_path {
-                if path.len() > max {
-                    return Err(WalkError::Unrepresentable {
-                        path: path.clone(),
-                        why: format!(
-                            "the path is {} bytes; containerd's applier opens whole paths, \
-                             which leaves {max} bytes below a snapshot directory here",
-                            path.len()
-                        ),
-                    });
-                }
-            }
-            if !self.policy.include(&path, kind, &st) {
-                continue;
-            }
-
-            let key = (st.st_dev, st.st_ino);
-            let linked = kind != Kind::Dir && kind != Kind::Whiteout && st.st_nlink > 1;
-            let first = if linked { links.get(&key) } else { None };
-            let is_first = linked && first.is_none();
-            let skim = kind != Kind::Dir && v.skim(&path, kind, &st, first.map(Vec::as_slice));
-            let opened = match kind {
-                Kind::Dir => Some(open_dir_at(dir, &name, &st, &path)),
-                Kind::File if first.is_none() && !skim => {
-                    Some(open_file_at(dir, &name, &st, &path))
-                }
-                _ => None,
-            };
-            let opened = match opened.transpose() {
-                Ok(f) => f,
-                Err(e) if self.vanished(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            let raw = match (kind, &opened) {
-                _ if skim => Ok(Vec::new()),
-                (Kind::Whiteout, _) => Ok(Vec::new()),
-                (_, Some(fd)) => read_xattrs(XattrSource::Fd(fd)),
-                (_, None) => read_xattrs(XattrSource::Path(&proc_path(dir, &name))),
-            };
-            let raw = match raw {
-                Ok(raw) => raw,
-                Err(e) if self.tolerate_vanished && e.raw_os_error() == Some(libc::ENOENT) => {
-                    continue;
-                }
-                Err(e) => {
-                    return Err(WalkError::io(
-                        format!("reading xattrs of {}", display_path(&path)),
-                        e,
-                    ));
-                }
-            };
-            let (xattrs, opaque) = self.xattrs(raw, kind, &path)?;
-            target.clear();
-            if kind == Kind::Symlink && !skim {
-                target = match rfs::readlinkat(dir, &name, std::mem::take(&mut target)) {
-                    Ok(t) => t.into_bytes(),
-                    // Gone, or no longer a symlink.
-                    Err(Errno::NOENT | Errno::INVAL) if self.tolerate_vanished => {
-                        target = Vec::new();
-                        continue;
+            let step = self.step(dir, name, &path, &mut links, &mut target, v)?;
+            match step {
+                Step::Skipped => {}
+                Step::Reported => walked.entries += 1,
+                Step::Dir(fd, info) => {
+                    walked.entries += 1;
+                    if descend {
+                        let names = list_dir(&fd).map_err(|e| {
+                            WalkError::io(format!("reading directory {}", display_path(&path)), e)
+                        })?;
+                        let st = info.stat;
+                        dirs.push(fd, &st);
+                        frames.push(Frame {
+                            names,
+                            next: 0,
+                            path_len: path.len(),
+                            info: Some(*info),
+                        });
                     }
-                    Err(e) => {
-                        return Err(WalkError::io(
-                            format!("readlink {}", display_path(&path)),
-                            e,
-                        ));
-                    }
-                };
-            }
-            let mtime = self.policy.mtime(&path, &st, Time::mtime(&st));
-            let e = Entry {
-                path: &path,
-                name: &name,
-                kind,
-                stat: &st,
-                mtime,
-                xattrs: &xattrs,
-                opaque,
-                target: &target,
-                link: first.map(Vec::as_slice),
-            };
-            self.policy.seen(&e);
-            v.entry(&e, dir, opened.as_ref())?;
-            walked.entries += 1;
-            if is_first {
-                links.insert(key, path.clone());
-            }
-            if let (Kind::Dir, Some(fd), true) = (kind, opened, descend) {
-                let names = list_dir(&fd).map_err(|e| {
-                    WalkError::io(format!("reading directory {}", display_path(&path)), e)
-                })?;
-                let info = DirInfo {
-                    name,
-                    stat: st,
-                    mtime,
-                    xattrs,
-                    opaque,
-                };
-                dirs.push(fd, &st);
-                frames.push(Frame {
-                    names,
-                    next: 0,
-                    path_len: path.len(),
-                    info: Some(info),
-                });
+                }
             }
         }
         Ok(walked)
+    }
+
+    /// One entry, `name` in the open directory `dir` at `path` below the
+    /// root, with hard links found against `links` (kept by the caller
+    /// across calls, in walk order). A directory is reported, not entered.
+    pub(crate) fn run_one(
+        &self,
+        dir: &OwnedFd,
+        name: &CStr,
+        path: &[u8],
+        links: &mut HashMap<(u64, u64), Vec<u8>>,
+        v: &mut dyn Visit,
+    ) -> Result<(), WalkError> {
+        let mut target = Vec::new();
+        self.step(dir, name.to_owned(), path, links, &mut target, v)
+            .map(|_| ())
+    }
+
+    /// One entry of the open directory `dir`, `name` at `path` below the
+    /// root: read, checked and reported to `v` (hard links against
+    /// `links`); a directory comes back open, not entered.
+    fn step(
+        &self,
+        dir: &OwnedFd,
+        name: CString,
+        path: &[u8],
+        links: &mut HashMap<(u64, u64), Vec<u8>>,
+        target: &mut Vec<u8>,
+        v: &mut dyn Visit,
+    ) -> Result<Step, WalkError> {
+        let st = match rfs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) if self.tolerate_vanished => return Ok(Step::Skipped),
+            Err(e) => return Err(WalkError::io(format!("stat {}", display_path(path)), e)),
+        };
+        let Some(kind) = self.kind(&st, path)? else {
+            return Ok(Step::Skipped); // a socket: no layer carries one
+        };
+        if kind != Kind::Whiteout && name.to_bytes().starts_with(WHITEOUT_PREFIX) {
+            return Err(WalkError::Unrepresentable {
+                path: path.to_vec(),
+                why: "a layer cannot carry a name starting with \".wh.\": every unpacker \
+                      reads it as a whiteout or an opaque marker"
+                    .into(),
+            });
+        }
+        if let Some(max) = self.max_path {
+            if path.len() > max {
+                return Err(WalkError::Unrepresentable {
+                    path: path.to_vec(),
+                    why: format!(
+                        "the path is {} bytes; containerd's applier opens whole paths, \
+                         which leaves {max} bytes below a snapshot directory here",
+                        path.len()
+                    ),
+                });
+            }
+        }
+        if !self.policy.include(path, kind, &st) {
+            return Ok(Step::Skipped);
+        }
+
+        let key = (st.st_dev, st.st_ino);
+        let linked = kind != Kind::Dir && kind != Kind::Whiteout && st.st_nlink > 1;
+        let first = if linked { links.get(&key) } else { None };
+        let is_first = linked && first.is_none();
+        let skim = kind != Kind::Dir && v.skim(path, kind, &st, first.map(Vec::as_slice));
+        let opened = match kind {
+            Kind::Dir => Some(open_dir_at(dir, &name, &st, path)),
+            Kind::File if first.is_none() && !skim => Some(open_file_at(dir, &name, &st, path)),
+            _ => None,
+        };
+        let opened = match opened.transpose() {
+            Ok(f) => f,
+            Err(e) if self.vanished(&e) => return Ok(Step::Skipped),
+            Err(e) => return Err(e),
+        };
+        let raw = match (kind, &opened) {
+            _ if skim => Ok(Vec::new()),
+            (Kind::Whiteout, _) => Ok(Vec::new()),
+            (_, Some(fd)) => read_xattrs(XattrSource::Fd(fd)),
+            (_, None) => read_xattrs(XattrSource::Path(&proc_path(dir, &name))),
+        };
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(e) if self.tolerate_vanished && e.raw_os_error() == Some(libc::ENOENT) => {
+                return Ok(Step::Skipped);
+            }
+            Err(e) => {
+                return Err(WalkError::io(
+                    format!("reading xattrs of {}", display_path(path)),
+                    e,
+                ));
+            }
+        };
+        let (xattrs, opaque) = self.xattrs(raw, kind, path)?;
+        target.clear();
+        if kind == Kind::Symlink && !skim {
+            *target = match rfs::readlinkat(dir, &name, std::mem::take(target)) {
+                Ok(t) => t.into_bytes(),
+                // Gone, or no longer a symlink.
+                Err(Errno::NOENT | Errno::INVAL) if self.tolerate_vanished => {
+                    *target = Vec::new();
+                    return Ok(Step::Skipped);
+                }
+                Err(e) => {
+                    return Err(WalkError::io(format!("readlink {}", display_path(path)), e));
+                }
+            };
+        }
+        let mtime = self.policy.mtime(path, &st, Time::mtime(&st));
+        let e = Entry {
+            path,
+            name: &name,
+            kind,
+            stat: &st,
+            mtime,
+            xattrs: &xattrs,
+            opaque,
+            target,
+            link: first.map(Vec::as_slice),
+        };
+        self.policy.seen(&e);
+        v.entry(&e, dir, opened.as_ref())?;
+        if is_first {
+            links.insert(key, path.to_vec());
+        }
+        if let (Kind::Dir, Some(fd)) = (kind, opened) {
+            let info = DirInfo {
+                name,
+                stat: st,
+                mtime,
+                xattrs,
+                opaque,
+            };
+            return Ok(Step::Dir(fd, Box::new(info)));
+        }
+        Ok(Step::Reported)
     }
 
     /// Whether a failure to open an entry means it vanished or was
@@ -640,6 +677,16 @@ fn unsupported(path: &[u8], name: &[u8]) -> WalkError {
 /// `security.selinux` is the host's label, not the image's.
 pub(crate) fn carried(name: &[u8]) -> bool {
     !name.starts_with(b"trusted.") && name != b"security.selinux"
+}
+
+/// What became of one entry.
+enum Step {
+    /// Left out (a socket, an entry the policy leaves out, one vanished).
+    Skipped,
+    /// Reported.
+    Reported,
+    /// A directory, reported; open, with what its `leave` needs.
+    Dir(OwnedFd, Box<DirInfo>),
 }
 
 /// A directory's state kept until its contents are done.

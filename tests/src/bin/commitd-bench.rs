@@ -34,7 +34,12 @@ use commitd_testkit::grpc::api::services::v1::snapshots::{
 use commitd_testkit::grpc::api::services::v1::{ApplyRequest, DiffRequest};
 use commitd_testkit::{Containerd, Ctr, Dockerd, ImageBuilder, SNAPSHOTTER};
 
-const NS: &str = "bench";
+/// `BENCH_NAMESPACE` (default `bench`): runc keeps its containers' state
+/// by namespace under one root, so benchmarks run side by side on one
+/// machine need namespaces of their own.
+static NS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    std::env::var("BENCH_NAMESPACE").unwrap_or_else(|_| "bench".into())
+});
 const BASE: &str = "docker.io/library/bench-base:latest";
 const BIG_BASE: &str = "docker.io/library/bench-bigbase:latest";
 const HUGE_BASE: &str = "docker.io/library/bench-1m-base:latest";
@@ -417,7 +422,7 @@ impl Daemon {
             .arg(&socket)
             .arg("--containerd")
             .arg(containerd)
-            .args(["--namespace", NS])
+            .args(["--namespace", NS.as_str()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
@@ -537,8 +542,8 @@ struct Node {
 
 impl Node {
     fn start(commitd: &Path, ctrd: Containerd, dir: &Path, tag: &str) -> Node {
-        let ctr = ctrd.ctr(NS);
-        let grpc = Grpc::lazy(ctrd.socket(), NS);
+        let ctr = ctrd.ctr(&NS);
+        let grpc = Grpc::lazy(ctrd.socket(), &NS);
         let fast = Daemon::start(
             commitd,
             ctrd.socket(),
@@ -662,7 +667,7 @@ fn main() {
     let _runtime = rt.enter();
     let ext4 = Node::start(&commitd, ext4_ctrd, work.path(), "");
     let xfs = xfs.map(|(ctrd, xfs)| {
-        ImageBuilder::busybox().import(&ctrd, NS, BASE).unwrap();
+        ImageBuilder::busybox().import(&ctrd, &NS, BASE).unwrap();
         (Node::start(&commitd, ctrd, work.path(), "-xfs"), xfs)
     });
     eprintln!("bench: importing the bases…");
@@ -679,18 +684,18 @@ fn main() {
         let t = Instant::now();
         let b = ImageBuilder::busybox();
         match base {
-            Base::Busybox => b.import(&ext4.ctrd, NS, BASE).unwrap(),
+            Base::Busybox => b.import(&ext4.ctrd, &NS, BASE).unwrap(),
             Base::Files100k => b
                 .layer()
                 .small_files("/base", 100_000, 16)
-                .import(&ext4.ctrd, NS, BIG_BASE)
+                .import(&ext4.ctrd, &NS, BIG_BASE)
                 .unwrap(),
             Base::Files1m => {
                 let mut b = b.layer();
                 for d in 0..1000 {
                     b = b.small_files(&format!("/base/d{d:03}"), 1000, 16);
                 }
-                b.import(&ext4.ctrd, NS, HUGE_BASE).unwrap()
+                b.import(&ext4.ctrd, &NS, HUGE_BASE).unwrap()
             }
         };
         eprintln!(
