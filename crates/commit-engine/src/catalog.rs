@@ -417,7 +417,7 @@ impl ImageStore<'_> {
     /// only; it needs no lease (the content is referenced by the image's
     /// other records).
     pub async fn tag(&self, image: &Image, name: &str) -> Result<()> {
-        let _turn = self.locks.lock(Key::Image(name)).await;
+        let _turn = self.locks.lock(Key::Images).await;
         images::name_image(self.c, "", name, image.target()).await
     }
 
@@ -438,7 +438,7 @@ impl ImageStore<'_> {
     /// Removes the record `name` (one name of an image, or its dangling
     /// record); the content goes with the last reference.
     pub async fn untag(&self, name: &str) -> Result<()> {
-        let _turn = self.locks.lock(Key::Image(name)).await;
+        let _turn = self.locks.lock(Key::Images).await;
         images::delete(self.c, name).await
     }
 

@@ -719,7 +719,7 @@ impl Committer<'_> {
                 .clone()
                 .unwrap_or_else(|| images::dangling_name(&manifest.digest));
             {
-                let _turn = self.locks.lock(Key::Image(&name)).await;
+                let _turn = self.locks.lock(Key::Images).await;
                 images::name_image(c, &lease.id(), &name, &manifest).await?;
             }
             phases.image = image_started.elapsed();

@@ -173,7 +173,7 @@ impl Importer<'_> {
             .clone()
             .unwrap_or_else(|| images::dangling_name(&manifest.digest));
         {
-            let _turn = self.locks.lock(Key::Image(&name)).await;
+            let _turn = self.locks.lock(Key::Images).await;
             images::name_image(c, &lease.id(), &name, &manifest).await?;
         }
         Ok(Imported {

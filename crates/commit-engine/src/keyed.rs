@@ -7,20 +7,24 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-/// What a lock guards. Every writer of an image name (commits naming
-/// their image, tag, untag, delete) takes [`Key::Image`] of that name;
-/// every capture of a container takes [`Key::Container`].
+/// What a lock guards. Every writer of image records (commits naming
+/// their image, tag, untag, delete, prune, load, import) takes the one
+/// [`Key::Images`]: naming an image also writes and drops the dangling
+/// records of the images it moves off and onto, so writers of different
+/// names still meet there. Each write is a few records, so one turn for
+/// all costs little. Every capture of a container takes
+/// [`Key::Container`]; a holder of both takes the container's first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Key<'a> {
     Container(&'a str),
-    Image(&'a str),
+    Images,
 }
 
 impl Key<'_> {
     fn text(&self) -> String {
         match self {
             Key::Container(id) => format!("container:{id}"),
-            Key::Image(name) => format!("image:{name}"),
+            Key::Images => "images".to_string(),
         }
     }
 }
@@ -59,20 +63,29 @@ mod tests {
     #[tokio::test]
     async fn same_key_waits_other_keys_do_not() {
         let locks = KeyedLocks::default();
-        let a = locks.lock(Key::Image("a")).await;
-        let _b = locks.lock(Key::Image("b")).await;
+        let a = locks.lock(Key::Container("a")).await;
+        let _b = locks.lock(Key::Container("b")).await;
         let waiting = tokio::spawn({
             let locks = locks.clone();
-            async move { locks.lock(Key::Image("a")).await }
+            async move { locks.lock(Key::Container("a")).await }
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "second holder of `a` waits");
-        // A container and an image of the same name are different keys.
-        let _c = locks.lock(Key::Container("a")).await;
+        // The image records' turn is another key.
+        let images = locks.lock(Key::Images).await;
+        let next = tokio::spawn({
+            let locks = locks.clone();
+            async move { locks.lock(Key::Images).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!next.is_finished(), "one writer of image records at a time");
         drop(a);
-        tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
-            .await
-            .unwrap()
-            .unwrap();
+        drop(images);
+        for w in [waiting, next] {
+            tokio::time::timeout(std::time::Duration::from_secs(1), w)
+                .await
+                .unwrap()
+                .unwrap();
+        }
     }
 }

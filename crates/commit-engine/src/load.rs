@@ -391,7 +391,7 @@ impl Loader<'_> {
                 None => images::dangling_name(&n.target.digest),
             };
             {
-                let _turn = self.locks.lock(Key::Image(&name)).await;
+                let _turn = self.locks.lock(Key::Images).await;
                 images::name_image(self.c, &lease.id(), &name, &n.target).await?;
             }
             debug!(image = %name, %id, "loaded");

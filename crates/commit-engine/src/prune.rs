@@ -82,7 +82,7 @@ impl ImageStore<'_> {
             for (j, r) in img.records.iter().enumerate() {
                 // The very last deletion collects synchronously.
                 let sync = i == last && j + 1 == n;
-                let _turn = self.locks.lock(Key::Image(&r.name)).await;
+                let _turn = self.locks.lock(Key::Images).await;
                 let req = c.request(DeleteImageRequest {
                     name: r.name.clone(),
                     sync,
