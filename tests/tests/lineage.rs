@@ -524,7 +524,10 @@ async fn excludes_leave_entries_out() {
         .await
         .expect_err("a relative pattern");
     assert!(
-        matches!(err, commit_engine::Error::InvalidArgument(_)),
+        matches!(
+            err,
+            commit_engine::Error::Option(commit_engine::OptionError::Exclude { .. })
+        ),
         "{err}"
     );
     // Through containerd's diff service (other snapshotters): the same
