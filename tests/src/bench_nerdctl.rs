@@ -23,7 +23,7 @@ use commitd_testkit::grpc::api::services::v1::{
     DeleteRequest, DiffRequest, GetImageRequest, Image, InfoRequest, PauseTaskRequest,
     ReadContentRequest, ResumeTaskRequest, WriteAction, WriteContentRequest,
 };
-use commitd_testkit::grpc::api::types::Descriptor;
+use commitd_testkit::grpc::api::types::{Descriptor, Mount};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
@@ -77,6 +77,61 @@ async fn write(c: &Grpc, lease: &str, data: Vec<u8>, labels: HashMap<String, Str
     digest
 }
 
+/// What a diff of container `id` compares, as containerd's
+/// `rootfs.CreateDiff` makes it: its snapshot's parent, its own mounts
+/// (the right side) and the mounts of a view `view` of that parent made
+/// under `lease` (the left side; the caller removes it).
+pub struct Sides {
+    pub parent: String,
+    pub upper: Vec<Mount>,
+    pub lower: Vec<Mount>,
+}
+
+pub async fn diff_sides(c: &Grpc, id: &str, view: &str, lease: &str) -> Sides {
+    let parent = c
+        .snapshots()
+        .stat(c.request(StatSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: id.into(),
+        }))
+        .await
+        .expect("snapshot stat")
+        .into_inner()
+        .info
+        .expect("snapshot info")
+        .parent;
+    let upper = c
+        .snapshots()
+        .mounts(c.request(MountsRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: id.into(),
+        }))
+        .await
+        .expect("mounts")
+        .into_inner()
+        .mounts;
+    let lower = c
+        .snapshots()
+        .view(c.leased(
+            ViewSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: view.into(),
+                parent: parent.clone(),
+                labels: HashMap::new(),
+            },
+            lease,
+        ))
+        .await
+        .expect("view")
+        .into_inner()
+        .mounts;
+    Sides {
+        parent,
+        upper,
+        lower,
+    }
+}
+
 /// Commits container `id` (made from image `image`) as `name` through
 /// containerd's services, in nerdctl's steps; answers the wall seconds from
 /// the pause to the image record (and the resume), then removes what it made.
@@ -100,43 +155,12 @@ pub async fn commit(c: &Grpc, id: &str, image: &str, name: &str) -> f64 {
         .expect("lease create");
     // rootfs.CreateDiff: the container's mounts, a view of its parent,
     // Compare; the diff ID from the blob's uncompressed label.
-    let info = c
-        .snapshots()
-        .stat(c.request(StatSnapshotRequest {
-            snapshotter: SNAPSHOTTER.into(),
-            key: id.into(),
-        }))
-        .await
-        .expect("snapshot stat")
-        .into_inner()
-        .info
-        .expect("snapshot info");
-    let upper = c
-        .snapshots()
-        .mounts(c.request(MountsRequest {
-            snapshotter: SNAPSHOTTER.into(),
-            key: id.into(),
-        }))
-        .await
-        .expect("mounts")
-        .into_inner()
-        .mounts;
     let view = format!("bench-path-view-{id}");
-    let lower = c
-        .snapshots()
-        .view(c.leased(
-            ViewSnapshotRequest {
-                snapshotter: SNAPSHOTTER.into(),
-                key: view.clone(),
-                parent: info.parent.clone(),
-                labels: HashMap::new(),
-            },
-            &lease,
-        ))
-        .await
-        .expect("view")
-        .into_inner()
-        .mounts;
+    let Sides {
+        parent: snapshot_parent,
+        upper,
+        lower,
+    } = diff_sides(c, id, &view, &lease).await;
     let layer = c
         .diff()
         .diff(c.leased(
@@ -201,7 +225,7 @@ pub async fn commit(c: &Grpc, id: &str, image: &str, name: &str) -> f64 {
     if let Some(h) = config["history"].as_array_mut() {
         h.push(serde_json::json!({"created_by": "bench"}));
     }
-    let chain = match info.parent.as_str() {
+    let chain = match snapshot_parent.as_str() {
         "" => diff_id.clone(),
         p => sha256(format!("{p} {diff_id}").as_bytes()),
     };
@@ -213,7 +237,7 @@ pub async fn commit(c: &Grpc, id: &str, image: &str, name: &str) -> f64 {
             PrepareSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
                 key: key.clone(),
-                parent: info.parent.clone(),
+                parent: snapshot_parent.clone(),
                 labels: HashMap::new(),
             },
             &lease,

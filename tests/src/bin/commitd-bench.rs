@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use commitd_testkit::grpc::Grpc;
 use commitd_testkit::grpc::api::services::v1::snapshots::{
-    PrepareSnapshotRequest, RemoveSnapshotRequest, ViewSnapshotRequest,
+    PrepareSnapshotRequest, RemoveSnapshotRequest,
 };
 use commitd_testkit::grpc::api::services::v1::{ApplyRequest, DiffRequest};
 use commitd_testkit::{Containerd, Ctr, Dockerd, ImageBuilder, SNAPSHOTTER};
@@ -1101,47 +1101,12 @@ async fn containerd_peer(c: &Grpc, id: &str, want_tar: bool) -> (f64, u64, Optio
         }))
         .await
         .unwrap();
-    let info = c
-        .snapshots()
-        .stat(c.request(
-            commitd_testkit::grpc::api::services::v1::snapshots::StatSnapshotRequest {
-                snapshotter: SNAPSHOTTER.into(),
-                key: id.into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .info
-        .unwrap();
-    let upper = c
-        .snapshots()
-        .mounts(c.request(
-            commitd_testkit::grpc::api::services::v1::snapshots::MountsRequest {
-                snapshotter: SNAPSHOTTER.into(),
-                key: id.into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .mounts;
     let view = format!("{id}-bench-view");
-    let lower = c
-        .snapshots()
-        .view(c.leased(
-            ViewSnapshotRequest {
-                snapshotter: SNAPSHOTTER.into(),
-                key: view.clone(),
-                parent: info.parent.clone(),
-                labels: HashMap::new(),
-            },
-            &lease,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .mounts;
+    let commitd_e2e::bench_nerdctl::Sides {
+        parent,
+        upper,
+        lower,
+    } = commitd_e2e::bench_nerdctl::diff_sides(c, id, &view, &lease).await;
     let diff = |media: &str| {
         c.leased(
             DiffRequest {
@@ -1185,7 +1150,7 @@ async fn containerd_peer(c: &Grpc, id: &str, want_tar: bool) -> (f64, u64, Optio
             PrepareSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
                 key: key.clone(),
-                parent: info.parent.clone(),
+                parent: parent.clone(),
                 labels: HashMap::new(),
             },
             &lease,
