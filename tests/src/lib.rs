@@ -91,7 +91,7 @@ impl World {
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         self.ctr
-            .run_image(image, &id, &["sh", "-c", script])
+            .run_script(image, &id, script)
             .unwrap_or_else(|e| panic!("running {image}: {e}"))
     }
 

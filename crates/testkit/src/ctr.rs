@@ -279,6 +279,42 @@ impl Ctr {
         Ok(out)
     }
 
+    /// Runs `sh -c SCRIPT` in a fresh container of `image` and returns what the
+    /// script wrote to stdout; fails if it exits non-zero. The script's stdout is
+    /// a file on a host directory bind-mounted under the container's `/dev` (a
+    /// tmpfs of its own, outside the image), read after the container is gone:
+    /// stdout through the shim and `ctr`'s FIFOs can lose a short-lived
+    /// container's last writes (the shim waits at most 2 s for its copy before it
+    /// closes them), a file cannot. stderr still goes through `ctr`.
+    pub fn run_script(&self, image: &str, id: &str, script: &str) -> Result<String> {
+        let dir = tempfile::Builder::new()
+            .prefix("commitd-testkit-out-")
+            .tempdir()
+            .map_err(|e| Error::io("creating a temporary directory", e))?;
+        let mount = format!(
+            "type=bind,src={},dst=/dev/commitd-testkit,options=rbind:rw",
+            dir.path().display()
+        );
+        let wrapped = format!("{{\n{script}\n}} >/dev/commitd-testkit/stdout");
+        let mut c = self.command();
+        c.args([
+            "run",
+            "--rm",
+            "--snapshotter",
+            SNAPSHOTTER,
+            "--mount",
+            &mount,
+        ])
+        .args([image, id, "sh", "-c", &wrapped]);
+        let ran = cmd::run(&mut c, cmd::SLOW);
+        let cleanup = self.delete_container(id);
+        ran?;
+        cleanup?;
+        let path = dir.path().join("stdout");
+        std::fs::read_to_string(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))
+    }
+
     /// `ctr containers info`, parsed.
     pub fn container_info(&self, id: &str) -> Result<serde_json::Value> {
         let out = self.run(&["containers", "info", id])?;

@@ -144,6 +144,28 @@ fn busybox_image_runs_and_is_listed() -> Result {
         ctr.run(&["containers", "ls", "-q"])?.trim().is_empty(),
         "run_image cleans up after a failure"
     );
+
+    // A script's stdout is read from a file: every line, the last one too,
+    // and nothing of the bind mount it went through is in the image's view.
+    let out = ctr.run_script(
+        &image,
+        "script",
+        "ls /dev/commitd-testkit; for i in 1 2 3; do echo line $i; done\necho last",
+    )?;
+    assert_eq!(out, "stdout\nline 1\nline 2\nline 3\nlast\n");
+    let err = ctr
+        .run_script(
+            &image,
+            "script-fails",
+            "echo partial; echo oops >&2; exit 4",
+        )
+        .expect_err("exit 4");
+    let msg = err.to_string();
+    assert!(msg.contains("exit code 4") && msg.contains("oops"), "{msg}");
+    assert!(
+        ctr.run(&["containers", "ls", "-q"])?.trim().is_empty(),
+        "run_script cleans up after a failure"
+    );
     ctr.remove_all()?;
     Ok(())
 }
