@@ -13,7 +13,8 @@
 # `…-by-container`: written by the container's own process, committed at once,
 # unsynced; `…-on-xfs`: a second containerd rooted on a loop-mounted XFS with
 # reflink=1. Huge rows leave out the slowest peers and say so in the report;
-# the report ends with each row's time. Needs ~35 GB free for the 10 GiB row.
+# the report ends with each row's time. Needs ~32 GB free for the 10 GiB row
+# (the container's 10 GiB, its copy and a 10 GiB uncompressed layer at once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh --bench

@@ -3,7 +3,8 @@
 //!
 //! Every peer commits a fresh container of the same base into which the
 //! same change set was written, from files generated once with a seeded
-//! PRNG. Three ways of writing it, one per row:
+//! PRNG (the 10 GiB set excepted: see [`Files::Huge`]). Three ways of
+//! writing it, one per row:
 //! - from outside (`cp -a` through `/proc/<pid>/root`), then `sync`, and
 //!   the page cache left warm for 300 ms: the clean case;
 //! - by the container's own process (`busybox cp -a` from a read-only bind
@@ -76,7 +77,11 @@ enum Files {
     Gig,
     /// 50,000 files of ~1 KiB in 500 directories (a node_modules).
     Many,
-    /// 10 GiB in 5,000 files, half random, half text.
+    /// 10 GiB in 5,000 files, half random, half text — made by the
+    /// container itself (`make.sh` in the set: random files from
+    /// `/dev/urandom`, text files as [`Files::Mid`]'s, slices of one seeded
+    /// pool), so the set takes 8 MiB on the host instead of 10 GiB of disk
+    /// and a minute or two of writing before the row.
     Huge,
 }
 
@@ -261,11 +266,25 @@ fn generate(root: &Path, files: Files) -> PathBuf {
                 std::fs::write(dir.join(format!("small/f{i:03}")), b).unwrap();
             }
         }
-        Files::Mid | Files::Huge => {
-            let (count, per) = match files {
-                Files::Mid => (2000, (200 << 20) / 2000),
-                _ => (5000, (10usize << 30) / 5000),
-            };
+        Files::Huge => {
+            let (count, per) = (5000, (10usize << 30) / 5000);
+            // The pool twice: a slice from any place in the first copy is
+            // what wrapping around the pool gives (as Mid's text files).
+            let pool = text(&mut rng, 4 << 20);
+            std::fs::write(dir.join("text"), [&pool[..], &pool[..]].concat()).unwrap();
+            let mut sh = String::from("set -e\nbusybox mkdir -p /data\n");
+            for i in 0..count / 2 {
+                let at = rng.next() % pool.len() as u64;
+                sh.push_str(&format!(
+                    "busybox head -c {per} /dev/urandom > /data/r{i:04}\n\
+                     busybox tail -c +{} /src/text | busybox head -c {per} > /data/t{i:04}\n",
+                    at + 1
+                ));
+            }
+            std::fs::write(dir.join("make.sh"), sh).unwrap();
+        }
+        Files::Mid => {
+            let (count, per) = (2000, (200 << 20) / 2000);
             std::fs::create_dir_all(dir.join("data")).unwrap();
             let pool = text(&mut rng, 4 << 20);
             let mut b = vec![0u8; per];
@@ -335,6 +354,13 @@ fn write_from_outside(pid: u32, set: &Path, sync: bool) {
 const SRC: &str = "/src";
 /// The container's own process copying its set in.
 const CP_IN: &[&str] = &["/bin/busybox", "cp", "-a", "/src/.", "/"];
+/// The container's own process making the 10 GiB set ([`Files::Huge`]).
+const MAKE_IN: &[&str] = &["/bin/busybox", "sh", "/src/make.sh"];
+
+/// What a `Writer::Container` row's container runs to write its set.
+fn write_in(files: Files) -> &'static [&'static str] {
+    if files == Files::Huge { MAKE_IN } else { CP_IN }
+}
 
 /// Starts a container of `base` (with the set mounted read-only at
 /// [`SRC`] if given), for commitd or containerd.
@@ -364,7 +390,7 @@ fn write_ctr(ctr: &Ctr, id: &str, row: &Row, set: &Path) {
             std::thread::sleep(Duration::from_millis(300));
         }
         Writer::Container => {
-            ctr.exec(id, CP_IN).unwrap();
+            ctr.exec(id, write_in(row.files)).unwrap();
         }
     }
 }
@@ -903,7 +929,7 @@ fn main() {
                     }
                     Writer::Container => {
                         let mut exec = vec!["exec", name.as_str()];
-                        exec.extend(CP_IN);
+                        exec.extend(write_in(row.files));
                         dcli(docker, &exec);
                     }
                 }
@@ -953,10 +979,6 @@ fn main() {
                     },
                 },
             );
-        }
-        // The 10 GiB set is not kept: the disk is shared.
-        if row.files == Files::Huge && !rows[si + 1..].iter().any(|r| r.files == Files::Huge) {
-            let _ = std::fs::remove_dir_all(&files);
         }
         peaks[si] = node.daemons().map(|d| d.status("VmHWM:"));
         let took = row_started.elapsed().as_secs_f64();
