@@ -27,7 +27,7 @@ pub(crate) const MAX_MESSAGE: usize = 16 << 20;
 /// channel.
 #[derive(Clone, Debug)]
 pub struct Containerd {
-    channel: Channel,
+    channel: Traced,
     socket: PathBuf,
     namespace: String,
     /// Connections made to the socket (the first, then each reconnect).
@@ -58,7 +58,7 @@ impl Containerd {
                 }
             }));
         Ok(Self {
-            channel,
+            channel: Traced(channel),
             socket,
             namespace: namespace.to_string(),
             connects,
@@ -107,38 +107,38 @@ impl Containerd {
         Error::status(op, &self.socket, s)
     }
 
-    pub(crate) fn containers(&self) -> ContainersClient<Channel> {
+    pub(crate) fn containers(&self) -> ContainersClient<Traced> {
         ContainersClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
-    pub(crate) fn tasks(&self) -> TasksClient<Channel> {
+    pub(crate) fn tasks(&self) -> TasksClient<Traced> {
         TasksClient::new(self.channel.clone())
     }
-    pub(crate) fn snapshots(&self) -> SnapshotsClient<Channel> {
+    pub(crate) fn snapshots(&self) -> SnapshotsClient<Traced> {
         SnapshotsClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
-    pub(crate) fn diff(&self) -> DiffClient<Channel> {
+    pub(crate) fn diff(&self) -> DiffClient<Traced> {
         DiffClient::new(self.channel.clone())
     }
-    pub(crate) fn content(&self) -> ContentClient<Channel> {
+    pub(crate) fn content(&self) -> ContentClient<Traced> {
         ContentClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }
-    pub(crate) fn images(&self) -> ImagesClient<Channel> {
+    pub(crate) fn images(&self) -> ImagesClient<Traced> {
         ImagesClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
-    pub(crate) fn leases(&self) -> LeasesClient<Channel> {
+    pub(crate) fn leases(&self) -> LeasesClient<Traced> {
         LeasesClient::new(self.channel.clone())
     }
     /// The CRI plugin's runtime service (same socket; it keeps to the
     /// `k8s.io` namespace whatever the request says).
-    pub(crate) fn cri(&self) -> k8s_cri::v1::runtime_service_client::RuntimeServiceClient<Channel> {
+    pub(crate) fn cri(&self) -> k8s_cri::v1::runtime_service_client::RuntimeServiceClient<Traced> {
         k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(self.channel.clone())
     }
-    pub(crate) fn version(&self) -> VersionClient<Channel> {
+    pub(crate) fn version(&self) -> VersionClient<Traced> {
         VersionClient::new(self.channel.clone())
     }
-    pub(crate) fn introspection(&self) -> IntrospectionClient<Channel> {
+    pub(crate) fn introspection(&self) -> IntrospectionClient<Traced> {
         IntrospectionClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
 
@@ -150,6 +150,45 @@ impl Containerd {
             .await
             .map_err(|s| self.err("version", s))?;
         Ok(resp.into_inner().version)
+    }
+}
+
+/// The channel, with every call's method and its time to the answer's
+/// headers logged at trace level (`RUST_LOG=commit_engine::client=trace`):
+/// where a commit's time goes, call by call.
+#[derive(Clone, Debug)]
+pub(crate) struct Traced(Channel);
+
+impl tower::Service<http::Request<tonic::body::Body>> for Traced {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::result::Result<Self::Response, Self::Error>>
+                + Send,
+        >,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if !tracing::enabled!(tracing::Level::TRACE) {
+            return Box::pin(self.0.call(req));
+        }
+        let method = req.uri().path().to_owned();
+        let started = std::time::Instant::now();
+        let call = self.0.call(req);
+        Box::pin(async move {
+            let answer = call.await;
+            let us = started.elapsed().as_micros() as u64;
+            tracing::trace!(%method, us, ok = answer.is_ok(), "containerd call");
+            answer
+        })
     }
 }
 
