@@ -95,14 +95,24 @@ pub(crate) async fn name_image(
     name: &str,
     target: &Descriptor,
 ) -> Result<()> {
-    let previous = get(c, name).await?;
+    // The name's record and the target's dangling one are read at once.
+    let dangling = dangling_name(&target.digest);
+    let (previous, dangles) = tokio::join!(get(c, name), async {
+        match name == dangling {
+            true => Ok(false),
+            false => get(c, &dangling).await.map(|d| d.is_some()),
+        }
+    });
+    let (previous, dangles) = (previous?, dangles?);
     if let Some(prev) = &previous {
         if prev
             .target
             .as_ref()
             .is_some_and(|t| t.digest == target.digest)
         {
-            drop_dangling(c, &target.digest, name).await?;
+            if dangles {
+                delete(c, &dangling).await?;
+            }
             return Ok(());
         }
     }
@@ -146,8 +156,8 @@ pub(crate) async fn name_image(
             update(c, lease, record).await?;
         }
     }
-    if !name.starts_with(DANGLING_PREFIX) {
-        drop_dangling(c, &target.digest, name).await?;
+    if dangles && !name.starts_with(DANGLING_PREFIX) {
+        delete(c, &dangling).await?;
     }
     debug!(image = %name, digest = %target.digest, "image record written");
     Ok(())
@@ -201,17 +211,6 @@ async fn keep_dangling(c: &Containerd, lease: &str, prev: &Image) -> Result<()> 
         Err(s) if s.code() == Code::AlreadyExists => Ok(()),
         Err(s) => Err(c.err("image create", s)),
     }
-}
-
-/// Removes the dangling record of `digest` once `name` points at it.
-async fn drop_dangling(c: &Containerd, digest: &str, name: &str) -> Result<()> {
-    let dangling = dangling_name(digest);
-    // A read first: deleting a record that is not there still costs
-    // containerd a write transaction.
-    if name != dangling && get(c, &dangling).await?.is_some() {
-        delete(c, &dangling).await?;
-    }
-    Ok(())
 }
 
 /// An image's manifest and config, as read from the content store.
