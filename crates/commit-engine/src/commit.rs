@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::Container;
+use containerd_client::types::Mount;
 use docker_format::changes::Changes;
 use docker_format::merge;
 use tokio::task::JoinHandle;
@@ -209,6 +210,8 @@ struct Source<'s> {
     ct: &'s Container,
     sn: &'s Snapshots<'s>,
     info: &'s snapshot::Info,
+    /// The snapshot's mounts, when it is active.
+    mounts: Option<&'s [Mount]>,
     /// What the layer is a diff against: the parent image's snapshot, or
     /// nothing for a `FROM scratch` container.
     diff_parent: String,
@@ -250,23 +253,18 @@ impl Committer<'_> {
     /// (see [`overlay::max_depth`]) or than configured. The request's squash
     /// stands; without one, the configured default, or `new` when the
     /// configuration says to squash rather than refuse.
-    async fn depth_guard(
+    fn depth_guard(
         &self,
-        sn: &Snapshots<'_>,
         ct: &Container,
-        info: &snapshot::Info,
+        mounts: Option<&[Mount]>,
         asked: Option<Squash>,
         parent_layers: usize,
         base: Option<&Base>,
     ) -> Result<Squash> {
         let squash = asked.unwrap_or(self.cfg.squash);
-        let measured = if snapshot::is_active(info) {
-            match sn.mounts(&ct.snapshot_key).await?.as_slice() {
-                [m] => overlay::max_depth(m, overlay::page_size()),
-                _ => None,
-            }
-        } else {
-            None
+        let measured = match mounts {
+            Some([m]) => overlay::max_depth(m, overlay::page_size()),
+            _ => None,
         };
         let configured = (self.cfg.max_depth > 0).then_some(self.cfg.max_depth);
         let limit = match (measured, configured) {
@@ -311,6 +309,7 @@ impl Committer<'_> {
         sn: &Snapshots<'_>,
         ct: &Container,
         info: &snapshot::Info,
+        mounts: Option<&[Mount]>,
         squash: Option<Squash>,
         base: Option<&Base>,
     ) -> Result<std::result::Result<(Arc<incremental::Record>, Resolved), String>> {
@@ -320,11 +319,11 @@ impl Committer<'_> {
                 "this daemon keeps no records (no state directory)".into()
             ));
         }
-        if !self.cfg.fast_path || !snapshot::is_active(info) {
+        let Some(mounts) = mounts.filter(|_| self.cfg.fast_path) else {
             return Ok(Err(
                 "an incremental commit needs the overlay fast path".into()
             ));
-        }
+        };
         if squash.unwrap_or(self.cfg.squash) != Squash::No {
             return Ok(Err(
                 "a squash folds the lineage's layers: the commit captures everything".into(),
@@ -335,7 +334,7 @@ impl Committer<'_> {
                 "the container was not committed with incremental=1 by this daemon before".into(),
             ));
         };
-        let upper = match overlay::dirs(&sn.mounts(&ct.snapshot_key).await?) {
+        let upper = match overlay::dirs(mounts) {
             Ok(d) => d.upper,
             Err(why) => return Ok(Err(format!("the overlay fast path cannot read it: {why}"))),
         };
@@ -374,17 +373,13 @@ impl Committer<'_> {
             }
         }
         // One more layer on the previous image: the depth guard's say.
-        if let Err(e) = self
-            .depth_guard(
-                sn,
-                ct,
-                info,
-                Some(Squash::No),
-                prev.manifest.layers.len(),
-                base,
-            )
-            .await
-        {
+        if let Err(e) = self.depth_guard(
+            ct,
+            Some(mounts),
+            Some(Squash::No),
+            prev.manifest.layers.len(),
+            base,
+        ) {
             return Ok(Err(format!("one more layer is too many: {e}")));
         }
         Ok(Ok((Arc::new(rec), prev)))
@@ -428,8 +423,18 @@ impl Committer<'_> {
             )));
         }
         let sn = Snapshots::new(c, container::snapshotter_of(&ct.snapshotter));
-        let (info, found) = tokio::join!(sn.stat(&ct.snapshot_key), find_parent(c, &ct));
+        // The snapshot, its mounts (an active one's: where its upper
+        // directory is) and the parent image, read at once.
+        let (info, mounts, found) = tokio::join!(
+            sn.stat(&ct.snapshot_key),
+            sn.mounts(&ct.snapshot_key),
+            find_parent(c, &ct)
+        );
         let info = info?;
+        let mounts = match snapshot::is_active(&info) {
+            true => Some(mounts?),
+            false => None,
+        };
         let parent = load_parent(c, &ct, &info.parent, found?).await?;
         let excludes = self
             .cfg
@@ -484,7 +489,14 @@ impl Committer<'_> {
         let asked_incremental = req.incremental.unwrap_or(self.cfg.incremental);
         if asked_incremental {
             match self
-                .previous(&sn, &ct, &info, req.squash, lineage_base.as_ref())
+                .previous(
+                    &sn,
+                    &ct,
+                    &info,
+                    mounts.as_deref(),
+                    req.squash,
+                    lineage_base.as_ref(),
+                )
                 .await?
             {
                 Ok(prev) => since = Some(prev),
@@ -506,16 +518,13 @@ impl Committer<'_> {
                     (Squash::No, kept, Some(prev), diff_parent, Some(prev_record))
                 }
                 None => {
-                    let squash = self
-                        .depth_guard(
-                            &sn,
-                            &ct,
-                            &info,
-                            req.squash,
-                            parent_layers,
-                            lineage_base.as_ref(),
-                        )
-                        .await?;
+                    let squash = self.depth_guard(
+                        &ct,
+                        mounts.as_deref(),
+                        req.squash,
+                        parent_layers,
+                        lineage_base.as_ref(),
+                    )?;
                     let kept = lineage::kept_layers(squash, parent.as_ref(), lineage_base.as_ref());
                     let diff_parent = if parent.is_some() && kept == parent_layers {
                         info.parent.clone()
@@ -529,6 +538,7 @@ impl Committer<'_> {
                 ct: &ct,
                 sn: &sn,
                 info: &info,
+                mounts: mounts.as_deref(),
                 diff_parent,
                 pause: req.pause,
                 kept,
@@ -943,8 +953,8 @@ impl Committer<'_> {
         codec: crate::layer::Codec,
     ) -> std::result::Result<Captured, FastPath> {
         let sn = src.sn;
-        let from = overlay::upper_dirs(&sn.mounts(&src.ct.snapshot_key).await?, &src.info.parent)
-            .map_err(FastPath::Unsupported)?;
+        let mounts = src.mounts.unwrap_or_default();
+        let from = overlay::upper_dirs(mounts, &src.info.parent).map_err(FastPath::Unsupported)?;
         if !from.upper.is_dir() {
             return Err(FastPath::Unsupported(format!(
                 "{} is not readable from here",
