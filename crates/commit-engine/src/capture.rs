@@ -17,11 +17,13 @@
 //! the moment it was looked at ([`RACY`]) is copied again regardless, and a
 //! hard-link group is kept only whole. A write through a shared memory
 //! mapping to a page already dirty sets no ctime (the kernel stamps the
-//! time at a page's first write after writeback), so the container's
-//! filesystem is synced before the running copy, and a file that has dirty
-//! pages when it is copied (`cachestat(2)`) is copied again while paused;
-//! every other page is clean and write-protected, and writing it moves the
-//! ctime. (On tmpfs every page is dirty: everything is copied again.)
+//! time at a page's first write after writeback), so a file that has dirty
+//! pages when the running copy comes to it (`cachestat(2)`) is written back
+//! first (`sync_file_range(2)`, that file alone: not the whole filesystem,
+//! which would wait behind every other writer on the node), and one still
+//! dirty then is copied again while paused; every other page is clean and
+//! write-protected, and writing it moves the ctime. (On tmpfs every page is
+//! dirty: everything is copied again.)
 //!
 //! **The copy is what containerd's applier would make of the layer**, entry
 //! for entry and attribute for attribute, so that the image on this node is
@@ -190,6 +192,34 @@ fn dirty_pages(fd: &OwnedFd) -> io::Result<bool> {
     Ok(st.dirty + st.writeback > 0)
 }
 
+/// Writes back an open file's dirty pages, if it has any, and says whether
+/// some are dirty or under writeback still (hot: written meanwhile, or a
+/// filesystem that keeps pages dirty, as tmpfs does). Once written back a
+/// page is clean and write-protected: a write to it, through a mapping too,
+/// moves the file's ctime.
+fn settle(fd: &OwnedFd) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    if !dirty_pages(fd)? {
+        return Ok(false);
+    }
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: a plain syscall on an open descriptor; 0, 0 is the whole file.
+    if unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, flags) } != 0 {
+        let err = io::Error::last_os_error();
+        // A file that cannot be written back this way stays hot.
+        if matches!(
+            err.raw_os_error(),
+            Some(libc::EINVAL | libc::ESPIPE | libc::ENOSYS)
+        ) {
+            return Ok(true);
+        }
+        return Err(err);
+    }
+    dirty_pages(fd)
+}
+
 /// An open file's pages in the page cache (`cachestat(2)`, Linux 6.5):
 /// `cachestat_range` and `cachestat` in the kernel's layout.
 #[repr(C)]
@@ -267,7 +297,6 @@ pub(crate) fn copy_running(
     opts: CopyOptions,
     policy: &dyn Policy,
 ) -> Result<Precopy, CopyError> {
-    sync_source(src)?;
     let mut r = Recorder {
         copier: open_copier(dst, opts.to)?,
         pre: Precopy::default(),
@@ -306,7 +335,6 @@ pub(crate) fn copy_running_parallel(
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, MAX_COPY_THREADS);
-    sync_source(src)?;
     let src_root = walk::open_dir_path(src)?;
     let dst_root = walk::open_dir_path(dst)?;
     let root_stat = rfs::fstat(&src_root).map_err(|e| WalkError::io("stat of the root", e))?;
@@ -397,13 +425,6 @@ pub(crate) fn copy_running_parallel(
 
 /// Threads a running copy uses at most.
 const MAX_COPY_THREADS: usize = 4;
-
-/// Written back first (the container runs meanwhile): then only what is
-/// written during the copy has dirty pages.
-fn sync_source(src: &Path) -> Result<(), CopyError> {
-    let root = walk::open_dir_path(src)?;
-    rfs::syncfs(&root).map_err(|e| WalkError::io("syncing the container's filesystem", e))
-}
 
 /// A directory made by the parallel running copy, whose entries are still
 /// to be copied.
@@ -577,12 +598,14 @@ impl Visit for Recorder<'_> {
         data: Option<&OwnedFd>,
     ) -> Result<(), WalkError> {
         // A file with dirty pages may have one mapped writable, which
-        // the container can write again without moving its ctime: it
-        // is hot, copied again while paused. Every other page is clean
-        // and write-protected, so a write to it moves the ctime.
+        // the container can write again without moving its ctime: it is
+        // written back first, and if still dirty it is hot, copied again
+        // while paused. Every other page is clean and write-protected, so
+        // a write to it moves the ctime.
         let hot = match (e.kind, e.link, data) {
-            (Kind::File, None, Some(fd)) => dirty_pages(fd)
-                .map_err(|err| WalkError::io("cachestat of a container's file", err))?,
+            (Kind::File, None, Some(fd)) => {
+                settle(fd).map_err(|err| WalkError::io("writing back a container's file", err))?
+            }
             _ => false,
         };
         self.copier.last_copy = None;
