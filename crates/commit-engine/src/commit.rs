@@ -179,6 +179,9 @@ struct Captured {
     paused: Duration,
     work: CaptureWork,
     fill: Fill,
+    /// The layer blob being made durable and registered (see
+    /// [`layer::Settling`]), awaited before the image is named.
+    settling: Option<tokio::task::JoinHandle<Result<()>>>,
     /// What to remember for the next incremental commit: the container's
     /// upper directory and its entries as captured.
     record: Option<(std::path::PathBuf, HashMap<Vec<u8>, incremental::Mark>)>,
@@ -654,13 +657,14 @@ impl Committer<'_> {
         // Two captures of one container at once would pause and resume it
         // under each other: they take turns, until the resume is done.
         let turn = self.locks.lock(Key::Container(&src.ct.id)).await;
-        let captured = match self.capture(lease, src, codec).await {
+        let mut captured = match self.capture(lease, src, codec).await {
             Ok(captured) => captured,
             Err(e) => {
                 self.resumed(&src.ct.id).await;
                 return Err(e);
             }
         };
+        let mut settling = captured.settling.take();
         let mut phases = Phases {
             capture: capture_started
                 .elapsed()
@@ -716,7 +720,15 @@ impl Committer<'_> {
                 layer,
                 base,
             );
-            let (filled, written) = tokio::join!(fill, write);
+            // And the layer blob made durable and registered meanwhile.
+            let settled = async {
+                match settling.take() {
+                    Some(s) => s.await.map_err(Error::task("layer blob"))?,
+                    None => Ok(()),
+                }
+            };
+            let (filled, written, settled) = tokio::join!(fill, write, settled);
+            settled?;
             phases.fill = filled?;
             let (config_digest, manifest) = written?;
             let depth = config.rootfs.diff_ids.len();
@@ -736,6 +748,10 @@ impl Committer<'_> {
             Ok::<_, Error>((config_digest, manifest, name, depth))
         }
         .await;
+        // Not left running past the commit's lease when it failed early.
+        if let Some(s) = settling.take() {
+            let _ = s.await;
+        }
         if result.is_err() {
             if let Fill::Prepared(key) = &captured.fill {
                 sn.remove_quietly(key).await;
@@ -985,6 +1001,7 @@ impl Committer<'_> {
                 paused: Duration::ZERO,
                 work: CaptureWork::default(),
                 fill: Fill::Nothing,
+                settling: None,
                 record: None,
             });
         }
@@ -1171,6 +1188,7 @@ impl Committer<'_> {
                     paused,
                     work,
                     fill: Fill::Nothing,
+                    settling: None,
                     record,
                 });
             }
@@ -1179,7 +1197,9 @@ impl Committer<'_> {
             let clamp = src.filter.clamp();
             let layer_started = Instant::now();
             let _slot = self.layer_slot().await?;
-            let streamed = layer::stream_layer_tee(
+            // The image's config, manifest and snapshot need only the
+            // blob's digests: they are written while it is made durable.
+            let (streamed, settling) = layer::stream_layer_settling(
                 self.c,
                 &lease.id(),
                 codec,
@@ -1196,6 +1216,7 @@ impl Committer<'_> {
                 paused,
                 work,
                 fill: Fill::Prepared(key.clone()),
+                settling: Some(tokio::spawn(settling)),
                 record,
             })
         }
@@ -1247,6 +1268,7 @@ impl Committer<'_> {
                 paused,
                 work: CaptureWork::default(),
                 fill: Fill::Nothing,
+                settling: None,
                 record: None,
             });
         }
@@ -1291,6 +1313,7 @@ impl Committer<'_> {
             paused,
             work: CaptureWork::default(),
             fill: Fill::Apply(uncompressed),
+            settling: None,
             record: None,
         })
     }
