@@ -835,9 +835,18 @@ impl Committer<'_> {
             format!("commitd-config-{unique}"),
             format!("commitd-manifest-{unique}"),
         );
+        let write = |reference: &str, bytes: Vec<u8>, labels: HashMap<String, String>| {
+            let (lease_id, reference) = (lease_id.clone(), reference.to_string());
+            async move {
+                match self.content_root {
+                    Some(root) => layer::write_small_local(c, &lease_id, root, bytes, labels).await,
+                    None => content::write_blob(c, &lease_id, &reference, bytes, labels).await,
+                }
+            }
+        };
         let (config_written, manifest_written) = tokio::join!(
-            content::write_blob(c, &lease_id, &config_ref, config_bytes, config_labels),
-            content::write_blob(c, &lease_id, &manifest_ref, manifest_bytes, labels),
+            write(&config_ref, config_bytes, config_labels),
+            write(&manifest_ref, manifest_bytes, labels),
         );
         config_written?;
         let manifest_digest = manifest_written?;

@@ -780,6 +780,51 @@ pub(crate) struct Placed {
     pub(crate) labels: HashMap<String, String>,
 }
 
+/// Writes a small blob (an image's config or manifest) the way layers are
+/// written locally: a temporary file in the store's root, synced, linked to
+/// its digest's name and registered with `labels`. containerd's own writer
+/// syncs the file inside its metadata transaction, so two blobs written at
+/// once wait for each other's sync; synced here, two blobs' syncs overlap
+/// and containerd only records them.
+pub(crate) async fn write_small_local(
+    c: &Containerd,
+    lease: &str,
+    root: &ContentRoot,
+    data: Vec<u8>,
+    labels: HashMap<String, String>,
+) -> Result<String> {
+    let placed = Placed {
+        digest: content::sha256_digest(&data),
+        size: data.len() as i64,
+        labels,
+    };
+    let tmp = root
+        .temp_dir()
+        .join(format!("{TEMP_PREFIX}{}", crate::unique()));
+    let written = {
+        let tmp = tmp.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let mut file = File::options().write(true).create_new(true).open(&tmp)?;
+            file.write_all(&data)?;
+            file.sync_data()?;
+            file.set_permissions(std::fs::Permissions::from_mode(0o444))
+        })
+        .await
+    };
+    let result = match written {
+        Ok(Ok(())) => {
+            let path = root
+                .blobs()
+                .join(placed.digest.trim_start_matches("sha256:"));
+            place_and_register(c, lease, &tmp, &path, &placed).await
+        }
+        Ok(Err(e)) => Err(Error::io("writing a blob", e)),
+        Err(e) => Err(Error::task("blob writer")(e)),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    result.map(|()| placed.digest)
+}
+
 /// How often a blob is linked into place again when containerd's garbage
 /// collector removed it before it was registered.
 const PLACE_ATTEMPTS: usize = 5;
