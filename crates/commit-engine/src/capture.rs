@@ -185,28 +185,26 @@ impl Identity {
     }
 }
 
-/// Whether an open file has pages in the page cache that are dirty or
-/// under writeback (`cachestat(2)`, Linux 6.5).
+/// Whether an open file has dirty pages in the page cache
+/// (`cachestat(2)`, Linux 6.5).
 fn dirty_pages(fd: &OwnedFd) -> io::Result<bool> {
-    let st = cachestat(fd)?;
-    Ok(st.dirty + st.writeback > 0)
+    Ok(cachestat(fd)?.dirty > 0)
 }
 
-/// Writes back an open file's dirty pages, if it has any, and says whether
-/// some are dirty or under writeback still (hot: written meanwhile, or a
-/// filesystem that keeps pages dirty, as tmpfs does). Once written back a
-/// page is clean and write-protected: a write to it, through a mapping too,
-/// moves the file's ctime.
+/// Starts writeback of an open file's dirty pages, if it has any, and says
+/// whether some are dirty still (hot: written meanwhile, or a filesystem
+/// that keeps pages dirty, as tmpfs does). Writeback of a page begins by
+/// marking it clean and write-protecting it, so from then on a write to
+/// it, through a mapping too, faults and moves the file's ctime: the
+/// writeback itself need not be waited for. A page dirty and under
+/// writeback at once is skipped by the kernel and stays dirty, so hot.
 fn settle(fd: &OwnedFd) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
     if !dirty_pages(fd)? {
         return Ok(false);
     }
-    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-        | libc::SYNC_FILE_RANGE_WRITE
-        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
     // SAFETY: a plain syscall on an open descriptor; 0, 0 is the whole file.
-    if unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, flags) } != 0 {
+    if unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) } != 0 {
         let err = io::Error::last_os_error();
         // A file that cannot be written back this way stays hot.
         if matches!(
