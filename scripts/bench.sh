@@ -12,7 +12,10 @@
 # 200m-commit-push (3: commit + push to a local registry, beside docker's).
 # `…-by-container`: written by the container's own process, committed at once,
 # unsynced; `…-on-xfs`: a second containerd rooted on a loop-mounted XFS with
-# reflink=1. Huge rows leave out the slowest peers and say so in the report;
+# reflink=1; the other rows' containerd and Docker's engine on a loop-mounted
+# ext4 made for the run with mkfs.ext4's defaults (BENCH_FS=tmpdir: in $TMPDIR
+# instead; this machine's root ext4 has no journal, where inode allocation
+# scans past recently freed inodes and file-heavy rows varied 2-7x). Huge rows leave out the slowest peers and say so in the report;
 # the report ends with each row's time. Needs ~32 GB free for the 10 GiB row
 # (the container's 10 GiB, its copy and a 10 GiB uncompressed layer at once).
 set -euo pipefail

@@ -85,17 +85,30 @@ impl Containerd {
     /// walking differ, the runc v2 runtime and the GC scheduler; CRI and the other
     /// plugins that are useless here are off.
     pub fn start() -> Result<Containerd> {
-        Containerd::start_with(|_| Ok(Extra::default()))
+        Containerd::start_in(&std::env::temp_dir())
+    }
+
+    /// [`start`](Self::start), its directory (root, state, socket) made in `parent`
+    /// instead of `$TMPDIR`: on a filesystem of the caller's choosing.
+    pub fn start_in(parent: &Path) -> Result<Containerd> {
+        Containerd::start_with_in(parent, |_| Ok(Extra::default()))
     }
 
     /// [`start`](Self::start), with `prepare` run in the new directory (after the
     /// watchdog is up, before the config is written): what it starts there is cleaned
     /// up with the directory, and what it returns goes into the config.
     pub(crate) fn start_with(prepare: impl FnOnce(&Path) -> Result<Extra>) -> Result<Containerd> {
+        Containerd::start_with_in(&std::env::temp_dir(), prepare)
+    }
+
+    fn start_with_in(
+        parent: &Path,
+        prepare: impl FnOnce(&Path) -> Result<Extra>,
+    ) -> Result<Containerd> {
         preflight()?;
         let dir = tempfile::Builder::new()
             .prefix("commitd-ctd-")
-            .tempdir()
+            .tempdir_in(parent)
             .map_err(|e| Error::io("creating a temporary directory for containerd", e))?
             .keep();
         let dir = dir

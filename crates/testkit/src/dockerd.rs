@@ -59,6 +59,12 @@ pub struct Dockerd {
 impl Dockerd {
     /// Starts dockerd and waits until `/_ping` answers.
     pub fn start() -> Result<Dockerd> {
+        Dockerd::start_in(&std::env::temp_dir())
+    }
+
+    /// [`start`](Self::start), its directory (data root, socket) made in `parent`
+    /// instead of `$TMPDIR`: on a filesystem of the caller's choosing.
+    pub fn start_in(parent: &Path) -> Result<Dockerd> {
         if !Path::new(DOCKERD).is_file() {
             return Err(Error::Other(format!(
                 "{DOCKERD} is missing: install Debian's docker.io (scripts/deps.sh --test)"
@@ -66,7 +72,7 @@ impl Dockerd {
         }
         let dir = tempfile::Builder::new()
             .prefix("commitd-dockerd-")
-            .tempdir()
+            .tempdir_in(parent)
             .map_err(|e| Error::io("creating a temporary directory for dockerd", e))?
             .keep();
         let dir = dir
