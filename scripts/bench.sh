@@ -7,7 +7,7 @@
 #   BENCH_SETS=200m,50k-in-500-dirs-by-container bash scripts/bench.sh   # only these rows
 # Rows (repetitions): empty (3), 100x4k (3), 200m (3), 200m-by-container (3),
 # 1g (2), 1g-by-container (1), 100x4k-on-100k-base (3), 4k-on-1m-base (1),
-# 50k-in-500-dirs (1), 50k-in-500-dirs-by-container (2),
+# 50k-in-500-dirs (3), 50k-in-500-dirs-by-container (2),
 # 10g-5000-files-by-container (1), 200m-on-xfs (2), 1g-on-xfs (1),
 # 200m-commit-push (3: commit + push to a local registry, beside docker's).
 # `…-by-container`: written by the container's own process, committed at once,

@@ -204,7 +204,7 @@ fn rows() -> Vec<Row> {
             ALL_PEERS,
         ),
         row("4k-on-1m-base", One4k, synced, Files1m, 1, ONE_M_PEERS),
-        row("50k-in-500-dirs", Many, synced, Busybox, 1, CORE_PEERS),
+        row("50k-in-500-dirs", Many, synced, Busybox, 3, CORE_PEERS),
         row(
             "50k-in-500-dirs-by-container",
             Many,
