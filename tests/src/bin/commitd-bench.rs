@@ -512,12 +512,20 @@ struct Cell {
     paused: f64,
 }
 
-/// A filesystem made for the run on a sparse file, loop-mounted with
-/// `discard` (what is deleted in it is given back to the host); unmounted
-/// and removed when dropped.
+/// A filesystem made for the run on a sparse file, on a loop device doing
+/// direct I/O and mounted with `discard` (what is deleted in it is given
+/// back to the host); unmounted, detached and removed when dropped.
+///
+/// Direct I/O makes the loop device behave as a disk: without it the
+/// backing file's pages are a second page cache, and a flush of the loop
+/// device (what any `fsync` in the filesystem ends with) is an `fsync` of
+/// the whole backing file — the `fdatasync` of one layer blob wrote back
+/// every file the container had just written too (1g-by-container,
+/// compression=none: 5.2 s against 2.9 s with gzip).
 struct LoopFs {
     mnt: PathBuf,
     img: PathBuf,
+    dev: String,
 }
 
 impl LoopFs {
@@ -539,11 +547,28 @@ impl LoopFs {
             );
         };
         run(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&img));
-        run(Command::new("mount")
-            .args(["-o", "loop,discard"])
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--direct-io=on"])
             .arg(&img)
-            .arg(&mnt));
-        LoopFs { mnt, img }
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let me = LoopFs { mnt, img, dev };
+        let dio = format!("/sys/block/{}/loop/dio", me.dev.trim_start_matches("/dev/"));
+        assert_eq!(
+            std::fs::read_to_string(&dio).unwrap_or_default().trim(),
+            "1",
+            "{dio}: the loop device does direct I/O"
+        );
+        run(Command::new("mount")
+            .args(["-o", "discard", &me.dev])
+            .arg(&me.mnt));
+        me
     }
 }
 
@@ -553,6 +578,7 @@ impl Drop for LoopFs {
         if !st.is_ok_and(|s| s.success()) {
             let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
         }
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
         let _ = std::fs::remove_dir(&self.mnt);
         let _ = std::fs::remove_file(&self.img);
     }
@@ -1282,7 +1308,7 @@ fn render(
          Rows: `…-by-container` = written by the container's own process and committed the moment it exits, unsynced; the others written from outside and synced; \
          `…-on-xfs` = containerd's root on a loop-mounted XFS with reflinks; {fs}. – = not run (see the end).\n\n",
         fs = if own_ext4() {
-            "the other rows' containerd and Docker's engine on a loop-mounted ext4 made for the run (`mkfs.ext4`'s defaults, with a journal; `BENCH_FS=tmpdir` for `$TMPDIR`'s)"
+            "the other rows' containerd and Docker's engine on a loop-mounted ext4 made for the run (`mkfs.ext4`'s defaults, with a journal; the loop devices do direct I/O; `BENCH_FS=tmpdir` for `$TMPDIR`'s)"
         } else {
             "the other rows' containerd and Docker's engine in `$TMPDIR` (`BENCH_FS=tmpdir`)"
         }
