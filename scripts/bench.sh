@@ -2,7 +2,7 @@
 # The benchmark: commitd side by side with containerd's own diff service
 # and `docker commit` (Debian's docker.io engine, started privately), on the
 # same change sets, in one run. Writes bench/results.md and bench/results.svg.
-#   bash scripts/bench.sh                 # every row, ~25 min on 2 cores (see below)
+#   bash scripts/bench.sh                 # every row, ~27 min on 2 cores (see below)
 #   BENCH_REPS=1 bash scripts/bench.sh    # at most 1 repetition per row
 #   BENCH_SETS=200m,50k-in-500-dirs-by-container bash scripts/bench.sh   # only these rows
 # Rows (repetitions): empty (3), 100x4k (3), 200m (3), 200m-by-container (3),
@@ -16,8 +16,9 @@
 # ext4 made for the run with mkfs.ext4's defaults (BENCH_FS=tmpdir: in $TMPDIR
 # instead; this machine's root ext4 has no journal, where inode allocation
 # scans past recently freed inodes and file-heavy rows varied 2-7x). Huge rows leave out the slowest peers and say so in the report;
-# the report ends with each row's time. Needs ~32 GB free for the 10 GiB row
-# (the container's 10 GiB, its copy and a 10 GiB uncompressed layer at once).
+# the report ends with each row's time. Needs ~40 GB free for the 10 GiB row
+# (the container's 10 GiB, its copy and a 10 GiB uncompressed layer at once;
+# 38 GB were in use at the peak of the last run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh --bench
