@@ -14,7 +14,8 @@
 //! vanished is removed, and directories whose copy changed get their
 //! attributes again — the copy is then exactly what one walk of the frozen
 //! tree makes. An entry whose ctime is within the kernel's clock tick of
-//! the moment it was looked at ([`RACY`]) is copied again regardless, and a
+//! the moment it was looked at ([`RACY`]) is copied again regardless (a
+//! big file is looked at once more after the tick instead), and a
 //! hard-link group is kept only whole. A write through a shared memory
 //! mapping to a page already dirty sets no ctime (the kernel stamps the
 //! time at a page's first write after writeback), so a file that has dirty
@@ -112,6 +113,12 @@ pub struct CaptureWork {
 /// at may hide a later change of the same clock tick: the kernel stamps
 /// times from a coarse clock. Such an entry is copied again once paused.
 const RACY: i128 = 50_000_000; // ns
+
+/// A file this big, changed within [`RACY`] of being looked at, is worth a
+/// wait of one clock tick and a second look ([`Recorder::look_again`])
+/// rather than a copy again while paused: a file the container has just
+/// finished writing is the common case of a commit made at once.
+const LOOK_AGAIN_FROM: i64 = 4 << 20;
 
 /// What the copy made while the container ran saw of each entry: enough
 /// to tell, once the container is paused, whether the copy of an entry
@@ -781,6 +788,32 @@ struct Recorder<'j> {
 }
 
 impl Recorder<'_> {
+    /// When to measure the racy rule of a file from: `self.looked`, or,
+    /// for a big file whose ctime is within [`RACY`] of it, a later look.
+    /// The clock's tick is waited out, the time read, and the open file
+    /// stat'ed again; if nothing of its identity moved, that second look
+    /// is the moment the file was seen as it is: a change after it stamps
+    /// a ctime of a later tick, which the paused walk tells apart. (Its
+    /// data is copied after this, so what changed before is in the copy.)
+    /// Without it, the file just written before a commit made at once is
+    /// copied again while paused: 0.31 s of pause for 1 GiB.
+    fn look_again(&self, e: &Entry<'_>, fd: &OwnedFd) -> Result<i128, WalkError> {
+        let id = Identity::of(e.stat);
+        if id.size < LOOK_AGAIN_FROM || id.ctime_ns() < self.looked - RACY {
+            return Ok(self.looked);
+        }
+        let wait = (id.ctime_ns() + RACY + 1_000_000 - now_ns()).clamp(0, RACY + 1_000_000);
+        std::thread::sleep(std::time::Duration::from_nanos(wait as u64));
+        let looked = now_ns();
+        let st = rfs::fstat(fd)
+            .map_err(|err| WalkError::io(format!("stat of {}", display_path(e.path)), err))?;
+        if Identity::of(&st) == id && id.ctime_ns() < looked - RACY {
+            Ok(looked)
+        } else {
+            Ok(self.looked)
+        }
+    }
+
     /// Copies the entries of one directory (made already), then sets the
     /// copy's attributes. A source directory gone or replaced since it
     /// was listed leaves its copy empty (the paused walk fills it).
@@ -849,11 +882,12 @@ impl Visit for Recorder<'_> {
         // written back first, and if still dirty it is hot, copied again
         // while paused. Every other page is clean and write-protected, so
         // a write to it moves the ctime.
-        let hot = match (e.kind, e.link, data) {
-            (Kind::File, None, Some(fd)) => {
-                settle(fd).map_err(|err| WalkError::io("writing back a container's file", err))?
-            }
-            _ => false,
+        let (looked, hot) = match (e.kind, e.link, data) {
+            (Kind::File, None, Some(fd)) => (
+                self.look_again(e, fd)?,
+                settle(fd).map_err(|err| WalkError::io("writing back a container's file", err))?,
+            ),
+            _ => (self.looked, false),
         };
         self.copier.last_copy = None;
         match (self.jobs, e.kind) {
@@ -886,7 +920,7 @@ impl Visit for Recorder<'_> {
                 let id = Identity::of(e.stat);
                 Seen {
                     kind: e.kind,
-                    racy: hot || e.link.is_some() || id.ctime_ns() >= self.looked - RACY,
+                    racy: hot || e.link.is_some() || id.ctime_ns() >= looked - RACY,
                     id,
                     copy: self.copier.last_copy.unwrap_or_default(),
                 }
@@ -2245,6 +2279,36 @@ mod tests {
     #[test]
     fn a_parallel_copy_brought_up_to_date_equals_a_fresh_copy() {
         brought_up_to_date(true);
+    }
+
+    /// A big file written just before the copy reached it is looked at
+    /// again after the clock tick, not copied again while paused; a small
+    /// one is copied again (a second look costs a tick, a copy little);
+    /// and either written after the copy is unsettled.
+    #[test]
+    fn a_big_file_just_written_is_looked_at_again() {
+        let copy = |name: &str, len: usize| {
+            let src = tempfile::tempdir().unwrap();
+            let dst = tempfile::tempdir().unwrap();
+            std::fs::write(src.path().join(name), vec![7u8; len]).unwrap();
+            let pre = copy_running(src.path(), dst.path(), OVERLAY, &Everything).unwrap();
+            (src, pre)
+        };
+        let (src, pre) = copy("small", LOOK_AGAIN_FROM as usize - 1);
+        let small = rfs::lstat(src.path().join("small")).unwrap();
+        assert!(pre.get(b"small").unwrap().racy, "just written");
+        assert!(pre.unsettled(b"small", &small));
+        let (src, pre) = copy("big", LOOK_AGAIN_FROM as usize);
+        let s = src.path();
+        let st = |p: &str| rfs::lstat(s.join(p)).unwrap();
+        assert!(!pre.get(b"big").unwrap().racy, "looked at again");
+        assert!(!pre.unsettled(b"big", &st("big")));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(s.join("big"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"changed"))
+            .unwrap();
+        assert!(pre.unsettled(b"big", &st("big")), "changed after its copy");
     }
 
     fn brought_up_to_date(parallel: bool) {
