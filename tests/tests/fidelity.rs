@@ -845,8 +845,9 @@ async fn writing_during_the_commit_is_one_frozen_moment() {
 /// A file written through a shared writable mapping while the container
 /// is committed: a write to a page already dirty moves no ctime, so the
 /// copy made while the container ran cannot be trusted for it. The writer
-/// puts a counter into `/m/map` through the mapping, then into `/m/marker`
-/// with one write(2) of a fixed width, round after round; the layer holds
+/// puts a counter into `/m/map` through the mapping (one 8-byte store),
+/// then into `/m/marker` with one write(2) of a fixed width, round after
+/// round; the layer holds
 /// one moment of both (`map` = `marker`, or one round ahead).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writing_through_a_shared_mapping_during_the_commit_is_one_moment() {
@@ -866,14 +867,11 @@ async fn writing_through_a_shared_mapping_during_the_commit_is_one_moment() {
             .await
             .expect("commit while writing through a mapping");
         let (_, view) = lab.image_trees(&image).await;
-        let read = |name: &str| -> Option<u64> {
-            let data = &view.nodes[format!("m/{name}").as_bytes()].data;
-            let text = String::from_utf8_lossy(data);
-            text.trim_matches(|c: char| c == '\0' || c.is_whitespace())
-                .parse()
-                .ok()
-        };
-        let (map, marker) = (read("map"), read("marker"));
+        let data = |name: &str| view.nodes[format!("m/{name}").as_bytes()].data.clone();
+        let map = data("map")
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+        let marker: Option<u64> = String::from_utf8_lossy(&data("marker")).trim().parse().ok();
         let (Some(map), Some(marker)) = (map, marker) else {
             panic!("round {round}: counters expected: {map:?} {marker:?}");
         };
