@@ -269,6 +269,70 @@ fn untouched_container_has_an_empty_upper_dir() -> Result {
     Ok(())
 }
 
+/// `Ctr::exec`'s stdout is whole every time (it goes through a file on the
+/// container's `/dev`, not the FIFOs), argv stays argv, a failure still
+/// carries its stderr, and the file is gone afterwards and never in the
+/// snapshot: in a plain, a `--privileged` and a `--read-only` container.
+#[test]
+fn exec_output_is_whole_and_leaves_nothing() -> Result {
+    let (ctr, image) = busybox_ns("exec-whole")?;
+    ctr.run_detached(&image, "plain", &["sh", "-c", "sleep 100000"], &[])?;
+    for (id, flag) in [("priv", "--privileged"), ("ro", "--read-only")] {
+        let mut c = ctr.command();
+        c.args(["run", "-d", "--null-io", "--snapshotter", SNAPSHOTTER, flag])
+            .args([image.as_str(), id, "sh", "-c", "sleep 100000"]);
+        let out = c.output()?;
+        assert!(
+            out.status.success(),
+            "ctr run {flag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // 2,000 numbered lines, then a last one without a newline.
+    let script = "seq 1 2000; printf 'the end'";
+    let mut want: String = (1..=2000).map(|i| format!("{i}\n")).collect();
+    want.push_str("the end");
+    for id in ["plain", "priv", "ro"] {
+        for round in 0..50 {
+            let got = ctr.exec(id, &["sh", "-c", script])?;
+            assert!(
+                got == want,
+                "{id}, round {round}: {} bytes, ends {:?}",
+                got.len(),
+                &got[got.len().saturating_sub(40)..]
+            );
+        }
+        // Arguments reach the command as they are: no shell splitting or globbing.
+        assert_eq!(
+            ctr.exec(id, &["printf", "%s|", "a b", "*", "$HOME", "'\"", ""])?,
+            "a b|*|$HOME|'\"||"
+        );
+        let err = ctr
+            .exec(id, &["sh", "-c", "echo partial; echo bad >&2; exit 7"])
+            .expect_err("exit 7");
+        assert!(
+            err.to_string().contains("exit code 7") && err.stderr().contains("bad"),
+            "{err}"
+        );
+        let err = ctr.exec(id, &["no-such-command"]).expect_err("not found");
+        assert!(err.stderr().contains("no-such-command"), "{err}");
+        let pid = ctr.task_pid(id)?.expect("running");
+        let dev: Vec<String> = fs::read_dir(format!("/proc/{pid}/root/dev"))?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()?;
+        assert!(
+            dev.iter().all(|n| !n.contains("testkit-exec")),
+            "{id}: left in /dev: {dev:?}"
+        );
+        if id != "ro" {
+            let upper = ctr.upper_dir(id)?;
+            assert_eq!(tree(&upper), Vec::<String>::new(), "{id}: upper dir");
+        }
+    }
+    ctr.remove_all()?;
+    Ok(())
+}
+
 /// Documents why the busybox base has the directories it has: an image without them
 /// gets them created by runc in the container's upper directory.
 #[test]
