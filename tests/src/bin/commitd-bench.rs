@@ -142,10 +142,12 @@ const ALL_PEERS: &[&str] = &[
     "docker commit",
     "tar | zstd -T0",
 ];
-/// What every row runs: what the targets compare.
+/// What every row runs: what the targets compare, and commitd without
+/// fsync, to set beside `docker commit` (which syncs nothing) like for like.
 const CORE_PEERS: &[&str] = &[
     "commitd gzip",
     "commitd none",
+    "commitd none, no fsync",
     "containerd diff gzip",
     "containerd apply gzip",
     "docker commit",
