@@ -314,10 +314,18 @@ impl Ctr {
 
     /// Runs a fresh container from `image` to completion and returns its stdout; fails
     /// if it exits non-zero. The container and its snapshot are removed either way.
+    /// With `args`, they run as `sh -c 'exec "$@" >FILE' sh ARGS…` so that stdout is
+    /// read from a file, as [`Ctr::run_script`]'s is (the image needs `sh`); with none,
+    /// the image's own command runs and its stdout comes through `ctr`'s FIFOs, which
+    /// can lose a short-lived container's last writes.
     pub fn run_image(&self, image: &str, id: &str, args: &[&str]) -> Result<String> {
+        if !args.is_empty() {
+            let mut argv = vec!["sh", "-c", "exec \"$@\" >/dev/commitd-testkit/stdout", "sh"];
+            argv.extend_from_slice(args);
+            return self.run_to_file(image, id, &argv);
+        }
         let mut c = self.command();
-        c.args(["run", "--rm", "--snapshotter", SNAPSHOTTER, image, id])
-            .args(args);
+        c.args(["run", "--rm", "--snapshotter", SNAPSHOTTER, image, id]);
         let out = cmd::stdout(&mut c, cmd::SLOW);
         // `--rm` cleans up after a normal exit; make sure of it after a failure too.
         let cleanup = self.delete_container(id);
@@ -334,6 +342,14 @@ impl Ctr {
     /// container's last writes (the shim waits at most 2 s for its copy before it
     /// closes them), a file cannot. stderr still goes through `ctr`.
     pub fn run_script(&self, image: &str, id: &str, script: &str) -> Result<String> {
+        let wrapped = format!("{{\n{script}\n}} >/dev/commitd-testkit/stdout");
+        self.run_to_file(image, id, &["sh", "-c", &wrapped])
+    }
+
+    /// Runs `argv` in a fresh container of `image` with a host directory
+    /// bind-mounted at `/dev/commitd-testkit`, and returns what it left in
+    /// `stdout` there once the container is gone.
+    fn run_to_file(&self, image: &str, id: &str, argv: &[&str]) -> Result<String> {
         let dir = tempfile::Builder::new()
             .prefix("commitd-testkit-out-")
             .tempdir()
@@ -342,7 +358,6 @@ impl Ctr {
             "type=bind,src={},dst=/dev/commitd-testkit,options=rbind:rw",
             dir.path().display()
         );
-        let wrapped = format!("{{\n{script}\n}} >/dev/commitd-testkit/stdout");
         let mut c = self.command();
         c.args([
             "run",
@@ -352,7 +367,8 @@ impl Ctr {
             "--mount",
             &mount,
         ])
-        .args([image, id, "sh", "-c", &wrapped]);
+        .args([image, id])
+        .args(argv);
         let ran = cmd::run(&mut c, cmd::SLOW);
         let cleanup = self.delete_container(id);
         ran?;
