@@ -540,6 +540,7 @@ impl LoopFs {
         let f = std::fs::File::create(&img).unwrap();
         f.set_len(size).unwrap();
         drop(f);
+        // Runs a command that must succeed; its stdout.
         let run = |c: &mut Command| {
             let out = c.output().unwrap();
             assert!(
@@ -547,19 +548,13 @@ impl LoopFs {
                 "{c:?}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            out.stdout
         };
         run(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&img));
-        let out = Command::new("losetup")
+        let dev = run(Command::new("losetup")
             .args(["--find", "--show", "--direct-io=on"])
-            .arg(&img)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+            .arg(&img));
+        let dev = String::from_utf8(dev).unwrap().trim().to_string();
         let me = LoopFs { mnt, img, dev };
         let dio = format!("/sys/block/{}/loop/dio", me.dev.trim_start_matches("/dev/"));
         assert_eq!(
