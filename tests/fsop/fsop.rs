@@ -18,7 +18,7 @@
 //! link A B | mkfifo P MODE | mknod P c|b MAJOR MINOR MODE | chmod P MODE
 //! chown P UID GID | utime P SEC NSEC | setx P NAME VALUE | rmx P NAME
 //! socket P | deep P DEPTH NAME | many P COUNT SIZE | loop P FILES
-//! mmaploop P
+//! mmaploop P | mmapreopen P
 //! ```
 //!
 //! `deep` makes DEPTH nested directories NAME below P (relative to each
@@ -27,7 +27,10 @@
 //! P/0 … P/FILES-1, in order, forever; `mmaploop` writes an increasing
 //! counter into P/map through a shared writable mapping (no system call;
 //! one 8-byte little-endian store, which a freeze cannot tear), then as
-//! text into P/marker with write(2), forever.
+//! text into P/marker with write(2), forever; `mmapreopen` does the same
+//! but opens and maps P/map afresh each round, unmaps and closes it before
+//! the marker's write, then sleeps a millisecond: the file is open nowhere
+//! most of the time, its page dirty.
 
 use std::ffi::{CString, OsStr};
 use std::fs;
@@ -52,6 +55,7 @@ unsafe extern "C" {
     fn lchown(path: *const c_char, uid: c_uint, gid: c_uint) -> c_int;
     fn chmod(path: *const c_char, mode: c_uint) -> c_int;
     fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: c_long) -> *mut c_void;
+    fn munmap(addr: *mut c_void, len: usize) -> c_int;
 }
 
 const AT_FDCWD: c_int = -100;
@@ -193,42 +197,8 @@ fn run(words: &[&str]) -> Res {
             }
             Ok(())
         }
-        "mmaploop" => {
-            use std::os::fd::AsRawFd;
-            let dir = p(1)?;
-            let f = fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(dir.join("map"))
-                .map_err(|x| format!("open: {x}"))?;
-            e(f.set_len(64), "truncate")?;
-            // PROT_READ|PROT_WRITE, MAP_SHARED
-            let page = unsafe { mmap(std::ptr::null_mut(), 4096, 0x1 | 0x2, 0x01, f.as_raw_fd(), 0) };
-            if page as isize == -1 {
-                return Err(format!("mmap: {}", std::io::Error::last_os_error()));
-            }
-            // One aligned 8-byte store a round: a process frozen between
-            // the byte stores of a longer text would leave it torn (seen:
-            // 316159 → 316160 frozen after five digits read 316169).
-            // SAFETY: the mapping is page-aligned, 4096 bytes, and lives
-            // as long as the process.
-            let counter = unsafe { &*page.cast::<std::sync::atomic::AtomicU64>() };
-            let marker = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(dir.join("marker"))
-                .map_err(|x| format!("open: {x}"))?;
-            for round in 0u64.. {
-                let text = format!("{round:020}\n");
-                counter.store(round.to_le(), std::sync::atomic::Ordering::SeqCst);
-                // One write of a fixed width at 0: never empty, never torn.
-                e(std::os::unix::fs::FileExt::write_all_at(&marker, text.as_bytes(), 0), "write")?;
-            }
-            Ok(())
-        }
+        "mmaploop" => mmap_loop(&p(1)?, false),
+        "mmapreopen" => mmap_loop(&p(1)?, true),
         "loop" => {
             let (dir, files) = (p(1)?, n(2)?);
             for round in 0u64.. {
@@ -248,6 +218,68 @@ fn run(words: &[&str]) -> Res {
         }
         other => Err(format!("unknown operation {other:?}")),
     }
+}
+
+/// `mmaploop` (one mapping, kept) and `mmapreopen` (a mapping a round).
+fn mmap_loop(dir: &Path, reopen: bool) -> Res {
+    use std::os::fd::AsRawFd;
+    let open = |truncate: bool| {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(truncate)
+            .open(dir.join("map"))
+            .map_err(|x| format!("open: {x}"))
+    };
+    let map = |f: &fs::File| {
+        // PROT_READ|PROT_WRITE, MAP_SHARED
+        let page = unsafe { mmap(std::ptr::null_mut(), 4096, 0x1 | 0x2, 0x01, f.as_raw_fd(), 0) };
+        if page as isize == -1 {
+            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+        }
+        Ok(page)
+    };
+    let f = open(true)?;
+    f.set_len(64).map_err(|x| format!("truncate: {x}"))?;
+    let mut kept = if reopen { None } else { Some((map(&f)?, f)) };
+    let marker = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join("marker"))
+        .map_err(|x| format!("open: {x}"))?;
+    for round in 0u64.. {
+        let (page, f) = match kept.take() {
+            Some(k) => k,
+            None => {
+                let f = open(false)?;
+                (map(&f)?, f)
+            }
+        };
+        // One aligned 8-byte store a round: a process frozen between
+        // the byte stores of a longer text would leave it torn (seen:
+        // 316159 → 316160 frozen after five digits read 316169).
+        // SAFETY: the mapping is page-aligned, 4096 bytes, and lives
+        // until unmapped below.
+        let counter = unsafe { &*page.cast::<std::sync::atomic::AtomicU64>() };
+        counter.store(round.to_le(), std::sync::atomic::Ordering::SeqCst);
+        if reopen {
+            // SAFETY: the mapping made above, not used again.
+            check(unsafe { munmap(page, 4096) }, "munmap")?;
+            drop(f);
+        } else {
+            kept = Some((page, f));
+        }
+        let text = format!("{round:020}\n");
+        // One write of a fixed width at 0: never empty, never torn.
+        std::os::unix::fs::FileExt::write_all_at(&marker, text.as_bytes(), 0)
+            .map_err(|x| format!("write: {x}"))?;
+        if reopen {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    Ok(())
 }
 
 fn main() {
