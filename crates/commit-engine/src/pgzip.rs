@@ -1,4 +1,4 @@
-//! Parallel gzip: the stream is cut into 1 MiB chunks, each compressed on a
+//! Parallel gzip: the stream is cut into 256 KiB chunks, each compressed on a
 //! worker thread with libdeflate into a gzip member of its own, and the
 //! members are written in order. Concatenated members are one valid gzip
 //! file (RFC 1952 §2.2); Go's, zlib's and pigz's readers all read them.
@@ -7,9 +7,9 @@
 //! detected on a sample and stored instead of deflated: deflate spends most
 //! of its time failing to find matches in such data, and gains nothing.
 //!
-//! Memory is bounded: at most `threads` chunks wait for a worker (the job
-//! queue), one is compressed per worker straight into the member it sends,
-//! and `threads` compressed members wait for the writer (the done queue),
+//! Memory is bounded: at most 1 MiB of chunks a thread wait for a worker
+//! (the job queue), one is compressed per worker straight into the member
+//! it sends, and as many members wait for the writer (the done queue),
 //! which holds back only members that arrive before the one it must write
 //! next.
 
@@ -21,10 +21,14 @@ use std::thread::JoinHandle;
 
 use libdeflater::{CompressionLvl, Compressor, Crc};
 
-/// Bytes per gzip member.
-pub(crate) const CHUNK: usize = 1 << 20;
+/// Bytes per gzip member: small enough that a layer of half a megabyte
+/// is compressed on two cores (with 1 MiB chunks gzip added 9 ms to the
+/// 28 ms of a commit of 100 files of 4 KiB, on one core; 4-6 ms with
+/// these), big enough that the members' headers and restarted windows
+/// cost nothing to speak of.
+pub(crate) const CHUNK: usize = 256 << 10;
 /// Bytes sampled to decide whether a chunk compresses.
-const SAMPLE: usize = 64 << 10;
+const SAMPLE: usize = 32 << 10;
 /// A chunk whose sample compresses to more than this fraction is stored.
 const STORE_ABOVE: f64 = 0.97;
 
@@ -42,8 +46,11 @@ impl<W: Write + Send + 'static> ParGzip<W> {
         let level = CompressionLvl::new(i32::try_from(level).unwrap_or(1)).map_err(|e| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("gzip level: {e:?}"))
         })?;
-        let (jobs, job_rx) = sync_channel::<(u64, Vec<u8>)>(threads);
-        let (done_tx, done_rx) = sync_channel::<(u64, Vec<u8>)>(threads);
+        // As many bytes in flight as 1 MiB chunks had (a worker or the
+        // writer stalled on the disk for a moment does not stop the rest).
+        let depth = threads * (1 << 20) / CHUNK;
+        let (jobs, job_rx) = sync_channel::<(u64, Vec<u8>)>(depth);
+        let (done_tx, done_rx) = sync_channel::<(u64, Vec<u8>)>(depth);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let workers = (0..threads)
             .map(|_| {
