@@ -442,6 +442,14 @@ impl Daemon {
     fn start(bin: &Path, containerd: &Path, dir: &Path, name: &str, config: &str) -> Daemon {
         let socket = dir.join(format!("{name}.sock"));
         let cfg = dir.join(format!("{name}.toml"));
+        // BENCH_LOG=FILTER: the daemons log at that level into
+        // /tmp/commitd-bench-logs, kept after the run.
+        let log = std::env::var("BENCH_LOG").ok();
+        let log_dir = match log {
+            Some(_) => PathBuf::from("/tmp/commitd-bench-logs"),
+            None => dir.to_path_buf(),
+        };
+        std::fs::create_dir_all(&log_dir).unwrap();
         std::fs::write(&cfg, config).unwrap();
         let child = Command::new(bin)
             .args(["--config"])
@@ -451,9 +459,9 @@ impl Daemon {
             .arg("--containerd")
             .arg(containerd)
             .args(["--namespace", NS.as_str()])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log.as_deref().unwrap_or("warn"))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+            .stderr(std::fs::File::create(log_dir.join(format!("{name}.log"))).unwrap())
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
