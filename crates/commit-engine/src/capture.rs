@@ -2430,13 +2430,22 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, [1u8; 8192]).unwrap();
         let ro = || -> OwnedFd { std::fs::File::open(&p).unwrap().into() };
-        let rw = || std::fs::OpenOptions::new().read(true).write(true).open(&p).unwrap();
+        let rw = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&p)
+                .unwrap()
+        };
         assert!(!open_for_writing(&ro()), "open nowhere");
         let w = rw();
         assert!(open_for_writing(&ro()), "open for writing");
         let map = Mapped::new(&w);
         drop(w);
-        assert!(open_for_writing(&ro()), "mapped writable, its descriptor closed");
+        assert!(
+            open_for_writing(&ro()),
+            "mapped writable, its descriptor closed"
+        );
         drop(map);
         assert!(!open_for_writing(&ro()), "unmapped");
         // The lease was given back: an open for writing does not wait,
@@ -2487,14 +2496,20 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_nanos(RACY as u64));
             map.write(3);
-            assert!(pre.unsettled(b"held", &st("held")), "written through its mapping");
+            assert!(
+                pre.unsettled(b"held", &st("held")),
+                "written through its mapping"
+            );
             let f = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(s.join("closed"))
                 .unwrap();
             Mapped::new(&f).write(3);
-            assert!(pre.unsettled(b"closed", &st("closed")), "written through a new mapping");
+            assert!(
+                pre.unsettled(b"closed", &st("closed")),
+                "written through a new mapping"
+            );
         }
     }
 

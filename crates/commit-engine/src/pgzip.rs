@@ -140,7 +140,11 @@ impl<W: Write + Send + 'static> ParGzip<W> {
 
 impl<W: Write + Send + 'static> Write for ParGzip<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let chunk = if self.seq < FIRST_CHUNKS { FIRST_CHUNK } else { CHUNK };
+        let chunk = if self.seq < FIRST_CHUNKS {
+            FIRST_CHUNK
+        } else {
+            CHUNK
+        };
         let n = data.len().min(chunk - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() == chunk {
@@ -281,7 +285,9 @@ mod tests {
         let input: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
         let first_member = |z: &[u8]| {
             let mut out = Vec::new();
-            flate2::read::GzDecoder::new(z).read_to_end(&mut out).unwrap();
+            flate2::read::GzDecoder::new(z)
+                .read_to_end(&mut out)
+                .unwrap();
             out.len()
         };
         let z = roundtrip(&input[..200_000], 2);
@@ -308,8 +314,12 @@ mod tests {
         let mut text = Vec::new();
         let mut n = 0u64;
         while text.len() < 2 << 20 {
-            n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            text.extend_from_slice(format!("line {} of words {} and more\n", n >> 40, n % 977).as_bytes());
+            n = n
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            text.extend_from_slice(
+                format!("line {} of words {} and more\n", n >> 40, n % 977).as_bytes(),
+            );
         }
         text.truncate(2 << 20);
         let mut random = vec![0u8; 2 << 20];
@@ -329,7 +339,11 @@ mod tests {
             }
             z.finish().unwrap();
             let s = started.elapsed().as_secs_f64();
-            eprintln!("level {level}, {} KiB chunks: {:.0} MB/s", CHUNK >> 10, 268.4 / s);
+            eprintln!(
+                "level {level}, {} KiB chunks: {:.0} MB/s",
+                CHUNK >> 10,
+                268.4 / s
+            );
         }
     }
 
