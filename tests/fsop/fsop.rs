@@ -242,7 +242,13 @@ fn mmap_loop(dir: &Path, reopen: bool) -> Res {
     };
     let f = open(true)?;
     f.set_len(64).map_err(|x| format!("truncate: {x}"))?;
-    let mut kept = if reopen { None } else { Some((map(&f)?, f)) };
+    // With `reopen`, not kept open: the file is open nowhere between rounds.
+    let mut kept = if reopen {
+        drop(f);
+        None
+    } else {
+        Some((map(&f)?, f))
+    };
     let marker = fs::OpenOptions::new()
         .write(true)
         .create(true)
