@@ -18,10 +18,12 @@ ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-bookworm AS builder
 
-# containerd-client's build generates its gRPC code with protoc. The version
-# is bookworm's; follow Debian's updates (apt-cache policy protobuf-compiler).
+# containerd-client's build generates its gRPC code with protoc; gzip links
+# ISA-L (libisal-dev). The versions are bookworm's; follow Debian's updates
+# (apt-cache policy protobuf-compiler libisal-dev).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends protobuf-compiler=3.21.12-3+deb12u1 \
+       libisal-dev=2.30.0-5 \
     && rm -rf /var/lib/apt/lists/*
 
 # The build itself runs as an unprivileged user.
@@ -40,8 +42,12 @@ RUN --mount=type=cache,target=/home/builder/.cargo/registry,uid=10001,gid=10001 
     cargo build --release --locked -p commitd \
     && cp target/release/commitd /home/builder/commitd
 
-# The binary needs only glibc and libgcc_s, both in the slim image.
+# The binary needs glibc and libgcc_s, both in the slim image, and ISA-L.
 FROM debian:bookworm-slim
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libisal2=2.30.0-5 \
+    && rm -rf /var/lib/apt/lists/*
 
 COPY --from=builder /home/builder/commitd /usr/local/bin/commitd
 COPY config/commitd.toml /etc/commitd/commitd.toml

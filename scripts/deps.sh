@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what commitd's build, demo and tests need and the machine lacks.
 # Debian packages only; nothing is installed that is already there.
-#   scripts/deps.sh            build + run (containerd, runc, protoc, busybox-static)
+#   scripts/deps.sh            build + run (containerd, runc, protoc, libisal-dev (ISA-L,
+#                              gzip), busybox-static)
 #   scripts/deps.sh --test     also what the tests drive (skopeo, umoci, registry, python,
 #                              Docker Engine 20.10 as the oracle of the differential tests)
 #   scripts/deps.sh --bench    what the benchmark needs (Docker Engine, zstd, pigz)
 set -euo pipefail
 
-want=(containerd runc protobuf-compiler busybox-static ca-certificates)
+want=(containerd runc protobuf-compiler libisal-dev busybox-static ca-certificates)
 if [[ "${1:-}" == "--test" ]]; then
   want+=(skopeo umoci docker-registry python3-venv jq apache2-utils openssl docker.io curl xfsprogs e2fsprogs)
 fi

@@ -59,7 +59,7 @@ const TEMP_PREFIX: &str = ".commitd-";
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Codec {
     pub compression: Compression,
-    /// gzip level (1 fastest … 9 smallest).
+    /// gzip level (1 fastest … 9 smallest; 1–3 igzip, 4–9 libdeflate).
     pub gzip_level: u32,
     /// zstd level (1 … 19).
     pub zstd_level: i32,
