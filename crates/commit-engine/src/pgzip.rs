@@ -184,9 +184,9 @@ impl<W: Write + Send + 'static> Drop for ParGzip<W> {
 /// Which library compresses, at which of its levels.
 #[derive(Clone, Copy)]
 enum Level {
-    /// igzip's levels 1 to 3: on text and binaries 1.7–2.3× libdeflate's
-    /// level-1 speed here, 2–3% larger at its level 3 (6–10% at its
-    /// level 1) ([`tests::measure`]).
+    /// igzip's levels 1 to 3: on 1 MiB of text or binaries 1.7–2.3×
+    /// libdeflate's level-1 speed here, 2–3% larger at its level 3 (6–11%
+    /// at its level 1); the whole stream: [`tests::measure`].
     Igzip(u32),
     /// Smaller layers, at a third of the speed or less.
     Libdeflate(CompressionLvl),
