@@ -79,15 +79,7 @@ impl Igzip {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
-
-    fn gunzip(data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(data)
-            .read_to_end(&mut out)
-            .unwrap();
-        out
-    }
+    use crate::pgzip::tests::gunzip;
 
     #[test]
     fn every_level_reads_back_and_a_small_buffer_is_refused() {

@@ -303,11 +303,12 @@ pub(crate) fn stored_member(data: &[u8]) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Read;
 
-    fn gunzip(data: &[u8]) -> Vec<u8> {
+    /// Every member of `data`, decompressed as one stream.
+    pub(crate) fn gunzip(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(data)
             .read_to_end(&mut out)
