@@ -234,7 +234,7 @@ impl Containerd {
 
     /// A `ctr` handle on `namespace` of this containerd.
     pub fn ctr(&self, namespace: &str) -> Ctr {
-        Ctr::new(&self.socket, namespace)
+        Ctr::new(&self.socket, namespace).with_log(self.log_path())
     }
 
     /// The last `lines` lines of the log (empty for an external containerd).

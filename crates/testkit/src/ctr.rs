@@ -21,6 +21,8 @@ pub const SNAPSHOTTER: &str = "overlayfs";
 pub struct Ctr {
     address: PathBuf,
     namespace: String,
+    /// containerd's log, when the handle came from a private containerd.
+    log: Option<PathBuf>,
 }
 
 /// State of a container's task, as `ctr tasks ls` shows it.
@@ -77,7 +79,23 @@ impl Ctr {
         Ctr {
             address: address.into(),
             namespace: namespace.to_owned(),
+            log: None,
         }
+    }
+
+    /// The same handle, whose [`log_tail`](Self::log_tail) reads `log`.
+    pub(crate) fn with_log(mut self, log: Option<&Path>) -> Ctr {
+        self.log = log.map(Path::to_owned);
+        self
+    }
+
+    /// The last `lines` lines of containerd's log, to explain a failure
+    /// (empty when the handle knows no log: an external containerd).
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.log
+            .as_deref()
+            .map(|log| crate::containerd::log_tail(log, lines))
+            .unwrap_or_default()
     }
 
     /// The containerd namespace.

@@ -160,8 +160,9 @@ impl Lab {
             .expect("ctr run");
         assert!(
             out.status.success(),
-            "starting {id}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "starting {id}: {}\ncontainerd's log ends:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.w.ctr.log_tail(40)
         );
     }
 
