@@ -111,7 +111,11 @@ fn busybox_image_runs_and_is_listed() -> Result {
     assert_eq!(out, "hi\n0\n/\ncommitd-test\n");
     // The handle reads the private containerd's log, to explain failures;
     // the task just run is in it.
-    assert!(ctr.log_tail(1000).contains("id=once"), "{}", ctr.log_tail(20));
+    assert!(
+        ctr.log_tail(1000).contains("id=once"),
+        "{}",
+        ctr.log_tail(20)
+    );
     // Cleaned up after itself.
     assert_eq!(ctr.task_status("once")?, TaskStatus::None);
     assert!(ctr.run(&["containers", "ls", "-q"])?.trim().is_empty());
