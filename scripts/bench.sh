@@ -6,7 +6,7 @@
 #   BENCH_REPS=1 bash scripts/bench.sh    # at most 1 repetition per row
 #   BENCH_SETS=200m,50k-in-500-dirs-by-container bash scripts/bench.sh   # only these rows
 #   BENCH_LOG=commit_engine=debug bash scripts/bench.sh   # daemons' logs kept in /tmp/commitd-bench-logs
-# Rows (repetitions): empty (3), 100x4k (3), 200m (3), 200m-by-container (3),
+# Rows (repetitions): empty (7), 100x4k (7), 200m (3), 200m-by-container (3),
 # 1g (2), 1g-by-container (1), 100x4k-on-100k-base (3), 4k-on-1m-base (1),
 # 50k-in-500-dirs (3), 50k-in-500-dirs-by-container (2),
 # 10g-5000-files-by-container (1), 200m-on-xfs (2), 1g-on-xfs (1),
