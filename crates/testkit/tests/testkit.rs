@@ -110,9 +110,13 @@ fn busybox_image_runs_and_is_listed() -> Result {
     )?;
     assert_eq!(out, "hi\n0\n/\ncommitd-test\n");
     // The handle reads the private containerd's log, to explain failures;
-    // the task just run is in it.
+    // the task just run is in it: the shim's "starting signal loop", logged
+    // as the task starts, carries its state path (`…/NAMESPACE/once`).
+    // containerd's "shim disconnected" (id=once) is logged from a goroutine
+    // when the shim's connection closes, maybe after `ctr` has returned.
     assert!(
-        ctr.log_tail(1000).contains("id=once"),
+        ctr.log_tail(1000)
+            .contains(&format!("{}/once ", ctr.namespace())),
         "{}",
         ctr.log_tail(20)
     );
